@@ -1,0 +1,46 @@
+"""archdsl: write a transformer's architecture as YAML; validate, compile, summarise and draw it.
+
+    import archdsl
+    spec = archdsl.load_spec("specs/gpt2.yaml", overrides={"layers": 2})
+    model = archdsl.compile(spec, seed=0)          # an nn.Module
+    print(archdsl.summary(spec))                   # params, shapes, FLOPs
+
+Importing archdsl does not import torch; ``compile``/``ArchModel`` load it on first use.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import ErrorItem, SpecError
+from .loader import load_spec
+from .spec import Spec
+
+__version__ = "0.1.0"
+
+
+def graph(spec: Any, *, overrides=None, max_params: int | None = None, seq_len: int | None = None):
+    """The resolved block graph (networkx.DiGraph) of a spec; see archdsl.ir for its attributes."""
+    from .ir import build_graph
+
+    return build_graph(load_spec(spec, overrides=overrides, max_params=max_params), max_params=max_params, seq_len=seq_len)
+
+
+def summary(spec: Any, *, overrides=None, seq_len: int | None = None, max_params: int | None = None):
+    """Per-block parameters, output shapes and FLOPs per token, computed without allocating weights."""
+    from .summary import summarize
+
+    return summarize(graph(spec, overrides=overrides, seq_len=seq_len, max_params=max_params))
+
+
+def __getattr__(name: str) -> Any:  # torch-backed names load lazily, so validate/summary stay fast
+    if name == "compile":
+        from .compile import compile_spec
+        return compile_spec
+    if name in ("ArchModel", "EncoderOutput", "load_model"):
+        from . import compile as _compile
+        return getattr(_compile, name)
+    raise AttributeError(f"module 'archdsl' has no attribute '{name}'")
+
+
+__all__ = ["load_spec", "compile", "graph", "summary", "Spec", "SpecError", "ErrorItem", "ArchModel",
+           "EncoderOutput", "load_model", "__version__"]

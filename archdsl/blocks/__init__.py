@@ -1,0 +1,85 @@
+"""Torch modules for every node kind, and the one registry that maps a kind to its builder.
+
+A builder receives the resolved IR node (its Pydantic spec, widths and context) and returns
+a module; it is the only place where configuration becomes constructor arguments.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import networkx as nx
+from torch import nn
+
+from .attention import Attention
+from .context import ForwardContext
+from .embedding import Embedding, LearnedPositional, PositionMarker, Rotary, SinusoidalPositional
+from .feedforward import MLP, Dropout, Linear
+from .heads import LMHead, Pooler
+from .norm import LayerNorm, RMSNorm
+from .structure import Parallel, Residual, Sequence
+
+Builder = Callable[[dict, nx.DiGraph, dict], nn.Module]
+
+
+def _embedding(d: dict, g: nx.DiGraph, built: dict) -> nn.Module:
+    s = d["spec"]
+    return Embedding(s.vocab, d["out_width"], input=s.input, scale=s.scale, padding_idx=s.padding_idx)
+
+
+def _positional(d: dict, g: nx.DiGraph, built: dict) -> nn.Module:
+    s, width = d["spec"], d["in_width"]
+    if s.type == "learned":
+        return LearnedPositional(s.max_len, width)
+    if s.type == "sinusoidal":
+        return SinusoidalPositional(width)
+    if s.type == "rotary":
+        return Rotary(d["id"], _rotary_dim(g, d["id"]), s.base, s.interleaved)
+    return PositionMarker()
+
+
+def _rotary_dim(g: nx.DiGraph, positional_id: str) -> int:
+    """Rotated dims per head, from the head size of the attention layers this node governs."""
+    for _, data in g.nodes(data=True):
+        if data.get("positional") == positional_id:
+            _, _, head_dim = data["spec"].dims(data["in_width"])
+            return int(head_dim * g.nodes[positional_id]["spec"].fraction)
+    return 2  # governs no attention: any even size will do
+
+
+def _attention(d: dict, g: nx.DiGraph, built: dict) -> nn.Module:
+    s = d["spec"]
+    heads, kv_heads, head_dim = s.dims(d["in_width"])
+    pos = g.nodes[d["positional"]]["spec"] if d.get("positional") else None
+    rotary = (d["positional"], pos.interleaved) if pos is not None and pos.type == "rotary" else None
+    return Attention(d["in_width"], heads, kv_heads, head_dim, causal=s.causal, window=s.window, dropout=s.dropout,
+                     bias=s.bias, out_bias=s.bias if s.out_bias is None else s.out_bias, scale=s.scale,
+                     rotary=rotary, alibi=pos is not None and pos.type == "alibi")
+
+
+def _lm_head(d: dict, g: nx.DiGraph, built: dict) -> nn.Module:
+    s = d["spec"]
+    tied = built[g.graph["embeddings"][s.tie]].weight if s.tie else None
+    return LMHead(d["in_width"], s.vocab, s.bias, tied)
+
+
+BUILDERS: dict[str, Builder] = {
+    "embedding": _embedding,
+    "positional": _positional,
+    "attention": _attention,
+    "mlp": lambda d, g, b: MLP(d["in_width"], d["spec"].hidden, d["spec"].activation, d["spec"].bias,
+                               d["spec"].dropout, d["spec"].gated),
+    "linear": lambda d, g, b: Linear(d["in_width"], d["spec"].out, bias=d["spec"].bias),
+    "dropout": lambda d, g, b: Dropout(d["spec"].p),
+    "layernorm": lambda d, g, b: LayerNorm(d["in_width"], d["spec"].eps, d["spec"].bias),
+    "rmsnorm": lambda d, g, b: RMSNorm(d["in_width"], d["spec"].eps),
+    "lm_head": _lm_head,
+    "pooler": lambda d, g, b: Pooler(d["in_width"], d["spec"].reduce, d["spec"].dense, d["spec"].activation),
+    # composites: their children are built first and passed in `b` as (name, module) pairs
+    "residual": lambda d, g, b: Residual(b["children"]),
+    "parallel": lambda d, g, b: Parallel(b["children"]),
+    "repeat": lambda d, g, b: Sequence(b["children"]),
+    "layer": lambda d, g, b: Sequence(b["children"]),
+    "branch": lambda d, g, b: Sequence(b["children"]),
+}
+
+__all__ = ["BUILDERS", "ForwardContext", "Sequence"]

@@ -1,0 +1,62 @@
+"""Self-attention with a fused QKV projection and one SDPA call (paired with spec/attention.py)."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .context import ForwardContext
+from .embedding import apply_rotary
+
+_SDPA_HAS_GQA = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 5)
+
+
+def alibi_slopes(heads: int) -> torch.Tensor:
+    """Head slopes of Press et al. (2022): a geometric sequence, interleaved when heads is not a power of 2."""
+    def powers(n: int) -> list[float]:
+        start = 2 ** (-(2 ** -(math.log2(n) - 3)))
+        return [start ** (i + 1) for i in range(n)]
+    if math.log2(heads).is_integer():
+        return torch.tensor(powers(heads))
+    closest = 2 ** math.floor(math.log2(heads))
+    return torch.tensor(powers(closest) + powers(2 * closest)[0::2][: heads - closest])
+
+
+class Attention(nn.Module):
+    def __init__(self, width: int, heads: int, kv_heads: int, head_dim: int, *, causal: bool,
+                 window: int | None, dropout: float, bias: bool, out_bias: bool, scale: float | None,
+                 rotary: tuple[str, bool] | None, alibi: bool):
+        super().__init__()
+        assert heads % kv_heads == 0, "the spec validator guarantees kv_heads divides heads"
+        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
+        self.causal, self.window, self.dropout, self.scale = causal, window, dropout, scale
+        self.rotary = rotary  # (positional node id, interleaved) or None
+        self.qkv = nn.Linear(width, (heads + 2 * kv_heads) * head_dim, bias=bias)
+        self.out = nn.Linear(heads * head_dim, width, bias=out_bias)
+        if alibi:
+            self.register_buffer("alibi_slopes", alibi_slopes(heads), persistent=False)
+        else:
+            self.alibi_slopes = None
+
+    def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        B, S, _ = x.shape
+        h, kv, hd = self.heads, self.kv_heads, self.head_dim
+        q, k, v = self.qkv(x).split([h * hd, kv * hd, kv * hd], dim=-1)
+        q = q.view(B, S, h, hd).transpose(1, 2)  # (B, h, S, hd)
+        k = k.view(B, S, kv, hd).transpose(1, 2)  # (B, kv, S, hd)
+        v = v.view(B, S, kv, hd).transpose(1, 2)
+        if self.rotary is not None:
+            cos, sin = ctx.rope[self.rotary[0]]
+            q, k = apply_rotary(q, cos, sin, self.rotary[1]), apply_rotary(k, cos, sin, self.rotary[1])
+        mask, is_causal = ctx.attention_mask(S, k.shape[2], self.causal, self.window, self.alibi_slopes, q.dtype)
+        gqa = {}
+        if kv != h:
+            if _SDPA_HAS_GQA:
+                gqa = {"enable_gqa": True}
+            else:
+                k, v = k.repeat_interleave(h // kv, dim=1), v.repeat_interleave(h // kv, dim=1)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=self.scale,
+                                           dropout_p=self.dropout if self.training else 0.0, **gqa)
+        return self.out(y.transpose(1, 2).reshape(B, S, h * hd))

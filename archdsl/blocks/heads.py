@@ -1,0 +1,45 @@
+"""Output heads (paired with spec/heads.py)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .context import ForwardContext
+
+
+class LMHead(nn.Module):
+    """Logits over the vocabulary. A tied head shares the embedding's Parameter (one tensor, two names)."""
+
+    def __init__(self, width: int, vocab: int, bias: bool, tied: nn.Parameter | None):
+        super().__init__()
+        self.weight = tied if tied is not None else nn.Parameter(torch.empty(vocab, width))
+        self.bias = nn.Parameter(torch.zeros(vocab)) if bias else None
+        self.tied = tied is not None
+
+    def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
+class Pooler(nn.Module):
+    """Writes one vector per sequence to ctx.pooled; the stream passes through unchanged."""
+
+    def __init__(self, width: int, reduce: str, dense: bool, activation: str):
+        super().__init__()
+        self.reduce, self.activation = reduce, activation
+        self.dense = nn.Linear(width, width) if dense else None
+
+    def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        if self.reduce == "first":
+            pooled = x[:, 0]
+        elif ctx.key_padding is not None:
+            keep = ctx.key_padding[..., None].to(x.dtype)
+            pooled = (x * keep).sum(1) / keep.sum(1).clamp(min=1)
+        else:
+            pooled = x.mean(1)
+        if self.dense is not None:
+            pooled = self.dense(pooled)
+        if self.activation == "tanh":
+            pooled = torch.tanh(pooled)
+        ctx.pooled = pooled
+        return x

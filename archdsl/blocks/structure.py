@@ -1,0 +1,44 @@
+"""Composition modules: a sequence of named children, residual, parallel (paired with spec/structure.py)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .context import ForwardContext
+
+
+class Sequence(nn.Module):
+    """Children applied in order. Children are registered by name so state_dict keys read like the spec."""
+
+    def __init__(self, children: list[tuple[str, nn.Module]]):
+        super().__init__()
+        for name, module in children:
+            self.add_module(name, module)
+
+    def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        for module in self._modules.values():
+            x = module(x, ctx)
+        return x
+
+
+class Residual(Sequence):
+    """x + body(x)."""
+
+    def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        return x + super().forward(x, ctx)
+
+
+class Parallel(nn.Module):
+    """branch_0(x) + branch_1(x) + ..."""
+
+    def __init__(self, branches: list[tuple[str, nn.Module]]):
+        super().__init__()
+        for name, module in branches:
+            self.add_module(name, module)
+
+    def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        branches = list(self._modules.values())
+        out = branches[0](x, ctx)
+        for branch in branches[1:]:
+            out = out + branch(x, ctx)
+        return out

@@ -1,0 +1,157 @@
+"""IR -> ``nn.Module``: build the module tree that mirrors the spec, then initialise it.
+
+The model's forward is plain PyTorch: each composite module loops over its children; nothing
+reads the graph at run time.
+"""
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Mapping, NamedTuple
+
+import networkx as nx
+import torch
+from torch import nn
+
+from .blocks import BUILDERS, ForwardContext
+from .blocks.attention import Attention
+from .blocks.embedding import Embedding, LearnedPositional
+from .blocks.feedforward import MLP
+from .ir import build_graph
+from .loader import load_spec
+from .spec import Spec
+
+
+class EncoderOutput(NamedTuple):
+    last_hidden_state: torch.Tensor  # (B, S, D)
+    pooler_output: torch.Tensor  # (B, D)
+
+
+class ArchModel(nn.Module):
+    """A compiled archdsl spec. Its top-level children are the spec's top-level nodes."""
+
+    def __init__(self, spec: Spec, graph: nx.DiGraph, children: list[tuple[str, nn.Module]]):
+        super().__init__()
+        for name, module in children:
+            self.add_module(name, module)
+        self.spec = spec
+        self.graph = graph
+        self.returns_logits = graph.graph["output"] == "logits"
+        self.has_pooler = graph.graph["has_pooler"]
+        self.max_positions = min((m.max_len for m in self.modules() if isinstance(m, LearnedPositional)), default=None)
+
+    def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+                position_ids: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None) -> Any:
+        """tokens (B, S) -> logits (B, S, vocab) for a language model, hidden states (B, S, D) for an
+        encoder, or EncoderOutput(hidden states, pooled) when the spec has a pooler.
+
+        attention_mask (B, S): 1 for real tokens, 0 for padding.
+        """
+        if tokens.dim() != 2:
+            raise ValueError(f"tokens must be (batch, seq) integer ids, got shape {tuple(tokens.shape)}")
+        B, S = tokens.shape
+        if self.max_positions is not None and S > self.max_positions:
+            raise ValueError(f"sequence of {S} tokens is longer than the {self.max_positions} learned positions "
+                             f"of '{self.spec.name}'")
+        if position_ids is None:
+            position_ids = torch.arange(S, device=tokens.device).expand(B, S)
+        key_padding = attention_mask.bool() if attention_mask is not None else None
+        ctx = ForwardContext(positions=position_ids, key_padding=key_padding, token_type_ids=token_type_ids)
+        x = tokens
+        for module in self._modules.values():
+            x = module(x, ctx)
+        if self.has_pooler:
+            return EncoderOutput(x, ctx.pooled)  # type: ignore[arg-type]
+        return x
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def save(self, path: str | Path) -> None:
+        """Write spec and weights to one file; archdsl.load_model(path) restores an equal model."""
+        torch.save({"archdsl": 1, "spec": self.spec.to_yaml(), "state_dict": self.state_dict()}, str(path))
+
+
+def load_model(path: str | Path, *, device: Any = None) -> ArchModel:
+    """Load a model written by ArchModel.save (weights_only: the file cannot run code)."""
+    payload = torch.load(str(path), map_location=device or "cpu", weights_only=True)
+    model = compile_spec(payload["spec"], device="meta")
+    model = model.to_empty(device=device or "cpu")
+    model.load_state_dict(payload["state_dict"], strict=True, assign=False)
+    _retie(model)
+    return model.eval()
+
+
+def _retie(model: ArchModel) -> None:
+    """to_empty() breaks Parameter sharing; tie heads to their embeddings again."""
+    g = model.graph
+    for node, data in g.nodes(data=True):
+        if data["kind"] == "lm_head" and data["spec"].tie:
+            head = model.get_submodule(node)
+            head.weight = model.get_submodule(g.graph["embeddings"][data["spec"].tie]).weight
+
+
+def _build(g: nx.DiGraph, node: str, built: dict[str, nn.Module]) -> nn.Module:
+    data = dict(g.nodes[node], id=node)
+    if data["composite"]:
+        children = [(child.rsplit(".", 1)[-1], _build(g, child, built)) for child in data.get("children", ())
+                    if g.nodes[child]["kind"] not in ("add", "sum")]
+        module = BUILDERS[data["kind"]](data, g, {"children": children})
+    else:
+        module = BUILDERS[data["kind"]](data, g, built)
+    built[node] = module
+    return module
+
+
+@torch.no_grad()
+def initialise(model: ArchModel, generator: torch.Generator | None = None) -> None:
+    """GPT-2's scheme: N(0, std) for projections and embeddings, zero biases, unit norms, and
+    projections that write into a residual scaled by 1/sqrt(number of residual branches)."""
+    init = model.spec.model.init
+    residual_std = init.std / math.sqrt(model.graph.graph["residual_branches"]) if init.residual_scaling else init.std
+    residual_out = {id(m.out) for m in model.modules() if isinstance(m, Attention)}
+    residual_out |= {id(m.down) for m in model.modules() if isinstance(m, MLP)}
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            std = residual_std if id(module) in residual_out else init.std
+            module.weight.normal_(0.0, std, generator=generator)
+            if module.bias is not None:
+                module.bias.zero_()
+        elif isinstance(module, (Embedding, LearnedPositional)):
+            module.weight.normal_(0.0, init.std, generator=generator)
+            if getattr(module, "padding_idx", None) is not None:
+                module.weight[module.padding_idx].zero_()
+        elif hasattr(module, "weight") and isinstance(getattr(module, "weight"), nn.Parameter) and module.weight.dim() == 1:
+            module.weight.fill_(1.0)  # norms
+            if getattr(module, "bias", None) is not None:
+                module.bias.zero_()
+    for module in model.modules():  # LM-head biases (tied weights were set with the embedding)
+        if module.__class__.__name__ == "LMHead":
+            if not module.tied:
+                module.weight.normal_(0.0, init.std, generator=generator)
+            if module.bias is not None:
+                module.bias.zero_()
+
+
+def compile_spec(source: Any, *, overrides: Mapping[str, Any] | None = None, device: Any = None,
+                 dtype: torch.dtype | None = None, seed: int | None = None,
+                 max_params: int | None = None) -> ArchModel:
+    """Spec (path, YAML text, dict or Spec) -> initialised ArchModel.
+
+    ``device="meta"`` builds the module tree without allocating weights (instant for 70B specs).
+    ``seed`` makes initialisation deterministic (and independent of the global RNG).
+    """
+    spec = source if isinstance(source, Spec) and not overrides else load_spec(source, overrides=overrides, max_params=max_params)
+    g = build_graph(spec, max_params=max_params)
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    with device if device.type != "cpu" else nullcontext():
+        built: dict[str, nn.Module] = {}
+        top = [(child, _build(g, child, built)) for child in g.nodes["model"]["children"]]
+        model = ArchModel(spec, g, top)
+    if device.type != "meta":
+        generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+        initialise(model, generator)
+    if dtype is not None:
+        model = model.to(dtype=dtype)
+    return model

@@ -1,0 +1,218 @@
+"""The ``${...}`` arithmetic language over vars.
+
+A recursive-descent parser over a tiny grammar, so a spec can compute sizes
+(``${4 * d_model}``, ``${max(1, heads // 4)}``) but can never reach Python: there is no
+attribute access, no indexing, no calls other than ``min``/``max``, and no ``eval``.
+
+    expr   := term (('+' | '-') term)*
+    term   := unary (('*' | '/' | '//' | '%') unary)*
+    unary  := ('-' | '+') unary | power
+    power  := atom ('**' unary)?
+    atom   := NUMBER | NAME | FUNC '(' expr (',' expr)* ')' | '(' expr ')'
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Callable
+
+FUNCTIONS: dict[str, Callable[..., Any]] = {"min": min, "max": max}
+_TOKEN = re.compile(
+    r"\s*(?:(?P<num>\d+\.\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|\d+(?:[eE][-+]?\d+)?)"
+    r"|(?P<name>[A-Za-z_][A-Za-z_0-9]*)|(?P<op>\*\*|//|[-+*/%(),])|(?P<bad>\S))"
+)
+_MAX_POWER_RESULT = 1e30  # sizes beyond this are typos, and huge ints would hang the process
+_WHOLE_REF = re.compile(r"^\$(?:\{\s*(?P<braced>[A-Za-z_]\w*)\s*\}|(?P<bare>[A-Za-z_]\w*))$")
+
+
+class ExprError(ValueError):
+    """A malformed or unevaluable expression; ``hint`` says how to fix it."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+def _tokenize(text: str) -> list[tuple[str, str]]:
+    tokens: list[tuple[str, str]] = []
+    pos = 0
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            break
+        pos = m.end()
+        kind = m.lastgroup
+        if kind == "bad":
+            ch = m.group("bad")
+            hint = ("attribute access and indexing are not part of the language"
+                    if ch in ".[]" else "only numbers, var names, + - * / // % **, min, max and parentheses")
+            raise ExprError(f"unexpected character '{ch}' in expression '{text}'", hint)
+        tokens.append((kind, m.group(kind)))  # type: ignore[arg-type]
+    return tokens
+
+
+class _Parser:
+    def __init__(self, text: str):
+        self.text = text
+        self.tokens = _tokenize(text)
+        self.i = 0
+
+    def peek(self) -> tuple[str, str] | None:
+        return self.tokens[self.i] if self.i < len(self.tokens) else None
+
+    def take(self, value: str | None = None) -> tuple[str, str]:
+        tok = self.peek()
+        if tok is None:
+            raise ExprError(f"expression '{self.text}' ends too early", "is a parenthesis or operand missing?")
+        if value is not None and tok[1] != value:
+            raise ExprError(f"expected '{value}' but found '{tok[1]}' in expression '{self.text}'")
+        self.i += 1
+        return tok
+
+    def parse(self) -> Any:
+        if not self.tokens:
+            raise ExprError("empty expression '${}'", "write a var name or arithmetic inside ${...}")
+        node = self.expr()
+        if self.peek() is not None:
+            raise ExprError(f"unexpected '{self.peek()[1]}' in expression '{self.text}'")  # type: ignore[index]
+        return node
+
+    def expr(self) -> Any:
+        node = self.term()
+        while self.peek() and self.peek()[1] in ("+", "-"):  # type: ignore[index]
+            node = (self.take()[1], node, self.term())
+        return node
+
+    def term(self) -> Any:
+        node = self.unary()
+        while self.peek() and self.peek()[1] in ("*", "/", "//", "%"):  # type: ignore[index]
+            node = (self.take()[1], node, self.unary())
+        return node
+
+    def unary(self) -> Any:
+        tok = self.peek()
+        if tok and tok[1] in ("-", "+"):
+            self.take()
+            return ("neg" if tok[1] == "-" else "pos", self.unary())
+        return self.power()
+
+    def power(self) -> Any:
+        node = self.atom()
+        if self.peek() and self.peek()[1] == "**":  # type: ignore[index]
+            self.take()
+            node = ("**", node, self.unary())
+        return node
+
+    def atom(self) -> Any:
+        kind, value = self.take()
+        if kind == "num":
+            return ("num", float(value) if any(c in value for c in ".eE") else int(value))
+        if kind == "name":
+            if self.peek() and self.peek()[1] == "(":  # type: ignore[index]
+                if value not in FUNCTIONS:
+                    raise ExprError(f"unknown function '{value}' in expression '{self.text}'",
+                                    "the only functions are " + ", ".join(sorted(FUNCTIONS)))
+                self.take("(")
+                args = [self.expr()]
+                while self.peek() and self.peek()[1] == ",":  # type: ignore[index]
+                    self.take()
+                    args.append(self.expr())
+                self.take(")")
+                return ("call", value, args)
+            return ("name", value)
+        if value == "(":
+            node = self.expr()
+            self.take(")")
+            return node
+        raise ExprError(f"unexpected '{value}' in expression '{self.text}'")
+
+
+def parse(text: str) -> Any:
+    """Parse the inside of ``${...}`` into a small tuple AST."""
+    return _Parser(text).parse()
+
+
+def names(ast: Any) -> set[str]:
+    """The var names an expression reads."""
+    tag = ast[0]
+    if tag == "name":
+        return {ast[1]}
+    if tag == "num":
+        return set()
+    if tag == "call":
+        return set().union(*(names(a) for a in ast[2]))
+    return set().union(*(names(a) for a in ast[1:]))
+
+
+def _number(value: Any, what: str) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ExprError(f"{what} is {value!r}, not a number", "arithmetic works on numbers only")
+    return value
+
+
+def evaluate(ast: Any, lookup: Callable[[str], Any]) -> Any:
+    """Evaluate an AST; ``lookup(name)`` returns a var's value or raises ExprError."""
+    tag = ast[0]
+    if tag == "num":
+        return ast[1]
+    if tag == "name":
+        return lookup(ast[1])
+    if tag == "call":
+        return FUNCTIONS[ast[1]](*(_number(evaluate(a, lookup), f"an argument of {ast[1]}") for a in ast[2]))
+    if tag in ("neg", "pos"):
+        v = _number(evaluate(ast[1], lookup), "the operand")
+        return -v if tag == "neg" else v
+    a = _number(evaluate(ast[1], lookup), f"the left side of '{tag}'")
+    b = _number(evaluate(ast[2], lookup), f"the right side of '{tag}'")
+    if tag in ("/", "//", "%") and b == 0:
+        raise ExprError("division by zero")
+    if tag == "**":
+        if abs(b) > 256 or (abs(a) > 1 and b * math.log10(abs(a)) > math.log10(_MAX_POWER_RESULT)):
+            raise ExprError(f"{a} ** {b} is too large", "sizes above 1e30 are not meaningful")
+        return a ** b
+    result = {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b, "/": lambda: a / b,
+              "//": lambda: a // b, "%": lambda: a % b}[tag]()
+    if isinstance(result, float) and result.is_integer() and tag == "/" and abs(result) < 2**53:
+        return int(result)  # 768 / 12 is a size, 64, not 64.0
+    return result
+
+
+def has_expression(value: Any) -> bool:
+    return isinstance(value, str) and "$" in value
+
+
+def render_template(text: str, lookup: Callable[[str], Any]) -> Any:
+    """Substitute ``$name`` / ``${expr}`` in a string.
+
+    A string that is exactly one reference keeps the value's type (``"${4*d}"`` -> 3072);
+    otherwise the pieces are formatted into a string. ``$$`` is a literal dollar.
+    """
+    m = _WHOLE_REF.match(text)
+    if m:
+        return lookup(m.group("braced") or m.group("bare"))
+    if text.startswith("${") and text.endswith("}") and text.count("${") == 1:
+        return evaluate(parse(text[2:-1]), lookup)
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch != "$":
+            out.append(ch)
+            i += 1
+        elif text.startswith("$$", i):
+            out.append("$")
+            i += 2
+        elif text.startswith("${", i):
+            end = text.find("}", i)
+            if end < 0:
+                raise ExprError(f"unclosed '${{' in '{text}'", "close the expression with '}'")
+            out.append(str(evaluate(parse(text[i + 2:end]), lookup)))
+            i = end + 1
+        else:
+            m2 = re.match(r"[A-Za-z_]\w*", text[i + 1:])
+            if not m2:
+                raise ExprError(f"'$' must be followed by a var name or '{{' in '{text}'", "write $$ for a literal dollar")
+            out.append(str(lookup(m2.group(0))))
+            i += 1 + m2.end()
+    return "".join(out)

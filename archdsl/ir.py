@@ -1,0 +1,256 @@
+"""Resolve a Spec into the block graph (networkx) that the compiler, summary and renderer read.
+
+Node ids are the module paths of the compiled model (``h.3.residual_1.mlp``), so a diagram,
+a summary row, an error and a ``state_dict`` key all use the same name. Nodes:
+
+* leaves (``composite=False``): one per block instance, with ``kind``, ``spec`` (the
+  Pydantic node), ``config`` (its fields), ``family``, ``in_width``/``out_width``,
+  ``out_shape``, ``params``, ``flops`` (per token), ``loc`` (file:line), ``parent``,
+  ``copy`` (repeat indices; the collapsed view keeps the first cycle), ``positional`` (id of
+  the rotary/alibi node that governs an attention);
+* junctions ``kind="add"`` (residual) and ``kind="sum"`` (parallel), and ``input``/``output``;
+* composites (``composite=True``: ``model``, residuals, parallels, repeats and their
+  ``layer``/``branch`` children) with an ordered ``children`` list, for the module tree.
+
+Data edges carry ``role="data"``; a residual's identity path is an edge with ``role="skip"``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from typing import Any
+
+import networkx as nx
+
+from .errors import ErrorCollector, Loc
+from .spec import NodeSpec, Positional, Repeat, Scope, Spec
+from .spec.attention import Attention
+from .spec.embedding import Embedding
+from .spec.feedforward import MLP
+from .spec.heads import LMHead, Pooler
+from .spec.structure import Parallel, Residual
+
+DEFAULT_MAX_PARAMS = 10**12
+RESERVED_NAMES = {"spec", "forward", "generate", "graph", "training", "save", "config", "input", "output", "model"}
+
+
+def default_max_params() -> int:
+    value = os.environ.get("ARCHDSL_MAX_PARAMS")
+    return int(float(value)) if value else DEFAULT_MAX_PARAMS
+
+
+class _Builder:
+    def __init__(self, spec: Spec, seq_len: int):
+        self.spec = spec
+        self.g = nx.DiGraph(name=spec.name)
+        self.errors = ErrorCollector()
+        self.seq_len = seq_len
+        self.embeddings: dict[str, tuple[int, int]] = {}
+        self.embedding_ids: dict[str, str] = {}  # name -> node id, for tied heads
+        self.poolers: list[str] = []
+        self.order = 0
+
+    # ------------------------------------------------------------------ helpers
+    def report_for(self, node: NodeSpec, path: str):
+        def report(field: str | None, message: str, hint: str | None = None) -> None:
+            self.errors.add(node.loc_of(field), f"{path}.{node.kind}" + (f".{field}" if field else ""), message, hint)
+        return report
+
+    def add(self, node_id: str, **attrs: Any) -> str:
+        attrs.setdefault("composite", False)
+        attrs["order"] = self.order
+        self.order += 1
+        self.g.add_node(node_id, **attrs)
+        return node_id
+
+    def child_names(self, nodes: list[NodeSpec], path: str) -> list[str]:
+        names = [n.name or n.default_name() for n in nodes]
+        explicit = [n.name for n in nodes if n.name]
+        for n in nodes:
+            if n.name and explicit.count(n.name) > 1:
+                self.errors.add(n.loc_of("name"), f"{path}.{n.kind}.name", f"two nodes here are named '{n.name}'",
+                                "names must be unique among siblings")
+                explicit = [e for e in explicit if e != n.name]
+            if n.name in RESERVED_NAMES:
+                self.errors.add(n.loc_of("name"), f"{path}.{n.kind}.name", f"'{n.name}' is a reserved name",
+                                "pick another module name")
+        out, seen = [], {}
+        for name, n in zip(names, nodes):
+            if n.name is None and names.count(name) > 1:
+                seen[name] = seen.get(name, -1) + 1
+                name = f"{name}_{seen[name]}"
+            out.append(name)
+        return out
+
+    # ------------------------------------------------------------------ walking
+    def sequence(self, nodes: list[NodeSpec], prefix: str, parent: str, source: str, width: int | None,
+                 scope: Scope, path: str, copy: tuple) -> tuple[str, int | None]:
+        children = []
+        for i, (node, name) in enumerate(zip(nodes, self.child_names(nodes, path))):
+            node_id = f"{prefix}.{name}" if prefix else name
+            children.append(node_id)
+            source, width, scope = self.node(node, node_id, parent, source, width, scope, f"{path}[{i}]", copy)
+        self.g.nodes[parent].setdefault("children", []).extend(children)
+        return source, width
+
+    def node(self, node: NodeSpec, node_id: str, parent: str, source: str, width: int | None, scope: Scope,
+             path: str, copy: tuple) -> tuple[str, int | None, Scope]:
+        report = self.report_for(node, path)
+        common = dict(kind=node.kind, spec=node, family=node.family, parent=parent, loc=node.loc_of(),
+                      copy=copy, label=node.summary_args(), config=node.model_dump(by_alias=True, exclude={"body", "branches", "pattern"}))
+        if width is None and not (isinstance(node, Embedding) and node.input == "tokens"):
+            report(None, "the input is token ids: the first node that transforms it must be an embedding",
+                   "start the model with - embedding: {vocab: ...}")
+            return source, width, scope
+        if isinstance(node, Embedding) and node.input == "tokens" and width is not None:
+            report(None, "a token embedding here would discard the stream built so far",
+                   "use input: token_type_ids to add a second table, or move the embedding first")
+        if isinstance(node, Residual):
+            return self.residual(node, node_id, parent, source, width, scope, path, copy, common), width, scope
+        if isinstance(node, Parallel):
+            return self.parallel(node, node_id, parent, source, width, scope, path, copy, common), width, scope
+        if isinstance(node, Repeat):
+            return self.repeat(node, node_id, parent, source, width, scope, path, copy, common)
+        in_width = width if width is not None else (node.dim or self.spec.model.width)  # type: ignore[attr-defined]
+        scope = replace(scope, width=in_width, report=report, embeddings=dict(self.embeddings))
+        node.check(scope)
+        out_width = node.out_width(in_width)
+        self.add(node_id, **common, in_width=in_width, out_width=out_width, out_shape=("batch", "seq", out_width),
+                 params=node.param_count(scope), flops=node.flops_per_token(scope),
+                 positional=scope.positional_id if isinstance(node, Attention) else None)
+        self.g.add_edge(source, node_id, role="data", width=width)
+        if isinstance(node, Embedding) and node.input == "tokens":
+            self.embeddings[node.name or node_id] = (node.vocab, out_width)
+            self.embedding_ids[node.name or node_id] = node_id
+        if isinstance(node, Positional) and node.type in ("rotary", "alibi", "none"):
+            scope = replace(scope, positional=None if node.type == "none" else node,
+                            positional_id=None if node.type == "none" else node_id)
+        if isinstance(node, Pooler):
+            if parent != "model":
+                report(None, "a pooler must be at the top level of the model", "move it after the last layer")
+            self.poolers.append(node_id)
+            return node_id, out_width, scope
+        return node_id, out_width, scope
+
+    def residual(self, node: Residual, node_id, parent, source, width, scope, path, copy, common) -> str:
+        self.add(node_id, **{**common, "composite": True}, in_width=width, out_width=width)
+        end, out_width = self.sequence(node.body, node_id, node_id, source, width, scope, f"{path}.residual.body", copy)
+        if out_width != width:
+            self.errors.add(node.loc_of(), f"{path}.residual",
+                            f"the residual branch changes the width from {width} to {out_width}",
+                            "x + f(x) needs f to keep the width; move the projection outside the residual")
+        add = self.add(f"{node_id}.add", kind="add", family="structure", parent=node_id, copy=copy, loc=node.loc_of(),
+                       label="+", in_width=width, out_width=width, out_shape=("batch", "seq", width), params=0, flops=0)
+        self.g.add_edge(end, add, role="data", width=out_width)
+        self.g.add_edge(source, add, role="skip", width=width)
+        return add
+
+    def parallel(self, node: Parallel, node_id, parent, source, width, scope, path, copy, common) -> str:
+        self.add(node_id, **{**common, "composite": True}, in_width=width, out_width=width)
+        total = self.add(f"{node_id}.sum", kind="sum", family="structure", parent=node_id, copy=copy, loc=node.loc_of(),
+                         label="Σ", in_width=width, out_width=width, out_shape=("batch", "seq", width), params=0, flops=0)
+        branch_ids = []
+        for b, branch in enumerate(node.branches):
+            branch_id = self.add(f"{node_id}.{b}", kind="branch", composite=True, parent=node_id, copy=copy,
+                                 loc=node.loc_of(), family="structure")
+            branch_ids.append(branch_id)
+            end, out_width = self.sequence(branch, branch_id, branch_id, source, width, scope,
+                                           f"{path}.parallel.branches[{b}]", copy)
+            if out_width != width:
+                self.errors.add(node.loc_of(), f"{path}.parallel.branches[{b}]",
+                                f"branch {b} changes the width from {width} to {out_width}",
+                                "parallel branches are summed, so each must keep the width")
+            self.g.add_edge(end, total, role="data", width=out_width)
+        self.g.nodes[node_id]["children"] = branch_ids + [total]
+        return total
+
+    def repeat(self, node: Repeat, node_id, parent, source, width, scope, path, copy, common):
+        self.add(node_id, **{**common, "composite": True}, in_width=width, times=node.times,
+                 labels=node.labels, cycle=len(node.bodies()))
+        layer_ids = []
+        for i in range(node.times):
+            layer_id = self.add(f"{node_id}.{i}", kind="layer", composite=True, parent=node_id,
+                                copy=copy + ((node_id, i, len(node.bodies())),), loc=node.loc_of(), family="structure")
+            layer_ids.append(layer_id)
+            bodies_path = f"{path}.repeat." + ("body" if node.body is not None else f"pattern[{i % len(node.bodies())}]")
+            before = len(self.errors.errors)
+            source, new_width = self.sequence(node.body_for(i), layer_id, layer_id, source, width, scope, bodies_path,
+                                              copy + ((node_id, i, len(node.bodies())),))
+            if new_width != width and len(self.errors.errors) == before:
+                self.errors.add(node.loc_of(), f"{path}.repeat", f"one layer changes the width from {width} to {new_width}",
+                                "a repeated layer must keep the width so it can feed the next copy")
+            width = new_width
+        self.g.nodes[node_id]["children"] = layer_ids
+        self.g.nodes[node_id]["out_width"] = width
+        return source, width, scope
+
+
+def build_graph(spec: Spec, *, max_params: int | None = None, seq_len: int | None = None) -> nx.DiGraph:
+    """The resolved block graph of a spec; raises SpecError on graph-level problems (widths, ties, budget)."""
+    from .errors import SpecError  # noqa: F401  (raised by the collector)
+
+    seq_len = seq_len or _context_length(spec)
+    b = _Builder(spec, seq_len)
+    b.add("model", kind="model", composite=True, parent=None, loc=None, family="structure", copy=())
+    b.add("input", kind="input", parent="model", family="io", out_shape=("batch", "seq"), out_width=None, copy=(),
+          label="token ids", params=0, flops=0, loc=None)
+    scope = Scope(width=spec.model.width, seq_len=seq_len)
+    end, width = b.sequence(spec.model.layers, "", "model", "input", None, scope, "model.layers", ())
+    if len(b.poolers) > 1:
+        b.errors.add(b.g.nodes[b.poolers[1]]["loc"], "model.layers", "a model has at most one pooler", None)
+    is_lm = b.g.nodes[end].get("kind") == "lm_head" if end in b.g else False
+    b.add("output", kind="output", parent="model", family="io", copy=(), loc=None, params=0, flops=0,
+          label="logits" if is_lm else "hidden states", out_shape=("batch", "seq", width), out_width=width)
+    b.g.add_edge(end, "output", role="data", width=width)
+    for pooler in b.poolers:
+        b.g.add_edge(pooler, "output", role="pooled", width=width)
+    b.errors.raise_if_any()
+
+    total = sum(d.get("params", 0) for _, d in b.g.nodes(data=True))
+    budget = max_params if max_params is not None else default_max_params()
+    if total > budget:
+        biggest = max((n for n, d in b.g.nodes(data=True) if not d["composite"]), key=lambda n: b.g.nodes[n].get("params", 0))
+        data = b.g.nodes[biggest]
+        b.errors.add(data["loc"], biggest, f"the model has {total:,} parameters, over the budget of {budget:,} "
+                     f"(largest block: {biggest} with {data['params']:,})",
+                     "check the sizes, or raise the budget with max_params= / --max-params / ARCHDSL_MAX_PARAMS")
+        b.errors.raise_if_any()
+    residual_branches = sum(1 for n, d in b.g.nodes(data=True)
+                            if d["kind"] in ("attention", "mlp") and _inside_residual(b.g, n))
+    b.g.graph.update(spec=spec, total_params=total, embeddings=b.embedding_ids, seq_len=seq_len, output="logits" if is_lm else "hidden",
+                     has_pooler=bool(b.poolers), residual_branches=max(residual_branches, 1),
+                     flops_per_token=sum(d.get("flops", 0) for _, d in b.g.nodes(data=True)))
+    return b.g
+
+
+def _inside_residual(g: nx.DiGraph, node: str) -> bool:
+    parent = g.nodes[node].get("parent")
+    while parent:
+        if g.nodes[parent]["kind"] == "residual":
+            return True
+        parent = g.nodes[parent].get("parent")
+    return False
+
+
+def _context_length(spec: Spec) -> int:
+    """Sequence length used for attention FLOPs: the learned positions' max_len, else 2048."""
+    def walk(nodes):
+        for n in nodes:
+            if isinstance(n, Positional) and n.max_len:
+                return n.max_len
+        return None
+    return walk(spec.model.layers) or 2048
+
+
+def leaves(g: nx.DiGraph) -> list[str]:
+    """Leaf block ids in execution order."""
+    return sorted((n for n, d in g.nodes(data=True) if not d["composite"] and d["kind"] not in ("input", "output")),
+                  key=lambda n: g.nodes[n]["order"])
+
+
+def in_first_cycle(data: dict) -> bool:
+    """True for nodes of the collapsed view: the first copy of each repeat (one full pattern cycle)."""
+    return all(i < cycle for _, i, cycle in data.get("copy", ()))
+
+
+__all__ = ["build_graph", "leaves", "in_first_cycle", "Loc"]

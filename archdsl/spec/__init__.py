@@ -1,0 +1,86 @@
+"""The archdsl language as Pydantic models: one class per node kind, a tagged union of them,
+and the top-level Spec. Importing this package never imports torch.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, BeforeValidator, Discriminator, Field, PrivateAttr, Tag
+
+from .attention import Attention
+from .base import STRICT, NodeSpec, PosFloat, PosInt, Scope
+from .embedding import Embedding, Positional
+from .feedforward import MLP, Dropout, Linear
+from .heads import LMHead, Pooler
+from .norm import LayerNorm, RMSNorm
+from .structure import Parallel, Repeat, Residual
+
+NODE_KINDS: dict[str, type[NodeSpec]] = {
+    cls.kind: cls for cls in (Embedding, Positional, Attention, MLP, Linear, Dropout,
+                              LayerNorm, RMSNorm, Residual, Parallel, Repeat, LMHead, Pooler)
+}
+
+
+def _node_tag(value: Any) -> str | None:
+    if isinstance(value, NodeSpec):
+        return value.kind
+    if isinstance(value, dict) and len(value) == 1:
+        return str(next(iter(value)))
+    return None
+
+
+def _node_args(value: Any) -> Any:
+    """`{attention: {heads: 12}}` -> `{heads: 12}` (the tag was used to pick the class)."""
+    if isinstance(value, dict) and len(value) == 1 and not isinstance(value, NodeSpec):
+        return next(iter(value.values()))
+    return value
+
+
+Node = Annotated[
+    Union[tuple(Annotated[cls, BeforeValidator(_node_args), Tag(kind)] for kind, cls in NODE_KINDS.items())],  # type: ignore[misc]
+    Discriminator(_node_tag, custom_error_type="node_kind",
+                  custom_error_message="a node is a one-key mapping {kind: {args}}"),
+]
+
+for _cls in (Residual, Parallel, Repeat):
+    _cls.model_rebuild(_types_namespace={"Node": Node})
+
+
+class Init(BaseModel):
+    """Weight initialisation (GPT-2's scheme by default)."""
+
+    model_config = STRICT
+    std: PosFloat = Field(0.02, description="Std of the normal used for every projection and embedding.")
+    residual_scaling: bool = Field(
+        True, description="Scale output projections that feed a residual by 1/sqrt(number of residual branches).")
+
+
+class Stack(BaseModel):
+    """A sequence of nodes over a stream of fixed width."""
+
+    model_config = STRICT
+    width: PosInt = Field(description="Width of the stream (d_model).")
+    layers: list[Node] = Field(min_length=1, description="The nodes, in order.")  # type: ignore[valid-type]
+    init: Init = Field(default_factory=Init, description="Weight initialisation.")
+
+
+class Spec(BaseModel):
+    """A whole architecture, with vars substituted and blocks expanded."""
+
+    model_config = STRICT
+    archdsl: Literal[1] = Field(1, description="Format version of the language.")
+    name: str = Field(description="Architecture name.")
+    description: str = Field("", description="What makes this architecture what it is.")
+    vars: dict[str, Any] = Field(default_factory=dict, description="Named values, referenced as ${name}.")
+    model: Stack
+
+    _source: str | None = PrivateAttr(None)  # file the spec was loaded from
+
+    def to_yaml(self) -> str:
+        """A self-contained YAML text that loads back to an equal Spec (vars already applied)."""
+        from ..dump import spec_to_yaml
+
+        return spec_to_yaml(self)
+
+
+__all__ = ["NODE_KINDS", "Node", "NodeSpec", "Scope", "Spec", "Stack", "Init"] + [c.__name__ for c in NODE_KINDS.values()]

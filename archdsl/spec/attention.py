@@ -1,0 +1,69 @@
+"""Self-attention: multi-head, multi-query and grouped-query, causal or bidirectional."""
+from __future__ import annotations
+
+from pydantic import Field
+
+from .base import NodeSpec, PosFloat, PosInt, Probability, Scope, linear_params
+
+
+class Attention(NodeSpec):
+    """Scaled dot-product self-attention with one fused QKV projection and an output projection."""
+
+    kind = "attention"
+    family = "attention"
+
+    heads: PosInt = Field(description="Number of query heads.")
+    kv_heads: PosInt | None = Field(None, description="Key/value heads: = heads (MHA, default), 1 (MQA), or a divisor of heads (GQA).")
+    head_dim: PosInt | None = Field(None, description="Width of each head; default width / heads.")
+    causal: bool = Field(False, description="Mask future positions (decoders).")
+    window: PosInt | None = Field(None, description="Sliding window: attend to at most this many most recent positions.")
+    dropout: Probability = Field(0.0, description="Dropout on attention probabilities (training only).")
+    bias: bool = Field(True, description="Bias on the QKV projection.")
+    out_bias: bool | None = Field(None, description="Bias on the output projection; default: same as bias.")
+    scale: PosFloat | None = Field(None, description="Score scale; default 1/sqrt(head_dim).")
+
+    def dims(self, width: int) -> tuple[int, int, int]:
+        """(heads, kv_heads, head_dim) with defaults filled in."""
+        head_dim = self.head_dim or max(width // self.heads, 1)
+        return self.heads, self.kv_heads or self.heads, head_dim
+
+    def param_count(self, scope: Scope) -> int:
+        h, kv, hd = self.dims(scope.width)
+        out_bias = self.bias if self.out_bias is None else self.out_bias
+        return linear_params(scope.width, (h + 2 * kv) * hd, self.bias) + linear_params(h * hd, scope.width, out_bias)
+
+    def flops_per_token(self, scope: Scope) -> int:
+        h, kv, hd = self.dims(scope.width)
+        projections = 2 * scope.width * (h + 2 * kv) * hd + 2 * h * hd * scope.width
+        keys = min(scope.seq_len, self.window or scope.seq_len)
+        return projections + 2 * 2 * keys * h * hd  # q·k scores and probs·v
+
+    def check(self, scope: Scope) -> None:
+        width = scope.width
+        if self.head_dim is None and width % self.heads:
+            scope.report("heads", f"{self.heads} heads do not divide width {width}",
+                         f"choose heads among the divisors of {width}, or set head_dim")
+        h, kv, hd = self.dims(width)
+        if kv > h:
+            scope.report("kv_heads", f"kv_heads {kv} is more than heads {h}", "kv_heads must divide heads")
+        elif h % kv:
+            scope.report("kv_heads", f"kv_heads {kv} does not divide heads {h}",
+                         "each key/value head serves a whole group of query heads")
+        pos = scope.positional
+        if pos is not None and pos.type == "rotary":
+            rotated = int(hd * pos.fraction)
+            if rotated % 2 or rotated == 0:
+                scope.report("heads", f"rotary rotates {rotated} of {hd} head dims; it needs an even, non-zero number",
+                             "change positional.fraction or the head size")
+
+    def summary_args(self) -> str:
+        h, kv, _ = self.heads, self.kv_heads or self.heads, None
+        parts = [f"{h} heads"]
+        if kv != h:
+            parts.append(f"{kv} kv")
+        if self.head_dim:
+            parts.append(f"d={self.head_dim}")
+        parts.append("causal" if self.causal else "bidir")
+        if self.window:
+            parts.append(f"window {self.window}")
+        return ", ".join(parts)

@@ -1,0 +1,67 @@
+"""Output heads: the language-model head and the encoder pooler."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from .base import Name, NodeSpec, PosInt, Scope, linear_params
+
+
+class LMHead(NodeSpec):
+    """Project the stream to vocabulary logits, optionally sharing the weight of a named embedding."""
+
+    kind = "lm_head"
+    family = "head"
+    shorthand = "vocab"
+
+    vocab: PosInt = Field(description="Number of logits.")
+    tie: Name | None = Field(None, description="Name of the embedding whose weight this head reuses.")
+    bias: bool = Field(False, description="Add a bias to the logits.")
+
+    def out_width(self, width: int) -> int:
+        return self.vocab
+
+    def param_count(self, scope: Scope) -> int:
+        if self.tie:
+            return self.vocab if self.bias else 0
+        return linear_params(scope.width, self.vocab, self.bias)
+
+    def flops_per_token(self, scope: Scope) -> int:
+        return 2 * scope.width * self.vocab
+
+    def check(self, scope: Scope) -> None:
+        if not self.tie:
+            return
+        if self.tie not in scope.embeddings:
+            known = ", ".join(sorted(scope.embeddings)) or "none"
+            scope.report("tie", f"no embedding named '{self.tie}' before this head (known: {known})",
+                         "give the embedding `name: ...` and tie to that name")
+            return
+        vocab, dim = scope.embeddings[self.tie]
+        if (vocab, dim) != (self.vocab, scope.width):
+            scope.report("tie", f"cannot tie a {scope.width}→{self.vocab} head to embedding '{self.tie}' "
+                         f"of shape {vocab}×{dim}", "vocab and width must match the embedding")
+
+    def summary_args(self) -> str:
+        return f"vocab {self.vocab}" + (f", tied to {self.tie}" if self.tie else "")
+
+
+class Pooler(NodeSpec):
+    """Summarise the sequence into one vector (a side output; the stream passes through unchanged)."""
+
+    kind = "pooler"
+    family = "head"
+
+    reduce: Literal["first", "mean"] = Field("first", description="first token (BERT's [CLS]) or masked mean.")
+    dense: bool = Field(True, description="A width→width projection after reducing.")
+    activation: Literal["tanh", "none"] = Field("tanh", description="Activation after the projection.")
+
+    def param_count(self, scope: Scope) -> int:
+        return linear_params(scope.width, scope.width, True) if self.dense else 0
+
+    def flops_per_token(self, scope: Scope) -> int:
+        return 0  # one vector per sequence, negligible per token
+
+    def summary_args(self) -> str:
+        return f"{self.reduce}" + (f", dense+{self.activation}" if self.dense else "")

@@ -1,0 +1,67 @@
+"""Composition: residual connections, parallel branches and repeated layers.
+
+These kinds own no parameters; the IR resolves their bodies and checks that widths agree.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from .base import NodeSpec, PosInt
+
+
+class Residual(NodeSpec):
+    """x + body(x). The body must keep the width."""
+
+    kind = "residual"
+    family = "structure"
+    shorthand = "body"
+    leaf = False
+
+    body: list["Node"] = Field(min_length=1, description="The branch, a list of nodes.")  # noqa: F821
+
+
+class Parallel(NodeSpec):
+    """Sum of branches applied to the same input: branch_1(x) + branch_2(x) + ... (GPT-J, NeoX, Falcon)."""
+
+    kind = "parallel"
+    family = "structure"
+    shorthand = "branches"
+    leaf = False
+
+    branches: list[list["Node"]] = Field(min_length=2, description="Two or more branches, each a list of nodes.")  # noqa: F821
+
+
+class Repeat(NodeSpec):
+    """`times` copies of a body, each with its own weights; `pattern` cycles several bodies (local, local, global, ...)."""
+
+    kind = "repeat"
+    family = "structure"
+    shorthand = "times"
+    leaf = False
+
+    times: PosInt = Field(description="Number of layers.")
+    body: list["Node"] | None = Field(None, description="The layer: a block name or a list of nodes.")  # noqa: F821
+    pattern: list[list["Node"]] | None = Field(  # noqa: F821
+        None, min_length=1, description="Bodies used in turn: layer i is pattern[i % len(pattern)].")
+    labels: list[str] = Field(default_factory=list, description="Block names of body/pattern, for diagrams (filled in by the loader).")
+
+    @model_validator(mode="after")
+    def _one_body(self) -> "Repeat":
+        if (self.body is None) == (self.pattern is None):
+            raise ValueError("a repeat needs exactly one of body or pattern")
+        return self
+
+    def bodies(self) -> list[list[Any]]:
+        return [self.body] if self.body is not None else list(self.pattern or [])
+
+    def body_for(self, index: int) -> list[Any]:
+        bodies = self.bodies()
+        return bodies[index % len(bodies)]
+
+    def summary_args(self) -> str:
+        return f"× {self.times}"
+
+    def default_name(self) -> str:
+        return "layers"

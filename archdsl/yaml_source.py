@@ -1,0 +1,184 @@
+"""Safe YAML loading that remembers where every value came from.
+
+PyYAML's ``safe_load`` forgets positions, silently keeps the last of two duplicate keys and
+expands aliases without limit. Here we compose the YAML node graph with the *safe* loader,
+then build plain Python containers ourselves:
+
+* :class:`LDict` / :class:`LList` are ``dict`` / ``list`` subclasses that carry the
+  location of the container and of each key and value, so any later error (Pydantic or
+  semantic) can cite ``file:line:col``;
+* duplicate keys, non-standard tags (``!!python/...``), recursive aliases and alias bombs are
+  errors with positions, never code execution or a hang.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from .errors import ErrorItem, Loc, SpecError
+
+MAX_NODES = 200_000  # after alias expansion; a real spec has a few thousand at most
+_STANDARD_TAGS = {
+    "tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null", "tag:yaml.org,2002:map",
+    "tag:yaml.org,2002:seq", "tag:yaml.org,2002:merge",
+}
+
+
+class LDict(dict):
+    """A mapping that knows where it and each of its entries were written."""
+
+    def __init__(self, *args: Any, loc: Loc | None = None, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.loc = loc
+        self.key_locs: dict[Any, Loc] = {}
+        self.val_locs: dict[Any, Loc] = {}
+
+    def loc_of(self, key: Any) -> Loc | None:
+        return self.val_locs.get(key) or self.key_locs.get(key) or self.loc
+
+    def set(self, key: Any, value: Any, key_loc: Loc | None = None, val_loc: Loc | None = None) -> None:
+        self[key] = value
+        if key_loc:
+            self.key_locs[key] = key_loc
+        if val_loc:
+            self.val_locs[key] = val_loc
+
+    def copy_from(self, other: "LDict", key: Any, value: Any) -> None:
+        """Set ``key`` to ``value`` keeping the locations ``other`` had for it."""
+        self.set(key, value, other.key_locs.get(key), other.val_locs.get(key))
+
+
+class LList(list):
+    """A sequence that knows where it and each of its items were written."""
+
+    def __init__(self, *args: Any, loc: Loc | None = None) -> None:
+        super().__init__(*args)
+        self.loc = loc
+        self.item_locs: list[Loc | None] = [None] * len(self)
+
+    def append_at(self, value: Any, loc: Loc | None) -> None:
+        self.append(value)
+        self.item_locs.append(loc)
+
+    def loc_of(self, index: int) -> Loc | None:
+        if 0 <= index < len(self.item_locs) and self.item_locs[index]:
+            return self.item_locs[index]
+        return self.loc
+
+
+def loc_of(container: Any, key: Any) -> Loc | None:
+    if isinstance(container, (LDict, LList)):
+        return container.loc_of(key)
+    return None
+
+
+def _mark_loc(file: str, mark: yaml.Mark) -> Loc:
+    return Loc(file, mark.line + 1, mark.column + 1)
+
+
+class _Builder:
+    def __init__(self, file: str, loader: yaml.SafeLoader) -> None:
+        self.file = file
+        self.loader = loader
+        self.count = 0
+        self.active: set[int] = set()
+
+    def loc(self, node: yaml.Node) -> Loc:
+        return _mark_loc(self.file, node.start_mark)
+
+    def fail(self, node: yaml.Node, message: str, hint: str | None = None) -> SpecError:
+        return SpecError([ErrorItem.at(self.loc(node), "", message, hint)])
+
+    def build(self, node: yaml.Node) -> Any:
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise self.fail(node, f"the YAML expands to more than {MAX_NODES} nodes",
+                            "aliases (*name) that expand exponentially are refused: write the values out")
+        if node.tag not in _STANDARD_TAGS:
+            raise self.fail(node, f"YAML tag '{node.tag}' is not allowed",
+                            "specs are data: only plain YAML values, lists and mappings")
+        if id(node) in self.active:
+            raise self.fail(node, "recursive YAML alias", "an alias may not contain itself")
+        if isinstance(node, yaml.ScalarNode):
+            try:
+                return self.loader.construct_object(node, deep=True)
+            except yaml.YAMLError as exc:
+                raise self.fail(node, f"invalid YAML value: {exc}") from None
+        self.active.add(id(node))
+        try:
+            if isinstance(node, yaml.SequenceNode):
+                out = LList(loc=self.loc(node))
+                for item in node.value:
+                    out.append_at(self.build(item), self.loc(item))
+                return out
+            return self.build_mapping(node)
+        finally:
+            self.active.discard(id(node))
+
+    def build_mapping(self, node: yaml.MappingNode) -> LDict:
+        out = LDict(loc=self.loc(node))
+        merged: list[LDict] = []
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                value = self.build(value_node)
+                sources = value if isinstance(value, list) else [value]
+                for src in sources:
+                    if not isinstance(src, LDict):
+                        raise self.fail(value_node, "a merge key '<<' needs a mapping or a list of mappings")
+                    merged.append(src)
+                continue
+            key = self.build(key_node)
+            if not isinstance(key, (str, int, float, bool)) or key is None:
+                raise self.fail(key_node, "mapping keys must be plain scalars")
+            if key in out:
+                first = out.key_locs[key]
+                raise self.fail(key_node, f"duplicate key '{key}' (first defined at line {first.line})",
+                                "YAML would silently keep only the last value: remove one")
+            out.set(key, self.build(value_node), self.loc(key_node), self.loc(value_node))
+        for src in merged:  # explicit keys win over merged ones, as in YAML 1.1
+            for key, value in src.items():
+                if key not in out:
+                    out.copy_from(src, key, value)
+        return out
+
+
+def load_yaml(text: str, file: str = "<string>") -> Any:
+    """Parse one YAML document into located plain data; raise SpecError on any problem."""
+    loader = yaml.SafeLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            loc = _mark_loc(file, mark) if mark else Loc(file)
+            problem = exc.problem or str(exc)
+            context = f" {exc.context}" if exc.context else ""
+            raise SpecError([ErrorItem.at(loc, "", f"invalid YAML: {problem}{context}".strip(),
+                                          "check indentation, colons and quotes near this position")]) from None
+        except yaml.YAMLError as exc:
+            raise SpecError([ErrorItem.at(Loc(file), "", f"invalid YAML: {exc}")]) from None
+        if node is None:
+            return LDict(loc=Loc(file, 1, 1))
+        return _Builder(file, loader).build(node)
+    finally:
+        loader.dispose()
+
+
+def from_python(value: Any, file: str = "<dict>") -> Any:
+    """Wrap plain Python data (a dict given to load_spec) in located containers."""
+    if isinstance(value, dict):
+        out = LDict(loc=getattr(value, "loc", None) or Loc(file))
+        for k, v in value.items():
+            if isinstance(value, LDict):
+                out.copy_from(value, k, from_python(v, file))
+            else:
+                out[k] = from_python(v, file)
+        return out
+    if isinstance(value, (list, tuple)):
+        out_list = LList(loc=getattr(value, "loc", None) or Loc(file))
+        for i, v in enumerate(value):
+            out_list.append_at(from_python(v, file), value.loc_of(i) if isinstance(value, LList) else None)
+        return out_list
+    return value
