@@ -34,11 +34,11 @@ def summary(spec: Any, *, overrides=None, seq_len: int | None = None, max_params
 
 def __getattr__(name: str) -> Any:  # torch-backed names load lazily, so validate/summary stay fast
     if name == "compile":
-        from .compile import compile_spec
+        from .compiler import compile_spec
         return compile_spec
     if name in ("ArchModel", "EncoderOutput", "load_model"):
-        from . import compile as _compile
-        return getattr(_compile, name)
+        from . import compiler as _compiler
+        return getattr(_compiler, name)
     raise AttributeError(f"module 'archdsl' has no attribute '{name}'")
 
 

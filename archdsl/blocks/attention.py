@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .context import ForwardContext
-from .embedding import apply_rotary
+from .embedding import apply_rotary, fill_buffers
 
 _SDPA_HAS_GQA = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 5)
 
@@ -36,9 +36,14 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(width, (heads + 2 * kv_heads) * head_dim, bias=bias)
         self.out = nn.Linear(heads * head_dim, width, bias=out_bias)
         if alibi:
-            self.register_buffer("alibi_slopes", alibi_slopes(heads), persistent=False)
+            self.register_buffer("alibi_slopes", torch.empty(heads), persistent=False)
+            fill_buffers(self)
         else:
             self.alibi_slopes = None
+
+    def fill_buffers(self) -> None:
+        if self.alibi_slopes is not None:
+            self.alibi_slopes.copy_(alibi_slopes(self.heads))
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         B, S, _ = x.shape

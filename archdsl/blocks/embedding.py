@@ -9,6 +9,17 @@ from torch import nn
 from .context import ForwardContext
 
 
+def fill_buffers(module: nn.Module) -> None:
+    """Compute a module's derived (non-persistent) buffers, unless it lives on the meta device.
+
+    Derived buffers are not in the state_dict, so a model built on `meta` and materialised with
+    to_empty() must have them computed again (ArchModel.materialize does that).
+    """
+    if all(b.device.type != "meta" for b in module.buffers(recurse=False)):
+        with torch.no_grad():
+            module.fill_buffers()
+
+
 class Embedding(nn.Module):
     """Token lookup. With ``input="token_type_ids"`` the lookup is added to the stream (BERT segments)."""
 
@@ -44,8 +55,12 @@ class SinusoidalPositional(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
         self.dim = dim
-        inv = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
-        self.register_buffer("inv_freq", inv, persistent=False)
+        self.register_buffer("inv_freq", torch.empty((dim + 1) // 2), persistent=False)
+        fill_buffers(self)
+
+    def fill_buffers(self) -> None:
+        steps = torch.arange(0, self.dim, 2, dtype=torch.float32, device=self.inv_freq.device)
+        self.inv_freq.copy_(torch.exp(steps * (-math.log(10000.0) / self.dim)))
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         angles = ctx.positions.to(torch.float32)[..., None] * self.inv_freq  # (B, S, D/2)
@@ -58,9 +73,13 @@ class Rotary(nn.Module):
 
     def __init__(self, node_id: str, rotary_dim: int, base: float, interleaved: bool):
         super().__init__()
-        self.node_id, self.rotary_dim, self.interleaved = node_id, rotary_dim, interleaved
-        inv = 1.0 / (base ** (torch.arange(0, rotary_dim, 2, dtype=torch.float32) / rotary_dim))
-        self.register_buffer("inv_freq", inv, persistent=False)
+        self.node_id, self.rotary_dim, self.interleaved, self.base = node_id, rotary_dim, interleaved, base
+        self.register_buffer("inv_freq", torch.empty(rotary_dim // 2), persistent=False)
+        fill_buffers(self)
+
+    def fill_buffers(self) -> None:
+        steps = torch.arange(0, self.rotary_dim, 2, dtype=torch.float32, device=self.inv_freq.device)
+        self.inv_freq.copy_(1.0 / (self.base ** (steps / self.rotary_dim)))
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         freqs = ctx.positions.to(torch.float32)[..., None] * self.inv_freq  # (B, S, R/2)

@@ -48,6 +48,11 @@ class NodeSpec(BaseModel):
     _loc: Any = PrivateAttr(None)  # errors.Loc of the node in the YAML, set by the loader
     _field_locs: dict = PrivateAttr(default_factory=dict)  # field -> Loc of its value
 
+    def __eq__(self, other: object) -> bool:  # where a node was written is not part of what it is
+        return type(self) is type(other) and self.__dict__ == other.__dict__  # type: ignore[union-attr]
+
+    __hash__ = None  # type: ignore[assignment]
+
     def loc_of(self, field: str | None = None) -> Any:
         """Where this node (or one of its fields) was written, for error messages."""
         return (self._field_locs.get(field) if field else None) or self._loc

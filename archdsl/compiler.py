@@ -40,6 +40,7 @@ class ArchModel(nn.Module):
         self.returns_logits = graph.graph["output"] == "logits"
         self.has_pooler = graph.graph["has_pooler"]
         self.max_positions = min((m.max_len for m in self.modules() if isinstance(m, LearnedPositional)), default=None)
+        self.vocab = next((m.weight.shape[0] for m in self.modules() if isinstance(m, Embedding) and m.input == "tokens"), None)
 
     def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
                 position_ids: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None) -> Any:
@@ -54,6 +55,10 @@ class ArchModel(nn.Module):
         if self.max_positions is not None and S > self.max_positions:
             raise ValueError(f"sequence of {S} tokens is longer than the {self.max_positions} learned positions "
                              f"of '{self.spec.name}'")
+        if self.vocab is not None and not torch.compiler.is_compiling() and tokens.numel():
+            low, high = int(tokens.min()), int(tokens.max())
+            if low < 0 or high >= self.vocab:
+                raise ValueError(f"token ids must lie in [0, {self.vocab}) for '{self.spec.name}', got {low}..{high}")
         if position_ids is None:
             position_ids = torch.arange(S, device=tokens.device).expand(B, S)
         key_padding = attention_mask.bool() if attention_mask is not None else None
@@ -64,6 +69,16 @@ class ArchModel(nn.Module):
         if self.has_pooler:
             return EncoderOutput(x, ctx.pooled)  # type: ignore[arg-type]
         return x
+
+    def materialize(self, device: Any = "cpu") -> "ArchModel":
+        """Allocate a meta-built model on a real device (uninitialised weights), keeping ties and derived buffers."""
+        self.to_empty(device=device)
+        _retie(self)
+        for module in self.modules():
+            if hasattr(module, "fill_buffers"):
+                with torch.no_grad():
+                    module.fill_buffers()
+        return self
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -76,15 +91,13 @@ class ArchModel(nn.Module):
 def load_model(path: str | Path, *, device: Any = None) -> ArchModel:
     """Load a model written by ArchModel.save (weights_only: the file cannot run code)."""
     payload = torch.load(str(path), map_location=device or "cpu", weights_only=True)
-    model = compile_spec(payload["spec"], device="meta")
-    model = model.to_empty(device=device or "cpu")
-    model.load_state_dict(payload["state_dict"], strict=True, assign=False)
-    _retie(model)
+    model = compile_spec(payload["spec"], device="meta").materialize(device or "cpu")
+    model.load_state_dict(payload["state_dict"], strict=True)
     return model.eval()
 
 
 def _retie(model: ArchModel) -> None:
-    """to_empty() breaks Parameter sharing; tie heads to their embeddings again."""
+    """to_empty() replaces Parameters one by one, which breaks sharing; tie heads to their embeddings again."""
     g = model.graph
     for node, data in g.nodes(data=True):
         if data["kind"] == "lm_head" and data["spec"].tie:

@@ -1,0 +1,146 @@
+"""The `archdsl` command.
+
+validate and summary never import torch, so checking a spec is instant; build does.
+Exit codes: 0 success, 1 spec error (printed as FILE:LINE:COL: path: message), 2 usage error.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any, Sequence
+
+from .errors import SpecError
+
+
+def _parse_sets(items: Sequence[str] | None, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for item in items or ():
+        if "=" not in item:
+            parser.error(f"--set expects VAR=VALUE, got '{item}'")
+        key, value = item.split("=", 1)
+        overrides[key.strip()] = value.strip()  # parsed as a YAML scalar by the loader
+    return overrides
+
+
+def _add_spec_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", metavar="VAR=VALUE", help="override a var (repeatable)")
+    p.add_argument("--max-params", type=float, default=None, help="refuse specs with more parameters than this")
+
+
+def _max_params(args: argparse.Namespace) -> int | None:
+    return int(args.max_params) if args.max_params is not None else None
+
+
+def cmd_validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .loader import load_spec
+
+    overrides, failed = _parse_sets(args.set, parser), 0
+    for path in args.specs:
+        try:
+            spec = load_spec(path, overrides=overrides, max_params=_max_params(args))
+        except SpecError as exc:
+            failed += 1
+            for error in exc.errors:
+                print(error, file=sys.stderr)
+            continue
+        print(f"{path}: ok ({spec.name})")
+    return 1 if failed else 0
+
+
+def cmd_summary(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from . import summary
+
+    print(summary(args.spec, overrides=_parse_sets(args.set, parser), seq_len=args.seq_len,
+                  max_params=_max_params(args)))
+    return 0
+
+
+def cmd_build(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import torch
+
+    from .compiler import compile_spec
+
+    overrides = _parse_sets(args.set, parser)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+    start = time.perf_counter()
+    model = compile_spec(args.spec, overrides=overrides, device=args.device, dtype=dtype, seed=args.seed,
+                         max_params=_max_params(args))
+    built = time.perf_counter() - start
+    print(f"{model.spec.name}: {model.num_parameters():,} parameters, built in {built:.2f}s on {args.device}")
+    if args.device == "meta":
+        return 0
+    first_embedding = next(iter(model.graph.graph["embeddings"].values()))
+    vocab = model.get_submodule(first_embedding).weight.shape[0]
+    tokens = torch.randint(0, vocab, (args.batch, args.seq_len), device=args.device)
+    model.eval()
+    with torch.inference_mode():
+        model(tokens)  # warm-up
+        start = time.perf_counter()
+        out = model(tokens)
+        elapsed = time.perf_counter() - start
+    shape = tuple(out[0].shape) if isinstance(out, tuple) else tuple(out.shape)
+    print(f"forward on tokens {tuple(tokens.shape)} -> {shape} in {elapsed * 1000:.1f} ms")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .schema import json_schema_text
+
+    text = json_schema_text()
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="archdsl", description="Write transformer architectures as YAML; "
+                                     "validate, summarise, build and draw them.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check specs (no torch)")
+    p.add_argument("specs", nargs="+", metavar="SPEC")
+    _add_spec_options(p)
+    p.set_defaults(run=cmd_validate)
+
+    p = sub.add_parser("summary", help="parameters, shapes and FLOPs per block (no torch)")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--seq-len", type=int, default=None, help="context length for attention FLOPs")
+    _add_spec_options(p)
+    p.set_defaults(run=cmd_summary)
+
+    p = sub.add_parser("build", help="compile to PyTorch and run one forward pass on random tokens")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, or meta (build without weights)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--seq-len", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    _add_spec_options(p)
+    p.set_defaults(run=cmd_build)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of the spec language (for editors)")
+    p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    p.set_defaults(run=cmd_schema)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args, parser)
+    except SpecError as exc:
+        for error in exc.errors:
+            print(error, file=sys.stderr)
+        return 1
+    except (ValueError, RuntimeError) as exc:  # e.g. a sequence longer than the learned positions
+        print(f"archdsl {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

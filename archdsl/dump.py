@@ -1,0 +1,57 @@
+"""Spec -> YAML text that loads back to an equal Spec (the save half of save/load)."""
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from .spec import NodeSpec, Spec
+
+
+def _node_to_data(node: NodeSpec) -> dict:
+    args: dict[str, Any] = {}
+    for name, field in type(node).model_fields.items():
+        value = getattr(node, name)
+        if name == "labels" and not value:
+            continue
+        if value == field.get_default(call_default_factory=True) and name not in ("times",):
+            continue
+        key = field.alias or name
+        args[key] = _value_to_data(value)
+    return {node.kind: args}
+
+
+def _value_to_data(value: Any) -> Any:
+    if isinstance(value, NodeSpec):
+        return _node_to_data(value)
+    if isinstance(value, list):
+        return [_value_to_data(v) for v in value]
+    if hasattr(value, "model_dump"):
+        return value.model_dump()
+    return value
+
+
+def spec_to_data(spec: Spec) -> dict:
+    data: dict[str, Any] = {"archdsl": spec.archdsl, "name": spec.name}
+    if spec.description:
+        data["description"] = spec.description
+    if spec.vars:
+        data["vars"] = dict(spec.vars)
+    data["model"] = {"width": spec.model.width, "layers": [_node_to_data(n) for n in spec.model.layers],
+                     "init": spec.model.init.model_dump()}
+    return data
+
+
+def _escape(value: Any) -> Any:
+    """Vars were applied already; a literal '$' left in a string must not be re-evaluated."""
+    if isinstance(value, str):
+        return value.replace("$", "$$")
+    if isinstance(value, dict):
+        return {k: _escape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_escape(v) for v in value]
+    return value
+
+
+def spec_to_yaml(spec: Spec) -> str:
+    return yaml.safe_dump(_escape(spec_to_data(spec)), sort_keys=False, width=100)

@@ -1,0 +1,98 @@
+"""JSON Schema of the spec language, for editors (yaml-language-server) to autocomplete and check.
+
+Assembled from the same Pydantic node classes that validate specs. Wherever the language takes
+a number or boolean, the schema also accepts a `${...}` / `$var` string, since specs are
+checked before vars are applied.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+from .spec import NODE_KINDS, Init
+
+EXPRESSION = {"type": "string", "pattern": r"\$", "description": "A $var reference or ${...} expression."}
+_NODE_LIST_FIELDS = {"body": "nodes", "branches": "node_lists", "pattern": "node_lists"}
+
+
+def _allow_expressions(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        out = {k: _allow_expressions(v) for k, v in schema.items()}
+        if out.get("type") in ("integer", "number", "boolean") or "enum" in out:
+            typed = {k: v for k, v in out.items() if k not in ("description", "default", "title")}
+            rest = {k: v for k, v in out.items() if k in ("description", "default", "title")}
+            return {**rest, "anyOf": [typed, {"$ref": "#/$defs/Expression"}]}
+        return out
+    if isinstance(schema, list):
+        return [_allow_expressions(v) for v in schema]
+    return schema
+
+
+def _args_schema(cls) -> dict:
+    """The schema of one kind's arguments, with node lists pointing at the shared Node definition."""
+    schema = copy.deepcopy(cls.model_json_schema(by_alias=True, mode="validation"))
+    props = schema.setdefault("properties", {})
+    for name in _NODE_LIST_FIELDS:
+        if name in cls.model_fields:
+            props[name] = {"$ref": f"#/$defs/{_NODE_LIST_FIELDS[name]}",
+                           "description": cls.model_fields[name].description}
+    schema.pop("$defs", None)
+    schema.pop("title", None)
+    schema["description"] = (cls.__doc__ or "").strip()
+    schema["additionalProperties"] = False
+    node = {"type": "object", "properties": {cls.kind: schema}, "required": [cls.kind], "additionalProperties": False}
+    if cls.shorthand:  # `dropout: 0.1`, `residual: [...]`
+        node["properties"][cls.kind] = {"anyOf": [schema, props.get(cls.shorthand, {}), {"type": "null"}]}
+    return node
+
+
+def json_schema() -> dict:
+    node_variants = [_args_schema(cls) for cls in NODE_KINDS.values()]
+    repeat_short = {
+        "type": "object", "required": ["repeat"],
+        "properties": {"repeat": {"anyOf": [{"type": "integer", "minimum": 1}, {"$ref": "#/$defs/Expression"}]},
+                       "body": {"$ref": "#/$defs/nodes"}, "pattern": {"$ref": "#/$defs/node_lists"},
+                       "name": {"type": "string"}},
+        "additionalProperties": False,
+        "description": "repeat: N with body: BLOCK (or pattern: [BLOCK, ...]) alongside.",
+    }
+    block_call = {"type": "object", "minProperties": 1, "maxProperties": 1,
+                  "not": {"required": list(NODE_KINDS)[:1]},
+                  "description": "A block defined under blocks:, optionally with parameters."}
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "archdsl spec",
+        "description": "A transformer architecture written in the archdsl language.",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["name"],
+        "properties": {
+            "archdsl": {"const": 1, "description": "Format version."},
+            "name": {"type": "string"},
+            "description": {"type": "string"},
+            "extends": {"type": "string", "description": "A spec file (relative path) this one modifies."},
+            "vars": {"type": "object", "description": "Named values, referenced as $name or ${expression}."},
+            "blocks": {"type": "object", "description": "Reusable lists of nodes.",
+                       "additionalProperties": {"anyOf": [
+                           {"$ref": "#/$defs/nodes"},
+                           {"type": "object", "properties": {"params": {"type": "object"}, "layers": {"$ref": "#/$defs/nodes"}},
+                            "required": ["layers"], "additionalProperties": False}]}},
+            "model": {"type": "object", "additionalProperties": False, "required": ["width", "layers"],
+                      "properties": {"width": {"type": "integer", "minimum": 1},
+                                     "layers": {"$ref": "#/$defs/nodes"},
+                                     "init": Init.model_json_schema()}},
+        },
+        "$defs": {
+            "Expression": EXPRESSION,
+            "node": {"anyOf": [{"type": "string", "description": "A kind without arguments, or a block name."},
+                               *node_variants, repeat_short, block_call]},
+            "nodes": {"anyOf": [{"type": "array", "items": {"$ref": "#/$defs/node"}}, {"$ref": "#/$defs/node"}]},
+            "node_lists": {"type": "array", "items": {"$ref": "#/$defs/nodes"}},
+        },
+    }
+    return _allow_expressions(schema)
+
+
+def json_schema_text() -> str:
+    return json.dumps(json_schema(), indent=2, sort_keys=False) + "\n"
