@@ -27,7 +27,7 @@ def graph(spec: Any, *, overrides=None, max_params: int | None = None, seq_len: 
 
 def summary(spec: Any, *, overrides=None, seq_len: int | None = None, max_params: int | None = None):
     """Per-block parameters, output shapes and FLOPs per token, computed without allocating weights."""
-    from .summary import summarize
+    from .summarize import summarize
 
     return summarize(graph(spec, overrides=overrides, seq_len=seq_len, max_params=max_params))
 

@@ -35,6 +35,11 @@ class ExprError(ValueError):
 
 
 def _tokenize(text: str) -> list[tuple[str, str]]:
+    """Tokens up to and including the first character outside the language (kind "bad").
+
+    The bad character is reported when the parser reaches it, so that ``open('x')`` is refused
+    as an unknown function, which is what the user wrote, rather than for its quote.
+    """
     tokens: list[tuple[str, str]] = []
     pos = 0
     while pos < len(text):
@@ -43,13 +48,16 @@ def _tokenize(text: str) -> list[tuple[str, str]]:
             break
         pos = m.end()
         kind = m.lastgroup
-        if kind == "bad":
-            ch = m.group("bad")
-            hint = ("attribute access and indexing are not part of the language"
-                    if ch in ".[]" else "only numbers, var names, + - * / // % **, min, max and parentheses")
-            raise ExprError(f"unexpected character '{ch}' in expression '{text}'", hint)
         tokens.append((kind, m.group(kind)))  # type: ignore[arg-type]
+        if kind == "bad":
+            break
     return tokens
+
+
+def _bad_character(ch: str, text: str) -> ExprError:
+    hint = ("attribute access and indexing are not part of the language"
+            if ch in ".[]" else "only numbers, var names, + - * / // % **, min, max and parentheses")
+    return ExprError(f"unexpected character '{ch}' in expression '{text}'", hint)
 
 
 class _Parser:
@@ -59,7 +67,10 @@ class _Parser:
         self.i = 0
 
     def peek(self) -> tuple[str, str] | None:
-        return self.tokens[self.i] if self.i < len(self.tokens) else None
+        tok = self.tokens[self.i] if self.i < len(self.tokens) else None
+        if tok and tok[0] == "bad":
+            raise _bad_character(tok[1], self.text)
+        return tok
 
     def take(self, value: str | None = None) -> tuple[str, str]:
         tok = self.peek()

@@ -110,6 +110,8 @@ class _Vars:
 
     def get(self, name: str) -> Any:
         if name in self.values:
+            if self.values[name] is _FAILED:  # never compute with the placeholder: its error is reported
+                raise expr.ExprError(f"var '{name}' has an error (reported above)")
             return self.values[name]
         if name in self.stack:
             cycle = " -> ".join(self.stack[self.stack.index(name):] + [name])

@@ -29,14 +29,27 @@ def _allow_expressions(schema: Any) -> Any:
     return schema
 
 
+def _composite_schema(cls) -> dict:
+    """Residual/parallel/repeat hold nodes; Pydantic would emit a recursive $ref, so write them out."""
+    props: dict[str, Any] = {"name": {"type": "string", "description": cls.model_fields["name"].description}}
+    for name, field in cls.model_fields.items():
+        if name in _NODE_LIST_FIELDS:
+            props[name] = {"$ref": f"#/$defs/{_NODE_LIST_FIELDS[name]}", "description": field.description}
+    if "times" in cls.model_fields:
+        props["times"] = {"type": "integer", "minimum": 1, "description": cls.model_fields["times"].description}
+        props["labels"] = {"type": "array", "items": {"type": "string"},
+                           "description": cls.model_fields["labels"].description}
+    required = [n for n, f in cls.model_fields.items() if f.is_required()]
+    return {"type": "object", "properties": props, "required": required}
+
+
 def _args_schema(cls) -> dict:
     """The schema of one kind's arguments, with node lists pointing at the shared Node definition."""
-    schema = copy.deepcopy(cls.model_json_schema(by_alias=True, mode="validation"))
+    if cls.leaf:
+        schema = copy.deepcopy(cls.model_json_schema(by_alias=True, mode="validation"))
+    else:
+        schema = _composite_schema(cls)
     props = schema.setdefault("properties", {})
-    for name in _NODE_LIST_FIELDS:
-        if name in cls.model_fields:
-            props[name] = {"$ref": f"#/$defs/{_NODE_LIST_FIELDS[name]}",
-                           "description": cls.model_fields[name].description}
     schema.pop("$defs", None)
     schema.pop("title", None)
     schema["description"] = (cls.__doc__ or "").strip()
@@ -58,7 +71,7 @@ def json_schema() -> dict:
         "description": "repeat: N with body: BLOCK (or pattern: [BLOCK, ...]) alongside.",
     }
     block_call = {"type": "object", "minProperties": 1, "maxProperties": 1,
-                  "not": {"required": list(NODE_KINDS)[:1]},
+                  "not": {"anyOf": [{"required": [kind]} for kind in NODE_KINDS]},
                   "description": "A block defined under blocks:, optionally with parameters."}
     schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

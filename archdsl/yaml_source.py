@@ -78,11 +78,44 @@ def _mark_loc(file: str, mark: yaml.Mark) -> Loc:
     return Loc(file, mark.line + 1, mark.column + 1)
 
 
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def _oversized(root: yaml.Node) -> yaml.Node | None:
+    """The smallest value that expands to more than MAX_NODES nodes, or None.
+
+    An alias is the very node object of its anchor, so the expanded size of every node is
+    counted once over the composed graph (memoised, linear in the text) before anything is
+    built: an alias bomb is refused at once, and the error cites the first value that is too
+    big by itself (not an innocent anchor that happens to be expanded when a counter runs out).
+    """
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        if id(node) not in sizes:
+            sizes[id(node)] = 0  # a recursive alias; the builder reports it
+            sizes[id(node)] = 1 + sum(size(child) for child in _children(node))
+        return sizes[id(node)]
+
+    if size(root) <= MAX_NODES:
+        return None
+    node = root
+    while True:
+        bigger = next((c for c in _children(node) if sizes[id(c)] > MAX_NODES), None)
+        if bigger is None:
+            return node
+        node = bigger
+
+
 class _Builder:
     def __init__(self, file: str, loader: yaml.SafeLoader) -> None:
         self.file = file
         self.loader = loader
-        self.count = 0
         self.active: set[int] = set()
 
     def loc(self, node: yaml.Node) -> Loc:
@@ -92,10 +125,6 @@ class _Builder:
         return SpecError([ErrorItem.at(self.loc(node), "", message, hint)])
 
     def build(self, node: yaml.Node) -> Any:
-        self.count += 1
-        if self.count > MAX_NODES:
-            raise self.fail(node, f"the YAML expands to more than {MAX_NODES} nodes",
-                            "aliases (*name) that expand exponentially are refused: write the values out")
         if node.tag not in _STANDARD_TAGS:
             raise self.fail(node, f"YAML tag '{node.tag}' is not allowed",
                             "specs are data: only plain YAML values, lists and mappings")
@@ -144,6 +173,34 @@ class _Builder:
         return out
 
 
+_OPENERS = {"flow mapping": ("'{'", "'}'"), "flow sequence": ("'['", "']'"), "quoted scalar": ("quote", "quote")}
+
+
+def _syntax_error(exc: yaml.MarkedYAMLError, file: str) -> ErrorItem:
+    """Locate a YAML syntax error where the user must look.
+
+    PyYAML reports the position where it gave up. For an unclosed ``{``, ``[`` or quote that
+    is a later line (often the end of the file, past the last line); the mistake is the
+    opening delimiter, which PyYAML keeps as the context mark, so that is the line we cite.
+    """
+    problem = exc.problem or str(exc)
+    context, start, end = exc.context or "", exc.context_mark, exc.problem_mark
+    delimiters = next((d for name, d in _OPENERS.items() if name in context), None)
+    if delimiters and start and end and end.line > start.line:
+        opener, closer = delimiters
+        if "<stream end>" in problem or "end of stream" in problem:
+            message, hint = f"invalid YAML: the {opener} opened here is never closed", f"add the closing {closer}"
+        else:
+            found = problem.split("but got ")[-1]
+            message = f"invalid YAML: the {opener} opened here is not closed before {found} at line {end.line + 1}"
+            hint = f"add the closing {closer}, or the comma that separates its entries"
+        return ErrorItem.at(_mark_loc(file, start), "", message, hint)
+    mark = end or start
+    loc = _mark_loc(file, mark) if mark else Loc(file)
+    return ErrorItem.at(loc, "", f"invalid YAML: {problem} {context}".strip(),
+                        "check indentation, colons and quotes near this position")
+
+
 def load_yaml(text: str, file: str = "<string>") -> Any:
     """Parse one YAML document into located plain data; raise SpecError on any problem."""
     loader = yaml.SafeLoader(text)
@@ -151,17 +208,17 @@ def load_yaml(text: str, file: str = "<string>") -> Any:
         try:
             node = loader.get_single_node()
         except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            loc = _mark_loc(file, mark) if mark else Loc(file)
-            problem = exc.problem or str(exc)
-            context = f" {exc.context}" if exc.context else ""
-            raise SpecError([ErrorItem.at(loc, "", f"invalid YAML: {problem}{context}".strip(),
-                                          "check indentation, colons and quotes near this position")]) from None
+            raise SpecError([_syntax_error(exc, file)]) from None
         except yaml.YAMLError as exc:
             raise SpecError([ErrorItem.at(Loc(file), "", f"invalid YAML: {exc}")]) from None
         if node is None:
             return LDict(loc=Loc(file, 1, 1))
-        return _Builder(file, loader).build(node)
+        builder = _Builder(file, loader)
+        too_big = _oversized(node)
+        if too_big is not None:
+            raise builder.fail(too_big, f"the YAML expands to more than {MAX_NODES} nodes",
+                               "aliases (*name) that expand exponentially are refused: write the values out")
+        return builder.build(node)
     finally:
         loader.dispose()
 

