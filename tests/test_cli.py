@@ -117,3 +117,9 @@ def test_main_returns_codes_in_process(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["summary"])
     assert exc.value.code == 2
+
+
+def test_language_reference_is_current():
+    from archdsl.reference import main as reference_main
+
+    assert reference_main(["--check"]) == 0, "run: python -m archdsl.reference"
