@@ -5,7 +5,7 @@ a summary row, an error and a ``state_dict`` key all use the same name. Nodes:
 
 * leaves (``composite=False``): one per block instance, with ``kind``, ``spec`` (the
   Pydantic node), ``config`` (its fields), ``family``, ``in_width``/``out_width``,
-  ``out_shape``, ``params``, ``flops`` (per token), ``loc`` (file:line), ``parent``,
+  ``in_shape``/``out_shape``, ``params``, ``flops`` (per token), ``loc`` (file:line), ``parent``,
   ``copy`` (repeat indices; the collapsed view keeps the first cycle), ``positional`` (id of
   the rotary/alibi node that governs an attention);
 * junctions ``kind="add"`` (residual) and ``kind="sum"`` (parallel), and ``input``/``output``;
@@ -65,15 +65,18 @@ class _Builder:
 
     def child_names(self, nodes: list[NodeSpec], path: str) -> list[str]:
         names = [n.name or n.default_name() for n in nodes]
-        explicit = [n.name for n in nodes if n.name]
-        for n in nodes:
-            if n.name and explicit.count(n.name) > 1:
-                self.errors.add(n.loc_of("name"), f"{path}.{n.kind}.name", f"two nodes here are named '{n.name}'",
+        first: dict[str, NodeSpec] = {}
+        for i, n in enumerate(nodes):
+            where = f"{path}[{i}].{n.kind}.name"
+            if n.name and n.name in first:  # the repeat is the mistake, as for duplicate YAML keys
+                earlier = first[n.name].loc_of("name")
+                at = f" (the first at line {earlier.line})" if earlier and earlier.line else ""
+                self.errors.add(n.loc_of("name"), where, f"two nodes here are named '{n.name}'{at}",
                                 "names must be unique among siblings")
-                explicit = [e for e in explicit if e != n.name]
+            elif n.name:
+                first[n.name] = n
             if n.name in RESERVED_NAMES:
-                self.errors.add(n.loc_of("name"), f"{path}.{n.kind}.name", f"'{n.name}' is a reserved name",
-                                "pick another module name")
+                self.errors.add(n.loc_of("name"), where, f"'{n.name}' is a reserved name", "pick another module name")
         out, seen = [], {}
         for name, n in zip(names, nodes):
             if n.name is None and names.count(name) > 1:
@@ -115,7 +118,9 @@ class _Builder:
         scope = replace(scope, width=in_width, report=report, embeddings=dict(self.embeddings))
         node.check(scope)
         out_width = node.out_width(in_width)
-        self.add(node_id, **common, in_width=in_width, out_width=out_width, out_shape=("batch", "seq", out_width),
+        in_shape = ("batch", "seq") if width is None else ("batch", "seq", width)  # token ids have no width
+        self.add(node_id, **common, in_width=in_width, out_width=out_width, in_shape=in_shape,
+                 out_shape=("batch", "seq", out_width),
                  params=node.param_count(scope), flops=node.flops_per_token(scope),
                  positional=scope.positional_id if isinstance(node, Attention) else None)
         self.g.add_edge(source, node_id, role="data", width=width)

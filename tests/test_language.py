@@ -188,3 +188,16 @@ def test_safe_yaml_never_constructs_python_objects(tmp_path):
     with pytest.raises(archdsl.SpecError):
         archdsl.load_spec(text)
     assert not marker.exists()
+
+
+def test_graph_nodes_carry_kind_config_shapes_params_and_location():
+    g = archdsl.graph(BASE)
+    attn = g.nodes["layers.1.residual_0.attention"]
+    assert attn["kind"] == "attention" and attn["config"]["heads"] == 4
+    assert attn["in_shape"] == ("batch", "seq", 32) and attn["out_shape"] == ("batch", "seq", 32)
+    assert attn["params"] == 32 * 96 + 96 + 32 * 32 + 32
+    assert attn["loc"].line == 15 and attn["loc"].file == "<string>"
+    assert g.nodes["tok"]["in_shape"] == ("batch", "seq")
+    assert g.nodes["lm_head"]["out_shape"] == ("batch", "seq", 101)
+    skip = [(u, v) for u, v, d in g.edges(data=True) if d["role"] == "skip"]
+    assert len(skip) == 6  # one identity path per residual
