@@ -29,7 +29,7 @@ import types
 from dataclasses import dataclass, field
 from html import escape as _html_escape
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from .render_engine import (ENV_VAR, INSTALL_HINT, Engine, RenderError, find_engine, require_engine,
                             run_engine)
@@ -86,7 +86,7 @@ THEMES: dict[str, dict[str, str]] = {
 KIND_TITLES: dict[str, str] = {
     "embedding": "Embedding", "positional": "Positional", "attention": "Attention", "mlp": "MLP",
     "linear": "Linear", "dropout": "Dropout", "layernorm": "LayerNorm", "rmsnorm": "RMSNorm",
-    "lm_head": "LM head", "pooler": "Pooler",
+    "lm_head": "LM head", "pooler": "Pooler", "moe": "MoE",
 }
 JUNCTIONS = {"add": "+", "sum": "+"}
 
@@ -126,6 +126,7 @@ class DCluster:
     sublabel: str
     parent: str | None
     order: int
+    params: int = 0  # a repeat: the parameters of all its copies
 
 
 @dataclass
@@ -201,10 +202,6 @@ class _Collapser:
         info = self.repeats[repeat]
         return info["starts"][i % info["cycle"]]
 
-    def drawn_count(self, repeat: str) -> int:
-        info = self.repeats[repeat]
-        return info["times"] if self.detail == "full" else min(info["times"], info["cycle"])
-
     def map(self, node: str) -> str:
         """The id of the drawn copy of ``node`` (itself when it is drawn)."""
         data = self.g.nodes[node]
@@ -214,6 +211,18 @@ class _Collapser:
             pos = len(repeat) + len(f".{i}")
         mapped = out + node[pos:]
         return mapped if mapped in self.g else node
+
+    def loops_back(self, u: str, v: str) -> bool:
+        """True for an edge from one copy of a repeated layer to the next that, collapsed, would
+        point back to the same or an earlier drawn copy (the drawing says "× N" instead)."""
+        copies_v = {r: i for r, i, _c in self.g.nodes[v].get("copy", ())}
+        for repeat, i, _c in self.g.nodes[u].get("copy", ()):
+            j = copies_v.get(repeat)
+            if j is None:
+                return False
+            if i != j:
+                return self.index(repeat, j) <= self.index(repeat, i)
+        return False
 
     def repeats_of(self, node: str) -> list[str]:
         return [r for r, _i, _c in self.g.nodes[node].get("copy", ())]
@@ -231,11 +240,10 @@ class _Collapser:
         v_repeats = set(self.repeats_of(v))
         for repeat in self.repeats_of(u):  # outermost first
             if repeat not in v_repeats:
-                last = self.drawn_count(repeat) - 1
-                last = self.index(repeat, last) if self.detail != "full" else last
-                # the last layer of the drawn cycle: the last run start
-                if self.detail != "full":
-                    info = self.repeats[repeat]
+                info = self.repeats[repeat]
+                if self.detail == "full":
+                    last = info["times"] - 1
+                else:  # the last entry of the drawn cycle (its run start)
                     last = info["starts"][min(info["times"], info["cycle"]) - 1]
                 layer = f"{self.map(repeat)}.{last}"
                 exit_node = self.exit_of(layer) if layer in self.g else u
@@ -300,14 +308,14 @@ def build_view(g, detail: str = "blocks", *, merge_runs: bool = True, residual_c
 
     # ---- clusters
     clusters: dict[str, DCluster] = {}
-    cluster_kinds = {"repeat", "parallel", "branch"} | ({"residual"} if residual_clusters else set())
+    cluster_kinds = {"repeat", "layer", "parallel", "branch"} | ({"residual"} if residual_clusters else set())
     for n, d in g.nodes(data=True):
         if not d.get("composite") or c.map(n) != n or n == "model":
             continue
         kind = d["kind"]
-        if detail == "layers" and box_of(n):
+        if kind not in cluster_kinds:
             continue
-        if detail == "layers" and kind in ("residual", "parallel") and d.get("parent") == "model":
+        if detail == "layers" and (box_of(n) or _is_box(nodes_data, n)):
             continue
         label = sublabel = ""
         if kind == "repeat":
@@ -337,7 +345,12 @@ def build_view(g, detail: str = "blocks", *, merge_runs: bool = True, residual_c
                 label = (name or f"layer {index}") + (f" × {run}" if run > 1 else "")
         elif kind == "parallel":
             label = "parallel"
-        clusters[n] = DCluster(n, kind, label, sublabel, None, d.get("order", 0))
+        params = 0
+        if kind == "repeat":
+            prefix = n + "."
+            params = sum(int(md.get("params") or 0) for m, md in g.nodes(data=True)
+                         if m.startswith(prefix) and not md.get("composite"))
+        clusters[n] = DCluster(n, kind, label, sublabel, None, d.get("order", 0), params)
 
     def cluster_of(node: str) -> str | None:
         parent = nodes_data[node].get("parent")
@@ -351,15 +364,23 @@ def build_view(g, detail: str = "blocks", *, merge_runs: bool = True, residual_c
     # ---- nodes
     nodes: dict[str, DNode] = {}
     for n, d in sorted(g.nodes(data=True), key=lambda item: item[1].get("order", 0)):
-        if d.get("composite") and not (detail == "layers" and box_of(n) is None and n != "model"
-                                        and drawn(n) == n and _is_box(nodes_data, n)):
+        if c.map(n) != n:
             continue
-        if c.map(n) != n or (detail == "layers" and box_of(n)):
+        if detail == "layers":
+            if box_of(n):
+                continue  # drawn as a row of its box
+            if d.get("composite"):
+                if _is_box(nodes_data, n):
+                    nodes[n] = _box_node(g, n, c, cluster_of(n))
+                continue
+        elif d.get("composite"):
             continue
-        if d.get("composite"):  # a layers-view box
-            nodes[n] = _box_node(g, n, c, cluster_of(n))
-        else:
-            nodes[n] = _leaf_node(n, d, cluster_of(n))
+        nodes[n] = _leaf_node(n, d, cluster_of(n))
+
+    for node in nodes.values():  # draw a parallel's sum after its branches
+        if node.kind == "sum":
+            prefix = node.id.rsplit(".", 1)[0] + "."
+            node.order = max([m.order for m in nodes.values() if m.id.startswith(prefix)] + [node.order]) + 0.5
 
     # ---- edges
     priority = {"data": 0, "skip": 1, "pooled": 2}
@@ -367,17 +388,41 @@ def build_view(g, detail: str = "blocks", *, merge_runs: bool = True, residual_c
     for u, v, d in g.edges(data=True):
         role = d.get("role", "data")
         mu, mv = drawn(c.map_source(u, v)), drawn(c.map(v))
-        if mu == mv or mu not in nodes or mv not in nodes:
+        if mu == mv or mu not in nodes or mv not in nodes or c.loops_back(u, v):
             continue
-        if nodes[mv].order <= nodes[mu].order:
-            continue  # the loop from the end of a repeated layer back to its start
         key = (mu, mv)
         if key not in chosen or priority[role] < priority[chosen[key]]:
             chosen[key] = role
     edges = [DEdge(u, v, role) for (u, v), role in chosen.items()]
+    _side_outputs(nodes, edges)
     edges.sort(key=lambda e: (nodes[e.u].order, nodes[e.v].order))
     return View(g.graph.get("name") or getattr(g.graph.get("spec"), "name", "model"), detail, nodes, clusters, edges,
                 int(g.graph.get("total_params") or 0))
+
+
+def _side_outputs(nodes: dict[str, DNode], edges: list[DEdge]) -> None:
+    """A pooler is a side output: the stream bypasses it, and it feeds its own output node."""
+    for pooler in [n for n in nodes.values() if n.kind == "pooler"]:
+        sources = [e.u for e in edges if e.v == pooler.id and e.role == "data"]
+        outs = [e for e in edges if e.u == pooler.id]
+        if len(sources) != 1 or not outs:
+            continue
+        side_id = f"output.{pooler.id}"  # "output" is a reserved name, so no block id starts so
+        for e in outs:
+            if e.v == "output":
+                edges.append(DEdge(sources[0], "output", "data"))
+                e.v, e.role = side_id, "data"
+            else:
+                e.u = sources[0]
+        nodes[side_id] = DNode(side_id, "output", "io", pooler.order, pooler.cluster, "pooled", "",
+                               shape=pooler.shape)
+    seen: set[tuple[str, str]] = set()
+    unique = []
+    for e in edges:
+        if (e.u, e.v) not in seen:
+            seen.add((e.u, e.v))
+            unique.append(e)
+    edges[:] = unique
 
 
 def _is_box(nodes_data: dict, n: str) -> bool:
@@ -393,6 +438,11 @@ def _box_node(g, n: str, c: _Collapser, cluster: str | None) -> DNode:
         index = int(n.rsplit(".", 1)[1])
         names = g.nodes[repeat].get("labels") or []
         title = names[index % info["cycle"]] if len(names) == info["cycle"] else "layer"
+        run = info["run_len"].get(index, 1) if c.detail != "full" else 1
+        if c.detail == "full":
+            title = f"{title} {index}"
+        elif run > 1:
+            title = f"{title} × {run}"
     else:
         title = d["kind"]
     prefix = n + "."
@@ -492,17 +542,30 @@ def _box_label(node: DNode, o: _Opts) -> _HTML:
     return _HTML('<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="3" CELLPADDING="2">' + "".join(rows) + "</TABLE>")
 
 
-def _legend_label(families: list[str], o: _Opts) -> _HTML:
+def _header_label(view: View, o: _Opts) -> _HTML | None:
+    """The graph label: the title, the parameter count and the colour legend (a grid of swatches)."""
     t = THEMES[o.theme]
-    cells = []
-    for fam in families:
-        fill, line = colours(fam, o.theme)
-        cells.append(f'<TD BGCOLOR="{fill}" COLOR="{line}" BORDER="1" STYLE="ROUNDED" CELLPADDING="3">'
-                     f'<FONT POINT-SIZE="9">{_h(family_style(fam).legend)}</FONT></TD>')
-    vertical = o.direction in ("TB", "BT")
-    body = "".join(f"<TR>{c}</TR>" for c in cells) if vertical else "<TR>" + "".join(cells) + "</TR>"
-    return _HTML(f'<TABLE BORDER="1" COLOR="{t["legend_line"]}" STYLE="ROUNDED" CELLBORDER="0" CELLSPACING="4" '
-                 f'CELLPADDING="2">{body}</TABLE>')
+    families = view.families() if o.legend else []
+    if not o.title and not families:
+        return None
+    columns = min(len(families), 4 if o.direction in ("TB", "BT") else 8) or 1
+    rows = []
+    if o.title:
+        rows.append(f'<TR><TD COLSPAN="{columns}"><FONT POINT-SIZE="16"><B>{_h(view.name)}</B></FONT></TD></TR>')
+        if view.total_params:
+            rows.append(f'<TR><TD COLSPAN="{columns}"><FONT POINT-SIZE="10" COLOR="{t["muted"]}">'
+                        f'{_fmt_count(view.total_params)} parameters</FONT></TD></TR>')
+    for start in range(0, len(families), columns):
+        cells = []
+        for fam in families[start:start + columns]:
+            fill, line = colours(fam, o.theme)
+            cells.append(f'<TD BGCOLOR="{fill}" COLOR="{line}" BORDER="1" STYLE="ROUNDED" CELLPADDING="3">'
+                         f'<FONT POINT-SIZE="9">{_h(family_style(fam).legend)}</FONT></TD>')
+        cells += ["<TD></TD>"] * (columns - len(cells))
+        rows.append("<TR>" + "".join(cells) + "</TR>")
+    if families:
+        rows.append(f'<TR><TD COLSPAN="{columns}" CELLPADDING="2"></TD></TR>')
+    return _HTML('<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="4" CELLPADDING="1">' + "".join(rows) + "</TABLE>")
 
 
 def _node_dot(node: DNode, o: _Opts) -> str:
@@ -524,8 +587,38 @@ def _node_dot(node: DNode, o: _Opts) -> str:
                   fontcolor=t["text"])
 
 
+def _with_forks(view: View) -> tuple[list[DEdge], dict[str, tuple[str | None, float]]]:
+    """Edges with a fork point where each residual's identity path leaves the stream, so the skip
+    edge starts inside the residual's cluster and the drawing reads like the papers' figures.
+    Returns the edges and {fork id: (cluster, order)}."""
+    edges = [DEdge(e.u, e.v, e.role) for e in view.edges]
+    forks: dict[str, tuple[str | None, float]] = {}
+    skips = [e for e in edges if e.role == "skip" and e.v.endswith(".add") and view.nodes[e.v].kind == "add"]
+    skips.sort(key=lambda e: (len(e.v), view.nodes[e.v].order))  # outer residuals first
+    for skip in skips:
+        prefix = skip.v[: -len("add")]
+        entry = [e for e in edges if e.role == "data" and e.v.startswith(prefix) and not e.u.startswith(prefix)
+                 and e.v != skip.v]
+        if not entry or len({e.u for e in entry}) != 1:
+            continue
+        fork = skip.v[: -len("add")] + "fork"
+        orders = [view.nodes[e.v].order if e.v in view.nodes else forks[e.v][1] for e in entry]
+        forks[fork] = (view.nodes[skip.v].cluster, min(orders) - 0.5)
+        for e in entry:  # source -> fork -> each first block of the residual's body
+            edges.append(DEdge(fork, e.v, "data"))
+            e.v = fork
+        edges[:] = [e for i, e in enumerate(edges) if e.v != fork or all((f.u, f.v) != (e.u, e.v) for f in edges[:i])]
+        skip.u = fork
+
+    def order(n: str) -> float:
+        return view.nodes[n].order if n in view.nodes else forks[n][1]
+
+    edges.sort(key=lambda e: (order(e.u), order(e.v)))
+    return edges, forks
+
+
 def _side_ports(direction: str) -> tuple[str, str]:
-    return ("e", "e") if direction in ("TB", "BT") else ("n", "n")
+    return ("e", "e") if direction in ("TB", "BT") else ("s", "s")
 
 
 def to_dot(view: View, *, theme: str = "light", direction: str = "TB", show_shapes: bool = False,
@@ -540,11 +633,9 @@ def to_dot(view: View, *, theme: str = "light", direction: str = "TB", show_shap
     out: list[str] = [f"digraph {_q(view.name)} {{"]
     graph_attrs = dict(rankdir=direction, bgcolor=t["bg"], fontname=FONT, fontcolor=t["text"], fontsize=12,
                        nodesep=0.3, ranksep=0.28, newrank=True, outputorder="edgesfirst", pad=0.25)
-    if title:
-        text = f"<B>{_h(view.name)}</B>"
-        if view.total_params:
-            text += f'<BR/><FONT POINT-SIZE="10" COLOR="{t["muted"]}">{_fmt_count(view.total_params)} parameters</FONT>'
-        graph_attrs.update(label=_HTML(text), labelloc="t", fontsize=15)
+    header = _header_label(view, o)
+    if header:
+        graph_attrs.update(label=header, labelloc="t", labeljust="c")
     out.append("  graph " + _attrs(**graph_attrs) + ";")
     out.append("  node " + _attrs(shape="box", fontname=FONT, fontsize=12, fontcolor=t["text"],
                                    margin="0.14,0.05", height=0.4) + ";")
@@ -557,10 +648,17 @@ def to_dot(view: View, *, theme: str = "light", direction: str = "TB", show_shap
     for node in view.nodes.values():
         children.setdefault(node.cluster, []).append((node.order, "node", node.id))
 
+    edges, forks = _with_forks(view)
+    for fork_id, (cluster, order) in forks.items():
+        children.setdefault(cluster, []).append((order, "fork", fork_id))
+
     def emit(parent: str | None, indent: str) -> None:
         for _order, what, ident in sorted(children.get(parent, [])):
             if what == "node":
                 out.append(f"{indent}{_q(ident)} {_node_dot(view.nodes[ident], o)};")
+                continue
+            if what == "fork":
+                out.append(f"{indent}{_q(ident)} {_attrs(shape='point', width=0.07, color=t['edge'], label='')};")
                 continue
             cl = view.clusters[ident]
             out.append(f"{indent}subgraph {_q('cluster_' + ident)} {{")
@@ -570,19 +668,18 @@ def to_dot(view: View, *, theme: str = "light", direction: str = "TB", show_shap
 
     emit(None, "  ")
     tail, head = _side_ports(direction)
-    for e in view.edges:
-        if e.role == "skip":
-            attrs = _attrs(tailport=tail, headport=head, color=t["skip"], weight=0, arrowsize=0.6)
+    for e in edges:
+        if e.v in forks:
+            attrs = _attrs(weight=8, arrowhead="none")
+        elif e.role == "skip":
+            attrs = _attrs(tailport=tail, headport=head, color=t["skip"], weight=0)
         elif e.role == "pooled":
             attrs = _attrs(style="dashed", label=" pooled", weight=1)
+        elif e.v in view.nodes and view.nodes[e.v].kind == "sum":
+            attrs = _attrs(weight=1)  # let short branches stay at the top, beside the long ones
         else:
             attrs = _attrs(weight=8)
         out.append(f"  {_q(e.u)} -> {_q(e.v)} {attrs};")
-    families = view.families()
-    if legend and families:
-        out.append(f"  legend {_attrs(label=_legend_label(families, o), shape='plain', fontcolor=t['text'])};")
-        first = next(iter(view.nodes))
-        out.append(f"  {{ rank=same; {_q(first)}; legend; }}")
     out.append("}")
     return "\n".join(out) + "\n"
 
@@ -591,8 +688,11 @@ def _cluster_attrs(cl: DCluster, o: _Opts) -> str:
     t = THEMES[o.theme]
     if cl.kind == "repeat":
         text = f'<FONT POINT-SIZE="16"><B>{_h(cl.label)}</B></FONT>'
-        if cl.sublabel:
-            text += f'<BR/><FONT POINT-SIZE="10" COLOR="{t["muted"]}">{_h(cl.sublabel)}</FONT>'
+        sub = [cl.sublabel] if cl.sublabel else []
+        if o.show_params and cl.params:
+            sub.append(f"{_fmt_count(cl.params)} params")
+        if sub:
+            text += "".join(f'<BR/><FONT POINT-SIZE="10" COLOR="{t["muted"]}">{_h(line)}</FONT>' for line in sub)
         return _attrs(label=_HTML(text), labeljust="r", labelloc="t", style="rounded,filled", fillcolor=t["repeat_fill"],
                       color=t["repeat_line"], penwidth=1.2, margin=12)
     if cl.kind == "layer":
@@ -647,7 +747,7 @@ def to_mermaid(view: View, *, theme: str = "light", direction: str = "TB", show_
             return f'{i}(["{_mtext(node.title)}"])'
         parts = [f"<b>{_mtext(node.title)}</b>" + (f" {_mtext(node.name)}" if node.name else "")]
         if node.rows:
-            parts += [_mtext(f"{title} {args}".strip()) for fam, title, args in node.rows if fam != "structure"]
+            parts += [_mtext(f"{title} {args}".strip()) for _fam, title, args in node.rows]
         elif node.args:
             parts.append(_mtext(node.args))
         extra = []
