@@ -32,6 +32,13 @@ def summary(spec: Any, *, overrides=None, seq_len: int | None = None, max_params
     return summarize(graph(spec, overrides=overrides, seq_len=seq_len, max_params=max_params))
 
 
+def render(source: Any, path: Any = None, **options: Any) -> str:
+    """Draw a spec (svg, png, pdf, dot or mermaid); returns the DOT (or Mermaid) text. See archdsl.diagram."""
+    from .diagram import render as _render
+
+    return _render(source, path, **options)
+
+
 def __getattr__(name: str) -> Any:  # torch-backed names load lazily, so validate/summary stay fast
     if name == "compile":
         from .compiler import compile_spec
@@ -42,5 +49,5 @@ def __getattr__(name: str) -> Any:  # torch-backed names load lazily, so validat
     raise AttributeError(f"module 'archdsl' has no attribute '{name}'")
 
 
-__all__ = ["load_spec", "compile", "graph", "summary", "Spec", "SpecError", "ErrorItem", "ArchModel",
+__all__ = ["load_spec", "compile", "graph", "summary", "render", "Spec", "SpecError", "ErrorItem", "ArchModel",
            "EncoderOutput", "load_model", "__version__"]

@@ -122,6 +122,10 @@ def make_parser() -> argparse.ArgumentParser:
     _add_spec_options(p)
     p.set_defaults(run=cmd_build)
 
+    from .diagram import add_render_arguments
+
+    add_render_arguments(sub.add_parser("render", help="draw the architecture: svg, png, pdf, dot or mermaid (no torch)"))
+
     p = sub.add_parser("schema", help="print the JSON Schema of the spec language (for editors)")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
     p.set_defaults(run=cmd_schema)

@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .render import build_view, dot_digest, render_image, to_dot
+from .diagram import build_view, dot_digest, render_image, to_dot
 from .render_engine import require_engine
 
 GALLERY_ENGINE = "graphviz-pure"

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 import archdsl
-import archdsl.render as render_mod
+import archdsl.diagram as render_mod
 from archdsl import render_gallery
 from archdsl.ir import in_first_cycle
-from archdsl.render import FAMILY_STYLES, RenderError, add_render_arguments, render, run_render
+from archdsl.diagram import FAMILY_STYLES, RenderError, add_render_arguments, render, run_render
 from archdsl.render_engine import find_engine, graphviz_pure_path
 from archdsl.spec import NODE_KINDS
 
@@ -299,7 +299,7 @@ def test_bad_archdsl_dot(monkeypatch, tmp_path):
 
 # ----------------------------------------------------------------------------- API and CLI hooks
 def test_torch_free_and_callable_module():
-    code = ("import sys, archdsl, archdsl.render; "
+    code = ("import sys, archdsl, archdsl.diagram; "
             "text = archdsl.render('specs/gpt2.yaml', format='mermaid'); "
             "assert text.startswith('flowchart'); "
             "assert 'torch' not in sys.modules, 'rendering imported torch'")

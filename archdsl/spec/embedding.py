@@ -36,7 +36,8 @@ class Embedding(NodeSpec):
                          "leave dim unset")
 
     def summary_args(self) -> str:
-        return f"{self.vocab}×{self.dim}" if self.dim else f"vocab {self.vocab}"
+        text = f"{self.vocab}×{self.dim}" if self.dim else f"vocab {self.vocab}"
+        return text + (f", × {self.scale:.4g}" if self.scale is not None else "")
 
     def default_name(self) -> str:
         return "embedding" if self.input == "tokens" else "token_type_embedding"
@@ -70,7 +71,8 @@ class Positional(NodeSpec):
     def summary_args(self) -> str:
         if self.type == "rotary":
             extra = f", {self.fraction:g} of dims" if self.fraction != 1 else ""
-            return f"rotary θ={self.base:g}{extra}"
+            theta = f"{self.base:.0f}" if self.base.is_integer() else f"{self.base:g}"
+            return f"rotary θ={theta}{extra}"
         return self.type + (f" {self.max_len}" if self.max_len and self.type == "learned" else "")
 
     def default_name(self) -> str:

@@ -1,8 +1,8 @@
 """Architecture diagrams from the resolved block graph: Graphviz (svg, png, pdf, dot) and Mermaid.
 
-    import archdsl.render
+    import archdsl
     archdsl.render("specs/gpt2.yaml", "gpt2.svg")              # writes the file, returns the DOT text
-    dot = archdsl.render.render(spec, format="dot", detail="full")
+    dot = archdsl.render(spec, format="dot", detail="full")
 
 The picture is drawn from ``archdsl.graph(spec)`` (see :mod:`archdsl.ir`), the same graph the
 compiler builds, so it cannot disagree with the model. Nothing here imports torch.
@@ -16,8 +16,8 @@ Detail levels:
   single box listing its blocks.
 * ``full``: every copy of every layer.
 
-The module object itself is callable (``archdsl.render(...)`` works whether ``archdsl.render``
-resolves to this module or to the function).
+This module is ``archdsl.diagram``; the function is exported as ``archdsl.render`` (the module is
+not named ``render`` so that importing it can never shadow the function).
 """
 from __future__ import annotations
 
@@ -25,7 +25,6 @@ import argparse
 import hashlib
 import re
 import sys
-import types
 from dataclasses import dataclass, field
 from html import escape as _html_escape
 from pathlib import Path
@@ -933,16 +932,6 @@ def run_render(args: argparse.Namespace, parser: argparse.ArgumentParser | None 
     sys.stdout.write(text)
     return 0
 
-
-# ================================================================================ callable module
-class _CallableModule(types.ModuleType):
-    """Lets ``archdsl.render(...)`` work when ``archdsl.render`` is this module."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> str:
-        return render(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
 
 __all__ = ["render", "render_image", "build_view", "to_dot", "to_mermaid", "View", "RenderError", "FAMILY_STYLES",
            "KIND_TITLES", "THEMES", "FORMATS", "DETAILS", "add_render_arguments", "run_render", "find_engine",
