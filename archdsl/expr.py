@@ -21,7 +21,7 @@ _TOKEN = re.compile(
     r"\s*(?:(?P<num>\d+\.\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|\d+(?:[eE][-+]?\d+)?)"
     r"|(?P<name>[A-Za-z_][A-Za-z_0-9]*)|(?P<op>\*\*|//|[-+*/%(),])|(?P<bad>\S))"
 )
-_MAX_POWER_RESULT = 1e30  # sizes beyond this are typos, and huge ints would hang the process
+_MAX_RESULT = 1e30  # sizes beyond this are typos, and huge ints would hang the process
 _WHOLE_REF = re.compile(r"^\$(?:\{\s*(?P<braced>[A-Za-z_]\w*)\s*\}|(?P<bare>[A-Za-z_]\w*))$")
 
 
@@ -118,7 +118,11 @@ class _Parser:
     def atom(self) -> Any:
         kind, value = self.take()
         if kind == "num":
-            return ("num", float(value) if any(c in value for c in ".eE") else int(value))
+            try:
+                return ("num", float(value) if any(c in value for c in ".eE") else int(value))
+            except ValueError:  # more digits than Python converts to an int
+                raise ExprError(f"the number {value[:20]}... in expression '{self.text[:60]}' is too long",
+                                "sizes above 1e30 are not meaningful") from None
         if kind == "name":
             if self.peek() and self.peek()[1] == "(":  # type: ignore[index]
                 if value not in FUNCTIONS:
@@ -170,20 +174,31 @@ def evaluate(ast: Any, lookup: Callable[[str], Any]) -> Any:
     if tag == "name":
         return lookup(ast[1])
     if tag == "call":
-        return FUNCTIONS[ast[1]](*(_number(evaluate(a, lookup), f"an argument of {ast[1]}") for a in ast[2]))
+        args = [_number(evaluate(a, lookup), f"an argument of {ast[1]}") for a in ast[2]]
+        if len(args) < 2:  # Python's max(3) would iterate over 3 and fail
+            raise ExprError(f"{ast[1]}() needs two or more numbers", f"e.g. {ast[1]}(1, heads // 4)")
+        return FUNCTIONS[ast[1]](*args)
     if tag in ("neg", "pos"):
         v = _number(evaluate(ast[1], lookup), "the operand")
         return -v if tag == "neg" else v
     a = _number(evaluate(ast[1], lookup), f"the left side of '{tag}'")
     b = _number(evaluate(ast[2], lookup), f"the right side of '{tag}'")
-    if tag in ("/", "//", "%") and b == 0:
+    if (tag in ("/", "//", "%") and b == 0) or (tag == "**" and a == 0 and b < 0):  # 0 ** -1 is 1 / 0
         raise ExprError("division by zero")
     if tag == "**":
-        if abs(b) > 256 or (abs(a) > 1 and b * math.log10(abs(a)) > math.log10(_MAX_POWER_RESULT)):
+        if abs(b) > 256 or (abs(a) > 1 and b * math.log10(abs(a)) > math.log10(_MAX_RESULT)):
             raise ExprError(f"{a} ** {b} is too large", "sizes above 1e30 are not meaningful")
-        return a ** b
-    result = {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b, "/": lambda: a / b,
-              "//": lambda: a // b, "%": lambda: a % b}[tag]()
+        result = a ** b
+        if isinstance(result, complex):
+            raise ExprError(f"({a}) ** {b} is not a real number", "a negative number has no fractional power")
+        return result
+    try:
+        result = {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b, "/": lambda: a / b,
+                  "//": lambda: a // b, "%": lambda: a % b}[tag]()
+    except OverflowError:  # a huge int literal divided into a float
+        raise ExprError(f"the result of '{tag}' is too large", "sizes above 1e30 are not meaningful") from None
+    if isinstance(result, int) and abs(result) > _MAX_RESULT:  # repeated * would otherwise grow without bound
+        raise ExprError(f"the result of '{tag}' is too large", "sizes above 1e30 are not meaningful")
     if isinstance(result, float) and result.is_integer() and tag == "/" and abs(result) < 2**53:
         return int(result)  # 768 / 12 is a size, 64, not 64.0
     return result

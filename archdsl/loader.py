@@ -46,10 +46,23 @@ def _read_source(source: Any) -> tuple[Any, Path | None]:
         if not path.is_file():
             raise SpecError([ErrorItem.at(Loc(str(path)), "", "spec file not found",
                                           "check the path (relative to the current directory)")])
-        return load_yaml(path.read_text(encoding="utf-8"), str(path)), path
+        return load_yaml(_read_text(path, str(path)), str(path)), path
     if isinstance(source, str):
         return load_yaml(source, "<string>"), None
     raise TypeError(f"load_spec needs a path, YAML text or a dict, not {type(source).__name__}")
+
+
+def _read_text(path: Path, file: str) -> str:
+    """A spec file's text; bytes that are not UTF-8 are a spec error at their line, not a UnicodeDecodeError."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - data.rfind(b"\n", 0, exc.start)
+        raise SpecError([ErrorItem.at(Loc(file, line, column), "",
+                                      f"the file is not UTF-8 text (byte 0x{data[exc.start]:02x})",
+                                      "save the spec as UTF-8")]) from None
 
 
 def _merge(base: Any, child: Any) -> Any:
@@ -82,7 +95,7 @@ def _with_extends(doc: Any, path: Path | None, chain: tuple[str, ...]) -> Any:
     if not base_path.is_file():
         raise SpecError([ErrorItem.at(where, "extends", f"cannot find '{target}' (looked for {base_path})",
                                       "extends paths are relative to the spec file")])
-    base_doc = load_yaml(base_path.read_text(encoding="utf-8"), _display(base_path))
+    base_doc = load_yaml(_read_text(base_path, _display(base_path)), _display(base_path))
     base_doc = _with_extends(base_doc, base_path, chain + (str(base_path),))
     child = LDict(loc=doc.loc)
     for key, value in doc.items():
@@ -285,17 +298,23 @@ class _Expander:
             self.errors.add(loc, path, f"blocks use each other in a cycle: {cycle}", "a block cannot contain itself")
             return []
         definition = self.blocks[name]
-        params: dict[str, Any] = {}
+        params = LDict()
         layers = definition
         if isinstance(definition, LDict) and "layers" in definition:
-            params = dict(definition.get("params") or {})
+            if isinstance(definition.get("params"), LDict):
+                params = definition["params"]
+            elif definition.get("params") is not None:
+                got = _describe(definition["params"])
+                self.errors.add(definition.loc_of("params"), _path("blocks", name, "params"),
+                                f"block parameters are a mapping of names to defaults, got {got}",
+                                "e.g. params: {hidden: 256}")
             layers = definition["layers"]
         call_args = args if isinstance(args, LDict) else LDict()
         if args is not None and not isinstance(args, LDict):
             self.errors.add(loc, path, f"block '{name}' takes a mapping of parameters, got {_describe(args)}")
         inner = dict(scope)
         for key, default in params.items():
-            inner[key] = self.value(default, scope, definition.get("params").loc_of(key), _path("blocks", name, "params", key))
+            inner[key] = self.value(default, scope, params.loc_of(key), _path("blocks", name, "params", key))
         for key, value in call_args.items():
             if key not in params:
                 self.errors.add(call_args.key_locs.get(key) or loc, _path(path, name, key),
@@ -342,12 +361,17 @@ def _describe(value: Any) -> str:
 
 
 # ---------------------------------------------------------------------------- pydantic errors
-def _walk(doc: Any, loc: tuple) -> tuple[Loc | None, list[Any], Any]:
-    """Follow a Pydantic error location through the located doc: (best Loc, YAML path, last container)."""
+def _walk(doc: Any, loc: tuple, key: bool = False) -> tuple[Loc | None, list[Any], Any]:
+    """Follow a Pydantic error location through the located doc: (best Loc, YAML path, last container).
+
+    ``key=True`` cites the last mapping key rather than its value: an unknown key is the key
+    itself, and a missing key belongs to the mapping introduced by ``mlp:`` or ``model:``,
+    whose value (a block mapping) starts on a later line, at its first key.
+    """
     current, best, parts = doc, getattr(doc, "loc", None), []
     for step in loc:
         if isinstance(current, LDict) and step in current:
-            best = current.loc_of(step)
+            best = (current.key_locs.get(step) if key else None) or current.loc_of(step)
             parts.append(step)
             current = current[step]
         elif isinstance(current, LList) and isinstance(step, int) and 0 <= step < len(current):
@@ -418,10 +442,10 @@ def _validate(doc: LDict, failed_locs: set) -> Spec:
     except ValidationError as exc:
         items = []
         for err in exc.errors(include_url=False):
-            where, parts, _ = _walk(doc, err["loc"])
+            key_error = err["type"] == "extra_forbidden" or err["loc"][-1:] == ("[key]",)
+            where, parts, _ = _walk(doc, err["loc"], key=key_error)
             if err["type"] == "missing":
-                parent_loc, _, _ = _walk(doc, err["loc"][:-1])
-                where = parent_loc
+                where, _, _ = _walk(doc, err["loc"][:-1], key=True)
             if where in failed_locs:
                 continue  # the value's expression already failed and was reported
             message, hint = _explain(err, parts)
@@ -500,7 +524,11 @@ def load_spec(source: Any, *, overrides: Mapping[str, Any] | None = None,
     for key in ("archdsl", "name", "description"):
         if key in doc:
             final.copy_from(doc, key, expander.value(doc[key], variables, doc.loc_of(key), key))
-    final.set("vars", {k: v for k, v in variables.items() if v is not _FAILED})
+    final_vars = LDict(loc=raw_vars.loc)  # located, so a bad var name (`3: 4`) is cited at its line
+    for key, value in variables.items():
+        if value is not _FAILED:
+            final_vars.copy_from(raw_vars, key, value)
+    final.set("vars", final_vars, doc.key_locs.get("vars"), doc.val_locs.get("vars"))
     if "model" not in doc:
         errors.add(doc.loc, "model", "missing required key 'model'", "every spec has a model: {width: ..., layers: [...]}")
     elif not isinstance(doc["model"], LDict):

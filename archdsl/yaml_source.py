@@ -135,6 +135,9 @@ class _Builder:
                 return self.loader.construct_object(node, deep=True)
             except yaml.YAMLError as exc:
                 raise self.fail(node, f"invalid YAML value: {exc}") from None
+            except ValueError as exc:  # e.g. an integer of more digits than Python converts
+                raise self.fail(node, f"invalid YAML value: {exc}".split(";")[0],
+                                "no size needs that many digits") from None
         self.active.add(id(node))
         try:
             if isinstance(node, yaml.SequenceNode):
@@ -197,8 +200,12 @@ def _syntax_error(exc: yaml.MarkedYAMLError, file: str) -> ErrorItem:
         return ErrorItem.at(_mark_loc(file, start), "", message, hint)
     mark = end or start
     loc = _mark_loc(file, mark) if mark else Loc(file)
-    return ErrorItem.at(loc, "", f"invalid YAML: {problem} {context}".strip(),
-                        "check indentation, colons and quotes near this position")
+    # "expected a single document, but found another" / "found ':' while parsing a flow mapping"
+    text = f"{context}, {problem}" if problem.startswith("but ") else f"{problem} {context}"
+    tab = "'\\t'" in problem  # PyYAML writes a tab as '\t'
+    hint = ("indent with spaces: YAML does not allow tabs" if tab
+            else "check indentation, colons and quotes near this position")
+    return ErrorItem.at(loc, "", f"invalid YAML: {text.strip()}", hint)
 
 
 def load_yaml(text: str, file: str = "<string>") -> Any:
@@ -211,6 +218,9 @@ def load_yaml(text: str, file: str = "<string>") -> Any:
             raise SpecError([_syntax_error(exc, file)]) from None
         except yaml.YAMLError as exc:
             raise SpecError([ErrorItem.at(Loc(file), "", f"invalid YAML: {exc}")]) from None
+        except RecursionError:  # PyYAML composes recursively: [[[[...]]]] thousands deep
+            raise SpecError([ErrorItem.at(_mark_loc(file, loader.get_mark()), "", "invalid YAML: nested too deeply",
+                                          "a spec needs a few levels of lists and mappings, not hundreds")]) from None
         if node is None:
             return LDict(loc=Loc(file, 1, 1))
         builder = _Builder(file, loader)

@@ -53,7 +53,8 @@ class Attention(NodeSpec):
         if pos is not None and pos.type == "rotary":
             rotated = int(hd * pos.fraction)
             if rotated % 2 or rotated == 0:
-                scope.report("heads", f"rotary rotates {rotated} of {hd} head dims; it needs an even, non-zero number",
+                field = "head_dim" if self.head_dim else "heads"  # the field that set the head size
+                scope.report(field, f"rotary rotates {rotated} of {hd} head dims; it needs an even, non-zero number",
                              "change positional.fraction or the head size")
 
     def summary_args(self) -> str:
