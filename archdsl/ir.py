@@ -80,7 +80,10 @@ class _Builder:
         out, seen = [], {}
         for name, n in zip(names, nodes):
             if n.name is None and names.count(name) > 1:
-                seen[name] = seen.get(name, -1) + 1
+                while True:  # skip suffixes a sibling took explicitly, or two nodes would share one graph id
+                    seen[name] = seen.get(name, -1) + 1
+                    if f"{name}_{seen[name]}" not in first:
+                        break
                 name = f"{name}_{seen[name]}"
             out.append(name)
         return out

@@ -228,6 +228,15 @@ model:
     assert info.value.errors[0].line == 8
 
 
+def test_explicit_name_never_collides_with_an_automatic_one():
+    """Two unnamed layernorms become layernorm_0/_1; a sibling named layernorm_0 must not merge with one."""
+    text = TINY.replace("    - layernorm\n    - lm_head", "    - layernorm\n    - layernorm\n"
+                        "    - rmsnorm: {name: layernorm_0}\n    - lm_head")
+    g = archdsl.graph(text)
+    assert {n for n in g.nodes if "norm" in n and "." not in n} == {"layernorm_1", "layernorm_2", "layernorm_0"}
+    assert g.nodes["layernorm_0"]["kind"] == "rmsnorm"
+
+
 def test_python_tag_executes_nothing():
     marker = Path("/tmp/archdsl-bad-spec-was-executed")  # what the payload in the case would create
     marker.unlink(missing_ok=True)
