@@ -102,7 +102,7 @@ class _Builder:
     def node(self, node: NodeSpec, node_id: str, parent: str, source: str, width: int | None, scope: Scope,
              path: str, copy: tuple) -> tuple[str, int | None, Scope]:
         report = self.report_for(node, path)
-        common = dict(kind=node.kind, spec=node, family=node.family, parent=parent, loc=node.loc_of(),
+        common = dict(kind=node.kind, spec=node, family=node.family, parent=parent, loc=node.loc_of(), path=f"{path}.{node.kind}",
                       copy=copy, label=node.summary_args(), config=node.model_dump(by_alias=True, exclude={"body", "branches", "pattern"}))
         if width is None and not (isinstance(node, Embedding) and node.input == "tokens"):
             report(None, "the input is token ids: the first node that transforms it must be an embedding",
@@ -205,7 +205,8 @@ def build_graph(spec: Spec, *, max_params: int | None = None, seq_len: int | Non
     scope = Scope(width=spec.model.width, seq_len=seq_len)
     end, width = b.sequence(spec.model.layers, "", "model", "input", None, scope, "model.layers", ())
     if len(b.poolers) > 1:
-        b.errors.add(b.g.nodes[b.poolers[1]]["loc"], "model.layers", "a model has at most one pooler", None)
+        second = b.g.nodes[b.poolers[1]]
+        b.errors.add(second["loc"], second["path"], "a model has at most one pooler", "remove one of them")
     is_lm = b.g.nodes[end].get("kind") == "lm_head" if end in b.g else False
     b.add("output", kind="output", parent="model", family="io", copy=(), loc=None, params=0, flops=0,
           label="logits" if is_lm else "hidden states", out_shape=("batch", "seq", width), out_width=width)
@@ -219,7 +220,7 @@ def build_graph(spec: Spec, *, max_params: int | None = None, seq_len: int | Non
     if total > budget:
         biggest = max((n for n, d in b.g.nodes(data=True) if not d["composite"]), key=lambda n: b.g.nodes[n].get("params", 0))
         data = b.g.nodes[biggest]
-        b.errors.add(data["loc"], biggest, f"the model has {total:,} parameters, over the budget of {budget:,} "
+        b.errors.add(data["loc"], data["path"], f"the model has {total:,} parameters, over the budget of {budget:,} "
                      f"(largest block: {biggest} with {data['params']:,})",
                      "check the sizes, or raise the budget with max_params= / --max-params / ARCHDSL_MAX_PARAMS")
         b.errors.raise_if_any()

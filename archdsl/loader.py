@@ -23,6 +23,8 @@ from .spec import NODE_KINDS, Init, NodeSpec, Spec, Stack
 from .yaml_source import LDict, LList, from_python, load_yaml, loc_of
 
 TOP_LEVEL_KEYS = {"archdsl", "name", "description", "vars", "blocks", "model", "extends"}
+SYNONYMS = {"swish": "silu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
+            "gelu_fast": "gelu_tanh", "rope": "rotary", "absolute": "learned"}  # names other tools use
 _FAILED = object()  # placeholder for a value whose expression failed; its errors are already reported
 
 
@@ -408,6 +410,9 @@ def _explain(err: dict, parts: list[Any]) -> tuple[str, str | None]:
         return f"missing required key '{field}'", None
     if kind == "literal_error":
         expected = [e.strip().strip("'") for e in str(ctx.get("expected", "")).replace(" or ", ", ").split(",")]
+        synonym = SYNONYMS.get(str(value))
+        if synonym in expected:
+            return f"{_describe(value)} is not allowed", f"'{value}' is called '{synonym}' here"
         return f"{_describe(value)} is not allowed", choices_hint(str(value), expected)
     if kind in ("int_type", "int_from_float", "int_parsing"):
         return f"expected an integer, got {_describe(value)}", None

@@ -13,7 +13,7 @@ from torch import nn
 from .attention import Attention
 from .context import ForwardContext
 from .embedding import Embedding, LearnedPositional, PositionMarker, Rotary, SinusoidalPositional
-from .feedforward import MLP, Dropout, Linear
+from .feedforward import MLP, Dropout, Linear, MoE, router_aux_loss
 from .heads import LMHead, Pooler
 from .norm import LayerNorm, RMSNorm
 from .structure import Parallel, Residual, Sequence
@@ -68,10 +68,13 @@ BUILDERS: dict[str, Builder] = {
     "attention": _attention,
     "mlp": lambda d, g, b: MLP(d["in_width"], d["spec"].hidden, d["spec"].activation, d["spec"].bias,
                                d["spec"].dropout, d["spec"].gated),
+    "moe": lambda d, g, b: MoE(d["in_width"], d["spec"].experts, d["spec"].top_k, d["spec"].hidden, d["spec"].activation,
+                               d["spec"].bias, d["spec"].router_bias, d["spec"].normalize, d["spec"].jitter,
+                               d["spec"].gated, d["spec"].aux_loss_coef),
     "linear": lambda d, g, b: Linear(d["in_width"], d["spec"].out, bias=d["spec"].bias),
     "dropout": lambda d, g, b: Dropout(d["spec"].p),
     "layernorm": lambda d, g, b: LayerNorm(d["in_width"], d["spec"].eps, d["spec"].bias),
-    "rmsnorm": lambda d, g, b: RMSNorm(d["in_width"], d["spec"].eps),
+    "rmsnorm": lambda d, g, b: RMSNorm(d["in_width"], d["spec"].eps, d["spec"].unit_offset),
     "lm_head": _lm_head,
     "pooler": lambda d, g, b: Pooler(d["in_width"], d["spec"].reduce, d["spec"].dense, d["spec"].activation),
     # composites: their children are built first and passed in `b` as (name, module) pairs
@@ -82,4 +85,4 @@ BUILDERS: dict[str, Builder] = {
     "branch": lambda d, g, b: Sequence(b["children"]),
 }
 
-__all__ = ["BUILDERS", "ForwardContext", "Sequence"]
+__all__ = ["BUILDERS", "ForwardContext", "Sequence", "router_aux_loss"]

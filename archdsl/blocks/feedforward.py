@@ -47,3 +47,73 @@ class Linear(nn.Linear):
 class Dropout(nn.Dropout):
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:  # type: ignore[override]
         return super().forward(x)
+
+
+class MoE(nn.Module):
+    """Mixture of experts: softmax router over `experts` MLPs, each token mixed from its top_k experts.
+
+    After each forward the router logits (tokens, experts) are kept in ``router_logits`` so that
+    :func:`router_aux_loss` can compute the load-balancing loss of the last forward.
+    """
+
+    def __init__(self, width: int, experts: int, top_k: int, hidden: int, activation: str, bias: bool,
+                 router_bias: bool, normalize: bool, jitter: float, gated: bool, aux_loss_coef: float = 0.0):
+        super().__init__()
+        self.num_experts, self.top_k, self.normalize, self.jitter = experts, top_k, normalize, jitter
+        self.aux_loss_coef = aux_loss_coef
+        self.router = nn.Linear(width, experts, bias=router_bias)
+        self.experts = nn.ModuleList(MLP(width, hidden, activation, bias, 0.0, gated) for _ in range(experts))
+        self.router_logits: torch.Tensor | None = None
+
+    def route(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(router logits (N, E), top-k weights (N, k) in float32, top-k expert ids (N, k))."""
+        logits = self.router(flat)
+        probs = torch.softmax(logits.float(), dim=-1)
+        weights, chosen = torch.topk(probs, self.top_k, dim=-1)
+        if self.normalize:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+        return logits, weights, chosen
+
+    def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        shape = x.shape
+        if self.training and self.jitter > 0:
+            x = x * torch.empty_like(x).uniform_(1.0 - self.jitter, 1.0 + self.jitter)
+        flat = x.reshape(-1, shape[-1])
+        logits, weights, chosen = self.route(flat)
+        self.router_logits = logits
+        out = torch.zeros_like(flat)
+        for expert in chosen.unique().tolist():  # ascending, as Hugging Face accumulates
+            token, slot = torch.where(chosen == expert)
+            y = self.experts[expert](flat[token], ctx) * weights[token, slot, None]
+            out.index_add_(0, token, y.to(out.dtype))
+        return out.view(shape)
+
+
+def router_aux_loss(model: nn.Module, attention_mask: torch.Tensor | None = None, *, scaled: bool = False) -> torch.Tensor:
+    """The load-balancing loss of Switch Transformer / Mixtral over every `moe` layer of the last forward.
+
+    Equal to Hugging Face's ``router_aux_loss`` (``outputs.aux_loss``): with f_e the fraction of
+    top-k assignments that go to expert e and P_e its mean routing probability, over all layers
+    and all real tokens (``attention_mask`` (B, S) of that forward excludes padding), the loss
+    is ``experts * sum_e f_e * P_e``. ``scaled=True`` multiplies by the spec's ``aux_loss_coef``.
+    """
+    layers = [m for m in model.modules() if isinstance(m, MoE) and m.router_logits is not None]
+    if not layers:
+        return torch.zeros(())
+    experts, top_k = layers[0].num_experts, layers[0].top_k
+    if any((m.num_experts, m.top_k) != (experts, top_k) for m in layers):
+        raise ValueError("router_aux_loss needs every moe layer to have the same experts and top_k")
+    device = layers[0].router_logits.device
+    counts = torch.zeros(experts, dtype=torch.float32, device=device)
+    prob_sum = torch.zeros(experts, dtype=torch.float32, device=device)
+    rows = torch.zeros((), dtype=torch.float32, device=device)
+    mask = None if attention_mask is None else attention_mask.reshape(-1).to(device=device, dtype=torch.float32)
+    for m in layers:
+        probs = torch.softmax(m.router_logits.float(), dim=-1)
+        chosen = torch.topk(probs, top_k, dim=-1).indices
+        weight = torch.ones(probs.shape[0], device=device) if mask is None else mask
+        counts = counts.scatter_add(0, chosen.reshape(-1), weight.repeat_interleave(top_k))
+        prob_sum = prob_sum + (probs * weight[:, None]).sum(dim=0)
+        rows = rows + weight.sum()
+    loss = experts * torch.sum((counts / rows) * (prob_sum / rows))
+    return loss * layers[0].aux_loss_coef if scaled else loss

@@ -15,18 +15,32 @@ class LayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(width)) if bias else None
         self.eps = eps
 
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.weight.fill_(1.0)
+            if self.bias is not None:
+                self.bias.zero_()
+
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
 
 
 class RMSNorm(nn.Module):
-    def __init__(self, width: int, eps: float):
+    """x / rms(x) * w (Llama: normalised in float32, cast back, then scaled), or with unit_offset
+    (x / rms(x) * (1 + w)) computed wholly in float32 and cast back (Gemma); w starts at 0 then."""
+
+    def __init__(self, width: int, eps: float, unit_offset: bool = False):
         super().__init__()
-        self.weight = nn.Parameter(torch.ones(width))
-        self.eps = eps
+        self.weight = nn.Parameter(torch.zeros(width) if unit_offset else torch.ones(width))
+        self.eps, self.unit_offset = eps, unit_offset
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.weight.fill_(0.0 if self.unit_offset else 1.0)
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
-        # computed in float32 as Llama does, then cast back
         xf = x.float()
         normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        if self.unit_offset:
+            return (normed * (1.0 + self.weight.float())).to(x.dtype)
         return self.weight * normed.to(x.dtype)

@@ -10,13 +10,13 @@ from pydantic import BaseModel, BeforeValidator, Discriminator, Field, PrivateAt
 from .attention import Attention
 from .base import STRICT, NodeSpec, PosFloat, PosInt, Scope
 from .embedding import Embedding, Positional
-from .feedforward import MLP, Dropout, Linear
+from .feedforward import MLP, Dropout, Linear, MoE
 from .heads import LMHead, Pooler
 from .norm import LayerNorm, RMSNorm
 from .structure import Parallel, Repeat, Residual
 
 NODE_KINDS: dict[str, type[NodeSpec]] = {
-    cls.kind: cls for cls in (Embedding, Positional, Attention, MLP, Linear, Dropout,
+    cls.kind: cls for cls in (Embedding, Positional, Attention, MLP, MoE, Linear, Dropout,
                               LayerNorm, RMSNorm, Residual, Parallel, Repeat, LMHead, Pooler)
 }
 

@@ -71,3 +71,48 @@ class Dropout(NodeSpec):
 
     def summary_args(self) -> str:
         return f"p={self.p:g}"
+
+
+class MoE(NodeSpec):
+    """Mixture of experts (Mixtral, Switch): a router picks top_k of `experts` MLPs per token and
+    mixes their outputs by the routing probabilities. Each expert is an `mlp` of the same shape;
+    the router's load-balancing loss is available after a forward (archdsl.blocks.router_aux_loss)."""
+
+    kind = "moe"
+    family = "feedforward"
+
+    experts: PosInt = Field(description="Number of expert MLPs.")
+    top_k: PosInt = Field(2, description="Experts each token is sent to.")
+    hidden: PosInt = Field(description="Inner width of each expert (for gated activations, of each half).")
+    activation: Activation = Field("swiglu", description="Activation of every expert, as for mlp.")
+    bias: bool = Field(False, description="Biases on the experts' projections.")
+    router_bias: bool = Field(False, description="Bias on the router's projection.")
+    normalize: bool = Field(True, description="Renormalise the top_k routing probabilities to sum to 1 (Mixtral); "
+                                              "false keeps the softmax probabilities over all experts.")
+    jitter: float = Field(0.0, ge=0.0, lt=1.0, description="Training only: multiply the input by noise drawn "
+                                                           "uniformly from [1 - jitter, 1 + jitter] (router_jitter_noise).")
+    aux_loss_coef: float = Field(0.0, ge=0.0, description="Weight of the load-balancing loss in a training objective "
+                                                         "(Mixtral: 0.02); read by router_aux_loss(..., scaled=True).")
+
+    @property
+    def gated(self) -> bool:
+        return self.activation in GATED
+
+    def expert_params(self, width: int) -> int:
+        up = self.hidden * (2 if self.gated else 1)
+        return linear_params(width, up, self.bias) + linear_params(self.hidden, width, self.bias)
+
+    def param_count(self, scope: Scope) -> int:
+        return linear_params(scope.width, self.experts, self.router_bias) + self.experts * self.expert_params(scope.width)
+
+    def flops_per_token(self, scope: Scope) -> int:
+        expert = 2 * scope.width * self.hidden * (3 if self.gated else 2)
+        return 2 * scope.width * self.experts + self.top_k * expert
+
+    def check(self, scope: Scope) -> None:
+        if self.top_k > self.experts:
+            scope.report("top_k", f"top_k {self.top_k} is more than the {self.experts} experts",
+                         "each token goes to at most all experts: top_k <= experts")
+
+    def summary_args(self) -> str:
+        return f"{self.experts} experts, top {self.top_k}, {self.activation}, hidden {self.hidden}"

@@ -23,15 +23,17 @@ class LayerNorm(NodeSpec):
 
 
 class RMSNorm(NodeSpec):
-    """RMSNorm (no mean subtraction, no bias): x / rms(x) * weight."""
+    """RMSNorm (no mean subtraction, no bias): x / rms(x) * weight, or x / rms(x) * (1 + weight) with unit_offset."""
 
     kind = "rmsnorm"
     family = "norm"
 
     eps: PosFloat = Field(1e-6, description="Added to the mean square.")
+    unit_offset: bool = Field(False, description="Store the scale as an offset from 1: apply (1 + weight), initialised "
+                                                 "to 0, computed in float32 before casting back (Gemma).")
 
     def param_count(self, scope: Scope) -> int:
         return scope.width
 
     def summary_args(self) -> str:
-        return f"eps={self.eps:g}"
+        return f"eps={self.eps:g}" + (", 1+w" if self.unit_offset else "")
