@@ -1,0 +1,1162 @@
+"""Hugging Face ``transformers`` interop: configs become specs, checkpoints become ArchModels.
+
+    from archdsl.interop import hf
+    spec = hf.spec_from_config("path/to/config.json")     # an archdsl.Spec
+    model = hf.from_hf(hf_model)                           # spec + weights of an in-memory model
+    model = hf.from_pretrained("path/to/local/checkpoint") # config.json + *.safetensors, offline
+    hf.import_hf_main("config.json", "spec.yaml")          # `archdsl import-hf` (readable YAML)
+
+How a config becomes a spec
+---------------------------
+The config is first read into :class:`Features`: the architectural facts archdsl needs (norm
+kind and epsilon, rotary base and fraction, how attention and MLP share the residual, biases,
+grouped/multi-query heads, head width, sliding windows, experts, tied head, activation,
+embedding scaling ...). Most come from the config's own keys under the names Hugging Face
+uses across families (``rms_norm_eps``, ``rope_parameters``/``rope_theta``, ``partial_rotary_factor``,
+``num_key_value_heads``, ``sliding_window``/``layer_types``, ``num_local_experts``,
+``attention_bias``, ``tie_word_embeddings`` ...). A few facts live in a family's modelling
+code rather than in its config (Gemma scales the embedding and stores norms as 1 + w; GPT-NeoX
+interleaves its fused QKV per head; Qwen2 puts biases on q/k/v only); :data:`FAMILY_TRAITS`
+lists those per ``model_type``. A family missing from that table converts from its config
+alone with Llama-style defaults (a warning says so, and :func:`from_hf` then checks the logits
+against the original by default). A feature archdsl cannot express raises a
+:class:`~archdsl.SpecError` naming it, rather than producing a different model.
+
+The spec is written as readable YAML (vars, one block per layer kind, ``repeat``), then loaded
+with :func:`archdsl.load_spec`, so the text that ``archdsl import-hf`` writes and the Spec that
+:func:`spec_from_config` returns are the same thing.
+
+How weights are mapped
+----------------------
+Each archdsl parameter is found by role (token embedding, layer *i*'s attention norm, its
+query/key/value, ...) among the names the Hugging Face families use, and converted to
+archdsl's layout: GPT-2's Conv1D weights are transposed; separate q/k/v projections are
+concatenated into the fused ``qkv`` ([q; k; v], heads major); NeoX's fused projection,
+interleaved per head as (heads, 3, head_dim), and Falcon's, grouped as (kv_heads,
+group + 2, head_dim), are reordered; gate and up projections are concatenated into the gated
+``up`` ([gate; up]); experts stored as 3-D tensors (transformers 5) or one module per expert
+(checkpoints on disk, transformers 4) are split into archdsl's per-expert MLPs. Every
+archdsl parameter must be filled and every checkpoint tensor used (up to rotary caches and
+masks): anything left over is an error naming the tensor.
+"""
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from ..errors import ErrorItem, Loc, SpecError
+
+__all__ = ["Features", "FAMILY_TRAITS", "features_from_config", "spec_yaml_from_config", "spec_from_config",
+           "from_hf", "from_pretrained", "import_hf_main", "load_config", "load_safetensors"]
+
+
+# ---------------------------------------------------------------------------------------- traits
+# Facts a family's modelling code fixes and its config does not state. Everything else is read
+# from the config. Keys: gated (MLP has gate and up projections), qkv_bias / out_bias / mlp_bias
+# (True, False, or the name of the config key that decides), parallel ("separate": NeoX's two
+# norms, "shared": one norm for both branches), embed_scale (multiply by sqrt(width)),
+# unit_offset (RMSNorm applies 1 + w), positional ("learned" for GPT-2), qkv_layout of a fused
+# projection ("concat" [q; k; v] | "per_head" (heads, 3, hd)).
+FAMILY_TRAITS: dict[str, dict[str, Any]] = {
+    "gpt2": dict(gated=False, qkv_bias=True, out_bias=True, mlp_bias=True, positional="learned"),
+    "llama": dict(qkv_bias="attention_bias", out_bias="attention_bias", mlp_bias="mlp_bias"),
+    "mistral": dict(),
+    "mixtral": dict(),
+    "qwen2": dict(qkv_bias=True, out_bias=False),
+    "phi3": dict(),
+    "starcoder2": dict(gated=False, qkv_bias="use_bias", out_bias="use_bias", mlp_bias="use_bias"),
+    "stablelm": dict(qkv_bias="use_qkv_bias", out_bias=False, parallel="shared"),
+    "gemma": dict(embed_scale=True, unit_offset=True),
+    "gpt_neox": dict(gated=False, qkv_bias="attention_bias", out_bias="attention_bias", mlp_bias=True,
+                     parallel="separate", qkv_layout="per_head"),
+    "falcon": dict(gated=False, qkv_bias="bias", out_bias="bias", mlp_bias="bias"),
+}
+
+# Families transformers knows whose modelling code does something archdsl cannot express yet,
+# though their configs look like supported ones.
+UNSUPPORTED_FAMILIES: dict[str, str] = {
+    "qwen3": "qk-norm (an RMSNorm on every query and key head)",
+    "qwen3_moe": "qk-norm (an RMSNorm on every query and key head)",
+    "olmo2": "qk-norm and post-norm residuals",
+    "olmoe": "qk-norm",
+    "olmo": "LayerNorm without learned parameters",
+    "cohere": "qk-norm and a parallel block with LayerNorm without bias and logit scaling",
+    "gemma2": "attention and final logit soft-capping, and sandwich norms",
+    "gemma3": "qk-norm, soft-capping and sandwich norms",
+    "gemma3_text": "qk-norm, soft-capping and sandwich norms",
+    "granite": "embedding/residual/attention/logit multipliers",
+    "bloom": "ALiBi with an embedding LayerNorm",
+    "mpt": "ALiBi and clip_qkv",
+    "gptj": "interleaved partial rotary with a biased LM head (not mapped yet)",
+    "phi": "parallel block with partial rotary and dense naming (not mapped yet)",
+    "qwen2_moe": "shared experts",
+    "deepseek_v2": "multi-head latent attention",
+    "deepseek_v3": "multi-head latent attention",
+}
+
+# config keys that switch on something archdsl cannot express: error when truthy
+_UNSUPPORTED_KEYS = {
+    "add_cross_attention": "cross-attention",
+    "is_encoder_decoder": "an encoder-decoder architecture",
+    "qk_layernorm": "qk-norm (a norm on queries and keys)",
+    "use_qk_norm": "qk-norm (a norm on queries and keys)",
+    "qk_norm": "qk-norm (a norm on queries and keys)",
+    "attn_logit_softcapping": "attention logit soft-capping",
+    "final_logit_softcapping": "final logit soft-capping",
+    "alibi": "Falcon/BLOOM-style ALiBi (scaled and positioned differently from archdsl's alibi)",
+    "scale_attn_by_inverse_layer_idx": "attention scores scaled by 1/(layer index + 1)",
+    "clip_qkv": "clipping of the QKV projection",
+    "shared_expert_intermediate_size": "shared experts",
+    "n_shared_experts": "shared experts",
+    "use_bidirectional_attention": "bidirectional attention in a causal LM",
+    "embedding_multiplier": "an embedding multiplier",
+    "residual_multiplier": "a residual multiplier",
+    "attention_multiplier": "an attention multiplier",
+    "logits_scaling": "logit scaling",
+    "logit_scale": "logit scaling",
+    "use_post_norm": "post-norm residuals",
+    "post_norm": "post-norm residuals",
+}
+
+# hidden_act -> archdsl activation (plain) ; gated form below
+_ACTIVATIONS = {
+    "gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": "gelu_tanh",
+    "relu": "relu", "silu": "silu", "swish": "silu",
+}
+_GATED = {"silu": "swiglu", "gelu_tanh": "geglu"}
+_ACT_NAMES = {"gelu": "GELU", "gelu_tanh": "GELU (tanh)", "relu": "ReLU", "silu": "SiLU", "swiglu": "SwiGLU",
+              "geglu": "GeGLU"}
+
+
+# ---------------------------------------------------------------------------------------- config
+def _transformers():
+    try:
+        import transformers
+    except ImportError as exc:  # pragma: no cover - exercised only without the extra
+        raise ImportError("archdsl.interop.hf needs the transformers package: pip install 'transformers>=5.5'") from exc
+    return transformers
+
+
+def load_config(config: Any) -> Any:
+    """A transformers config from a config object, a dict, a config.json path or a checkpoint folder."""
+    if hasattr(config, "to_dict") and hasattr(config, "model_type"):
+        return config
+    transformers = _transformers()
+    source = "<dict>"
+    if isinstance(config, (str, Path)):
+        path = Path(config)
+        if path.is_dir():
+            path = path / "config.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"no Hugging Face config at {path}")
+        source = str(path)
+        data = json.loads(path.read_text(encoding="utf-8"))
+    elif isinstance(config, Mapping):
+        data = dict(config)
+    else:
+        raise TypeError(f"expected a transformers config, a dict or a config.json path, not {type(config).__name__}")
+    model_type = data.get("model_type")
+    if not model_type:
+        raise SpecError([ErrorItem.at(Loc(source), "model_type", "the config has no model_type",
+                                      "a Hugging Face config.json names its model_type")])
+    try:
+        cls = transformers.CONFIG_MAPPING[model_type]
+    except KeyError:  # a family transformers does not know: read the keys as they are
+        cls = transformers.PretrainedConfig
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg = cls.from_dict(data)
+    if getattr(cfg, "model_type", None) in (None, ""):
+        cfg.model_type = model_type
+    cfg._archdsl_source = source  # for error locations
+    return cfg
+
+
+def _get(cfg: Any, *names: str, default: Any = None) -> Any:
+    for name in names:
+        value = getattr(cfg, name, None)
+        if value is not None:
+            return value
+    return default
+
+
+def _rope(cfg: Any) -> dict[str, Any] | None:
+    """{rope_type, rope_theta, partial_rotary_factor} from transformers 5's rope_parameters or 4's keys."""
+    params = getattr(cfg, "rope_parameters", None)
+    if isinstance(params, Mapping) and params:
+        if "rope_type" not in params and all(isinstance(v, Mapping) for v in params.values()):
+            kinds = {json.dumps(dict(v), sort_keys=True) for v in params.values()}
+            if len(kinds) > 1:  # per-layer-type rope (Gemma 3)
+                raise _unsupported(cfg, "rope_parameters", "different rotary settings per layer type")
+            params = next(iter(params.values()))
+        out = dict(params)
+    else:
+        theta = _get(cfg, "rope_theta", "rotary_emb_base")
+        scaling = getattr(cfg, "rope_scaling", None)
+        if theta is None and scaling is None and _get(cfg, "rotary_pct", "partial_rotary_factor") is None:
+            return None
+        out = dict(scaling or {})
+        out.setdefault("rope_theta", theta if theta is not None else 10000.0)
+    out.setdefault("rope_type", out.pop("type", "default"))
+    if "partial_rotary_factor" not in out:
+        fraction = _get(cfg, "partial_rotary_factor", "rotary_pct")
+        if fraction is not None:
+            out["partial_rotary_factor"] = fraction
+    return out
+
+
+def _unsupported(cfg: Any, key: str, what: str, hint: str | None = None) -> SpecError:
+    source = getattr(cfg, "_archdsl_source", None) or f"<{getattr(cfg, 'model_type', 'config')} config>"
+    return SpecError([ErrorItem.at(Loc(source), key, f"unsupported feature: {what}",
+                                   hint or "archdsl cannot express this yet; the converted model would differ")])
+
+
+# ---------------------------------------------------------------------------------------- features
+@dataclass
+class Features:
+    """The architectural facts of a decoder, as archdsl needs them."""
+
+    model_type: str
+    name: str
+    architectures: list[str]
+    vocab: int
+    width: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    ffn: int
+    norm: str  # layernorm | rmsnorm
+    eps: float
+    unit_offset: bool
+    positional: str  # rotary | learned
+    max_len: int | None
+    rope_theta: float
+    rotary_fraction: float
+    block: str  # sequential | parallel (own norms) | parallel_shared (one norm)
+    qkv_bias: bool
+    out_bias: bool
+    mlp_bias: bool
+    activation: str  # archdsl activation, gated ones included
+    windows: list[int | None]  # sliding window of each layer (None: full attention)
+    tie: bool
+    embed_scale: bool
+    attn_scale: float | None
+    experts: int | None = None
+    top_k: int = 2
+    normalize: bool = True
+    jitter: float = 0.0
+    aux_loss_coef: float = 0.0
+    attn_dropout: float = 0.0
+    resid_dropout: float = 0.0
+    embed_dropout: float = 0.0
+    qkv_layout: str = "concat"  # of a fused projection: concat | per_head | grouped
+    known_family: bool = True
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def gated(self) -> bool:
+        return self.activation in ("swiglu", "geglu")
+
+
+def _trait(cfg: Any, traits: dict, key: str, default: Any) -> Any:
+    value = traits.get(key, default)
+    if isinstance(value, str) and key.endswith("_bias"):
+        return bool(getattr(cfg, value, False))
+    return value
+
+
+def features_from_config(config: Any) -> Features:
+    """Read a config's architectural features; raises SpecError naming anything unsupported."""
+    cfg = load_config(config)
+    model_type = str(cfg.model_type)
+    if model_type in UNSUPPORTED_FAMILIES:
+        raise _unsupported(cfg, "model_type", f"'{model_type}' uses {UNSUPPORTED_FAMILIES[model_type]}")
+    for key, what in _UNSUPPORTED_KEYS.items():
+        value = getattr(cfg, key, None)
+        if value:
+            raise _unsupported(cfg, key, f"{what} ({key}={value!r})")
+    known = model_type in FAMILY_TRAITS
+    traits = FAMILY_TRAITS.get(model_type, FAMILY_TRAITS["llama"])
+
+    vocab = _get(cfg, "vocab_size")
+    width = _get(cfg, "hidden_size", "n_embd", "d_model")
+    layers = _get(cfg, "num_hidden_layers", "n_layer", "num_layers")
+    heads = _get(cfg, "num_attention_heads", "n_head", "num_heads")
+    if None in (vocab, width, layers, heads):
+        raise _unsupported(cfg, "hidden_size", "a config without vocab_size, hidden_size, num_hidden_layers and "
+                                               "num_attention_heads (not a decoder language model?)")
+    head_dim = _get(cfg, "head_dim") or width // heads
+    if model_type == "falcon":
+        new_arch = bool(getattr(cfg, "new_decoder_architecture", False))
+        kv_heads = cfg.num_kv_heads if new_arch else (1 if cfg.multi_query else heads)
+        head_dim = width // heads
+    else:
+        kv_heads = _get(cfg, "num_key_value_heads", "num_kv_heads") or (1 if getattr(cfg, "multi_query", False) else heads)
+    ffn = _get(cfg, "intermediate_size", "n_inner", "ffn_hidden_size", "ffn_dim") or 4 * width
+
+    # norm
+    if getattr(cfg, "rms_norm_eps", None) is not None:
+        norm, eps = "rmsnorm", float(cfg.rms_norm_eps)
+    else:
+        norm = "layernorm"
+        eps = float(_get(cfg, "layer_norm_eps", "layer_norm_epsilon", "norm_epsilon", "norm_eps", default=1e-5))
+    unit_offset = bool(traits.get("unit_offset", False))
+    if unit_offset and norm != "rmsnorm":
+        raise _unsupported(cfg, "norm", "a LayerNorm with a (1 + w) scale")
+
+    # positions
+    rope = _rope(cfg) if traits.get("positional") != "learned" else None
+    position_type = getattr(cfg, "position_embedding_type", None)
+    if position_type not in (None, "absolute", "rope", "rotary"):
+        raise _unsupported(cfg, "position_embedding_type", f"position embedding type '{position_type}'")
+    max_len = _get(cfg, "n_positions", "max_position_embeddings")
+    if rope is not None:
+        if rope.get("rope_type", "default") != "default":
+            raise _unsupported(cfg, "rope_parameters.rope_type", f"rotary scaling '{rope['rope_type']}'",
+                               "only plain rotary (rope_type 'default') is implemented; scaled variants change "
+                               "the frequencies")
+        positional, theta = "rotary", float(rope.get("rope_theta", 10000.0))
+        fraction = float(rope.get("partial_rotary_factor", 1.0))
+        rotary_dim = getattr(cfg, "rotary_dim", None)
+        if rotary_dim and fraction == 1.0:
+            fraction = rotary_dim / head_dim
+    else:
+        if max_len is None:
+            raise _unsupported(cfg, "max_position_embeddings", "positions that are neither rotary nor learned")
+        positional, theta, fraction = "learned", 10000.0, 1.0
+
+    # block layout
+    parallel = False
+    if model_type == "falcon":
+        new_arch = bool(getattr(cfg, "new_decoder_architecture", False))
+        if new_arch:
+            n_ln = getattr(cfg, "num_ln_in_parallel_attn", None) or 2
+            block = "parallel" if n_ln == 2 else "parallel_shared"
+        else:
+            block = "parallel_shared" if cfg.parallel_attn else "sequential"
+    else:
+        parallel = bool(_get(cfg, "use_parallel_residual", "parallel_attn", "parallel_residual", default=False))
+        if parallel:
+            kind = traits.get("parallel")
+            if kind is None:
+                raise _unsupported(cfg, "use_parallel_residual",
+                                   f"a parallel residual in '{model_type}', whose config does not say whether "
+                                   "attention and MLP share one norm")
+            block = "parallel" if kind == "separate" else "parallel_shared"
+        else:
+            block = "sequential"
+
+    # activation
+    act_name = _get(cfg, "hidden_act", "activation_function", "activation", "hidden_activation", default="gelu")
+    if not isinstance(act_name, str) or act_name not in _ACTIVATIONS:
+        raise _unsupported(cfg, "hidden_act", f"activation '{act_name}'",
+                           "supported: " + ", ".join(sorted(_ACTIVATIONS)))
+    activation = _ACTIVATIONS[act_name]
+    if traits.get("gated", True):
+        if activation not in _GATED:
+            raise _unsupported(cfg, "hidden_act", f"a gated MLP with activation '{act_name}'",
+                               "gated MLPs are swiglu (silu) and geglu (tanh GELU)")
+        activation = _GATED[activation]
+
+    # attention windows, per layer
+    window = getattr(cfg, "sliding_window", None)
+    if getattr(cfg, "use_sliding_window", True) is False:
+        window = None
+    layer_types = getattr(cfg, "layer_types", None)
+    if layer_types:
+        unknown = sorted(set(layer_types) - {"full_attention", "sliding_attention"})
+        if unknown:
+            raise _unsupported(cfg, "layer_types", f"layer type(s) {', '.join(unknown)}")
+        if "sliding_attention" in layer_types and not window:
+            raise _unsupported(cfg, "sliding_window", "sliding-attention layers without a window size")
+        windows = [window if t == "sliding_attention" else None for t in layer_types]
+    else:
+        windows = [window] * layers
+    if len(windows) != layers:
+        raise _unsupported(cfg, "layer_types", f"{len(windows)} layer types for {layers} layers")
+
+    # experts
+    experts = _get(cfg, "num_local_experts", "num_experts", "n_routed_experts")
+    top_k, normalize = 2, True
+    if experts:
+        top_k = int(_get(cfg, "num_experts_per_tok", "moe_top_k", default=2))
+        normalize = bool(_get(cfg, "norm_topk_prob", default=True))
+        if _get(cfg, "moe_intermediate_size") not in (None, ffn):
+            ffn = cfg.moe_intermediate_size
+        sparse_step = getattr(cfg, "decoder_sparse_step", 1)
+        if sparse_step not in (None, 1) or getattr(cfg, "mlp_only_layers", None):
+            raise _unsupported(cfg, "decoder_sparse_step", "dense and sparse feed-forward layers mixed")
+
+    # attention scale
+    attn_scale = None
+    if getattr(cfg, "scale_attn_weights", True) is False:
+        attn_scale = 1.0
+    if getattr(cfg, "query_pre_attn_scalar", None):
+        attn_scale = float(cfg.query_pre_attn_scalar) ** -0.5
+
+    f = Features(
+        model_type=model_type,
+        name=_spec_name(cfg),
+        architectures=list(getattr(cfg, "architectures", None) or []),
+        vocab=int(vocab), width=int(width), layers=int(layers), heads=int(heads), kv_heads=int(kv_heads),
+        head_dim=int(head_dim), ffn=int(ffn), norm=norm, eps=eps, unit_offset=unit_offset,
+        positional=positional, max_len=int(max_len) if max_len else None, rope_theta=theta, rotary_fraction=fraction,
+        block=block,
+        qkv_bias=_trait(cfg, traits, "qkv_bias", "attention_bias") if known else bool(_get(cfg, "attention_bias", "bias", "use_bias", default=False)),
+        out_bias=_trait(cfg, traits, "out_bias", "attention_bias") if known else bool(_get(cfg, "attention_bias", "bias", "use_bias", default=False)),
+        mlp_bias=_trait(cfg, traits, "mlp_bias", "mlp_bias") if known else bool(_get(cfg, "mlp_bias", "bias", "use_bias", default=False)),
+        activation=activation, windows=windows,
+        tie=bool(getattr(cfg, "tie_word_embeddings", True)),
+        embed_scale=bool(traits.get("embed_scale", False)), attn_scale=attn_scale,
+        experts=int(experts) if experts else None, top_k=top_k, normalize=normalize,
+        jitter=float(_get(cfg, "router_jitter_noise", default=0.0)),
+        aux_loss_coef=float(_get(cfg, "router_aux_loss_coef", default=0.0)) if experts else 0.0,
+        attn_dropout=float(_get(cfg, "attn_pdrop", "attention_dropout", default=0.0)),
+        resid_dropout=float(_get(cfg, "resid_pdrop", "hidden_dropout", "residual_dropout", default=0.0)),
+        embed_dropout=float(_get(cfg, "embd_pdrop", "embedding_dropout", default=0.0)),
+        qkv_layout=traits.get("qkv_layout", "concat"),
+        known_family=known,
+    )
+    if model_type == "falcon":
+        if getattr(cfg, "new_decoder_architecture", False):
+            f.qkv_layout = "grouped"
+        elif not cfg.multi_query:
+            f.qkv_layout = "per_head"
+    if model_type == "gpt_neox" and isinstance(getattr(cfg, "hidden_dropout", None), float):
+        f.resid_dropout = float(cfg.hidden_dropout)
+    _check_shapes(cfg, f)
+    return f
+
+
+def _check_shapes(cfg: Any, f: Features) -> None:
+    if f.heads % f.kv_heads:
+        raise _unsupported(cfg, "num_key_value_heads", f"{f.kv_heads} key/value heads for {f.heads} query heads")
+    if f.positional == "rotary":
+        rotated = int(f.head_dim * f.rotary_fraction)
+        if rotated <= 0 or rotated % 2:
+            raise _unsupported(cfg, "partial_rotary_factor", f"rotary over {rotated} of {f.head_dim} head dims")
+
+
+def _spec_name(cfg: Any) -> str:
+    raw = getattr(cfg, "name_or_path", None) or getattr(cfg, "_name_or_path", None) or ""
+    name = Path(str(raw)).name if raw else ""
+    if not name or name in (".", "config.json"):
+        name = str(cfg.model_type)
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name) or "imported"
+
+
+# ---------------------------------------------------------------------------------------- YAML
+def _scalar(value: Any) -> str:
+    import yaml
+
+    text = yaml.safe_dump(value, default_flow_style=True).strip()
+    return text[:-4].strip() if text.endswith("\n...") else text.replace("\n...", "").strip()
+
+
+def _args(items: Iterable[tuple[str, Any]]) -> str:
+    return "{" + ", ".join(f"{k}: {v}" for k, v in items) + "}"
+
+
+def _describe(f: Features) -> str:
+    parts = []
+    norm = "RMSNorm" + (" with a (1 + w) scale" if f.unit_offset else "") if f.norm == "rmsnorm" else "LayerNorm"
+    layout = {"sequential": "pre-norm decoder", "parallel": "parallel attention and MLP with their own norms",
+              "parallel_shared": "parallel attention and MLP sharing one norm"}[f.block]
+    parts.append(f"{layout}, {norm} (eps {f.eps:g})")
+    if f.positional == "rotary":
+        rot = f"rotary positions (theta {f.rope_theta:g}"
+        parts.append(rot + (f", on {f.rotary_fraction:g} of each head)" if f.rotary_fraction != 1 else ")"))
+    else:
+        parts.append(f"learned positions ({f.max_len})")
+    if f.kv_heads == f.heads:
+        attn = f"multi-head attention ({f.heads} heads"
+    elif f.kv_heads == 1:
+        attn = f"multi-query attention ({f.heads} query heads, 1 key/value head"
+    else:
+        attn = f"grouped-query attention ({f.heads} heads, {f.kv_heads} key/value heads"
+    if f.head_dim * f.heads != f.width:
+        attn += f", {f.head_dim} wide"
+    parts.append(attn + ")")
+    windows = {w for w in f.windows if w}
+    if windows:
+        every = all(f.windows)
+        parts.append(f"sliding window {', '.join(map(str, sorted(windows)))}" + ("" if every else " on some layers"))
+    ff = f"{_ACT_NAMES[f.activation]} MLP (hidden {f.ffn})"
+    if f.experts:
+        ff = f"mixture of {f.experts} {_ACT_NAMES[f.activation]} experts (top {f.top_k}, hidden {f.ffn})"
+    parts.append(ff)
+    biases = [n for n, b in (("q/k/v", f.qkv_bias), ("attention output", f.out_bias), ("MLP", f.mlp_bias)) if b]
+    parts.append("biases on " + ", ".join(biases) if biases else "no biases")
+    if f.embed_scale:
+        parts.append("embedding scaled by sqrt(d_model)")
+    parts.append("head tied to the embedding" if f.tie else "untied head")
+    arch = f" ({', '.join(f.architectures)})" if f.architectures else ""
+    return f"Imported from a Hugging Face '{f.model_type}' config{arch}: " + "; ".join(parts) + "."
+
+
+def spec_yaml_from_config(config: Any) -> str:
+    """The readable YAML spec (vars, blocks, repeat) of a transformers config."""
+    f = config if isinstance(config, Features) else features_from_config(config)
+    v: dict[str, Any] = {"vocab": f.vocab}
+    if f.max_len:
+        v["context"] = f.max_len
+    v.update(d_model=f.width, layers=f.layers, heads=f.heads)
+    if f.kv_heads != f.heads:
+        v["kv_heads"] = f.kv_heads
+    if f.head_dim * f.heads != f.width:
+        v["head_dim"] = f.head_dim
+    v["ffn"] = f.ffn
+    if f.experts:
+        v.update(experts=f.experts, top_k=f.top_k)
+    if f.positional == "rotary":
+        v["rope_theta"] = f.rope_theta
+        if f.rotary_fraction != 1.0:
+            v["rotary_fraction"] = f.rotary_fraction
+    windows = sorted({w for w in f.windows if w})
+    if len(windows) > 1:
+        raise _unsupported(None, "sliding_window", "several different window sizes")
+    if windows:
+        v["local_window"] = windows[0]
+    v["eps"] = f.eps
+    dropouts = {"dropout": f.resid_dropout, "attn_dropout": f.attn_dropout, "embed_dropout": f.embed_dropout}
+    for key, value in dropouts.items():
+        if value:
+            v[key] = value
+
+    attn: list[tuple[str, Any]] = [("heads", "$heads")]
+    if f.kv_heads != f.heads:
+        attn.append(("kv_heads", "$kv_heads"))
+    if "head_dim" in v:
+        attn.append(("head_dim", "$head_dim"))
+    attn.append(("causal", "true"))
+    per_layer_window = windows and not all(f.windows)
+    if windows:
+        attn.append(("window", "$window" if per_layer_window else "$local_window"))
+    if f.qkv_bias != f.out_bias:
+        attn += [("bias", _scalar(f.qkv_bias)), ("out_bias", _scalar(f.out_bias))]
+    elif not f.qkv_bias:
+        attn.append(("bias", "false"))
+    if f.attn_scale is not None:
+        attn.append(("scale", _scalar(f.attn_scale)))
+    if f.attn_dropout:
+        attn.append(("dropout", "$attn_dropout"))
+    attention = f"attention: {_args(attn)}"
+    if f.experts:
+        moe = [("experts", "$experts"), ("top_k", "$top_k"), ("hidden", "$ffn"), ("activation", f.activation)]
+        if f.mlp_bias:
+            moe.append(("bias", "true"))
+        if not f.normalize:
+            moe.append(("normalize", "false"))
+        if f.jitter:
+            moe.append(("jitter", _scalar(f.jitter)))
+        if f.aux_loss_coef:
+            moe.append(("aux_loss_coef", _scalar(f.aux_loss_coef)))
+        ffn_node = f"moe: {_args(moe)}"
+    else:
+        mlp = [("hidden", "$ffn"), ("activation", f.activation)]
+        if not f.mlp_bias:
+            mlp.append(("bias", "false"))
+        ffn_node = f"mlp: {_args(mlp)}"
+
+    def norm(name: str) -> str:
+        args = [("eps", "$eps")]
+        if f.unit_offset:
+            args.append(("unit_offset", "true"))
+        return f"{f.norm}: {_args(args + [('name', name)])}"
+
+    drop = ["- dropout: $dropout"] if f.resid_dropout else []
+    if f.block == "sequential":
+        body = (["- residual:", f"    - {norm('attn_norm')}", f"    - {attention}"] + ["    " + d for d in drop]
+                + ["- residual:", f"    - {norm('mlp_norm')}", f"    - {ffn_node}"] + ["    " + d for d in drop])
+    elif f.block == "parallel":
+        body = ["- residual:", "    - parallel:",
+                f"        - - {norm('attn_norm')}", f"          - {attention}"] + ["          " + d for d in drop] + [
+                f"        - - {norm('mlp_norm')}", f"          - {ffn_node}"] + ["          " + d for d in drop]
+    else:
+        body = ["- residual:", f"    - {norm('norm')}", "    - parallel:",
+                f"        - - {attention}"] + ["          " + d for d in drop] + [
+                f"        - - {ffn_node}"] + ["          " + d for d in drop]
+
+    lines = ["# Written by archdsl import-hf from a Hugging Face config; edit freely.", "archdsl: 1",
+             f"name: {_scalar(f.name)}", "description: >"]
+    lines += ["  " + line for line in textwrap.wrap(_describe(f), 94)]
+    lines.append("vars:")
+    lines += [f"  {k}: {_scalar(val)}" for k, val in v.items()]
+    lines += ["", "blocks:"]
+    if per_layer_window:
+        lines += ["  decoder_layer:", "    params: {window: null}", "    layers:"]
+        lines += ["      " + line for line in body]
+        lines += ["  local:", "    - decoder_layer: {window: $local_window}", "  global:", "    - decoder_layer"]
+    else:
+        lines += ["  decoder_layer:"] + ["    " + line for line in body]
+
+    embed = [("name", "embed_tokens"), ("vocab", "$vocab")]
+    if f.embed_scale:
+        embed.append(("scale", '"${d_model ** 0.5}"'))
+    model = ["model:", "  width: $d_model", "  layers:", f"    - embedding: {_args(embed)}"]
+    if f.positional == "rotary":
+        pos = [("kind", "rotary"), ("base", "$rope_theta")]
+        if f.rotary_fraction != 1.0:
+            pos.append(("fraction", "$rotary_fraction"))
+        model.append(f"    - positional: {_args(pos)}")
+    else:
+        model.append(f"    - positional: {_args([('kind', 'learned'), ('max_len', '$context'), ('name', 'positions')])}")
+    if f.embed_dropout:
+        model.append("    - dropout: $embed_dropout")
+    model += ["    - repeat: $layers", "      name: layers"]
+    if per_layer_window:
+        kinds = ["local" if w else "global" for w in f.windows]
+        period = next(p for p in range(1, len(kinds) + 1)
+                      if all(kinds[i] == kinds[i % p] for i in range(len(kinds))))
+        model.append(f"      pattern: [{', '.join(kinds[:period])}]")
+    else:
+        model.append("      body: decoder_layer")
+    model.append(f"    - {norm('norm')}")
+    head = [("vocab", "$vocab")] + ([("tie", "embed_tokens")] if f.tie else [])
+    model.append(f"    - lm_head: {_args(head)}")
+    return "\n".join(lines + [""] + model) + "\n"
+
+
+def spec_from_config(config: Any) -> Any:
+    """An archdsl.Spec from a transformers config object, a dict, or a config.json path (or its folder).
+
+    Raises SpecError naming the feature when the config uses something archdsl cannot express.
+    A model_type outside FAMILY_TRAITS converts from its config features with a warning.
+    """
+    from ..loader import load_spec
+
+    f = features_from_config(config)
+    if not f.known_family:
+        warnings.warn(f"model_type '{f.model_type}' is not one of archdsl's tested families "
+                      f"({', '.join(FAMILY_TRAITS)}); it was converted from its config features with "
+                      "Llama-style defaults for what the config does not state. Check the converted model "
+                      "against the original (from_hf verifies logits by default for such families).",
+                      stacklevel=2)
+    return load_spec(spec_yaml_from_config(f))
+
+
+# ---------------------------------------------------------------------------------------- weights
+_IGNORED = re.compile(r"(rotary_emb|inv_freq|\.attn\.bias$|\.attn\.masked_bias$|embed_scale$|\.cos_cached|\.sin_cached)")
+_LAYER = re.compile(r"^(?:.*\.)?(?:layers|h|blocks)\.(\d+)\.(.+)$")
+
+_TOP = {
+    "embed": ["embed_tokens.weight", "wte.weight", "embed_in.weight", "word_embeddings.weight"],
+    "positions": ["wpe.weight", "embed_positions.weight"],
+    "head": ["lm_head.weight", "embed_out.weight"],
+    "head_bias": ["lm_head.bias", "embed_out.bias"],
+}
+_FINAL_NORM = ["norm", "ln_f", "final_layer_norm", "final_layernorm", "norm_f"]
+_LAYER_NORMS = {
+    "attn_norm": ["input_layernorm", "ln_1", "ln_attn", "attention_norm"],
+    "mlp_norm": ["post_attention_layernorm", "ln_2", "ln_mlp", "ffn_norm"],
+}
+_ATTN = ["self_attn", "attn", "attention", "self_attention"]
+_QKV_SPLIT = [("q_proj", "k_proj", "v_proj")]
+_QKV_FUSED = ["qkv_proj", "c_attn", "query_key_value", "Wqkv"]
+_OUT = ["o_proj", "c_proj", "dense", "out_proj"]
+_MLP = ["mlp", "feed_forward"]
+_GATE_UP = [("gate_proj", "up_proj"), ("w1", "w3")]
+_GATE_UP_FUSED = ["gate_up_proj"]
+_UP = ["c_fc", "dense_h_to_4h", "fc1", "fc_in", "up_proj"]
+_DOWN = ["down_proj", "c_proj", "dense_4h_to_h", "fc2", "fc_out", "w2"]
+_CONV1D = {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"}  # GPT-2's Conv1D modules
+
+
+class _Source:
+    """The tensors of a checkpoint by key, read on demand; remembers which were used."""
+
+    def __init__(self, tensors: Mapping[str, Callable[[], Any]], conv1d: set[str] | None):
+        self.loaders = dict(tensors)
+        self.used: set[str] = set()
+        self.conv1d = conv1d  # exact module names when known (from_hf); else inferred from shapes
+        self.top: dict[str, str] = {}
+        self.layer: dict[tuple[int, str], str] = {}
+        for key in self.loaders:
+            m = _LAYER.match(key)
+            if m:
+                suffix = m.group(2).replace("block_sparse_moe.", "mlp.")
+                self.layer[(int(m.group(1)), suffix)] = key
+            else:
+                self.top[".".join(key.split(".")[-2:])] = key
+
+    def get(self, key: str) -> Any:
+        self.used.add(key)
+        return self.loaders[key]()
+
+    def find_top(self, names: list[str]) -> str | None:
+        return next((self.top[n] for n in names if n in self.top), None)
+
+    def find(self, i: int, names: Iterable[str]) -> str | None:
+        return next((self.layer[(i, n)] for n in names if (i, n) in self.layer), None)
+
+    def is_conv1d(self, key: str, expected_out: int) -> bool:
+        if self.conv1d is not None:
+            return key.rsplit(".", 1)[0] in self.conv1d
+        m = _LAYER.match(key)
+        if not m or m.group(2).rsplit(".", 1)[0] not in _CONV1D:
+            return False
+        return self._gpt2_conv1d(int(m.group(1)), expected_out)
+
+    def _gpt2_conv1d(self, i: int, _: int) -> bool:
+        key = self.find(i, ["attn.c_attn.weight"])
+        if key is None:
+            return False
+        w = self.loaders[key]()
+        return w.shape[0] < w.shape[1]  # Conv1D stores (in, 3*width); a Linear (3*width, in)
+
+
+class _Mapper:
+    def __init__(self, f: Features, src: _Source, model: Any):
+        self.f, self.src, self.model = f, src, model
+        self.out: dict[str, Any] = {}
+        self.errors: list[str] = []
+
+    # -- helpers ------------------------------------------------------------------------------
+    def linear(self, key: str, out_features: int) -> Any:
+        w = self.src.get(key)
+        return w.t().contiguous() if self.src.is_conv1d(key, out_features) else w
+
+    def need(self, what: str, key: str | None) -> str | None:
+        if key is None:
+            self.errors.append(f"no tensor for {what}")
+        return key
+
+    def put(self, name: str, tensor: Any) -> None:
+        self.out[name] = tensor
+
+    def bias(self, i: int, prefixes: list[str], bias_wanted: bool, what: str) -> Any:
+        keys = [self.src.find(i, [p + ".bias"]) for p in prefixes]
+        if bias_wanted and any(k is None for k in keys):
+            self.errors.append(f"layer {i}: {what} expects a bias the checkpoint lacks")
+            return None
+        if not bias_wanted:
+            for k in keys:
+                if k is not None:
+                    self.errors.append(f"layer {i}: the checkpoint has a bias {k} that the spec lacks")
+            return None
+        import torch
+        return torch.cat([self.src.get(k) for k in keys])  # type: ignore[arg-type]
+
+    # -- roles --------------------------------------------------------------------------------
+    def norm(self, name: str, i: int | None, role: str, module: Any) -> None:
+        if i is None:
+            prefix = next((n for n in _FINAL_NORM if f"{n}.weight" in self.src.top), None)
+            key = self.src.top.get(f"{prefix}.weight") if prefix else None
+            if self.need("the final norm", key) is None:
+                return
+            self.put(f"{name}.weight", self.src.get(key))
+            if getattr(module, "bias", None) is not None:
+                bkey = self.src.top.get(f"{prefix}.bias")
+                if self.need("the final norm's bias", bkey):
+                    self.put(f"{name}.bias", self.src.get(bkey))
+            return
+        prefix = next((p for p in _LAYER_NORMS[role] if (i, f"{p}.weight") in self.src.layer), None)
+        if self.need(f"layer {i}'s {role}", prefix) is None:
+            return
+        self.put(f"{name}.weight", self.src.get(self.src.layer[(i, f"{prefix}.weight")]))
+        if getattr(module, "bias", None) is not None:
+            bkey = self.src.find(i, [f"{prefix}.bias"])
+            if self.need(f"layer {i}'s {role} bias", bkey):
+                self.put(f"{name}.bias", self.src.get(bkey))
+
+    def attention(self, name: str, i: int, module: Any) -> None:
+        import torch
+
+        h, kv, hd = module.heads, module.kv_heads, module.head_dim
+        total = (h + 2 * kv) * hd
+        qkv_bias = module.qkv.bias is not None
+        split = next(((a, s) for a in _ATTN for s in _QKV_SPLIT if (i, f"{a}.{s[0]}.weight") in self.src.layer), None)
+        if split is not None:
+            a, (q, k, v) = split
+            ws = [self.src.find(i, [f"{a}.{p}.weight"]) for p in (q, k, v)]
+            if any(w is None for w in ws):
+                self.errors.append(f"layer {i}: incomplete q/k/v projections under {a}")
+                return
+            self.put(f"{name}.qkv.weight", torch.cat([self.src.get(w) for w in ws]))  # type: ignore[arg-type]
+            b = self.bias(i, [f"{a}.{p}" for p in (q, k, v)], qkv_bias, "the qkv projection")
+            if b is not None:
+                self.put(f"{name}.qkv.bias", b)
+        else:
+            fused = next(((a, p) for a in _ATTN for p in _QKV_FUSED if (i, f"{a}.{p}.weight") in self.src.layer), None)
+            if self.need(f"layer {i}'s attention projections", fused) is None:
+                return
+            a, p = fused  # type: ignore[misc]
+            key = self.src.layer[(i, f"{a}.{p}.weight")]
+            w = self.linear(key, total)
+            bkey = self.src.find(i, [f"{a}.{p}.bias"])
+            b = self.src.get(bkey) if bkey else None
+            w, b = self.reorder_qkv(w, b, h, kv, hd)
+            self.put(f"{name}.qkv.weight", w)
+            if qkv_bias != (b is not None):
+                self.errors.append(f"layer {i}: qkv bias is {'missing from' if qkv_bias else 'extra in'} the checkpoint")
+            elif b is not None:
+                self.put(f"{name}.qkv.bias", b)
+        a = split[0] if split else fused[0]  # type: ignore[index]
+        okey = self.src.find(i, [f"{a}.{o}.weight" for o in _OUT])
+        if self.need(f"layer {i}'s attention output projection", okey) is None:
+            return
+        self.put(f"{name}.out.weight", self.linear(okey, module.out.out_features))
+        obkey = okey[: -len(".weight")] + ".bias"
+        if module.out.bias is not None:
+            if obkey not in self.src.loaders:
+                self.errors.append(f"layer {i}: the attention output bias is missing from the checkpoint")
+            else:
+                self.put(f"{name}.out.bias", self.src.get(obkey))
+        elif obkey in self.src.loaders:
+            self.errors.append(f"layer {i}: the checkpoint has a bias {obkey} that the spec lacks")
+
+    def reorder_qkv(self, w: Any, b: Any, h: int, kv: int, hd: int) -> tuple[Any, Any]:
+        layout = self.f.qkv_layout
+        width = w.shape[-1]
+        if layout == "concat":
+            return w, b
+        if layout == "per_head":  # (heads, 3, hd): NeoX, Falcon without multi-query
+            w = w.view(h, 3, hd, width).transpose(0, 1).reshape(3 * h * hd, width)
+            b = None if b is None else b.view(h, 3, hd).transpose(0, 1).reshape(-1)
+            return w.contiguous(), b
+        # grouped (kv, h/kv + 2, hd): Falcon's new decoder architecture
+        g = h // kv
+
+        def regroup(t: Any, tail: tuple) -> Any:
+            t = t.view(kv, g + 2, hd, *tail)
+            q, k, v = t[:, :g].reshape(h * hd, *tail), t[:, g].reshape(kv * hd, *tail), t[:, g + 1].reshape(kv * hd, *tail)
+            import torch
+            return torch.cat([q, k, v]).contiguous()
+        return regroup(w, (width,)), None if b is None else regroup(b, ())
+
+    def mlp(self, name: str, i: int, module: Any) -> None:
+        import torch
+
+        hidden = module.down.in_features
+        bias = module.up.bias is not None
+        if module.gated:
+            pair = next(((m, g, u) for m in _MLP for g, u in _GATE_UP if (i, f"{m}.{g}.weight") in self.src.layer), None)
+            if pair is not None:
+                m, g, u = pair
+                gk, uk = self.src.find(i, [f"{m}.{g}.weight"]), self.src.find(i, [f"{m}.{u}.weight"])
+                if self.need(f"layer {i}'s up projection", uk) is None:
+                    return
+                self.put(f"{name}.up.weight", torch.cat([self.src.get(gk), self.src.get(uk)]))  # type: ignore[arg-type]
+                b = self.bias(i, [f"{m}.{g}", f"{m}.{u}"], bias, "the gated up projection")
+                if b is not None:
+                    self.put(f"{name}.up.bias", b)
+            else:
+                fused = next(((m, p) for m in _MLP for p in _GATE_UP_FUSED if (i, f"{m}.{p}.weight") in self.src.layer), None)
+                if self.need(f"layer {i}'s gate and up projections", fused) is None:
+                    return
+                m, p = fused  # type: ignore[misc]
+                self.put(f"{name}.up.weight", self.src.get(self.src.layer[(i, f"{m}.{p}.weight")]))
+                b = self.bias(i, [f"{m}.{p}"], bias, "the gated up projection")
+                if b is not None:
+                    self.put(f"{name}.up.bias", b)
+        else:
+            found = next(((m, p) for m in _MLP for p in _UP if (i, f"{m}.{p}.weight") in self.src.layer), None)
+            if self.need(f"layer {i}'s up projection", found) is None:
+                return
+            m, p = found  # type: ignore[misc]
+            self.put(f"{name}.up.weight", self.linear(self.src.layer[(i, f"{m}.{p}.weight")], hidden))
+            b = self.bias(i, [f"{m}.{p}"], bias, "the up projection")
+            if b is not None:
+                self.put(f"{name}.up.bias", b)
+        dk = next(((m, p) for m in _MLP for p in _DOWN if (i, f"{m}.{p}.weight") in self.src.layer), None)
+        if self.need(f"layer {i}'s down projection", dk) is None:
+            return
+        m, p = dk  # type: ignore[misc]
+        self.put(f"{name}.down.weight", self.linear(self.src.layer[(i, f"{m}.{p}.weight")], module.down.out_features))
+        b = self.bias(i, [f"{m}.{p}"], bias, "the down projection")
+        if b is not None:
+            self.put(f"{name}.down.bias", b)
+
+    def moe(self, name: str, i: int, module: Any) -> None:
+        import torch
+
+        rkey = self.src.find(i, ["mlp.gate.weight", "mlp.router.weight", "mlp.router.layer.weight"])
+        if self.need(f"layer {i}'s router", rkey) is None:
+            return
+        self.put(f"{name}.router.weight", self.src.get(rkey))
+        rb = rkey[: -len(".weight")] + ".bias"
+        if module.router.bias is not None:
+            if self.need(f"layer {i}'s router bias", rb if rb in self.src.loaders else None):
+                self.put(f"{name}.router.bias", self.src.get(rb))
+        elif rb in self.src.loaders:
+            self.errors.append(f"layer {i}: the checkpoint has a router bias {rb} that the spec lacks")
+        experts = module.num_experts
+        if module.experts[0].up.bias is not None:
+            self.errors.append(f"layer {i}: experts with biases are not mapped")
+            return
+        fused = self.src.find(i, ["mlp.experts.gate_up_proj"])
+        if fused is not None:  # transformers 5: (E, 2I, D) and (E, D, I)
+            gate_up = self.src.get(fused)
+            down_key = self.src.find(i, ["mlp.experts.down_proj"])
+            if self.need(f"layer {i}'s expert down projections", down_key) is None:
+                return
+            down = self.src.get(down_key)
+            for e in range(experts):
+                self.put(f"{name}.experts.{e}.up.weight", gate_up[e])
+                self.put(f"{name}.experts.{e}.down.weight", down[e])
+            return
+        for e in range(experts):
+            pair = next(((g, u, d) for g, u, d in (("w1", "w3", "w2"), ("gate_proj", "up_proj", "down_proj"))
+                         if (i, f"mlp.experts.{e}.{g}.weight") in self.src.layer), None)
+            if self.need(f"layer {i}'s expert {e}", pair) is None:
+                return
+            g, u, d = pair  # type: ignore[misc]
+            keys = [self.src.find(i, [f"mlp.experts.{e}.{p}.weight"]) for p in (g, u, d)]
+            if any(k is None for k in keys):
+                self.errors.append(f"layer {i}: expert {e} is incomplete")
+                return
+            self.put(f"{name}.experts.{e}.up.weight", torch.cat([self.src.get(keys[0]), self.src.get(keys[1])]))  # type: ignore[arg-type]
+            self.put(f"{name}.experts.{e}.down.weight", self.src.get(keys[2]))  # type: ignore[arg-type]
+
+    def layout(self) -> dict[str, tuple[int | None, str]]:
+        """Module path -> (Hugging Face layer index or None, role), read from the spec's structure.
+
+        Layers are the bodies of the top-level repeats, numbered across repeats. A norm's role is
+        that of the block it feeds: "attn_norm" before an attention, "mlp_norm" before an mlp or
+        moe (a norm shared by a parallel attention and MLP feeds the attention first), "final"
+        outside the layers. So specs written by hand map as well as imported ones.
+        """
+        from ..ir import leaves
+
+        g = self.model.graph
+        layer_ids = [n for n, d in sorted(g.nodes(data=True), key=lambda t: t[1]["order"])
+                     if d["kind"] == "layer" and g.nodes[d["parent"]].get("parent") == "model"]
+        index = {layer: i for i, layer in enumerate(layer_ids)}
+
+        def layer_of(node: str) -> int | None:
+            parent = g.nodes[node].get("parent")
+            while parent is not None and parent not in index:
+                parent = g.nodes[parent].get("parent")
+            return index.get(parent) if parent is not None else None
+
+        order = [n for n in leaves(g) if g.nodes[n]["kind"] not in ("add", "sum", "dropout")]
+        out: dict[str, tuple[int | None, str]] = {}
+        for pos, node in enumerate(order):
+            kind, i = g.nodes[node]["kind"], layer_of(node)
+            role = kind
+            if kind in ("layernorm", "rmsnorm"):
+                following = next((g.nodes[n]["kind"] for n in order[pos + 1:] if layer_of(n) == i), None)
+                role = "final" if i is None else {"attention": "attn_norm", "mlp": "mlp_norm",
+                                                    "moe": "mlp_norm"}.get(following or "", "unknown_norm")
+            out[node] = (i, role)
+        return out
+
+    def run(self) -> dict[str, Any]:
+        import torch
+
+        from ..blocks.embedding import Embedding, LearnedPositional
+        from ..blocks.heads import LMHead
+
+        for name, (i, role) in self.layout().items():
+            module = self.model.get_submodule(name)
+            if role in ("attention", "mlp", "moe", "attn_norm", "mlp_norm", "unknown_norm") and i is None:
+                self.errors.append(f"{name}: a {role} outside the repeated layers has no Hugging Face counterpart")
+                continue
+            if isinstance(module, Embedding):
+                key = self.need("the token embedding", self.src.find_top(_TOP["embed"]))
+                if key:
+                    self.put(f"{name}.weight", self.src.get(key))
+            elif isinstance(module, LearnedPositional):
+                key = self.need("the position embedding", self.src.find_top(_TOP["positions"]))
+                if key:
+                    self.put(f"{name}.weight", self.src.get(key))
+            elif role == "unknown_norm":
+                self.errors.append(f"{name}: a norm that feeds neither an attention nor an MLP has no Hugging Face counterpart")
+            elif role in ("attn_norm", "mlp_norm", "final"):
+                self.norm(name, i, role, module)
+            elif role == "attention":
+                self.attention(name, i, module)  # type: ignore[arg-type]
+            elif role == "moe":
+                self.moe(name, i, module)  # type: ignore[arg-type]
+            elif role == "mlp":
+                self.mlp(name, i, module)  # type: ignore[arg-type]
+            elif isinstance(module, LMHead):
+                key = self.src.find_top(_TOP["head"])
+                if module.tied:
+                    if key is not None:  # the checkpoint stores the tied copy: it must equal the embedding
+                        head, embed = self.src.get(key), self.src.get(self.src.find_top(_TOP["embed"]))  # type: ignore[arg-type]
+                        if head.shape != embed.shape or not torch.equal(head, embed):
+                            self.errors.append(f"the config ties the head to the embedding but {key} differs from it")
+                elif self.need("the output head", key):
+                    self.put(f"{name}.weight", self.src.get(key))  # type: ignore[arg-type]
+                bkey = self.src.find_top(_TOP["head_bias"])
+                if module.bias is not None:
+                    if self.need("the output head's bias", bkey):
+                        self.put(f"{name}.bias", self.src.get(bkey))  # type: ignore[arg-type]
+                elif bkey is not None:
+                    self.errors.append(f"the checkpoint has an output bias {bkey} that the spec lacks")
+        unused = sorted(k for k in self.src.loaders if k not in self.src.used and not _IGNORED.search(k))
+        if unused:
+            shown = ", ".join(unused[:8]) + (f" and {len(unused) - 8} more" if len(unused) > 8 else "")
+            self.errors.append(f"checkpoint tensors the spec does not use: {shown}")
+        if self.errors:
+            raise ValueError("cannot map the checkpoint onto the archdsl spec:\n  " + "\n  ".join(self.errors))
+        return self.out
+
+
+def _assign(model: Any, tensors: dict[str, Any]) -> None:
+    import torch
+
+    params = dict(model.named_parameters())
+    missing = sorted(set(params) - set(tensors))
+    if missing:
+        raise ValueError("archdsl parameters left without a checkpoint tensor: " + ", ".join(missing[:8]))
+    with torch.no_grad():
+        for name, tensor in tensors.items():
+            p = params[name]
+            if tuple(p.shape) != tuple(tensor.shape):
+                raise ValueError(f"{name}: the checkpoint gives shape {tuple(tensor.shape)}, the spec {tuple(p.shape)}")
+            p.copy_(tensor.to(device=p.device, dtype=p.dtype))
+
+
+def _build(spec: Any, dtype: Any, device: Any) -> Any:
+    from ..compiler import compile_spec
+
+    model = compile_spec(spec, device="meta", dtype=dtype)
+    return model.materialize(device)
+
+
+def _conv1d_modules(hf_model: Any) -> set[str]:
+    names = set()
+    for name, module in hf_model.named_modules():
+        if type(module).__name__ == "Conv1D":
+            names.add(name)
+    return names
+
+
+def _target_spec(f: Features, cfg: Any, spec: Any, overrides: Mapping[str, Any] | None) -> Any:
+    from ..loader import load_spec
+
+    if spec is not None:
+        return load_spec(spec, overrides=overrides)
+    if overrides:
+        raise TypeError("overrides apply to a spec given with spec=")
+    if not f.known_family:
+        warnings.warn(f"model_type '{f.model_type}' is not one of archdsl's tested families "
+                      f"({', '.join(FAMILY_TRAITS)}); converted from its config features with Llama-style "
+                      "defaults for what the config does not state", stacklevel=3)
+    return load_spec(spec_yaml_from_config(f))
+
+
+def from_hf(hf_model: Any, *, spec: Any = None, overrides: Mapping[str, Any] | None = None, dtype: Any = None,
+            device: Any = None, verify: bool | None = None) -> Any:
+    """An ArchModel with the architecture and weights of an in-memory transformers causal LM.
+
+    The spec is spec_from_config(hf_model.config), or ``spec`` (a path, YAML text or Spec, with
+    ``overrides`` for its vars) to load the weights into a spec of your own with the same
+    structure, e.g. ``specs/mistral-7b.yaml``. ``dtype``/``device`` default to those of the
+    Hugging Face weights. ``verify`` runs both models on a short random sequence and raises if
+    the logits differ; by default it runs when ``spec`` is given (its settings that carry no
+    weights, such as eps, rotary base or window, are yours) and for families outside
+    FAMILY_TRAITS.
+    """
+    f = features_from_config(hf_model.config)
+    target = _target_spec(f, hf_model.config, spec, overrides)
+    first = next(hf_model.parameters())
+    state = hf_model.state_dict()
+    src = _Source({k: (lambda t=t: t) for k, t in state.items()}, _conv1d_modules(hf_model))
+    model = _build(target, dtype or first.dtype, device or first.device)
+    _assign(model, _Mapper(f, src, model).run())
+    model.eval()
+    if verify if verify is not None else (spec is not None or not f.known_family):
+        _verify(hf_model, model)
+    return model
+
+
+def _verify(hf_model: Any, model: Any, length: int = 8) -> None:
+    import torch
+
+    first = next(model.parameters())
+    tokens = torch.randint(0, model.vocab, (1, length), generator=torch.Generator().manual_seed(0)).to(first.device)
+    was_training = hf_model.training
+    hf_model.eval()
+    with torch.no_grad():
+        ours = model(tokens).float()
+        theirs = hf_model(tokens).logits.float()
+    hf_model.train(was_training)
+    diff = (ours - theirs).abs().max().item()
+    tol = (1e-3 if first.dtype == torch.float32 else 5e-2) * max(1.0, theirs.abs().max().item())
+    if not diff <= tol:
+        raise ValueError(f"the converted '{hf_model.config.model_type}' model differs from the original: logits "
+                         f"differ by up to {diff:.3g} (tolerance {tol:.3g}); its modelling code does something "
+                         "its config does not state")
+
+
+def load_safetensors(local_dir: str | Path) -> dict[str, Callable[[], Any]]:
+    """Lazy loaders for every tensor of a folder's *.safetensors files (following the shard index if any)."""
+    from safetensors import safe_open
+
+    root = Path(local_dir)
+    index = root / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        files = sorted({root / name for name in weight_map.values()})
+    else:
+        files = sorted(root.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no *.safetensors files in {root}")
+    loaders: dict[str, Callable[[], Any]] = {}
+    for path in files:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is named in the shard index but missing")
+        with safe_open(str(path), framework="pt") as handle:
+            keys = list(handle.keys())
+
+        def load(key: str, path: Path = path) -> Any:
+            with safe_open(str(path), framework="pt") as h:
+                return h.get_tensor(key)
+        for key in keys:
+            loaders[key] = (lambda k=key, load=load: load(k))
+    return loaders
+
+
+def from_pretrained(local_dir: str | Path, *, spec: Any = None, overrides: Mapping[str, Any] | None = None,
+                    dtype: Any = None, device: Any = "cpu") -> Any:
+    """An ArchModel from a local Hugging Face checkpoint folder: config.json and *.safetensors (one
+    file, or shards listed in model.safetensors.index.json). Reads nothing from the network and
+    never builds the transformers model; tensors are read one at a time into the archdsl model.
+
+    ``spec``/``overrides`` as for from_hf. ``dtype``: a torch dtype, ``"auto"`` for the config's
+    dtype, or None for float32.
+    """
+    import torch
+
+    cfg = load_config(Path(local_dir))
+    f = features_from_config(cfg)
+    target = _target_spec(f, cfg, spec, overrides)
+    if dtype == "auto":
+        dtype = _get(cfg, "dtype", "torch_dtype") or torch.float32
+        dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    src = _Source(load_safetensors(local_dir), None)
+    model = _build(target, dtype or torch.float32, device)
+    _assign(model, _Mapper(f, src, model).run())
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------------------- CLI
+def import_hf_main(config_json: str | Path, output_path: str | Path | None = None) -> int:
+    """`archdsl import-hf CONFIG_JSON -o spec.yaml`: write the readable spec of a Hugging Face config.
+
+    Without output_path (or with "-") the YAML goes to stdout. The written spec is checked to load
+    and to have the parameter count implied by the config. Returns 0 (errors raise SpecError).
+    """
+    import sys
+
+    from .. import summary
+    from ..loader import load_spec
+
+    text = spec_yaml_from_config(config_json)
+    spec = load_spec(text)
+    total = summary(spec).total_params
+    if output_path in (None, "-"):
+        sys.stdout.write(text)
+        return 0
+    Path(output_path).write_text(text, encoding="utf-8")
+    print(f"wrote {output_path}: {spec.name}, {total:,} parameters")
+    return 0
