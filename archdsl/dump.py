@@ -37,8 +37,18 @@ def spec_to_data(spec: Spec) -> dict:
         data["description"] = spec.description
     if spec.vars:
         data["vars"] = dict(spec.vars)
-    data["model"] = {"width": spec.model.width, "layers": [_node_to_data(n) for n in spec.model.layers],
-                     "init": spec.model.init.model_dump()}
+    def stack(s: Any) -> dict:
+        out = {"width": s.width, "layers": [_node_to_data(n) for n in s.layers]}
+        if s.input != "tokens":
+            out["input"] = s.input
+        return out
+
+    stacks = spec.model.stacks()
+    if "" in stacks:
+        data["model"] = {**stack(stacks[""]), "init": spec.model.init.model_dump()}
+    else:
+        data["model"] = {"graph": {name: stack(s) for name, s in stacks.items()}, "output": spec.model.output,
+                         "init": spec.model.init.model_dump()}
     return data
 
 

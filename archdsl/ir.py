@@ -31,7 +31,8 @@ from .spec.heads import LMHead, Pooler
 from .spec.structure import Parallel, Residual
 
 DEFAULT_MAX_PARAMS = 10**12
-RESERVED_NAMES = {"spec", "forward", "generate", "graph", "training", "save", "config", "input", "output", "model"}
+RESERVED_NAMES = {"spec", "forward", "generate", "graph", "training", "save", "config", "input", "output", "model",
+                  "decoder_input", "vocab", "materialize"}
 
 
 def default_max_params() -> int:
@@ -47,6 +48,9 @@ class _Builder:
         self.seq_len = seq_len
         self.embeddings: dict[str, tuple[int, int]] = {}
         self.embedding_ids: dict[str, str] = {}  # name -> node id, for tied heads
+        self.memory_widths: dict[str, int] = {}  # stack name -> output width, once resolved
+        self.stack_ends: dict[str, str] = {}  # stack name -> id of its last node
+        self.stack_id, self.stack_width = "model", 0  # the stack being resolved
         self.poolers: list[str] = []
         self.order = 0
 
@@ -117,25 +121,29 @@ class _Builder:
             return self.parallel(node, node_id, parent, source, width, scope, path, copy, common), width, scope
         if isinstance(node, Repeat):
             return self.repeat(node, node_id, parent, source, width, scope, path, copy, common)
-        in_width = width if width is not None else (node.dim or self.spec.model.width)  # type: ignore[attr-defined]
-        scope = replace(scope, width=in_width, report=report, embeddings=dict(self.embeddings))
+        in_width = width if width is not None else (node.dim or self.stack_width)  # type: ignore[attr-defined]
+        scope = replace(scope, width=in_width, report=report, embeddings=dict(self.embeddings),
+                        memory_widths=dict(self.memory_widths))
         node.check(scope)
         out_width = node.out_width(in_width)
         in_shape = ("batch", "seq") if width is None else ("batch", "seq", width)  # token ids have no width
         self.add(node_id, **common, in_width=in_width, out_width=out_width, in_shape=in_shape,
                  out_shape=("batch", "seq", out_width),
                  params=node.param_count(scope), flops=node.flops_per_token(scope),
-                 positional=scope.positional_id if isinstance(node, Attention) else None)
+                 positional=scope.positional_id if isinstance(node, Attention) and not node.cross else None)
         self.g.add_edge(source, node_id, role="data", width=width)
-        if isinstance(node, Embedding) and node.input == "tokens":
+        if isinstance(node, Attention) and node.cross in self.stack_ends:
+            memory = self.stack_ends[node.cross]
+            self.g.add_edge(memory, node_id, role="memory", width=self.memory_widths[node.cross])
+        if isinstance(node, Embedding) and node.input == "tokens" and node.tie is None:
             self.embeddings[node.name or node_id] = (node.vocab, out_width)
             self.embedding_ids[node.name or node_id] = node_id
         if isinstance(node, Positional) and node.type in ("rotary", "alibi", "none"):
             scope = replace(scope, positional=None if node.type == "none" else node,
                             positional_id=None if node.type == "none" else node_id)
         if isinstance(node, Pooler):
-            if parent != "model":
-                report(None, "a pooler must be at the top level of the model", "move it after the last layer")
+            if parent != self.stack_id:
+                report(None, "a pooler must be at the top level of its stack", "move it after the last layer")
             self.poolers.append(node_id)
             return node_id, out_width, scope
         return node_id, out_width, scope
@@ -200,10 +208,33 @@ def build_graph(spec: Spec, *, max_params: int | None = None, seq_len: int | Non
     seq_len = seq_len or _context_length(spec)
     b = _Builder(spec, seq_len)
     b.add("model", kind="model", composite=True, parent=None, loc=None, family="structure", copy=())
-    b.add("input", kind="input", parent="model", family="io", out_shape=("batch", "seq"), out_width=None, copy=(),
-          label="token ids", params=0, flops=0, loc=None)
-    scope = Scope(width=spec.model.width, seq_len=seq_len)
-    end, width = b.sequence(spec.model.layers, "", "model", "input", None, scope, "model.layers", ())
+    stacks = spec.model.stacks()
+    graph_form = "" not in stacks
+    for name in _stack_order(stacks, b):
+        stack = stacks[name]
+        input_id = INPUT_NODES[stack.input]
+        if input_id not in b.g:
+            b.add(input_id, kind="input", parent="model", family="io", out_shape=("batch", "seq"), out_width=None,
+                  copy=(), label=INPUT_LABELS[stack.input], params=0, flops=0, loc=None, input=stack.input)
+        path = f"model.graph.{name}.layers" if graph_form else "model.layers"
+        if graph_form:
+            if name in RESERVED_NAMES:
+                b.errors.add(None, f"model.graph.{name}", f"'{name}' is a reserved name", "rename the stack")
+            b.add(name, kind="stack", composite=True, parent="model", loc=None, family="structure", copy=(),
+                  width=stack.width, input=stack.input)
+            b.g.nodes["model"].setdefault("children", []).append(name)
+        b.stack_id, b.stack_width = (name if graph_form else "model"), stack.width
+        scope = Scope(width=stack.width, seq_len=seq_len)
+        end, width = b.sequence(stack.layers, name, b.stack_id, input_id, None, scope, path, ())
+        b.stack_ends[name], b.memory_widths[name] = end, width or stack.width
+    output_stack = spec.model.output if graph_form else ""
+    end, width = b.stack_ends.get(output_stack, "input"), b.memory_widths.get(output_stack)
+    if graph_form:
+        readers = {b.g.nodes[v]["spec"].cross for u, v, d in b.g.edges(data=True) if d["role"] == "memory"}
+        for name in stacks:
+            if name != output_stack and name not in readers:
+                b.errors.add(None, f"model.graph.{name}", f"stack '{name}' is neither the output nor read by any "
+                             "cross-attention", f"add attention: {{cross: {name}}} to another stack, or remove it")
     if len(b.poolers) > 1:
         second = b.g.nodes[b.poolers[1]]
         b.errors.add(second["loc"], second["path"], "a model has at most one pooler", "remove one of them")
@@ -226,10 +257,47 @@ def build_graph(spec: Spec, *, max_params: int | None = None, seq_len: int | Non
         b.errors.raise_if_any()
     residual_branches = sum(1 for n, d in b.g.nodes(data=True)
                             if d["kind"] in ("attention", "mlp") and _inside_residual(b.g, n))
-    b.g.graph.update(spec=spec, total_params=total, embeddings=b.embedding_ids, seq_len=seq_len, output="logits" if is_lm else "hidden",
+    b.g.graph.update(spec=spec, total_params=total, embeddings=b.embedding_ids, stacks=b.stack_ends,
+                     inputs=[d["input"] for _, d in b.g.nodes(data=True) if d["kind"] == "input"], seq_len=seq_len, output="logits" if is_lm else "hidden",
                      has_pooler=bool(b.poolers), residual_branches=max(residual_branches, 1),
                      flops_per_token=sum(d.get("flops", 0) for _, d in b.g.nodes(data=True)))
     return b.g
+
+
+INPUT_NODES = {"tokens": "input", "decoder_tokens": "decoder_input"}
+INPUT_LABELS = {"tokens": "token ids", "decoder_tokens": "decoder token ids"}
+
+
+def _cross_references(nodes: list) -> set[str]:
+    found: set[str] = set()
+    for node in nodes:
+        if isinstance(node, Attention) and node.cross:
+            found.add(node.cross)
+        for child in ("body",):
+            if isinstance(getattr(node, child, None), list):
+                found |= _cross_references(getattr(node, child))
+        for group in ("branches", "pattern"):
+            for body in getattr(node, group, None) or []:
+                found |= _cross_references(body)
+    return found
+
+
+def _stack_order(stacks: dict, b: "_Builder") -> list[str]:
+    """Stacks ordered so that every stack comes after the stacks it cross-attends to."""
+    deps = nx.DiGraph()
+    deps.add_nodes_from(stacks)
+    for name, stack in stacks.items():
+        for memory in _cross_references(stack.layers):
+            if memory in stacks:
+                deps.add_edge(memory, name)
+    try:
+        return list(nx.lexicographical_topological_sort(deps, key=list(stacks).index))
+    except nx.NetworkXUnfeasible:
+        cycle = " -> ".join(u for u, _ in nx.find_cycle(deps))
+        b.errors.add(None, "model.graph", f"stacks cross-attend to each other in a cycle: {cycle}",
+                     "an encoder must be computed before the decoder that reads it")
+        b.errors.raise_if_any()
+        return []
 
 
 def _inside_residual(g: nx.DiGraph, node: str) -> bool:
@@ -243,12 +311,9 @@ def _inside_residual(g: nx.DiGraph, node: str) -> bool:
 
 def _context_length(spec: Spec) -> int:
     """Sequence length used for attention FLOPs: the learned positions' max_len, else 2048."""
-    def walk(nodes):
-        for n in nodes:
-            if isinstance(n, Positional) and n.max_len:
-                return n.max_len
-        return None
-    return walk(spec.model.layers) or 2048
+    lengths = [n.max_len for stack in spec.model.stacks().values() for n in stack.layers
+               if isinstance(n, Positional) and n.max_len]
+    return max(lengths, default=2048)
 
 
 def leaves(g: nx.DiGraph) -> list[str]:

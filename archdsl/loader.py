@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from . import expr
 from .errors import ErrorCollector, ErrorItem, Loc, SpecError, choices_hint, did_you_mean
-from .spec import NODE_KINDS, Init, NodeSpec, Spec, Stack
+from .spec import MODEL_TAGS, NODE_KINDS, GraphModel, Init, NodeSpec, SingleStack, Spec
 from .yaml_source import LDict, LList, from_python, load_yaml, loc_of
 
 TOP_LEVEL_KEYS = {"archdsl", "name", "description", "vars", "blocks", "model", "extends"}
@@ -380,7 +380,7 @@ def _walk(doc: Any, loc: tuple, key: bool = False) -> tuple[Loc | None, list[Any
             best = current.loc_of(step)
             parts.append(step)
             current = current[step]
-        elif isinstance(step, str) and step in NODE_KINDS or (isinstance(step, str) and "[" in step):
+        elif isinstance(step, str) and (step in NODE_KINDS or step in MODEL_TAGS or "[" in step):
             continue  # a union tag that is not a key here
         else:
             parts.append(step)
@@ -397,7 +397,7 @@ def _owner_fields(parts: list[Any]) -> list[str]:
         if step == "init":
             return list(Init.model_fields)
         if step == "model":
-            return list(Stack.model_fields)
+            return sorted(set(SingleStack.model_fields) | set(GraphModel.model_fields))
     return sorted(TOP_LEVEL_KEYS)
 
 
@@ -539,16 +539,7 @@ def load_spec(source: Any, *, overrides: Mapping[str, Any] | None = None,
     elif not isinstance(doc["model"], LDict):
         errors.add(doc.loc_of("model"), "model", f"model must be a mapping with width and layers, got {_describe(doc['model'])}")
     else:
-        model = doc["model"]
-        out = LDict(loc=model.loc)
-        for key, value in model.items():
-            vloc = model.loc_of(key)
-            if key == "layers":
-                value = expander.nodes(value, variables, vloc, "model.layers")
-            else:
-                value = expander.value(value, variables, vloc, f"model.{key}")
-            out.copy_from(model, key, value)
-        final.copy_from(doc, "model", out)
+        final.copy_from(doc, "model", _expand_model(doc["model"], expander, variables))
     failed = {e for e in errors.errors}
     failed_locs = {Loc(e.file, e.line, e.column) for e in failed}
     try:
@@ -557,9 +548,37 @@ def load_spec(source: Any, *, overrides: Mapping[str, Any] | None = None,
         errors.extend(exc.errors)
     errors.raise_if_any()
     spec._source = str(path) if path else None
-    _attach_locations(spec.model.layers, final["model"]["layers"])
+    raw_model = final["model"]
+    for name, stack in spec.model.stacks().items():
+        raw_stack = raw_model["graph"][name] if name else raw_model
+        _attach_locations(stack.layers, raw_stack["layers"])
     _check(spec, max_params)
     return spec
+
+
+def _expand_model(model: LDict, expander: "_Expander", variables: dict) -> LDict:
+    """Expand `model.layers`, or every `model.graph.NAME.layers`; evaluate expressions everywhere else."""
+    out = LDict(loc=model.loc)
+    for key, value in model.items():
+        vloc = model.loc_of(key)
+        if key == "layers":
+            value = expander.nodes(value, variables, vloc, "model.layers")
+        elif key == "graph" and isinstance(value, LDict):
+            stacks = LDict(loc=value.loc)
+            for name, stack in value.items():
+                if isinstance(stack, LDict):
+                    expanded = LDict(loc=stack.loc)
+                    for k, v in stack.items():
+                        path = f"model.graph.{name}.{k}"
+                        expanded.copy_from(stack, k, expander.nodes(v, variables, stack.loc_of(k), path)
+                                           if k == "layers" else expander.value(v, variables, stack.loc_of(k), path))
+                    stack = expanded
+                stacks.copy_from(value, name, stack)
+            value = stacks
+        else:
+            value = expander.value(value, variables, vloc, f"model.{key}")
+        out.copy_from(model, key, value)
+    return out
 
 
 def _check(spec: Spec, max_params: int | None) -> None:

@@ -5,19 +5,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, Discriminator, Field, PrivateAttr, Tag
+from pydantic import BaseModel, BeforeValidator, Discriminator, Field, PrivateAttr, Tag, model_validator
 
 from .attention import Attention
-from .base import STRICT, NodeSpec, PosFloat, PosInt, Scope
+from .base import STRICT, Name, NodeSpec, PosFloat, PosInt, Scope
 from .embedding import Embedding, Positional
 from .feedforward import MLP, Dropout, Linear, MoE
 from .heads import LMHead, Pooler
 from .norm import LayerNorm, RMSNorm
+from .sequence import GRU, LSTM, Conv1d
 from .structure import Parallel, Repeat, Residual
 
 NODE_KINDS: dict[str, type[NodeSpec]] = {
     cls.kind: cls for cls in (Embedding, Positional, Attention, MLP, MoE, Linear, Dropout,
-                              LayerNorm, RMSNorm, Residual, Parallel, Repeat, LMHead, Pooler)
+                              LayerNorm, RMSNorm, Residual, Parallel, Repeat, LMHead, Pooler,
+                              Conv1d, LSTM, GRU)
 }
 
 
@@ -55,13 +57,55 @@ class Init(BaseModel):
         True, description="Scale output projections that feed a residual by 1/sqrt(number of residual branches).")
 
 
+InputName = Literal["tokens", "decoder_tokens"]
+
+
 class Stack(BaseModel):
     """A sequence of nodes over a stream of fixed width."""
 
     model_config = STRICT
     width: PosInt = Field(description="Width of the stream (d_model).")
     layers: list[Node] = Field(min_length=1, description="The nodes, in order.")  # type: ignore[valid-type]
+    input: InputName = Field("tokens", description="The model input this stack reads: tokens, or decoder_tokens "
+                             "for the decoder of an encoder-decoder model.")
+
+
+class SingleStack(Stack):
+    """`model: {width, layers}`: one stack, the common case (GPT, BERT, Llama)."""
+
     init: Init = Field(default_factory=Init, description="Weight initialisation.")
+
+    def stacks(self) -> dict[str, Stack]:
+        return {"": self}
+
+
+class GraphModel(BaseModel):
+    """`model: {graph: {encoder: {...}, decoder: {...}}, output: decoder}`: named stacks, read by cross-attention."""
+
+    model_config = STRICT
+    graph: dict[Name, Stack] = Field(min_length=1, description="Named stacks.")
+    output: Name = Field(description="The stack whose output the model returns.")
+    init: Init = Field(default_factory=Init, description="Weight initialisation.")
+
+    @model_validator(mode="after")
+    def _output_exists(self) -> "GraphModel":
+        if self.output not in self.graph:
+            raise ValueError(f"output '{self.output}' is not a stack of the graph (stacks: {', '.join(self.graph)})")
+        return self
+
+    def stacks(self) -> dict[str, Stack]:
+        return dict(self.graph)
+
+
+def _model_tag(value: Any) -> str:
+    if isinstance(value, GraphModel) or (isinstance(value, dict) and "graph" in value):
+        return "graph"
+    return "stack"
+
+
+MODEL_TAGS = ("stack", "graph")
+Model = Annotated[Union[Annotated[SingleStack, Tag("stack")], Annotated[GraphModel, Tag("graph")]],
+                  Discriminator(_model_tag)]
 
 
 class Spec(BaseModel):
@@ -72,7 +116,7 @@ class Spec(BaseModel):
     name: str = Field(description="Architecture name.")
     description: str = Field("", description="What makes this architecture what it is.")
     vars: dict[str, Any] = Field(default_factory=dict, description="Named values, referenced as ${name}.")
-    model: Stack
+    model: Model  # type: ignore[valid-type]
 
     _source: str | None = PrivateAttr(None)  # file the spec was loaded from
 
@@ -88,4 +132,4 @@ class Spec(BaseModel):
         return spec_to_yaml(self)
 
 
-__all__ = ["NODE_KINDS", "Node", "NodeSpec", "Scope", "Spec", "Stack", "Init"] + [c.__name__ for c in NODE_KINDS.values()]
+__all__ = ["NODE_KINDS", "MODEL_TAGS", "Node", "NodeSpec", "Scope", "Spec", "Stack", "SingleStack", "GraphModel", "Init"] + [c.__name__ for c in NODE_KINDS.values()]

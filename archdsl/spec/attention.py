@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from .base import NodeSpec, PosFloat, PosInt, Probability, Scope, linear_params
+from .base import Name, NodeSpec, PosFloat, PosInt, Probability, Scope, linear_params
 
 
 class Attention(NodeSpec):
@@ -21,6 +21,8 @@ class Attention(NodeSpec):
     bias: bool = Field(True, description="Bias on the QKV projection.")
     out_bias: bool | None = Field(None, description="Bias on the output projection; default: same as bias.")
     scale: PosFloat | None = Field(None, description="Score scale; default 1/sqrt(head_dim).")
+    cross: Name | None = Field(None, description="Cross-attention: queries from the stream, keys and values from "
+                               "the output of this stack of the graph (e.g. encoder).")
 
     def dims(self, width: int) -> tuple[int, int, int]:
         """(heads, kv_heads, head_dim) with defaults filled in."""
@@ -30,7 +32,11 @@ class Attention(NodeSpec):
     def param_count(self, scope: Scope) -> int:
         h, kv, hd = self.dims(scope.width)
         out_bias = self.bias if self.out_bias is None else self.out_bias
-        return linear_params(scope.width, (h + 2 * kv) * hd, self.bias) + linear_params(h * hd, scope.width, out_bias)
+        out = linear_params(h * hd, scope.width, out_bias)
+        if self.cross:  # separate q (from the stream) and kv (from the memory) projections
+            memory = scope.memory_widths.get(self.cross, scope.width)
+            return linear_params(scope.width, h * hd, self.bias) + linear_params(memory, 2 * kv * hd, self.bias) + out
+        return linear_params(scope.width, (h + 2 * kv) * hd, self.bias) + out
 
     def flops_per_token(self, scope: Scope) -> int:
         h, kv, hd = self.dims(scope.width)
@@ -49,6 +55,17 @@ class Attention(NodeSpec):
         elif h % kv:
             scope.report("kv_heads", f"kv_heads {kv} does not divide heads {h}",
                          "each key/value head serves a whole group of query heads")
+        if self.cross is not None:
+            if self.cross not in scope.memory_widths:
+                known = ", ".join(sorted(scope.memory_widths)) or "none"
+                scope.report("cross", f"no stack named '{self.cross}' to attend to (stacks resolved before this one: "
+                             f"{known})", "name a stack under model.graph; a stack cannot read itself")
+            if self.causal:
+                scope.report("causal", "cross-attention cannot be causal: the memory is not in the query's timeline",
+                             "drop causal: true here")
+            if self.window is not None:
+                scope.report("window", "a sliding window has no meaning for cross-attention", "drop window here")
+            return
         pos = scope.positional
         if pos is not None and pos.type == "rotary":
             rotated = int(hd * pos.fraction)
@@ -64,7 +81,7 @@ class Attention(NodeSpec):
             parts.append(f"{kv} kv")
         if self.head_dim:
             parts.append(f"d={self.head_dim}")
-        parts.append("causal" if self.causal else "bidir")
+        parts.append(f"cross → {self.cross}" if self.cross else "causal" if self.causal else "bidir")
         if self.window:
             parts.append(f"window {self.window}")
         return ", ".join(parts)

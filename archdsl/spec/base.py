@@ -30,6 +30,7 @@ class Scope:
     positional: Any = None  # the Positional node (rotary/alibi) that governs attention here
     positional_id: str | None = None  # its IR node id
     embeddings: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (vocab, dim)
+    memory_widths: dict[str, int] = field(default_factory=dict)  # stack name -> output width, for cross-attention
     seq_len: int = 1024
     report: Callable[[str | None, str, str | None], None] = lambda f, m, h=None: None
 

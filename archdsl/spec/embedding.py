@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from .base import NodeSpec, NonNegInt, PosFloat, PosInt, Scope
+from .base import Name, NodeSpec, NonNegInt, PosFloat, PosInt, Scope
 
 
 class Embedding(NodeSpec):
@@ -21,14 +21,25 @@ class Embedding(NodeSpec):
         "tokens", description="Which model input indexes the table; token_type_ids embeddings are added to the stream.")
     scale: PosFloat | None = Field(None, description="Multiply the embedding by this (e.g. ${d_model ** 0.5}).")
     padding_idx: NonNegInt | None = Field(None, description="Row whose gradient is zero (torch padding_idx).")
+    tie: Name | None = Field(None, description="Share the table of this earlier embedding (e.g. one vocabulary for "
+                             "encoder and decoder).")
 
     def out_width(self, width: int) -> int:
         return self.dim or width
 
     def param_count(self, scope: Scope) -> int:
-        return self.vocab * (self.dim or scope.width)
+        return 0 if self.tie else self.vocab * (self.dim or scope.width)
 
     def check(self, scope: Scope) -> None:
+        if self.tie is not None:
+            if self.tie not in scope.embeddings:
+                known = ", ".join(sorted(scope.embeddings)) or "none"
+                scope.report("tie", f"no embedding named '{self.tie}' before this one (known: {known})",
+                             "give the embedding `name: ...` and tie to that name")
+            elif scope.embeddings[self.tie] != (self.vocab, self.dim or scope.width):
+                vocab, dim = scope.embeddings[self.tie]
+                scope.report("tie", f"cannot share embedding '{self.tie}' of shape {vocab}×{dim} with a "
+                             f"{self.vocab}×{self.dim or scope.width} table", "vocab and dim must match")
         if self.padding_idx is not None and self.padding_idx >= self.vocab:
             scope.report("padding_idx", f"padding_idx {self.padding_idx} is outside the vocab of {self.vocab}", None)
         if self.input == "token_type_ids" and (self.dim or scope.width) != scope.width:
@@ -37,6 +48,7 @@ class Embedding(NodeSpec):
 
     def summary_args(self) -> str:
         text = f"{self.vocab}×{self.dim}" if self.dim else f"vocab {self.vocab}"
+        text += f", shared with {self.tie}" if self.tie else ""
         return text + (f", × {self.scale:.4g}" if self.scale is not None else "")
 
     def default_name(self) -> str:
