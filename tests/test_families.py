@@ -1,0 +1,293 @@
+"""The model families of specs/: each full-size spec is its Hugging Face model (same parameter
+count, same blocks in the same arrangement with the same settings), each tiny variant computes
+the same logits on the same weights; config import and its errors; the moe and rmsnorm options.
+"""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import archdsl
+from archdsl.errors import SpecError
+from archdsl.ir import leaves
+
+transformers = pytest.importorskip("transformers")
+from archdsl.interop import hf  # noqa: E402
+
+T = transformers
+
+# The published configurations (their config.json values), built offline.
+FULL = {
+    "gpt2": lambda: T.GPT2Config(),
+    "llama2-7b": lambda: T.LlamaConfig(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                                       num_attention_heads=32, num_key_value_heads=32, rms_norm_eps=1e-5,
+                                       max_position_embeddings=4096, rope_theta=10000.0),
+    "llama3-8b": lambda: T.LlamaConfig(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                                       num_attention_heads=32, num_key_value_heads=8, rms_norm_eps=1e-5,
+                                       max_position_embeddings=8192, rope_theta=500000.0),
+    "mistral-7b": lambda: T.MistralConfig(vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                                          num_attention_heads=32, num_key_value_heads=8, rms_norm_eps=1e-5,
+                                          max_position_embeddings=32768, sliding_window=4096, rope_theta=10000.0),
+    "mixtral-8x7b": lambda: T.MixtralConfig(vocab_size=32000, hidden_size=4096, intermediate_size=14336,
+                                            num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+                                            rms_norm_eps=1e-5, max_position_embeddings=32768, num_local_experts=8,
+                                            num_experts_per_tok=2, rope_theta=1e6, router_aux_loss_coef=0.02,
+                                            sliding_window=None),
+    "pythia-160m": lambda: T.GPTNeoXConfig(vocab_size=50304, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                                           intermediate_size=3072, rotary_pct=0.25, rotary_emb_base=10000,
+                                           max_position_embeddings=2048, use_parallel_residual=True,
+                                           tie_word_embeddings=False, hidden_act="gelu", layer_norm_eps=1e-5),
+    "falcon-7b": lambda: T.FalconConfig(vocab_size=65024, hidden_size=4544, num_hidden_layers=32, num_attention_heads=71,
+                                        multi_query=True, parallel_attn=True, bias=False, alibi=False,
+                                        new_decoder_architecture=False, layer_norm_epsilon=1e-5),
+    "gemma-2b": lambda: T.GemmaConfig(vocab_size=256000, hidden_size=2048, intermediate_size=16384, num_hidden_layers=18,
+                                      num_attention_heads=8, num_key_value_heads=1, head_dim=256, rms_norm_eps=1e-6,
+                                      max_position_embeddings=8192, rope_theta=10000.0),
+    "gemma-7b": lambda: T.GemmaConfig(vocab_size=256000, hidden_size=3072, intermediate_size=24576, num_hidden_layers=28,
+                                      num_attention_heads=16, num_key_value_heads=16, head_dim=256, rms_norm_eps=1e-6,
+                                      max_position_embeddings=8192, rope_theta=10000.0),
+}
+
+COUNTS = {  # transformers' own counts of the same models
+    "gpt2": 124_439_808, "llama2-7b": 6_738_415_616, "llama3-8b": 8_030_261_248, "mistral-7b": 7_241_732_096,
+    "mixtral-8x7b": 46_702_792_704, "pythia-160m": 162_322_944, "falcon-7b": 6_921_720_704,
+    "gemma-2b": 2_506_172_416, "gemma-7b": 8_537_680_896,
+}
+
+
+def hf_meta_count(config) -> int:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.device("meta"):
+            model = T.AutoModelForCausalLM.from_config(config)
+    return sum(p.numel() for p in model.parameters())
+
+
+def fingerprint(spec) -> list:
+    """Every block in execution order with its settings and where it sits (residual, parallel branch,
+    layer), ignoring module names and dropout: two specs with equal fingerprints are the same model."""
+    g = archdsl.graph(spec)
+    out = []
+    for node in leaves(g):
+        data = g.nodes[node]
+        if data["kind"] in ("add", "sum", "dropout"):
+            continue
+        args = {k: v for k, v in data["config"].items() if k not in ("name", "dropout", "labels")}
+        if data["kind"] == "lm_head":
+            args["tie"] = bool(args["tie"])
+        if data["kind"] == "attention":  # defaults filled in: kv_heads = heads, head_dim = width / heads
+            args["heads"], args["kv_heads"], args["head_dim"] = data["spec"].dims(data["in_width"])
+            args["out_bias"] = args["bias"] if args["out_bias"] is None else args["out_bias"]
+        where, child = [], node
+        parent = data.get("parent")
+        while parent is not None:
+            where.append((g.nodes[parent]["kind"], g.nodes[parent].get("children", []).index(child)))
+            child, parent = parent, g.nodes[parent].get("parent")
+        out.append((data["kind"], tuple(sorted(args.items())), tuple(where), data["in_width"]))
+    return out
+
+
+@pytest.mark.parametrize("family", sorted(FULL))
+def test_full_size_spec_is_the_transformers_model(root, family):
+    config = FULL[family]()
+    count = hf_meta_count(config)
+    assert count == COUNTS[family]
+    path = root / "specs" / f"{family}.yaml"
+    assert archdsl.summary(path).total_params == count
+    assert archdsl.graph(path).graph["total_params"] == count
+    imported = hf.spec_from_config(config)
+    assert archdsl.summary(imported).total_params == count
+    assert fingerprint(archdsl.load_spec(path)) == fingerprint(imported), "same blocks, arrangement and settings"
+
+
+@pytest.mark.parametrize("family", sorted(FULL))
+def test_import_hf_writes_a_readable_spec_with_the_same_count(tmp_path, capsys, family):
+    config = FULL[family]()
+    config.save_pretrained(tmp_path)
+    out = tmp_path / "spec.yaml"
+    assert hf.import_hf_main(tmp_path / "config.json", out) == 0
+    assert "parameters" in capsys.readouterr().out
+    text = out.read_text()
+    assert text.index("\nvars:") < text.index("\nblocks:") < text.index("\nmodel:")
+    assert "repeat: $layers" in text and len(text.splitlines()) < 60, "one block, repeated, not unrolled"
+    spec = archdsl.load_spec(out)
+    assert archdsl.summary(spec).total_params == COUNTS[family]
+    assert spec.description.startswith("Imported from a Hugging Face")
+
+
+# tiny variants of the spec files (vars overrides) and matching tiny transformers configs
+COMMON = dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, vocab_size=97)
+SIZE = {"vocab": 97, "d_model": 64, "layers": 2, "heads": 4}
+TINY = {
+    "gpt2": ({**SIZE, "context": 64}, lambda: T.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=97, n_positions=64)),
+    "llama2-7b": ({**SIZE, "kv_heads": 4, "ffn": 96}, lambda: T.LlamaConfig(**COMMON, intermediate_size=96, rms_norm_eps=1e-5)),
+    "llama3-8b": ({**SIZE, "kv_heads": 2, "ffn": 96},
+                  lambda: T.LlamaConfig(**COMMON, num_key_value_heads=2, intermediate_size=96, rms_norm_eps=1e-5,
+                                        rope_theta=500000.0)),
+    "mistral-7b": ({**SIZE, "kv_heads": 2, "ffn": 96, "local_window": 5},
+                   lambda: T.MistralConfig(**COMMON, num_key_value_heads=2, intermediate_size=96, rms_norm_eps=1e-5,
+                                           sliding_window=5)),
+    "mixtral-8x7b": ({**SIZE, "kv_heads": 2, "ffn": 96, "experts": 4},
+                     lambda: T.MixtralConfig(**COMMON, num_key_value_heads=2, intermediate_size=96, num_local_experts=4,
+                                             rope_theta=1e6)),
+    "pythia-160m": ({**SIZE, "ffn": 256}, lambda: T.GPTNeoXConfig(**COMMON, intermediate_size=256, rotary_pct=0.25)),
+    "falcon-7b": ({**SIZE, "ffn": 256}, lambda: T.FalconConfig(**COMMON)),
+    "gemma-2b": ({**SIZE, "kv_heads": 1, "head_dim": 32, "ffn": 96},
+                 lambda: T.GemmaConfig(**COMMON, num_key_value_heads=1, head_dim=32, intermediate_size=96)),
+    "gemma-7b": ({**SIZE, "kv_heads": 4, "head_dim": 32, "ffn": 96},
+                 lambda: T.GemmaConfig(**COMMON, num_key_value_heads=4, head_dim=32, intermediate_size=96)),
+}
+
+
+@pytest.mark.parametrize("family", sorted(TINY))
+def test_tiny_spec_file_computes_the_transformers_logits(root, family):
+    overrides, make_config = TINY[family]
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = T.AutoModelForCausalLM.from_config(make_config()).eval()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    # the hand-written spec, loaded with the checkpoint's weights (from_hf verifies the logits too)
+    model = hf.from_hf(reference, spec=root / "specs" / f"{family}.yaml", overrides=overrides)
+    tokens = torch.randint(0, 97, (2, 12), generator=torch.Generator().manual_seed(2))
+    mask = torch.ones(2, 12, dtype=torch.long)
+    mask[1, 9:] = 0
+    with torch.no_grad():
+        diff = (model(tokens, mask) - reference(tokens, attention_mask=mask).logits)[mask.bool()].abs().max()
+    assert diff <= 1e-4
+
+
+# ------------------------------------------------------------------------------- import errors
+@pytest.mark.parametrize("config,feature", [
+    (lambda: T.LlamaConfig(rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                         "high_freq_factor": 4.0, "original_max_position_embeddings": 2048},
+                           rope_theta=500000.0), "rotary scaling 'llama3'"),
+    (lambda: T.GPT2Config(add_cross_attention=True), "cross-attention"),
+    (lambda: T.GPT2Config(scale_attn_by_inverse_layer_idx=True), "1/(layer index + 1)"),
+    (lambda: T.Gemma2Config(), "soft-capping"),
+    (lambda: T.Qwen3Config(), "qk-norm"),
+    (lambda: T.StableLmConfig(qk_layernorm=True), "qk-norm"),
+    (lambda: T.FalconConfig(alibi=True), "ALiBi"),
+    (lambda: T.LlamaConfig(hidden_act="relu"), "gated MLP with activation 'relu'"),
+    (lambda: T.GPT2Config(activation_function="quick_gelu"), "activation 'quick_gelu'"),
+])
+def test_unsupported_features_are_named(config, feature):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg = config()
+    with pytest.raises(SpecError, match="unsupported feature") as exc:
+        hf.spec_from_config(cfg)
+    assert feature in str(exc.value)
+
+
+def test_unsupported_feature_in_a_config_file_names_the_file(tmp_path):
+    T.LlamaConfig(rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 2048}
+                  ).save_pretrained(tmp_path)
+    with pytest.raises(SpecError) as exc:
+        hf.import_hf_main(tmp_path / "config.json", tmp_path / "out.yaml")
+    assert "config.json" in str(exc.value) and "yarn" in str(exc.value)
+    assert not (tmp_path / "out.yaml").exists()
+
+
+def test_an_unlisted_family_of_known_blocks_converts_from_its_features(tmp_path):
+    """A model_type neither archdsl nor transformers knows, written with the usual config keys."""
+    data = dict(model_type="my-decoder", vocab_size=1000, hidden_size=256, intermediate_size=512,
+                num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2, rms_norm_eps=1e-5,
+                rope_theta=10000.0, hidden_act="silu", tie_word_embeddings=False, max_position_embeddings=512,
+                sliding_window=128)
+    with pytest.warns(UserWarning, match="not one of archdsl's tested families"):
+        spec = hf.spec_from_config(data)
+    llama = T.LlamaConfig(**{k: v for k, v in data.items() if k not in ("model_type", "sliding_window")})
+    assert archdsl.summary(spec).total_params == hf_meta_count(llama)
+    attention = [d["spec"] for _, d in archdsl.graph(spec).nodes(data=True) if d["kind"] == "attention"]
+    assert {(a.kv_heads, a.window, a.bias) for a in attention} == {(2, 128, False)}
+    with pytest.raises(SpecError, match="qk-norm"):
+        hf.spec_from_config({**data, "qk_layernorm": True})
+    with pytest.raises(SpecError, match="parallel residual"):
+        hf.spec_from_config({**data, "use_parallel_residual": True})
+
+
+def test_per_layer_sliding_windows_become_a_repeat_pattern():
+    cfg = T.Qwen2Config(num_hidden_layers=6, use_sliding_window=True, sliding_window=64, max_window_layers=2,
+                        hidden_size=64, num_attention_heads=4, num_key_value_heads=2, intermediate_size=96,
+                        vocab_size=97)
+    text = hf.spec_yaml_from_config(cfg)
+    assert "pattern: [global, global, local, local, local, local]" in text
+    spec = hf.spec_from_config(cfg)
+    windows = [d["spec"].window for n, d in sorted(archdsl.graph(spec).nodes(data=True), key=lambda t: t[1]["order"])
+               if d["kind"] == "attention"]
+    assert windows == [None, None, 64, 64, 64, 64]
+
+
+# ------------------------------------------------------------------------------- new language
+def test_moe_node_validates_counts_and_routes():
+    spec = archdsl.load_spec(root_spec("mixtral-8x7b"), overrides=TINY["mixtral-8x7b"][0])
+    moe = next(d for _, d in archdsl.graph(spec).nodes(data=True) if d["kind"] == "moe")
+    assert moe["params"] == 64 * 4 + 4 * (64 * 96 * 2 + 96 * 64)
+    assert "4 experts, top 2" in moe["label"]
+    with pytest.raises(SpecError, match="top_k 5 is more than the 4 experts"):
+        archdsl.load_spec(root_spec("mixtral-8x7b"), overrides={**TINY["mixtral-8x7b"][0], "top_k": 5})
+    with pytest.raises(SpecError, match="jitter"):
+        archdsl.load_spec({"name": "x", "model": {"width": 8, "layers": [
+            {"embedding": {"vocab": 10}}, {"moe": {"experts": 2, "hidden": 8, "jitter": 1.5}}]}})
+    model = archdsl.compile(spec, seed=0).eval()
+    from archdsl.blocks.feedforward import MoE
+
+    layer = next(m for m in model.modules() if isinstance(m, MoE))
+    x = torch.randn(2, 5, 64)
+    _, weights, chosen = layer.route(x.reshape(-1, 64))
+    assert torch.allclose(weights.sum(-1), torch.ones(10)) and chosen.shape == (10, 2)
+    expected = torch.stack([sum(w * layer.experts[int(e)](row[None], None)[0] for w, e in zip(ws, es))
+                            for row, ws, es in zip(x.reshape(-1, 64), weights, chosen)]).view(2, 5, 64)
+    assert torch.allclose(layer(x, None), expected, atol=1e-6)
+
+
+def test_rmsnorm_unit_offset_applies_one_plus_w():
+    from archdsl.blocks.norm import RMSNorm
+
+    norm = RMSNorm(8, 1e-6, unit_offset=True)
+    assert torch.equal(norm.weight, torch.zeros(8)), "initialised to 0, i.e. a scale of 1"
+    x = torch.randn(3, 8)
+    with torch.no_grad():
+        norm.weight.fill_(0.5)
+    expected = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * 1.5
+    assert torch.allclose(norm(x, None), expected, atol=1e-6)
+    spec = archdsl.load_spec(root_spec("gemma-2b"), overrides=TINY["gemma-2b"][0])
+    norms = [d for _, d in archdsl.graph(spec).nodes(data=True) if d["kind"] == "rmsnorm"]
+    assert norms and all(d["spec"].unit_offset and "1+w" in d["label"] for d in norms)
+
+
+def root_spec(name: str):
+    from conftest import ROOT
+
+    return ROOT / "specs" / f"{name}.yaml"
+
+
+def test_from_hf_verifies_an_unlisted_family_and_refuses_a_different_model():
+    """Outside the tested families, from_hf checks the logits: a family whose code does something its
+    config does not say (here Gemma's scaled embedding and 1 + w norms under an unknown name) fails."""
+    def tiny(config):
+        torch.manual_seed(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = T.AutoModelForCausalLM.from_config(config).eval()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+        return model
+
+    llama_like = tiny(T.LlamaConfig(**COMMON, num_key_value_heads=2, intermediate_size=96))
+    llama_like.config.model_type = "my-llama"
+    with pytest.warns(UserWarning, match="not one of archdsl's tested families"):
+        model = hf.from_hf(llama_like)  # verified against the original, silently passes
+    assert model.num_parameters() == llama_like.num_parameters()
+
+    gemma_like = tiny(T.GemmaConfig(**COMMON, num_key_value_heads=1, head_dim=32, intermediate_size=96))
+    gemma_like.config.model_type = "my-gemma"
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="differs from the original"):
+        hf.from_hf(gemma_like)
