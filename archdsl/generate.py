@@ -1,0 +1,185 @@
+"""Autoregressive generation: a static key/value cache, token sampling, and the decoding loop.
+
+    model = archdsl.compile("specs/gpt2.yaml", overrides={"layers": 2}, seed=0)
+    out = model.generate(prompt, 32)                                  # greedy
+    out = model.generate(prompt, 32, temperature=0.8, top_p=0.9, generator=torch.Generator().manual_seed(0))
+
+The cache (:class:`KVCache`) holds, for every attention layer, one key and one value buffer of
+shape ``(batch, kv_heads, max_len, head_dim)`` allocated once; each forward writes its new
+keys/values in place at ``[length, length + S)`` and attends over the view ``[:length + S]``.
+Nothing is concatenated or reallocated while decoding, so the Python work per step is the same at
+step 1 and at step 10,000. See docs/generation.md.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence
+
+import torch
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .compiler import ArchModel
+
+
+class KVCache:
+    """Preallocated per-layer key/value buffers plus the key-padding mask of the cached timeline.
+
+    * ``keys[i]`` / ``values[i]``: ``(batch, kv_heads_i, max_len, head_dim_i)``, contiguous, for the
+      attention layer whose ``cache_slot`` is ``i`` (GQA/MQA layers cache their kv heads only);
+    * ``padding``: ``(batch, max_len)`` bool, True where a real token sits (new columns start True);
+    * ``length``: how many positions are filled; ``ArchModel.forward(..., cache=c)`` advances it.
+
+    Create one with ``model.new_cache(batch, max_len)``; ``reset()`` makes it reusable.
+    """
+
+    def __init__(self, layers: Sequence[tuple[int, int]], batch: int, max_len: int, *,
+                 device: Any = None, dtype: torch.dtype = torch.float32):
+        if batch < 1 or max_len < 1:
+            raise ValueError(f"a KV cache needs batch >= 1 and max_len >= 1, got {batch} and {max_len}")
+        self.batch, self.max_len = batch, max_len
+        self.keys = [torch.zeros(batch, kv, max_len, hd, device=device, dtype=dtype) for kv, hd in layers]
+        self.values = [torch.zeros(batch, kv, max_len, hd, device=device, dtype=dtype) for kv, hd in layers]
+        self.padding = torch.ones(batch, max_len, dtype=torch.bool, device=device)
+        self.has_padding = False  # once a mask was given, every later step attends through `padding`
+        self.length = 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def reset(self) -> "KVCache":
+        self.length, self.has_padding = 0, False
+        self.padding.fill_(True)
+        return self
+
+    def update(self, slot: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k/v (B, kv, S, hd) at [length, length + S) of layer `slot`; return views of [0, length + S)."""
+        start = self.length
+        end = start + k.shape[2]
+        keys, values = self.keys[slot], self.values[slot]
+        keys[:, :, start:end].copy_(k)
+        values[:, :, start:end].copy_(v)
+        return keys[:, :, :end], values[:, :, :end]
+
+    def key_padding(self, attention_mask: torch.Tensor | None, new: int) -> torch.Tensor | None:
+        """Record the padding of `new` positions about to be written; the mask over [0, length + new).
+
+        attention_mask is (B, new) for the new tokens or (B, length + new) for the whole timeline
+        (the Hugging Face convention); None means the new tokens are real.
+        """
+        end = self.length + new
+        if attention_mask is not None:
+            width = attention_mask.shape[-1]
+            if attention_mask.dim() != 2 or attention_mask.shape[0] != self.batch or width not in (new, end):
+                raise ValueError(f"attention_mask must be (batch, {new}) or (batch, {end}) with a cache holding "
+                                 f"{self.length} positions, got {tuple(attention_mask.shape)}")
+            self.padding[:, end - width:end].copy_(attention_mask)
+            self.has_padding = True
+        return self.padding[:, :end] if self.has_padding else None
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.keys + self.values)
+
+    def __repr__(self) -> str:
+        return (f"KVCache(layers={len(self.keys)}, batch={self.batch}, length={self.length}/{self.max_len}, "
+                f"{self.nbytes() / 2**20:.1f} MiB)")
+
+
+def sample(logits: torch.Tensor, *, temperature: float = 0.0, top_k: int | None = None,
+           top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Next token ids (B,) from logits (B, V): argmax when temperature == 0, else sample from
+    softmax(logits / temperature) restricted to the top_k tokens and then to the smallest set whose
+    probability reaches top_p (nucleus; the most likely token always survives)."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        ordered, order = logits.sort(dim=-1, descending=True)
+        probs = ordered.softmax(dim=-1)
+        before = probs.cumsum(dim=-1) - probs  # probability mass of the tokens ranked above each one
+        drop = before >= top_p
+        drop[..., 0] = False
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    probs = logits.softmax(dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def _check_sampling(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None) -> None:
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must lie in (0, 1], got {top_p}")
+
+
+@torch.no_grad()
+def generate(model: "ArchModel", tokens: torch.Tensor, max_new_tokens: int, *, temperature: float = 0.0,
+             top_k: int | None = None, top_p: float | None = None, eos_token_id: int | Sequence[int] | None = None,
+             pad_token_id: int | None = None, attention_mask: torch.Tensor | None = None,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    """Prompt (B, S) -> (B, S + n) token ids, n <= max_new_tokens. See ArchModel.generate."""
+    _check_sampling(max_new_tokens, temperature, top_k, top_p)
+    if not model.returns_logits:
+        raise ValueError(f"'{model.spec.name}' does not end in an lm_head; generate needs logits")
+    bidirectional = [name for name, m in model.named_modules() if getattr(m, "cache_slot", None) is not None
+                     and not m.causal]
+    if bidirectional:
+        raise ValueError(f"generate needs causal attention; {bidirectional[0]} of '{model.spec.name}' is bidirectional")
+    model._check_tokens(tokens)
+    B, S = tokens.shape
+    if S == 0:
+        raise ValueError("generate needs a prompt of at least one token")
+    total = S + max_new_tokens
+    if model.max_positions is not None and total > model.max_positions:
+        raise ValueError(f"{S} prompt + {max_new_tokens} new tokens exceed the {model.max_positions} learned "
+                         f"positions of '{model.spec.name}'")
+    out = torch.empty(B, total, dtype=torch.long, device=tokens.device)
+    out[:, :S] = tokens
+    if max_new_tokens == 0:
+        return out
+
+    if attention_mask is not None:
+        if tuple(attention_mask.shape) != (B, S):
+            raise ValueError(f"attention_mask must have the prompt's shape {(B, S)}, got {tuple(attention_mask.shape)}")
+        attention_mask = attention_mask.to(device=tokens.device, dtype=torch.bool)
+        if bool(attention_mask.all()):
+            attention_mask = None  # no padding: keep the mask-free fast path
+    if attention_mask is not None:  # left padding: positions count real tokens (as Hugging Face's generate does)
+        counts = attention_mask.long().cumsum(-1)
+        positions = (counts - 1).clamp(min=0)
+        next_pos = counts[:, -1:].clone()
+    else:
+        positions = None
+        next_pos = torch.full((B, 1), S, dtype=torch.long, device=tokens.device)
+
+    eos = None
+    if eos_token_id is not None:
+        eos_ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+        eos = torch.tensor(eos_ids, dtype=torch.long, device=tokens.device)
+        pad = torch.tensor(pad_token_id if pad_token_id is not None else eos_ids[0], device=tokens.device)
+        done = torch.zeros(B, dtype=torch.bool, device=tokens.device)
+
+    was_training = model.training
+    model.eval()  # dropout off while decoding; the previous mode comes back afterwards
+    try:
+        cache = model.new_cache(B, total, device=tokens.device)
+        logits = model._forward(tokens, attention_mask, positions, None, cache, last_only=True)[:, -1]
+        n = 0
+        for step in range(max_new_tokens):
+            token = sample(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+            if eos is not None:
+                token = torch.where(done, pad, token)
+                done = done | torch.isin(token, eos)
+            out[:, S + step] = token
+            n = step + 1
+            if n == max_new_tokens or (eos is not None and bool(done.all())):
+                break
+            logits = model._forward(token[:, None], None, next_pos, None, cache, last_only=True)[:, -1]
+            next_pos = next_pos + 1
+    finally:
+        model.train(was_training)
+    return out[:, :S + n]
