@@ -121,6 +121,22 @@ def test_a_wrongly_mapped_weight_is_detected():
                                                                                       "rope_theta: 10000.0"))
 
 
+@pytest.mark.parametrize("family,setting,changed", [
+    ("mistral", "local_window: 5", "local_window: 12"),  # the window matters on 12-token sequences
+    ("gpt_neox", "rotary_fraction: 0.25", "rotary_fraction: 0.5"),
+    ("gemma", "unit_offset: true", "unit_offset: false"),
+    ("falcon", "causal: true", "causal: false"),
+    ("gpt2", "activation: gelu_tanh", "activation: gelu"),
+])
+def test_each_family_setting_matters(family, setting, changed):
+    reference = hf_model(family)
+    text = hf.spec_yaml_from_config(reference.config)
+    assert setting in text
+    hf.from_hf(reference, spec=text, verify=True)
+    with pytest.raises(ValueError, match="differ"):
+        hf.from_hf(reference, spec=text.replace(setting, changed))
+
+
 @pytest.mark.parametrize("family", ["gpt2", "llama", "mixtral", "gpt_neox", "falcon_new_gqa", "gemma"])
 def test_from_pretrained_reads_sharded_safetensors(tmp_path, family):
     reference = hf_model(family)
