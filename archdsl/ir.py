@@ -31,8 +31,23 @@ from .spec.heads import LMHead, Pooler
 from .spec.structure import Parallel, Residual
 
 DEFAULT_MAX_PARAMS = 10**12
-RESERVED_NAMES = {"spec", "forward", "generate", "graph", "training", "save", "config", "input", "output", "model",
-                  "decoder_input", "vocab", "materialize"}
+# Top-level nodes become attributes of the compiled model, so they must not shadow nn.Module's
+# API or ArchModel's own attributes (tests/test_language.py checks this list against torch).
+RESERVED_NAMES = {
+    "T_destination", "add_module", "apply", "bfloat16", "buffers", "call_super_init", "children", "compile",
+    "cpu", "cuda", "double", "dump_patches", "eval", "extra_repr", "float", "forward", "generate",
+    "get_buffer", "get_extra_state", "get_parameter", "get_submodule", "half", "ipu", "load_state_dict",
+    "materialize", "modules", "mtia", "named_buffers", "named_children", "named_modules", "named_parameters",
+    "new_cache", "num_parameters", "parameters", "register_backward_hook", "register_buffer",
+    "register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook",
+    "register_full_backward_pre_hook", "register_load_state_dict_post_hook", "register_load_state_dict_pre_hook",
+    "register_module", "register_parameter", "register_state_dict_post_hook", "register_state_dict_pre_hook",
+    "requires_grad_", "save", "set_extra_state", "set_submodule", "share_memory", "state_dict", "to",
+    "to_empty", "train", "type", "xpu", "zero_grad",
+    # instance attributes and IR node ids
+    "spec", "graph", "training", "config", "input", "output", "model", "decoder_input", "vocab",
+    "returns_logits", "has_pooler", "max_positions",
+}
 
 
 def default_max_params() -> int:

@@ -201,3 +201,16 @@ def test_graph_nodes_carry_kind_config_shapes_params_and_location():
     assert g.nodes["lm_head"]["out_shape"] == ("batch", "seq", 101)
     skip = [(u, v) for u, v, d in g.edges(data=True) if d["role"] == "skip"]
     assert len(skip) == 6  # one identity path per residual
+
+
+def test_reserved_names_cover_the_compiled_model_api():
+    from archdsl.compiler import ArchModel
+    from archdsl.ir import RESERVED_NAMES
+
+    model = archdsl.compile(BASE, device="meta")
+    public = {n for n in dir(ArchModel) if not n.startswith("_")}
+    public |= {n for n in vars(model) if not n.startswith("_")}
+    assert public <= RESERVED_NAMES, sorted(public - RESERVED_NAMES)
+    bad = {"name": "x", "model": {"width": 8, "layers": [{"embedding": 5}, {"layernorm": {"name": "new_cache"}}]}}
+    with pytest.raises(archdsl.SpecError, match="reserved"):
+        archdsl.load_spec(bad)
