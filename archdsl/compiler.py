@@ -192,6 +192,8 @@ def initialise(model: ArchModel, generator: torch.Generator | None = None) -> No
             module.weight.normal_(0.0, init.std, generator=generator)
             if getattr(module, "padding_idx", None) is not None:
                 module.weight[module.padding_idx].zero_()
+        elif hasattr(module, "init_weights"):  # blocks with their own scheme (conv1d, lstm, gru), seeded too
+            module.init_weights(init.std, generator)
         elif hasattr(module, "weight") and isinstance(getattr(module, "weight"), nn.Parameter) and module.weight.dim() == 1:
             module.weight.fill_(1.0)  # norms
             if getattr(module, "bias", None) is not None:

@@ -19,8 +19,15 @@ def _type_name(field) -> str:
     text = str(field.annotation).replace("typing.", "").replace("NoneType", "None")
     text = text.replace("<class '", "").replace("'>", "")
     if "Literal[" in text:
-        text = text[text.index("Literal[") + 8: text.rindex("]")].replace("'", "")
-        return " \\| ".join(p.strip() for p in text.split(","))
+        start = text.index("Literal[") + 8
+        end = text.index("]", start)  # the Literal's own bracket: it may sit inside a Union
+        choices = [p.strip() for p in text[start:end].replace("'", "").split(",")]
+        rest = text[:start - 8] + text[end + 1:]
+        if re.search(r"\bint\b", rest):  # a choice or a number (conv1d's padding: same | causal | int)
+            bounds = dict(re.findall(r"\b(gt|ge|lt|le)=([-\d.e]+)", rest))
+            choices.append("int" + "".join(f" {sym}{bounds[a]}" for a, sym in
+                                           (("gt", ">"), ("ge", "≥"), ("lt", "<"), ("le", "≤")) if a in bounds))
+        return " \\| ".join(choices)
     if "list[" in text:
         return "list of nodes"
     base = "int" if "int" in text else "float" if "float" in text else "bool" if "bool" in text else "str"

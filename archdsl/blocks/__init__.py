@@ -16,6 +16,7 @@ from .embedding import Embedding, LearnedPositional, PositionMarker, Rotary, Sin
 from .feedforward import MLP, Dropout, Linear, MoE, router_aux_loss
 from .heads import LMHead, Pooler
 from .norm import LayerNorm, RMSNorm
+from .sequence import build_conv1d, build_recurrent
 from .structure import Parallel, Residual, Sequence
 
 Builder = Callable[[dict, nx.DiGraph, dict], nn.Module]
@@ -77,6 +78,9 @@ BUILDERS: dict[str, Builder] = {
     "rmsnorm": lambda d, g, b: RMSNorm(d["in_width"], d["spec"].eps, d["spec"].unit_offset),
     "lm_head": _lm_head,
     "pooler": lambda d, g, b: Pooler(d["in_width"], d["spec"].reduce, d["spec"].dense, d["spec"].activation),
+    "conv1d": build_conv1d,
+    "lstm": build_recurrent,
+    "gru": build_recurrent,
     # composites: their children are built first and passed in `b` as (name, module) pairs
     "residual": lambda d, g, b: Residual(b["children"]),
     "parallel": lambda d, g, b: Parallel(b["children"]),
