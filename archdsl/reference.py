@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import inspect
 import re
 import sys
 from pathlib import Path
@@ -52,7 +53,7 @@ def section() -> str:
     for kind, cls in NODE_KINDS.items():
         lines.append(f"### `{kind}`")
         lines.append("")
-        lines.append((cls.__doc__ or "").strip())
+        lines.append(inspect.cleandoc(cls.__doc__ or ""))
         if cls.shorthand:
             lines.append("")
             lines.append(f"Shorthand: `{kind}: VALUE` sets `{cls.shorthand}`.")
@@ -61,7 +62,7 @@ def section() -> str:
             key = field.alias or name
             lines.append(f"| `{key}` | {_type_name(field)} | {_default(field)} | {field.description or ''} |")
         lines.append("")
-    lines += ["### `model.init`", "", (Init.__doc__ or "").strip(), "", "| field | type | default | meaning |",
+    lines += ["### `model.init`", "", inspect.cleandoc(Init.__doc__ or ""), "", "| field | type | default | meaning |",
               "|---|---|---|---|"]
     for name, field in Init.model_fields.items():
         lines.append(f"| `{name}` | {_type_name(field)} | {_default(field)} | {field.description or ''} |")
