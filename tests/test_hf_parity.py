@@ -7,6 +7,7 @@ Loading a sharded safetensors checkpoint with from_pretrained is checked the sam
 """
 from __future__ import annotations
 
+import functools
 import warnings
 
 import pytest
@@ -57,6 +58,7 @@ def _configs() -> dict:
 FAMILIES = sorted(_configs())
 
 
+@functools.lru_cache(maxsize=None)  # built once per family and shared: tests never change its weights
 def hf_model(name: str, seed: int = 0):
     """A transformers causal LM of a tiny config, every parameter (norms and biases too) randomised."""
     torch.manual_seed(seed)

@@ -174,6 +174,8 @@ def load_config(config: Any) -> Any:
     if getattr(cfg, "model_type", None) in (None, ""):
         cfg.model_type = model_type
     cfg._archdsl_source = source  # for error locations
+    if source != "<dict>" and not getattr(cfg, "name_or_path", None):
+        cfg.name_or_path = Path(source).resolve().parent.name  # the checkpoint folder names the spec
     return cfg
 
 
@@ -211,7 +213,8 @@ def _rope(cfg: Any) -> dict[str, Any] | None:
 
 
 def _unsupported(cfg: Any, key: str, what: str, hint: str | None = None) -> SpecError:
-    source = getattr(cfg, "_archdsl_source", None) or f"<{getattr(cfg, 'model_type', 'config')} config>"
+    """A SpecError naming the unsupported feature, located at the config file (or the config's model_type)."""
+    source = getattr(cfg, "_archdsl_source", None) or f"<{getattr(cfg, 'model_type', None) or 'Hugging Face'} config>"
     return SpecError([ErrorItem.at(Loc(source), key, f"unsupported feature: {what}",
                                    hint or "archdsl cannot express this yet; the converted model would differ")])
 
@@ -520,7 +523,7 @@ def spec_yaml_from_config(config: Any) -> str:
             v["rotary_fraction"] = f.rotary_fraction
     windows = sorted({w for w in f.windows if w})
     if len(windows) > 1:
-        raise _unsupported(None, "sliding_window", "several different window sizes")
+        raise _unsupported(None, "sliding_window", f"several different window sizes ({windows})")
     if windows:
         v["local_window"] = windows[0]
     v["eps"] = f.eps
@@ -695,20 +698,18 @@ class _Source:
     def find(self, i: int, names: Iterable[str]) -> str | None:
         return next((self.layer[(i, n)] for n in names if (i, n) in self.layer), None)
 
-    def is_conv1d(self, key: str, expected_out: int) -> bool:
-        if self.conv1d is not None:
+    def is_conv1d(self, key: str) -> bool:
+        """Is this weight stored (in, out), as GPT-2's Conv1D modules store it?"""
+        if self.conv1d is not None:  # the module types of an in-memory model
             return key.rsplit(".", 1)[0] in self.conv1d
-        m = _LAYER.match(key)
+        m = _LAYER.match(key)  # a checkpoint on disk: GPT-2 naming, and c_attn's shape tells (in, 3*in) from (3*in, in)
         if not m or m.group(2).rsplit(".", 1)[0] not in _CONV1D:
             return False
-        return self._gpt2_conv1d(int(m.group(1)), expected_out)
-
-    def _gpt2_conv1d(self, i: int, _: int) -> bool:
-        key = self.find(i, ["attn.c_attn.weight"])
-        if key is None:
+        c_attn = self.find(int(m.group(1)), ["attn.c_attn.weight"])
+        if c_attn is None:
             return False
-        w = self.loaders[key]()
-        return w.shape[0] < w.shape[1]  # Conv1D stores (in, 3*width); a Linear (3*width, in)
+        shape = self.loaders[c_attn]().shape
+        return shape[0] < shape[1]
 
 
 class _Mapper:
@@ -718,9 +719,9 @@ class _Mapper:
         self.errors: list[str] = []
 
     # -- helpers ------------------------------------------------------------------------------
-    def linear(self, key: str, out_features: int) -> Any:
+    def linear(self, key: str) -> Any:
         w = self.src.get(key)
-        return w.t().contiguous() if self.src.is_conv1d(key, out_features) else w
+        return w.t().contiguous() if self.src.is_conv1d(key) else w
 
     def need(self, what: str, key: str | None) -> str | None:
         if key is None:
@@ -769,7 +770,6 @@ class _Mapper:
         import torch
 
         h, kv, hd = module.heads, module.kv_heads, module.head_dim
-        total = (h + 2 * kv) * hd
         qkv_bias = module.qkv.bias is not None
         split = next(((a, s) for a in _ATTN for s in _QKV_SPLIT if (i, f"{a}.{s[0]}.weight") in self.src.layer), None)
         if split is not None:
@@ -788,7 +788,7 @@ class _Mapper:
                 return
             a, p = fused  # type: ignore[misc]
             key = self.src.layer[(i, f"{a}.{p}.weight")]
-            w = self.linear(key, total)
+            w = self.linear(key)
             bkey = self.src.find(i, [f"{a}.{p}.bias"])
             b = self.src.get(bkey) if bkey else None
             w, b = self.reorder_qkv(w, b, h, kv, hd)
@@ -801,7 +801,7 @@ class _Mapper:
         okey = self.src.find(i, [f"{a}.{o}.weight" for o in _OUT])
         if self.need(f"layer {i}'s attention output projection", okey) is None:
             return
-        self.put(f"{name}.out.weight", self.linear(okey, module.out.out_features))
+        self.put(f"{name}.out.weight", self.linear(okey))
         obkey = okey[: -len(".weight")] + ".bias"
         if module.out.bias is not None:
             if obkey not in self.src.loaders:
@@ -833,7 +833,6 @@ class _Mapper:
     def mlp(self, name: str, i: int, module: Any) -> None:
         import torch
 
-        hidden = module.down.in_features
         bias = module.up.bias is not None
         if module.gated:
             pair = next(((m, g, u) for m in _MLP for g, u in _GATE_UP if (i, f"{m}.{g}.weight") in self.src.layer), None)
@@ -860,7 +859,7 @@ class _Mapper:
             if self.need(f"layer {i}'s up projection", found) is None:
                 return
             m, p = found  # type: ignore[misc]
-            self.put(f"{name}.up.weight", self.linear(self.src.layer[(i, f"{m}.{p}.weight")], hidden))
+            self.put(f"{name}.up.weight", self.linear(self.src.layer[(i, f"{m}.{p}.weight")]))
             b = self.bias(i, [f"{m}.{p}"], bias, "the up projection")
             if b is not None:
                 self.put(f"{name}.up.bias", b)
@@ -868,7 +867,7 @@ class _Mapper:
         if self.need(f"layer {i}'s down projection", dk) is None:
             return
         m, p = dk  # type: ignore[misc]
-        self.put(f"{name}.down.weight", self.linear(self.src.layer[(i, f"{m}.{p}.weight")], module.down.out_features))
+        self.put(f"{name}.down.weight", self.linear(self.src.layer[(i, f"{m}.{p}.weight")]))
         b = self.bias(i, [f"{m}.{p}"], bias, "the down projection")
         if b is not None:
             self.put(f"{name}.down.bias", b)
