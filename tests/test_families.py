@@ -260,6 +260,11 @@ def test_rmsnorm_unit_offset_applies_one_plus_w():
     spec = archdsl.load_spec(root_spec("gemma-2b"), overrides=TINY["gemma-2b"][0])
     norms = [d for _, d in archdsl.graph(spec).nodes(data=True) if d["kind"] == "rmsnorm"]
     assert norms and all(d["spec"].unit_offset and "1+w" in d["label"] for d in norms)
+    model = archdsl.compile(spec, seed=0)  # initialised to a unit scale: w = 0 for (1 + w)
+    weights = [m.weight for m in model.modules() if isinstance(m, RMSNorm)]
+    assert len(weights) == 5 and all(torch.equal(w, torch.zeros_like(w)) for w in weights)
+    llama = archdsl.compile(root_spec("llama3-8b"), overrides=TINY["llama3-8b"][0], seed=0)
+    assert all(torch.equal(m.weight, torch.ones_like(m.weight)) for m in llama.modules() if isinstance(m, RMSNorm))
 
 
 def root_spec(name: str):

@@ -15,7 +15,8 @@ class LayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(width)) if bias else None
         self.eps = eps
 
-    def reset_parameters(self) -> None:
+    def init_weights(self, std: float = 0.02, generator: torch.Generator | None = None) -> None:
+        """Unit scale, zero shift (called by archdsl.compiler.initialise)."""
         with torch.no_grad():
             self.weight.fill_(1.0)
             if self.bias is not None:
@@ -34,7 +35,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.zeros(width) if unit_offset else torch.ones(width))
         self.eps, self.unit_offset = eps, unit_offset
 
-    def reset_parameters(self) -> None:
+    def init_weights(self, std: float = 0.02, generator: torch.Generator | None = None) -> None:
+        """A unit scale: w = 1, or w = 0 with unit_offset (called by archdsl.compiler.initialise)."""
         with torch.no_grad():
             self.weight.fill_(0.0 if self.unit_offset else 1.0)
 
