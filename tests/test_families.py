@@ -247,6 +247,20 @@ def test_moe_node_validates_counts_and_routes():
     assert torch.allclose(layer(x, None), expected, atol=1e-6)
 
 
+def test_moe_static_path_for_torch_compile_matches(monkeypatch):
+    """Under torch.compile the moe runs every expert densely (static shapes); same result."""
+    from archdsl.blocks.feedforward import MoE
+
+    model = archdsl.compile(root_spec("mixtral-8x7b"), overrides=TINY["mixtral-8x7b"][0], seed=0).eval()
+    layer = next(m for m in model.modules() if isinstance(m, MoE))
+    x = torch.randn(2, 5, 64)
+    with torch.no_grad():
+        sparse = layer(x, None)
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+        dense = layer(x, None)
+    assert torch.allclose(sparse, dense, atol=1e-6)
+
+
 def test_rmsnorm_unit_offset_applies_one_plus_w():
     from archdsl.blocks.norm import RMSNorm
 

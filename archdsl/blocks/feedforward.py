@@ -82,7 +82,15 @@ class MoE(nn.Module):
         logits, weights, chosen = self.route(flat)
         self.router_logits = logits
         out = torch.zeros_like(flat)
-        for expert in chosen.unique().tolist():  # ascending, as Hugging Face accumulates
+        if torch.compiler.is_compiling():
+            # static shapes for torch.compile(fullgraph=True): every expert sees every token and is
+            # weighted by a dense routing matrix (0 for the experts a token was not sent to)
+            dense = torch.zeros(flat.shape[0], self.num_experts, dtype=weights.dtype, device=flat.device)
+            dense = dense.scatter(1, chosen, weights)
+            for e, expert in enumerate(self.experts):
+                out = out + (expert(flat, ctx) * dense[:, e, None]).to(out.dtype)
+            return out.view(shape)
+        for expert in chosen.unique().tolist():  # only the experts some token chose, ascending as HF accumulates
             token, slot = torch.where(chosen == expert)
             y = self.experts[expert](flat[token], ctx) * weights[token, slot, None]
             out.index_add_(0, token, y.to(out.dtype))
