@@ -222,3 +222,26 @@ def test_greedy_generation_matches_transformers(family):
         ours = model.generate(tokens, 32, attention_mask=mask)
     assert ours.shape == theirs.shape == (3, 8 + 32)
     assert torch.equal(ours, theirs)
+
+
+def test_half_precision_keeps_rotary_frequencies_in_float32():
+    """Loaded in bfloat16, parameters are bf16 but rotary frequencies stay float32 (as transformers
+    keeps them), so angles at long positions are not rounded."""
+    from archdsl.blocks.embedding import Rotary
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = transformers.AutoModelForCausalLM.from_config(_configs()["llama"](), dtype=torch.bfloat16).eval()
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    model = hf.from_hf(reference)
+    assert next(model.parameters()).dtype == torch.bfloat16
+    assert all(m.inv_freq.dtype == torch.float32 for m in model.modules() if isinstance(m, Rotary))
+    tokens = torch.randint(0, VOCAB, (2, 12), generator=torch.Generator().manual_seed(0))
+    positions = torch.arange(3000, 3012).expand(2, 12)
+    with torch.no_grad():
+        diff = (model(tokens, position_ids=positions).float()
+                - reference(tokens, position_ids=positions).logits.float()).abs().max().item()
+    assert diff <= 1e-2  # one bf16 step at these magnitudes; rounded frequencies cost more

@@ -1015,10 +1015,23 @@ def _assign(model: Any, tensors: dict[str, Any]) -> None:
 
 
 def _build(spec: Any, dtype: Any, device: Any) -> Any:
+    """The archdsl model on `device` with parameters in `dtype` and derived buffers (rotary and
+    sinusoidal frequencies, ALiBi slopes) in float32, as transformers keeps them when it loads a
+    checkpoint in half precision; rounded frequencies would shift rotary angles at long positions."""
+    import torch
+
     from ..compiler import compile_spec
 
-    model = compile_spec(spec, device="meta", dtype=dtype)
-    return model.materialize(device)
+    model = compile_spec(spec, device="meta", dtype=dtype).materialize(device)
+    for module in model.modules():
+        if not hasattr(module, "fill_buffers"):
+            continue
+        for name, buffer in list(module.named_buffers(recurse=False)):
+            if buffer is not None and buffer.is_floating_point() and buffer.dtype != torch.float32:
+                setattr(module, name, buffer.float())
+        with torch.no_grad():
+            module.fill_buffers()
+    return model
 
 
 def _conv1d_modules(hf_model: Any) -> set[str]:
