@@ -138,7 +138,7 @@ def _transformers():
     try:
         import transformers
     except ImportError as exc:  # pragma: no cover - exercised only without the extra
-        raise ImportError("archdsl.interop.hf needs the transformers package: pip install 'transformers>=5.5'") from exc
+        raise ImportError("archdsl.interop.hf needs the transformers package: pip install 'transformers>=5.17,<6'") from exc
     return transformers
 
 
@@ -267,11 +267,14 @@ class Features:
         return self.activation in ("swiglu", "geglu")
 
 
-def _trait(cfg: Any, traits: dict, key: str, default: Any) -> Any:
-    value = traits.get(key, default)
-    if isinstance(value, str) and key.endswith("_bias"):
+def _bias(cfg: Any, traits: dict, key: str, *config_keys: str) -> bool:
+    """A family's fixed bias (True/False), the config key its code reads, or else the usual keys."""
+    value = traits.get(key)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
         return bool(getattr(cfg, value, False))
-    return value
+    return bool(_get(cfg, *config_keys, default=False))
 
 
 def features_from_config(config: Any) -> Features:
@@ -411,9 +414,9 @@ def features_from_config(config: Any) -> Features:
         head_dim=int(head_dim), ffn=int(ffn), norm=norm, eps=eps, unit_offset=unit_offset,
         positional=positional, max_len=int(max_len) if max_len else None, rope_theta=theta, rotary_fraction=fraction,
         block=block,
-        qkv_bias=_trait(cfg, traits, "qkv_bias", "attention_bias") if known else bool(_get(cfg, "attention_bias", "bias", "use_bias", default=False)),
-        out_bias=_trait(cfg, traits, "out_bias", "attention_bias") if known else bool(_get(cfg, "attention_bias", "bias", "use_bias", default=False)),
-        mlp_bias=_trait(cfg, traits, "mlp_bias", "mlp_bias") if known else bool(_get(cfg, "mlp_bias", "bias", "use_bias", default=False)),
+        qkv_bias=_bias(cfg, traits, "qkv_bias", "attention_bias", "bias", "use_bias"),
+        out_bias=_bias(cfg, traits, "out_bias", "attention_bias", "bias", "use_bias"),
+        mlp_bias=_bias(cfg, traits, "mlp_bias", "mlp_bias", "bias", "use_bias"),
         activation=activation, windows=windows,
         tie=bool(getattr(cfg, "tie_word_embeddings", True)),
         embed_scale=bool(traits.get("embed_scale", False)), attn_scale=attn_scale,
@@ -431,8 +434,6 @@ def features_from_config(config: Any) -> Features:
             f.qkv_layout = "grouped"
         elif not cfg.multi_query:
             f.qkv_layout = "per_head"
-    if model_type == "gpt_neox" and isinstance(getattr(cfg, "hidden_dropout", None), float):
-        f.resid_dropout = float(cfg.hidden_dropout)
     _check_shapes(cfg, f)
     return f
 
