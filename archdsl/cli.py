@@ -70,9 +70,14 @@ def cmd_build(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     print(f"{model.spec.name}: {model.num_parameters():,} parameters, built in {built:.2f}s on {args.device}")
     if args.device == "meta":
         return 0
-    first_embedding = next(iter(model.graph.graph["embeddings"].values()))
-    vocab = model.get_submodule(first_embedding).weight.shape[0]
-    tokens = torch.randint(0, vocab, (args.batch, args.seq_len), device=args.device)
+    if "image" in model.graph.graph["inputs"]:  # random pixel values (batch, channels, height, width)
+        from .blocks.vision import random_images
+
+        tokens = random_images(model, args.batch, device=args.device)
+    else:
+        first_embedding = next(iter(model.graph.graph["embeddings"].values()))
+        vocab = model.get_submodule(first_embedding).weight.shape[0]
+        tokens = torch.randint(0, vocab, (args.batch, args.seq_len), device=args.device)
     model.eval()
     with torch.inference_mode():
         model(tokens)  # warm-up
@@ -80,7 +85,8 @@ def cmd_build(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         out = model(tokens)
         elapsed = time.perf_counter() - start
     shape = tuple(out[0].shape) if isinstance(out, tuple) else tuple(out.shape)
-    print(f"forward on tokens {tuple(tokens.shape)} -> {shape} in {elapsed * 1000:.1f} ms")
+    what = "pixels" if tokens.dim() == 4 else "tokens"
+    print(f"forward on {what} {tuple(tokens.shape)} -> {shape} in {elapsed * 1000:.1f} ms")
     return 0
 
 
@@ -94,6 +100,19 @@ def cmd_schema(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     else:
         sys.stdout.write(text)
     return 0
+
+
+def cmd_import_hf(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    try:
+        from .interop.hf import import_hf_main
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        print(f"archdsl import-hf needs transformers: pip install 'archdsl[hf]' ({exc})", file=sys.stderr)
+        return 1
+    try:
+        return import_hf_main(args.config, args.output)
+    except ImportError as exc:
+        print(f"archdsl import-hf needs transformers: pip install 'archdsl[hf]' ({exc})", file=sys.stderr)
+        return 1
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -125,6 +144,11 @@ def make_parser() -> argparse.ArgumentParser:
     from .diagram import add_render_arguments
 
     add_render_arguments(sub.add_parser("render", help="draw the architecture: svg, png, pdf, dot or mermaid (no torch)"))
+
+    p = sub.add_parser("import-hf", help="write a spec from a Hugging Face config.json (needs transformers)")
+    p.add_argument("config", metavar="CONFIG_JSON")
+    p.add_argument("-o", "--output", default=None, help="spec file to write (default: print it)")
+    p.set_defaults(run=cmd_import_hf)
 
     p = sub.add_parser("schema", help="print the JSON Schema of the spec language (for editors)")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")

@@ -29,6 +29,7 @@ from .spec.embedding import Embedding
 from .spec.feedforward import MLP
 from .spec.heads import LMHead, Pooler
 from .spec.structure import Parallel, Residual
+from .spec.vision import Classifier, PatchEmbedding
 
 DEFAULT_MAX_PARAMS = 10**12
 # Top-level nodes become attributes of the compiled model, so they must not shadow nn.Module's
@@ -45,7 +46,7 @@ RESERVED_NAMES = {
     "requires_grad_", "save", "set_extra_state", "set_submodule", "share_memory", "state_dict", "to",
     "to_empty", "train", "type", "xpu", "zero_grad",
     # instance attributes and IR node ids
-    "spec", "graph", "training", "config", "input", "output", "model", "decoder_input", "vocab",
+    "spec", "graph", "training", "config", "input", "output", "model", "decoder_input", "image_input", "vocab",
     "returns_logits", "has_pooler", "max_positions",
 }
 
@@ -67,6 +68,9 @@ class _Builder:
         self.stack_ends: dict[str, str] = {}  # stack name -> id of its last node
         self.stack_id, self.stack_width = "model", 0  # the stack being resolved
         self.poolers: list[str] = []
+        self.stack_input = "tokens"  # the input of the stack being resolved
+        self.classifiers: list[str] = []
+        self.image_seq: int | None = None  # tokens after the patch_embedding of the stack being resolved
         self.order = 0
 
     # ------------------------------------------------------------------ helpers
@@ -123,7 +127,15 @@ class _Builder:
         report = self.report_for(node, path)
         common = dict(kind=node.kind, spec=node, family=node.family, parent=parent, loc=node.loc_of(), path=f"{path}.{node.kind}",
                       copy=copy, label=node.summary_args(), config=node.model_dump(by_alias=True, exclude={"body", "branches", "pattern"}))
-        if width is None and not (isinstance(node, Embedding) and node.input == "tokens"):
+        if self.stack_input == "image" and width is None and not isinstance(node, PatchEmbedding):
+            report(None, "the input is an image: the first node that transforms it must be a patch_embedding",
+                   "start the stack with - patch_embedding: {image_size: ..., patch_size: ...}")
+            return source, width, scope
+        if isinstance(node, PatchEmbedding) and (width is not None or self.stack_input != "image"):
+            report(None, "a patch_embedding reads pixel values: it must be the first node of a stack with input: image",
+                   "set input: image beside width and layers, and put the patch_embedding first")
+            return source, width, scope
+        if width is None and self.stack_input != "image" and not (isinstance(node, Embedding) and node.input == "tokens"):
             report(None, "the input is token ids: the first node that transforms it must be an embedding",
                    "start the model with - embedding: {vocab: ...}")
             return source, width, scope
@@ -142,8 +154,13 @@ class _Builder:
         node.check(scope)
         out_width = node.out_width(in_width)
         in_shape = ("batch", "seq") if width is None else ("batch", "seq", width)  # token ids have no width
-        self.add(node_id, **common, in_width=in_width, out_width=out_width, in_shape=in_shape,
-                 out_shape=("batch", "seq", out_width),
+        out_shape = ("batch", "seq", out_width)
+        if isinstance(node, PatchEmbedding):  # pixels (batch, channels, height, width) -> patch tokens
+            in_shape, out_shape = ("batch", node.channels, node.image_size, node.image_size), ("batch", node.seq_len, out_width)
+            self.image_seq = node.seq_len
+        elif isinstance(node, Classifier):  # one vector of logits per sequence
+            out_shape = ("batch", out_width)
+        self.add(node_id, **common, in_width=in_width, out_width=out_width, in_shape=in_shape, out_shape=out_shape,
                  params=node.param_count(scope), flops=node.flops_per_token(scope),
                  positional=scope.positional_id if isinstance(node, Attention) and not node.cross else None)
         self.g.add_edge(source, node_id, role="data", width=width)
@@ -153,7 +170,7 @@ class _Builder:
         if isinstance(node, Embedding) and node.input == "tokens" and node.tie is None:
             self.embeddings[node.name or node_id] = (node.vocab, out_width)
             self.embedding_ids[node.name or node_id] = node_id
-        if isinstance(node, Positional) and node.type in ("rotary", "alibi", "none"):
+        if isinstance(node, Positional) and node.type in ("rotary", "alibi", "relative", "none"):
             scope = replace(scope, positional=None if node.type == "none" else node,
                             positional_id=None if node.type == "none" else node_id)
         if isinstance(node, Pooler):
@@ -161,6 +178,17 @@ class _Builder:
                 report(None, "a pooler must be at the top level of its stack", "move it after the last layer")
             self.poolers.append(node_id)
             return node_id, out_width, scope
+        if isinstance(node, Classifier):
+            if parent != self.stack_id:
+                report(None, "a classifier must be at the top level of its stack", "make it the last node of the model")
+            if node.reduce == "pooled" and not self.poolers:
+                report("reduce", "reduce: pooled reads a pooler's output, and no pooler comes before this classifier",
+                       "add - pooler before it, or use reduce: first")
+            self.classifiers.append(node_id)
+        if (isinstance(node, Positional) and node.type == "learned" and self.image_seq is not None
+                and node.max_len < self.image_seq):  # type: ignore[operator]
+            report("max_len", f"{node.max_len} learned positions cannot cover the {self.image_seq} patch tokens",
+                   f"max_len: {self.image_seq} (patches, plus 1 for the class token)")
         return node_id, out_width, scope
 
     def residual(self, node: Residual, node_id, parent, source, width, scope, path, copy, common) -> str:
@@ -229,7 +257,8 @@ def build_graph(spec: Spec, *, max_params: int | None = None, seq_len: int | Non
         stack = stacks[name]
         input_id = INPUT_NODES[stack.input]
         if input_id not in b.g:
-            b.add(input_id, kind="input", parent="model", family="io", out_shape=("batch", "seq"), out_width=None,
+            shape = ("batch", "channels", "height", "width") if stack.input == "image" else ("batch", "seq")
+            b.add(input_id, kind="input", parent="model", family="io", out_shape=shape, out_width=None,
                   copy=(), label=INPUT_LABELS[stack.input], params=0, flops=0, loc=None, input=stack.input)
         path = f"model.graph.{name}.layers" if graph_form else "model.layers"
         if graph_form:
@@ -239,6 +268,7 @@ def build_graph(spec: Spec, *, max_params: int | None = None, seq_len: int | Non
                   width=stack.width, input=stack.input)
             b.g.nodes["model"].setdefault("children", []).append(name)
         b.stack_id, b.stack_width = (name if graph_form else "model"), stack.width
+        b.stack_input, b.image_seq = stack.input, None
         scope = Scope(width=stack.width, seq_len=seq_len)
         end, width = b.sequence(stack.layers, name, b.stack_id, input_id, None, scope, path, ())
         b.stack_ends[name], b.memory_widths[name] = end, width or stack.width
@@ -253,9 +283,18 @@ def build_graph(spec: Spec, *, max_params: int | None = None, seq_len: int | Non
     if len(b.poolers) > 1:
         second = b.g.nodes[b.poolers[1]]
         b.errors.add(second["loc"], second["path"], "a model has at most one pooler", "remove one of them")
+    for extra in b.classifiers[1:]:
+        b.errors.add(b.g.nodes[extra]["loc"], b.g.nodes[extra]["path"], "a model has at most one classifier",
+                     "remove one of them")
+    if b.classifiers and b.classifiers[0] != end:
+        first = b.g.nodes[b.classifiers[0]]
+        b.errors.add(first["loc"], first["path"], "a classifier reduces the sequence to class logits, so it must be "
+                     "the last node of the model's output", "move it to the end, after the final norm")
     is_lm = b.g.nodes[end].get("kind") == "lm_head" if end in b.g else False
+    classes = b.g.nodes[end].get("kind") == "classifier" if end in b.g else False
     b.add("output", kind="output", parent="model", family="io", copy=(), loc=None, params=0, flops=0,
-          label="logits" if is_lm else "hidden states", out_shape=("batch", "seq", width), out_width=width)
+          label="logits" if is_lm else "class logits" if classes else "hidden states",
+          out_shape=("batch", width) if classes else ("batch", "seq", width), out_width=width)
     b.g.add_edge(end, "output", role="data", width=width)
     for pooler in b.poolers:
         b.g.add_edge(pooler, "output", role="pooled", width=width)
@@ -271,16 +310,17 @@ def build_graph(spec: Spec, *, max_params: int | None = None, seq_len: int | Non
                      "check the sizes, or raise the budget with max_params= / --max-params / ARCHDSL_MAX_PARAMS")
         b.errors.raise_if_any()
     residual_branches = sum(1 for n, d in b.g.nodes(data=True)
-                            if d["kind"] in ("attention", "mlp") and _inside_residual(b.g, n))
+                            if d["kind"] in ("attention", "mlp", "moe") and _inside_residual(b.g, n))
     b.g.graph.update(spec=spec, total_params=total, embeddings=b.embedding_ids, stacks=b.stack_ends,
-                     inputs=[d["input"] for _, d in b.g.nodes(data=True) if d["kind"] == "input"], seq_len=seq_len, output="logits" if is_lm else "hidden",
+                     inputs=[d["input"] for _, d in b.g.nodes(data=True) if d["kind"] == "input"], seq_len=seq_len,
+                     output="logits" if is_lm else "classes" if classes else "hidden",
                      has_pooler=bool(b.poolers), residual_branches=max(residual_branches, 1),
                      flops_per_token=sum(d.get("flops", 0) for _, d in b.g.nodes(data=True)))
     return b.g
 
 
-INPUT_NODES = {"tokens": "input", "decoder_tokens": "decoder_input"}
-INPUT_LABELS = {"tokens": "token ids", "decoder_tokens": "decoder token ids"}
+INPUT_NODES = {"tokens": "input", "decoder_tokens": "decoder_input", "image": "image_input"}
+INPUT_LABELS = {"tokens": "token ids", "decoder_tokens": "decoder token ids", "image": "pixel values"}
 
 
 def _cross_references(nodes: list) -> set[str]:
@@ -325,9 +365,12 @@ def _inside_residual(g: nx.DiGraph, node: str) -> bool:
 
 
 def _context_length(spec: Spec) -> int:
-    """Sequence length used for attention FLOPs: the learned positions' max_len, else 2048."""
+    """Sequence length used for attention FLOPs: the learned positions' max_len or the patch tokens of an
+    image, else 2048."""
     lengths = [n.max_len for stack in spec.model.stacks().values() for n in stack.layers
                if isinstance(n, Positional) and n.max_len]
+    lengths += [n.seq_len for stack in spec.model.stacks().values() for n in stack.layers
+                if isinstance(n, PatchEmbedding) and n.image_size % n.patch_size == 0]
     return max(lengths, default=2048)
 
 

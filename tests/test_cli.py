@@ -123,3 +123,18 @@ def test_language_reference_is_current():
     from archdsl.reference import main as reference_main
 
     assert reference_main(["--check"]) == 0, "run: python -m archdsl.reference"
+
+
+def test_import_hf_writes_a_spec_with_the_same_parameter_count(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    config = transformers.MistralConfig(vocab_size=1000, hidden_size=64, intermediate_size=160, num_hidden_layers=3,
+                                        num_attention_heads=4, num_key_value_heads=2, sliding_window=16)
+    config.save_pretrained(tmp_path)
+    res = run("import-hf", str(tmp_path / "config.json"), "-o", str(tmp_path / "spec.yaml"))
+    assert res.returncode == 0, res.stderr
+    text = (tmp_path / "spec.yaml").read_text()
+    assert "repeat:" in text and "vars:" in text  # readable: vars + blocks + repeat, not unrolled
+    import torch
+    with torch.device("meta"):
+        expected = sum(p.numel() for p in transformers.MistralForCausalLM(config).parameters())
+    assert archdsl.summary(tmp_path / "spec.yaml").total_params == expected
