@@ -93,6 +93,7 @@ def json_schema() -> dict:
                             "required": ["layers"], "additionalProperties": False}]}},
             "model": {"type": "object", "additionalProperties": False, "required": ["width", "layers"],
                       "properties": {"width": {"type": "integer", "minimum": 1},
+                                     "input": {"enum": ["tokens", "decoder_tokens", "image"]},
                                      "layers": {"$ref": "#/$defs/nodes"},
                                      "init": Init.model_json_schema()}},
         },

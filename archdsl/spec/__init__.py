@@ -15,11 +15,12 @@ from .heads import LMHead, Pooler
 from .norm import LayerNorm, RMSNorm
 from .sequence import GRU, LSTM, Conv1d
 from .structure import Parallel, Repeat, Residual
+from .vision import Classifier, PatchEmbedding
 
 NODE_KINDS: dict[str, type[NodeSpec]] = {
     cls.kind: cls for cls in (Embedding, Positional, Attention, MLP, MoE, Linear, Dropout,
                               LayerNorm, RMSNorm, Residual, Parallel, Repeat, LMHead, Pooler,
-                              Conv1d, LSTM, GRU)
+                              Conv1d, LSTM, GRU, PatchEmbedding, Classifier)
 }
 
 
@@ -57,7 +58,7 @@ class Init(BaseModel):
         True, description="Scale output projections that feed a residual by 1/sqrt(number of residual branches).")
 
 
-InputName = Literal["tokens", "decoder_tokens"]
+InputName = Literal["tokens", "decoder_tokens", "image"]
 
 
 class Stack(BaseModel):
@@ -66,8 +67,9 @@ class Stack(BaseModel):
     model_config = STRICT
     width: PosInt = Field(description="Width of the stream (d_model).")
     layers: list[Node] = Field(min_length=1, description="The nodes, in order.")  # type: ignore[valid-type]
-    input: InputName = Field("tokens", description="The model input this stack reads: tokens, or decoder_tokens "
-                             "for the decoder of an encoder-decoder model.")
+    input: InputName = Field("tokens", description="The model input this stack reads: tokens, decoder_tokens "
+                             "for the decoder of an encoder-decoder model, or image (pixel values, read by a "
+                             "patch_embedding).")
 
 
 class SingleStack(Stack):
