@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Any
+from typing import Any, get_args
 
-from .spec import NODE_KINDS, Init
+from .spec import NODE_KINDS, Init, InputName
 
 EXPRESSION = {"type": "string", "pattern": r"\$", "description": "A $var reference or ${...} expression."}
 _NODE_LIST_FIELDS = {"body": "nodes", "branches": "node_lists", "pattern": "node_lists"}
@@ -73,6 +73,10 @@ def json_schema() -> dict:
     block_call = {"type": "object", "minProperties": 1, "maxProperties": 1,
                   "not": {"anyOf": [{"required": [kind]} for kind in NODE_KINDS]},
                   "description": "A block defined under blocks:, optionally with parameters."}
+    stack_properties = {"width": {"type": "integer", "minimum": 1},
+                        "input": {"enum": list(get_args(InputName)),
+                                  "description": "The model input this stack reads."},
+                        "layers": {"$ref": "#/$defs/nodes"}}
     schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "archdsl spec",
@@ -91,14 +95,21 @@ def json_schema() -> dict:
                            {"$ref": "#/$defs/nodes"},
                            {"type": "object", "properties": {"params": {"type": "object"}, "layers": {"$ref": "#/$defs/nodes"}},
                             "required": ["layers"], "additionalProperties": False}]}},
-            "model": {"type": "object", "additionalProperties": False, "required": ["width", "layers"],
-                      "properties": {"width": {"type": "integer", "minimum": 1},
-                                     "input": {"enum": ["tokens", "decoder_tokens", "image"]},
-                                     "layers": {"$ref": "#/$defs/nodes"},
-                                     "init": Init.model_json_schema()}},
+            "model": {"anyOf": [
+                {"type": "object", "additionalProperties": False, "required": ["width", "layers"],
+                 "description": "One stack (decoder-only or encoder-only models).",
+                 "properties": {**stack_properties, "init": Init.model_json_schema()}},
+                {"type": "object", "additionalProperties": False, "required": ["graph", "output"],
+                 "description": "Named stacks (encoder-decoder); attention: {cross: NAME} reads a stack.",
+                 "properties": {"graph": {"type": "object", "additionalProperties": {"$ref": "#/$defs/stack"}},
+                                "output": {"type": "string", "description": "The stack whose output is returned."},
+                                "init": Init.model_json_schema()}},
+            ]},
         },
         "$defs": {
             "Expression": EXPRESSION,
+            "stack": {"type": "object", "additionalProperties": False, "required": ["width", "layers"],
+                      "properties": stack_properties},
             "node": {"anyOf": [{"type": "string", "description": "A kind without arguments, or a block name."},
                                *node_variants, repeat_short, block_call]},
             "nodes": {"anyOf": [{"type": "array", "items": {"$ref": "#/$defs/node"}}, {"$ref": "#/$defs/node"}]},

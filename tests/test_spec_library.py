@@ -10,8 +10,9 @@ from conftest import SPECS
 TINY = {"layers": 2, "d_model": 64, "heads": 4, "kv_heads": 2, "ffn": 96, "vocab": 97, "context": 64,
         "local_window": 4, "head_dim": 16, "experts": 4}
 
-# Hugging Face's counts for the same models (GPT2LMHeadModel, BertModel, LlamaForCausalLM).
-EXACT_PARAMS = {"gpt2": 124_439_808, "bert-base": 109_482_240, "llama3-8b": 8_030_261_248}
+# Hugging Face's counts for the same models (GPT2LMHeadModel, BertModel, LlamaForCausalLM, ViTModel).
+EXACT_PARAMS = {"gpt2": 124_439_808, "bert-base": 109_482_240, "llama3-8b": 8_030_261_248,
+                "vit-base-16": 86_389_248}
 
 
 def tiny_overrides(path) -> dict:
@@ -30,11 +31,17 @@ def test_spec_validates_summarises_and_compiles(path):
 
     small = archdsl.compile(path, overrides=tiny_overrides(path), seed=0).eval()
     assert small.num_parameters() == archdsl.summary(path, overrides=tiny_overrides(path)).total_params
-    vocab = small.vocab
-    tokens = torch.randint(0, vocab, (2, 8), generator=torch.Generator().manual_seed(0))
-    out = small(tokens)
+    generator = torch.Generator().manual_seed(0)
+    inputs = small.graph.graph["inputs"]
+    if "image" in inputs:
+        from archdsl.blocks.vision import random_images
+        out = small(random_images(small, 2, generator=generator))
+    else:
+        tokens = torch.randint(0, small.vocab, (2, 8), generator=generator)
+        extra = {"decoder_tokens": tokens[:, :5]} if "decoder_tokens" in inputs else {}
+        out = small(tokens, **extra)
     hidden = out[0] if isinstance(out, tuple) else out
-    assert hidden.shape[:2] == (2, 8)
+    assert hidden.shape[0] == 2
     assert torch.isfinite(hidden).all()
 
 
