@@ -16,6 +16,11 @@ Detail levels:
   single box listing its blocks.
 * ``full``: every copy of every layer.
 
+A graph model (encoder-decoder) draws each stack as a cluster, side by side in dependency order,
+and each cross-attention as a dashed "memory" edge from the output of the stack it reads, drawn
+level with the block it feeds (several readers: a memory bus between the stacks); see
+:class:`_MemoryLayout`.
+
 This module is ``archdsl.diagram``; the function is exported as ``archdsl.render`` (the module is
 not named ``render`` so that importing it can never shadow the function).
 """
@@ -74,11 +79,14 @@ FAMILY_STYLES: dict[str, FamilyStyle] = {
 #: Theme colours that are not per family.
 THEMES: dict[str, dict[str, str]] = {
     "light": {"bg": "white", "text": "#1a1a1a", "muted": "#555555", "edge": "#4d4d4d", "skip": "#4d4d4d",
-              "repeat_fill": "#f6f7f9", "repeat_line": "#8a93a3", "group_line": "#b9bec7", "legend_line": "#cccccc"},
+              "repeat_fill": "#f6f7f9", "repeat_line": "#8a93a3", "group_line": "#b9bec7", "legend_line": "#cccccc",
+              "memory": "#c0651a", "stack_line": "#6b7380"},
     "dark": {"bg": "#161a20", "text": "#eeeeee", "muted": "#b0b0b0", "edge": "#c8c8c8", "skip": "#c8c8c8",
-             "repeat_fill": "#1f252d", "repeat_line": "#7d8796", "group_line": "#545c68", "legend_line": "#545c68"},
+             "repeat_fill": "#1f252d", "repeat_line": "#7d8796", "group_line": "#545c68", "legend_line": "#545c68",
+             "memory": "#f2a65a", "stack_line": "#8c96a6"},
     "mono": {"bg": "white", "text": "#000000", "muted": "#444444", "edge": "#222222", "skip": "#222222",
-             "repeat_fill": "#f7f7f7", "repeat_line": "#555555", "group_line": "#999999", "legend_line": "#bbbbbb"},
+             "repeat_fill": "#f7f7f7", "repeat_line": "#555555", "group_line": "#999999", "legend_line": "#bbbbbb",
+             "memory": "#000000", "stack_line": "#444444"},
 }
 
 #: How a node kind is titled in a diagram (default: the kind itself).
@@ -120,7 +128,7 @@ class DNode:
 @dataclass
 class DCluster:
     id: str
-    kind: str  # repeat, layer, residual, parallel, branch
+    kind: str  # stack, repeat, layer, residual, parallel, branch
     label: str
     sublabel: str
     parent: str | None
@@ -132,7 +140,7 @@ class DCluster:
 class DEdge:
     u: str
     v: str
-    role: str  # data, skip, pooled
+    role: str  # data, skip, pooled, memory (cross-attention reads another stack), tied (shared embedding)
 
 
 @dataclass
@@ -227,10 +235,11 @@ class _Collapser:
         return [r for r, _i, _c in self.g.nodes[node].get("copy", ())]
 
     def exit_of(self, layer: str) -> str:
-        """The last node of a layer: the source of the data edge that leaves it."""
+        """The last node of a layer: the source of the data edge that leaves it (or of the memory
+        edge, for the last layer of a stack that another stack reads)."""
         prefix = layer + "."
         for u, v, d in self.g.edges(data=True):
-            if d.get("role") == "data" and u.startswith(prefix) and not v.startswith(prefix):
+            if d.get("role") in ("data", "memory") and u.startswith(prefix) and not v.startswith(prefix):
                 return u
         raise KeyError(layer)
 
@@ -297,7 +306,7 @@ def build_view(g, detail: str = "blocks", *, merge_runs: bool = True, residual_c
             parent = nodes_data[parent].get("parent")
         for anc in reversed(chain):  # outermost first
             kind = nodes_data[anc]["kind"]
-            if kind == "layer" or (kind in ("residual", "parallel") and nodes_data[anc].get("parent") == "model"):
+            if kind == "layer" or (kind in ("residual", "parallel") and _top_level(nodes_data, anc)):
                 return anc
         return None
 
@@ -307,7 +316,7 @@ def build_view(g, detail: str = "blocks", *, merge_runs: bool = True, residual_c
 
     # ---- clusters
     clusters: dict[str, DCluster] = {}
-    cluster_kinds = {"repeat", "layer", "parallel", "branch"} | ({"residual"} if residual_clusters else set())
+    cluster_kinds = {"stack", "repeat", "layer", "parallel", "branch"} | ({"residual"} if residual_clusters else set())
     for n, d in g.nodes(data=True):
         if not d.get("composite") or c.map(n) != n or n == "model":
             continue
@@ -317,7 +326,12 @@ def build_view(g, detail: str = "blocks", *, merge_runs: bool = True, residual_c
         if detail == "layers" and (box_of(n) or _is_box(nodes_data, n)):
             continue
         label = sublabel = ""
-        if kind == "repeat":
+        if kind == "stack":  # one stack of a graph model (encoder, decoder): its name and what it reads
+            label = n
+            reads = [str(md.get("label") or md.get("input")) for m, md in g.nodes(data=True)
+                     if md.get("kind") == "input" and md.get("input") == d.get("input")]
+            sublabel = f"input: {reads[0]}" if reads else ""
+        elif kind == "repeat":
             info = c.repeats[n]
             times, cycle = info["times"], info["cycle"]
             names = d.get("labels") or []
@@ -376,13 +390,19 @@ def build_view(g, detail: str = "blocks", *, merge_runs: bool = True, residual_c
             continue
         nodes[n] = _leaf_node(n, d, cluster_of(n))
 
+    for node in nodes.values():  # an input read by one stack of a graph model is drawn inside that stack
+        if node.kind == "input":
+            readers = [cl for cl in clusters.values() if cl.kind == "stack"
+                       and nodes_data[cl.id].get("input") == nodes_data[node.id].get("input")]
+            if len(readers) == 1:
+                node.cluster = readers[0].id
     for node in nodes.values():  # draw a parallel's sum after its branches
         if node.kind == "sum":
             prefix = node.id.rsplit(".", 1)[0] + "."
             node.order = max([m.order for m in nodes.values() if m.id.startswith(prefix)] + [node.order]) + 0.5
 
     # ---- edges
-    priority = {"data": 0, "skip": 1, "pooled": 2}
+    priority = {"data": 0, "skip": 1, "pooled": 2, "memory": 3}
     chosen: dict[tuple[str, str], str] = {}
     for u, v, d in g.edges(data=True):
         role = d.get("role", "data")
@@ -394,6 +414,7 @@ def build_view(g, detail: str = "blocks", *, merge_runs: bool = True, residual_c
             chosen[key] = role
     edges = [DEdge(u, v, role) for (u, v), role in chosen.items()]
     _side_outputs(nodes, edges)
+    edges += _tied_embeddings(g, nodes)
     edges.sort(key=lambda e: (nodes[e.u].order, nodes[e.v].order))
     return View(g.graph.get("name") or getattr(g.graph.get("spec"), "name", "model"), detail, nodes, clusters, edges,
                 int(g.graph.get("total_params") or 0))
@@ -424,9 +445,40 @@ def _side_outputs(nodes: dict[str, DNode], edges: list[DEdge]) -> None:
     edges[:] = unique
 
 
+def _tied_embeddings(g, nodes: dict[str, DNode]) -> list[DEdge]:
+    """A dotted link from a shared embedding table to each embedding of another stack that reuses
+    it (encoder and decoder of a translation model); ties within one stack are left to the label."""
+    out = []
+    tables = g.graph.get("embeddings") or {}
+    for node in list(nodes.values()):
+        if node.kind != "embedding":
+            continue
+        tie = getattr(g.nodes[node.id].get("spec"), "tie", None)
+        source = tables.get(tie) if tie else None
+        if source in nodes and source != node.id and _stack_of(g, source) != _stack_of(g, node.id):
+            out.append(DEdge(source, node.id, "tied"))
+    return out
+
+
+def _stack_of(g, node: str) -> str | None:
+    """The stack (of a graph model) that a node belongs to; None in a single-stack model."""
+    while node is not None:
+        data = g.nodes[node]
+        if data.get("kind") == "stack":
+            return node
+        node = data.get("parent")
+    return None
+
+
+def _top_level(nodes_data: dict, n: str) -> bool:
+    """A direct child of the model, or of one stack of a graph model."""
+    parent = nodes_data[n].get("parent")
+    return parent == "model" or (parent is not None and nodes_data[parent].get("kind") == "stack")
+
+
 def _is_box(nodes_data: dict, n: str) -> bool:
     d = nodes_data[n]
-    return d["kind"] == "layer" or (d["kind"] in ("residual", "parallel") and d.get("parent") == "model")
+    return d["kind"] == "layer" or (d["kind"] in ("residual", "parallel") and _top_level(nodes_data, n))
 
 
 def _box_node(g, n: str, c: _Collapser, cluster: str | None) -> DNode:
@@ -620,6 +672,71 @@ def _side_ports(direction: str) -> tuple[str, str]:
     return ("e", "e") if direction in ("TB", "BT") else ("s", "s")
 
 
+@dataclass
+class _MemoryLayout:
+    """How the cross-attention (memory) edges of a view are drawn. Each memory stack's output is
+    level with one block that reads it (the reader nearest it in depth), as in the papers' figures,
+    so the edge runs straight across the gap between the stacks and never through a stack. When
+    one output feeds several drawn blocks (``detail="full"``, or two cross-attentions in a layer),
+    it feeds a dashed bus running down that gap, with one short level branch into each block."""
+
+    level: list[list[str]] = field(default_factory=list)  # groups of nodes on one rank
+    edges: list[tuple[str, str, str]] = field(default_factory=list)  # (u, v, kind): memory, bus, feed
+    buses: dict[str, str] = field(default_factory=dict)  # point node of a bus -> the block it feeds
+    slack: set[tuple[str, str]] = field(default_factory=set)  # data edges that may stretch to keep ranks level
+
+
+def _natural_ranks(edges: list[DEdge]) -> dict[str, int]:
+    """Longest path from the inputs over the flow edges: roughly the rank Graphviz gives each node."""
+    import networkx as nx
+
+    flow = nx.DiGraph()
+    flow.add_edges_from((e.u, e.v) for e in edges if e.role not in ("memory", "tied"))
+    rank: dict[str, int] = {}
+    for n in nx.topological_sort(flow):
+        rank[n] = max((rank[p] + 1 for p in flow.predecessors(n)), default=0)
+    return rank
+
+
+def _memory_layout(view: View, edges: list[DEdge], forks: dict) -> _MemoryLayout:
+    out = _MemoryLayout()
+    readers: dict[str, list[str]] = {}
+    for e in edges:
+        if e.role == "memory":
+            readers.setdefault(e.u, []).append(e.v)
+    if not readers:
+        return out
+    rank = _natural_ranks(edges)
+
+    def order(n: str) -> float:
+        return view.nodes[n].order if n in view.nodes else forks[n][1]
+
+    def entry_edges(reader: str) -> list[tuple[str, str]]:
+        """The data edges into the reader's residual (its fork), or into the reader: where the
+        reading stack stretches when the memory stack's output is deeper than the reader."""
+        fork = reader.rsplit(".", 1)[0] + ".fork"  # as _with_forks names the fork of a residual
+        target = fork if fork in forks else reader
+        return [(e.u, e.v) for e in edges if e.v == target and e.role == "data"]
+
+    for source, targets in readers.items():
+        targets = sorted(targets, key=lambda v: (rank.get(v, 0), order(v)))
+        nearest = min(targets, key=lambda v: (abs(rank.get(v, 0) - rank.get(source, 0)), order(v)))
+        out.slack |= {(e.u, e.v) for e in edges if e.v == source and e.role == "data"}
+        out.slack |= set(entry_edges(nearest))
+        if len(targets) == 1:
+            out.level.append([source, nearest])
+            out.edges.append((source, nearest, "memory"))
+            continue
+        buses = [f"{v}.memory" for v in targets]  # a leaf block has no children, so no id clashes
+        out.buses.update(zip(buses, targets))
+        for bus, v in zip(buses, targets):
+            out.level.append([source, bus, v] if v == nearest else [bus, v])
+            out.edges.append((bus, v, "feed"))
+        out.edges.append((source, buses[targets.index(nearest)], "memory"))
+        out.edges += [(a, b, "bus") for a, b in zip(buses, buses[1:])]
+    return out
+
+
 def to_dot(view: View, *, theme: str = "light", direction: str = "TB", show_shapes: bool = False,
            show_params: bool = False, legend: bool = True, title: bool = True) -> str:
     """The DOT source of a view."""
@@ -650,6 +767,20 @@ def to_dot(view: View, *, theme: str = "light", direction: str = "TB", show_shap
     edges, forks = _with_forks(view)
     for fork_id, (cluster, order) in forks.items():
         children.setdefault(cluster, []).append((order, "fork", fork_id))
+    memory = _memory_layout(view, edges, forks)
+    for bus, reader in memory.buses.items():  # just before the reading stack, so the bus runs between the stacks
+        stack = view.nodes[reader].cluster
+        while stack is not None and view.clusters[stack].kind != "stack":
+            stack = view.clusters[stack].parent
+        where = view.clusters[stack] if stack is not None else None
+        children.setdefault(where.parent if where else None, []).append(
+            ((where.order if where else view.nodes[reader].order) - 0.5, "bus", bus))
+    stacks = sorted(k for k in children.get(None, []) if k[1] == "cluster" and view.clusters[k[2]].kind == "stack")
+    if direction in ("LR", "RL") and len(stacks) > 1:
+        # Graphviz stacks clusters bottom-up across an LR rank: emit them in reverse so the memory
+        # stack is on top and its edges enter the reader from above, away from the skip edges below.
+        swap = dict(zip(stacks, reversed([k[0] for k in stacks])))
+        children[None] = [(swap[k], *k[1:]) if k in swap else k for k in children[None]]
 
     def emit(parent: str | None, indent: str) -> None:
         for _order, what, ident in sorted(children.get(parent, [])):
@@ -659,6 +790,9 @@ def to_dot(view: View, *, theme: str = "light", direction: str = "TB", show_shap
             if what == "fork":
                 out.append(f"{indent}{_q(ident)} {_attrs(shape='point', width=0.07, color=t['edge'], label='')};")
                 continue
+            if what == "bus":
+                out.append(f"{indent}{_q(ident)} {_attrs(shape='point', width=0.06, color=t['memory'], label='')};")
+                continue
             cl = view.clusters[ident]
             out.append(f"{indent}subgraph {_q('cluster_' + ident)} {{")
             out.append(f"{indent}  graph {_cluster_attrs(cl, o)};")
@@ -667,24 +801,52 @@ def to_dot(view: View, *, theme: str = "light", direction: str = "TB", show_shap
 
     emit(None, "  ")
     tail, head = _side_ports(direction)
+    inputs = [n.id for n in view.nodes.values() if n.kind == "input"]
+    if len(inputs) > 1:  # the stacks of a graph model start level, as in the papers
+        out.append("  {rank=same; " + " ".join(_q(n) + ";" for n in inputs) + "}")
+    for group in memory.level:  # the memory stack's output level with the block that reads it
+        out.append("  {rank=same; " + " ".join(_q(n) + ";" for n in group) + "}")
     for e in edges:
         if e.v in forks:
-            attrs = _attrs(weight=8, arrowhead="none")
+            attrs = _attrs(weight=1 if (e.u, e.v) in memory.slack else 8, arrowhead="none")
         elif e.role == "skip":
             attrs = _attrs(tailport=tail, headport=head, color=t["skip"], weight=0)
         elif e.role == "pooled":
             attrs = _attrs(style="dashed", label=" pooled", weight=1)
+        elif e.role == "memory":
+            continue  # drawn below, by _memory_layout
+        elif e.role == "tied":
+            attrs = _attrs(style="dotted", dir="none", color=t["muted"], constraint=False, label=" shared")
         elif e.v in view.nodes and view.nodes[e.v].kind == "sum":
             attrs = _attrs(weight=1)  # let short branches stay at the top, beside the long ones
+        elif (e.u, e.v) in memory.slack:
+            attrs = _attrs(weight=1)  # stretch here to keep the memory level, not the top of a stack
         else:
             attrs = _attrs(weight=8)
         out.append(f"  {_q(e.u)} -> {_q(e.v)} {attrs};")
+    for u, v, kind in memory.edges:  # cross-attention reads another stack: dashed, in its own colour
+        style = dict(style="dashed", color=t["memory"], fontcolor=t["memory"], penwidth=1.4)
+        if kind == "memory":  # the stack's output -> the reader, or onto its bus
+            to_bus = v not in view.nodes
+            attrs = _attrs(**style, label="memory", arrowhead="none" if to_bus else None,
+                           **{"class": "memory-bus" if to_bus else "memory"})
+        elif kind == "bus":
+            attrs = _attrs(**style, arrowhead="none", weight=0, **{"class": "memory-bus"})
+        else:  # feed: the bus -> one reader
+            attrs = _attrs(**style, **{"class": "memory"})
+        out.append(f"  {_q(u)} -> {_q(v)} {attrs};")
     out.append("}")
     return "\n".join(out) + "\n"
 
 
 def _cluster_attrs(cl: DCluster, o: _Opts) -> str:
     t = THEMES[o.theme]
+    if cl.kind == "stack":
+        text = f'<FONT POINT-SIZE="15"><B>{_h(cl.label)}</B></FONT>'
+        if cl.sublabel:
+            text += f'<BR/><FONT POINT-SIZE="10" COLOR="{t["muted"]}">{_h(cl.sublabel)}</FONT>'
+        return _attrs(label=_HTML(text), labeljust="l", labelloc="t", style="rounded", color=t["stack_line"],
+                      penwidth=1.6, margin=14)
     if cl.kind == "repeat":
         text = f'<FONT POINT-SIZE="16"><B>{_h(cl.label)}</B></FONT>'
         sub = [cl.sublabel] if cl.sublabel else []
@@ -771,9 +933,15 @@ def to_mermaid(view: View, *, theme: str = "light", direction: str = "TB", show_
             out.append(f"{indent}end")
 
     emit(None, "  ")
-    for e in view.edges:
-        arrow = {"data": "-->", "skip": "-->", "pooled": "-. pooled .->"}[e.role]
+    memory_links = []
+    for k, e in enumerate(view.edges):
+        arrow = {"data": "-->", "skip": "-->", "pooled": "-. pooled .->", "memory": "-. memory .->",
+                 "tied": "-. shared .-"}[e.role]
         out.append(f"  {ids[e.u]} {arrow} {ids[e.v]}")
+        if e.role == "memory":
+            memory_links.append(str(k))
+    if memory_links:  # cross-attention edges in their own colour, as in the Graphviz picture
+        out.append(f"  linkStyle {','.join(memory_links)} stroke:{THEMES[theme]['memory']},stroke-width:1.5px")
     classes: dict[str, list[str]] = {}
     for node in view.nodes.values():
         if node.kind not in JUNCTIONS and node.kind not in ("input", "output"):

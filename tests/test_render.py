@@ -1,5 +1,7 @@
 """Diagrams: every spec in every format, on both engines; the SVG/Mermaid agree with the IR; the
-DOT of GPT-2 matches its snapshot; no engine gives a clear error; the gallery is current."""
+DOT of GPT-2 matches its snapshot; no engine gives a clear error; the gallery is current.
+Graph models (encoder-decoder): stacks side by side, memory edges level and never through a stack,
+over the fixtures in tests/fixtures and every graph spec in specs/."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +12,7 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,6 +26,16 @@ from archdsl.spec import NODE_KINDS
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = sorted((ROOT / "specs").glob("*.yaml"))
+FIXTURES = sorted((ROOT / "tests" / "fixtures").glob("encdec*.yaml"))
+
+
+def is_graph_spec(path: Path) -> bool:
+    """A spec whose model is a graph of named stacks (model: {graph: ...})."""
+    return re.search(r"^model:\s*\n(\s+#.*\n)*\s+graph:", path.read_text(encoding="utf-8"), re.M) is not None
+
+
+GRAPH_SPECS = FIXTURES + [p for p in SPECS if is_graph_spec(p)]
+ALL_SPECS = SPECS + FIXTURES
 SNAPSHOT = ROOT / "tests" / "snapshots" / "gpt2.dot"
 SVG_NS = "{http://www.w3.org/2000/svg}"
 
@@ -83,12 +96,40 @@ def poolers_to_output(g) -> list[str]:
     return [u for u, v in g.in_edges("output") if g.nodes[u]["kind"] == "pooler"]
 
 
+def memory_readers(g, drawn: set[str]) -> dict[str, list[str]]:
+    """Memory stack -> the drawn blocks that cross-attend to it (one IR memory edge each)."""
+    out: dict[str, list[str]] = {}
+    for u, v, d in g.edges(data=True):
+        if d["role"] == "memory" and v in drawn:
+            out.setdefault(g.nodes[v]["spec"].cross, []).append(v)
+    return out
+
+
+def memory_buses(g, drawn: set[str]) -> set[str]:
+    """A stack read by several drawn blocks feeds them through a bus: one point per reader."""
+    return {f"{v}.memory" for readers in memory_readers(g, drawn).values() if len(readers) > 1 for v in readers}
+
+
+def stack_of(g, node: str) -> str | None:
+    while node is not None and g.nodes[node]["kind"] != "stack":
+        node = g.nodes[node].get("parent")
+    return node
+
+
+def shared_links(g, drawn: set[str]) -> int:
+    """Embeddings that share the table of an embedding in another stack (drawn as a dotted link)."""
+    tables = g.graph.get("embeddings") or {}
+    return sum(1 for n in drawn if g.nodes[n]["kind"] == "embedding" and g.nodes[n]["spec"].tie
+               and stack_of(g, tables[g.nodes[n]["spec"].tie]) != stack_of(g, n))
+
+
 def expected_svg_nodes(g) -> set[str]:
-    """Blocks, plus a fork point where each residual's skip leaves the stream and a 'pooled' output per pooler."""
+    """Blocks, plus a fork point where each residual's skip leaves the stream, a 'pooled' output per
+    pooler, and the points of each memory bus."""
     blocks = collapsed_blocks(g)
     forks = {n[: -len("add")] + "fork" for n in blocks if g.nodes[n]["kind"] == "add"}
     side_outputs = {f"output.{p}" for p in poolers_to_output(g)}
-    return blocks | forks | side_outputs
+    return blocks | forks | side_outputs | memory_buses(g, blocks)
 
 
 # ----------------------------------------------------------------------------- registry
@@ -106,7 +147,7 @@ def test_specs_exist():
 
 
 # ----------------------------------------------------------------------------- every spec, every format
-@pytest.mark.parametrize("spec", SPECS, ids=spec_id)
+@pytest.mark.parametrize("spec", ALL_SPECS, ids=spec_id)
 @pytest.mark.parametrize("fmt", ["svg", "png", "pdf"])
 def test_image_formats(spec, fmt, engine, tmp_path):
     if fmt not in engine.formats:
@@ -135,9 +176,88 @@ def check_svg(g, text: str) -> None:
         if title in blocks:  # every block is labelled
             words = "".join("".join(t.itertext()) for t in el.iter(f"{SVG_NS}text")).strip()
             assert words, f"node {title} has no label"
+    if any(d["kind"] == "stack" for _, d in g.nodes(data=True)):
+        check_graph_svg(g, root, memory_readers(g, blocks))
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=spec_id)
+# ----------------------------------------------------------------------------- graph models: SVG geometry
+def svg_points(el) -> list[tuple[float, float]]:
+    """The coordinates an SVG element draws through (paths, polygons, ellipses)."""
+    pts: list[tuple[float, float]] = []
+    for child in el.iter():
+        tag = child.tag.replace(SVG_NS, "")
+        if tag == "path":
+            nums = [float(x) for x in re.findall(r"-?\d+(?:\.\d+)?(?:e-?\d+)?", child.get("d", ""))]
+            pts += list(zip(nums[0::2], nums[1::2]))
+        elif tag in ("polygon", "polyline"):
+            nums = [float(x) for x in re.findall(r"-?\d+(?:\.\d+)?", child.get("points", ""))]
+            pts += list(zip(nums[0::2], nums[1::2]))
+        elif tag == "ellipse":
+            cx, cy, rx, ry = (float(child.get(k)) for k in ("cx", "cy", "rx", "ry"))
+            pts += [(cx - rx, cy - ry), (cx + rx, cy + ry)]
+    return pts
+
+
+def bbox(pts):
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def svg_groups(root, kind: str) -> dict[str, Any]:
+    """title -> <g> of the SVG's nodes, clusters or edges."""
+    out = {}
+    for el in root.iter(f"{SVG_NS}g"):
+        classes = (el.get("class") or "").split()
+        if classes and classes[0] == kind:
+            out[el.find(f"{SVG_NS}title").text] = el
+    return out
+
+
+def edge_ends(title: str) -> tuple[str, str]:
+    """(tail, head) of an SVG edge title "u->v" or "u:e->v:w" (ports dropped)."""
+    u, v = title.split("->")
+    return tuple(re.sub(r":(n|ne|e|se|s|sw|w|nw|c|_)$", "", x) for x in (u, v))  # type: ignore[return-value]
+
+
+def check_graph_svg(g, root, readers: dict[str, list[str]], *, geometry: bool = True) -> None:
+    """Stacks are clusters, the memory stack left of its readers; one memory edge into each drawn
+    reader; memory edges (and buses) run between the stacks, through no block."""
+    clusters = svg_groups(root, "cluster")
+    stacks = [n for n, d in g.nodes(data=True) if d["kind"] == "stack"]
+    for stack in stacks:
+        assert f"cluster_{stack}" in clusters, f"stack {stack} is not drawn as a cluster"
+    edges = svg_groups(root, "edge")
+    memory = {t: el for t, el in edges.items() if "memory" in (el.get("class") or "").split()}
+    wired = {t: el for t, el in edges.items() if {"memory", "memory-bus"} & set((el.get("class") or "").split())}
+    expected = sorted(v for vs in readers.values() for v in vs)
+    assert sorted(edge_ends(t)[1] for t in memory) == expected, "one memory edge into each drawn cross-attention"
+    for title in memory:  # a stack read by several drawn blocks feeds them from a bus, else directly
+        u, v = edge_ends(title)
+        several = len(next(r for r in readers.values() if v in r)) > 1
+        assert u == (f"{v}.memory" if several else u) and u.endswith(".memory") == several, title
+    if not geometry:
+        return
+    nodes = {t: bbox(svg_points(el)) for t, el in svg_groups(root, "node").items()}
+    for memory_stack, targets in readers.items():
+        reader_stacks = {stack_of(g, v) for v in targets}
+        left = bbox(svg_points(clusters[f"cluster_{memory_stack}"]))
+        for stack in reader_stacks:
+            right = bbox(svg_points(clusters[f"cluster_{stack}"]))
+            assert left[2] < right[0], f"{memory_stack} is not drawn left of {stack}"
+    sources = {edge_ends(t)[0] for t in wired} - {edge_ends(t)[1] for t in wired}
+    targets = {edge_ends(t)[1] for t in memory}
+    lo = min((nodes[s][0] + nodes[s][2]) / 2 for s in sources)
+    hi = max((nodes[v][0] + nodes[v][2]) / 2 for v in targets)
+    for title, el in wired.items():
+        u, v = edge_ends(title)
+        for x, y in svg_points(el.find(f"{SVG_NS}path")):
+            assert lo - 1 <= x <= hi + 1, f"memory edge {title} strays outside the gap between the stacks"
+            for n, (x0, y0, x1, y1) in nodes.items():
+                if n not in (u, v) and x0 + 2 < x < x1 - 2 and y0 + 2 < y < y1 - 2:
+                    raise AssertionError(f"memory edge {title} runs through {n}")
+
+
+@pytest.mark.parametrize("spec", ALL_SPECS, ids=spec_id)
 @pytest.mark.parametrize("detail", ["blocks", "layers", "full"])
 def test_text_formats_at_every_detail(spec, detail, tmp_path, no_engine):
     dot = render(spec, tmp_path / "d.dot", detail=detail)
@@ -225,10 +345,10 @@ def test_overrides_and_direction(no_engine):
 
 # ----------------------------------------------------------------------------- Mermaid parsed back
 MERMAID_NODE = re.compile(r"^\s*(n_\w+)(\[\"|\(\(\"|\(\[\")", re.M)
-MERMAID_EDGE = re.compile(r"^\s*(n_\w+)\s+(-->|-\.[^>]*\.->)\s+(n_\w+)\s*$", re.M)
+MERMAID_EDGE = re.compile(r"^\s*(n_\w+)\s+(-->|-\.[^>]*\.->|-\.[^>]*\.-)\s+(n_\w+)\s*$", re.M)
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=spec_id)
+@pytest.mark.parametrize("spec", ALL_SPECS, ids=spec_id)
 def test_mermaid_parses_back(spec, no_engine):
     g = archdsl.graph(spec)
     text = render(spec, format="mermaid")
@@ -239,15 +359,111 @@ def test_mermaid_parses_back(spec, no_engine):
     side_outputs = poolers_to_output(g)
     assert len(names) == len(blocks) + len(side_outputs)
     edges = MERMAID_EDGE.findall(text)
-    assert len(edges) == text.count("-->") + text.count(".->")
+    assert len(edges) == text.count("-->") + text.count(".->") + text.count(" .- ")
     for u, _arrow, v in edges:
         assert u in names and v in names
-    # collapsing loses no input of a drawn block: every block keeps its in-degree (a pooler adds
-    # one edge: the stream bypasses it to the output, and it feeds its own "pooled" output)
-    expected_edges = sum(g.in_degree(n) for n in blocks) + len(side_outputs)
+    # collapsing loses no input of a drawn block: every block keeps its in-degree, cross-attention
+    # memory included (a pooler adds one edge: the stream bypasses it to the output, and it feeds
+    # its own "pooled" output; an embedding shared across stacks adds a dotted link)
+    expected_edges = sum(g.in_degree(n) for n in blocks) + len(side_outputs) + shared_links(g, blocks)
     assert len(edges) == expected_edges
+    readers = memory_readers(g, blocks)
+    assert text.count("-. memory .->") == sum(len(r) for r in readers.values())
+    assert text.count("-. shared .-") == shared_links(g, blocks)
     lines = [line.strip() for line in text.splitlines()]
     assert sum(line.startswith("subgraph ") for line in lines) == lines.count("end")
+    for name, data in g.nodes(data=True):  # one subgraph per stack of a graph model, labelled with its input
+        if data["kind"] == "stack":
+            reads = next(d["label"] for _, d in g.nodes(data=True) if d["kind"] == "input" and d["input"] == data["input"])
+            assert f'subgraph n_cluster_{name} ["{name} (input: {reads})"]' in text
+
+
+# ----------------------------------------------------------------------------- graph models
+@pytest.mark.parametrize("spec", GRAPH_SPECS, ids=spec_id)
+@pytest.mark.parametrize("detail", ["blocks", "layers", "full"])
+def test_graph_memory_edges_between_stacks(spec, detail, engine):
+    """Encoder left, decoder right; at every detail one memory edge per drawn cross-attention
+    (full: one per copy, as in the IR; layers: one per layer box that reads), and none runs
+    through a block."""
+    g = archdsl.graph(spec)
+    svg = render_mod.render_image(render(spec, format="dot", detail=detail), "svg").decode()
+    root = ET.fromstring(svg)
+    if detail == "layers":  # readers are layer boxes
+        readers: dict[str, list[str]] = {}
+        for e in render_mod.build_view(g, detail).edges:
+            if e.role == "memory":
+                readers.setdefault(stack_of(g, e.u), []).append(e.v)
+        buses = {f"{v}.memory" for r in readers.values() if len(r) > 1 for v in r}
+    else:
+        drawn = collapsed_blocks(g) if detail == "blocks" else {n for n, d in g.nodes(data=True) if not d["composite"]}
+        readers, buses = memory_readers(g, drawn), memory_buses(g, drawn)
+    if detail == "full":
+        assert sum(map(len, readers.values())) == sum(1 for *_e, d in g.edges(data=True) if d["role"] == "memory")
+    assert readers
+    check_graph_svg(g, root, readers)
+    assert buses <= set(svg_groups(root, "node"))
+
+
+@pytest.mark.parametrize("spec", GRAPH_SPECS, ids=spec_id)
+def test_graph_detail_levels(spec, no_engine):
+    g = archdsl.graph(spec)
+    stacks = [n for n, d in sorted(g.nodes(data=True), key=lambda item: item[1]["order"]) if d["kind"] == "stack"]
+    ir_memory = [(u, v) for u, v, d in g.edges(data=True) if d["role"] == "memory"]
+    assert ir_memory, "a graph spec has cross-attention"
+    per_detail = {}
+    for detail in ("blocks", "layers", "full"):
+        dot = render(spec, format="dot", detail=detail)
+        view = render_mod.build_view(g, detail)
+        positions = [dot.index(f'subgraph "cluster_{s}"') for s in stacks]
+        assert positions == sorted(positions), "stacks are drawn in dependency order (encoder left)"
+        assert [c.id for c in view.clusters.values() if c.kind == "stack"] == stacks
+        for node in view.nodes.values():  # each input sits in the stack that reads it
+            if node.kind == "input":
+                assert node.cluster in stacks and g.nodes[node.cluster]["input"] == g.nodes[node.id]["input"]
+        per_detail[detail] = dot.count('class="memory"')
+        assert per_detail[detail] == sum(1 for e in view.edges if e.role == "memory")
+        assert dot.count('label="memory"') == len({g.nodes[v]["spec"].cross for _u, v in ir_memory})  # one per stack read
+    assert per_detail["full"] == len(ir_memory)  # one per copy
+    assert per_detail["blocks"] == sum(map(len, memory_readers(g, collapsed_blocks(g)).values()))
+    assert 1 <= per_detail["layers"] <= per_detail["blocks"]
+    full = render(spec, format="dot", detail="full")
+    assert all(defines(full, v) == 1 for _u, v in ir_memory)
+
+
+def test_encdec_dot_content(no_engine):
+    spec = ROOT / "tests" / "fixtures" / "encdec.yaml"
+    dot = render(spec, format="dot")
+    assert ">encoder</B>" in dot and ">decoder</B>" in dot
+    assert ">input: token ids<" in dot and ">input: decoder token ids<" in dot
+    assert '{rank=same; "input"; "decoder_input";}' in dot  # the stacks start level
+    # the encoder's output is level with the cross-attention it feeds: a straight dashed edge
+    assert '{rank=same; "encoder.layernorm"; "decoder.layers.0.residual_1.attention";}' in dot
+    memory = [line for line in dot.splitlines() if line.startswith('  "encoder.layernorm" -> ')]
+    assert len(memory) == 1 and 'style="dashed"' in memory[0] and 'label="memory"' in memory[0]
+    tied = [line for line in dot.splitlines() if line.startswith('  "encoder.shared" -> "decoder.embedding"')]
+    assert len(tied) == 1 and 'style="dotted"' in tied[0] and "shared" in tied[0] and "constraint=false" in tied[0]
+    assert "shared with shared" in dot and "tied to shared" in dot  # the labels say it too
+    assert dot.count("× 2") == 2  # each stack has its own repeat cluster
+    lr = render(spec, format="dot", direction="LR")  # Graphviz stacks LR clusters bottom-up: emitted reversed
+    assert lr.index('subgraph "cluster_decoder"') < lr.index('subgraph "cluster_encoder"')
+    full = render(spec, format="dot", detail="full")
+    assert full.count('class="memory"') == 2 and full.count('class="memory-bus"') == 2  # a bus: source + link
+    for theme in ("dark", "mono"):
+        assert 'class="memory"' in render(spec, format="dot", theme=theme)
+
+
+def test_graph_spec_renders_with_cli(tmp_path, no_engine, capsys):
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    add_render_arguments(sub.add_parser("render"))
+    spec = ROOT / "tests" / "fixtures" / "encdec-postnorm.yaml"
+    for detail in ("blocks", "layers", "full"):
+        out = tmp_path / f"t-{detail}.mmd"
+        args = parser.parse_args(["render", str(spec), "-o", str(out), "--detail", detail, "--set", "layers=2"])
+        assert args.run(args, parser) == 0
+        text = out.read_text(encoding="utf-8")
+        assert "-. memory .->" in text and "linkStyle" in text
+    capsys.readouterr()
 
 
 # ----------------------------------------------------------------------------- engines
