@@ -93,8 +93,9 @@ THEMES: dict[str, dict[str, str]] = {
 KIND_TITLES: dict[str, str] = {
     "embedding": "Embedding", "positional": "Positional", "attention": "Attention", "mlp": "MLP",
     "linear": "Linear", "dropout": "Dropout", "layernorm": "LayerNorm", "rmsnorm": "RMSNorm",
-    "lm_head": "LM head", "pooler": "Pooler", "moe": "MoE",
-}
+    "lm_head": "LM head", "pooler": "Pooler", "moe": "MoE", "conv1d": "Conv1d", "lstm": "LSTM", "gru": "GRU",
+    "patch_embedding": "Patch embedding", "classifier": "Classifier",
+}  # composite kinds (residual, parallel, repeat) are drawn as junctions and clusters, not titled boxes
 JUNCTIONS = {"add": "+", "sum": "+"}
 
 

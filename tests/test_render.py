@@ -562,3 +562,11 @@ def test_gallery_is_current():
     for e in items:
         assert f"](gallery/{e.stem}.svg)" in md
     assert render_gallery.stale(ROOT) == []
+
+
+def test_every_leaf_kind_has_a_title():
+    from archdsl.diagram import KIND_TITLES
+    from archdsl.spec import NODE_KINDS
+
+    leaf_kinds = {kind for kind, cls in NODE_KINDS.items() if cls.leaf}
+    assert leaf_kinds <= set(KIND_TITLES), sorted(leaf_kinds - set(KIND_TITLES))
