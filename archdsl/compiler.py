@@ -15,12 +15,13 @@ import torch
 from torch import nn
 
 from .blocks import BUILDERS, ForwardContext
-from .blocks.attention import Attention
+from .blocks.attention import Attention, CrossAttention
 from .blocks.embedding import Embedding, LearnedPositional
 from .blocks.feedforward import MLP
 from .blocks.heads import LMHead
 from .generate import KVCache
 from .generate import generate as _generate
+from .generate import generate_encoder_decoder as _generate_encoder_decoder
 from .ir import build_graph
 from .loader import load_spec
 from .spec import Spec
@@ -44,12 +45,22 @@ class ArchModel(nn.Module):
         self.has_pooler = graph.graph["has_pooler"]
         self.max_positions = min((m.max_len for m in self.modules() if isinstance(m, LearnedPositional)), default=None)
         self.vocab = next((m.weight.shape[0] for m in self.modules() if isinstance(m, Embedding) and m.input == "tokens"), None)
-        for slot, attention in enumerate(m for m in self.modules() if isinstance(m, Attention)):
+        stacks = spec.model.stacks()
+        # graph models (encoder-decoder): stack name -> the input it reads; None for one stack
+        self.stack_inputs = None if "" in stacks else {name: stacks[name].input for name in graph.graph["stacks"]}
+        # with a cache, stacks that read decoder_tokens decode incrementally; the others run once per cache
+        cached = [self] if self.stack_inputs is None else [
+            self.get_submodule(name) for name, kind in self.stack_inputs.items() if kind == "decoder_tokens"]
+        for slot, attention in enumerate(m for c in cached for m in c.modules() if isinstance(m, Attention)):
             attention.cache_slot = slot  # where its keys/values live in a KVCache
+        for slot, cross in enumerate(m for m in self.modules() if isinstance(m, CrossAttention)):
+            cross.cross_slot = slot  # where its memory keys/values live in a cache (computed once per cache)
 
     def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
                 position_ids: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None,
-                cache: KVCache | None = None) -> Any:
+                cache: KVCache | None = None, decoder_tokens: torch.Tensor | None = None,
+                decoder_attention_mask: torch.Tensor | None = None,
+                decoder_position_ids: torch.Tensor | None = None) -> Any:
         """tokens (B, S) -> logits (B, S, vocab) for a language model, hidden states (B, S, D) for an
         encoder, or EncoderOutput(hidden states, pooled) when the spec has a pooler.
 
@@ -57,7 +68,24 @@ class ArchModel(nn.Module):
         position_ids (B, S): default 0..S-1, or cached..cached+S-1 with a cache.
         cache: a KVCache from new_cache(); the tokens continue the cached sequence, their keys and
         values are written into it, and its length advances by S (incremental decoding).
+
+        Graph models (encoder-decoder): tokens/attention_mask/position_ids feed the stacks with
+        input: tokens (the encoder), decoder_tokens (B, T)/decoder_attention_mask/decoder_position_ids
+        the stacks with input: decoder_tokens; the result is the output stack's (B, T, ...).
+        decoder_tokens default to tokens (with their mask). With a cache, the encoder runs on the
+        first call only (its output and the cross-attention keys/values stay in the cache; later
+        calls may pass tokens=None) and decoder_tokens continue the cached decoder sequence.
         """
+        if "image" in self.graph.graph["inputs"]:  # tokens are pixel values (B, C, H, W): blocks/vision.py
+            from .blocks.vision import forward_image
+
+            return forward_image(self, tokens, attention_mask, position_ids)
+        if self.stack_inputs is not None:
+            if decoder_tokens is None:
+                decoder_tokens, decoder_attention_mask = tokens, attention_mask
+            self._check_graph_inputs(tokens, decoder_tokens, cache)
+            return self._forward_graph(tokens, attention_mask, position_ids, token_type_ids, cache, decoder_tokens,
+                                       decoder_attention_mask, decoder_position_ids)
         self._check_tokens(tokens, cache)
         return self._forward(tokens, attention_mask, position_ids, token_type_ids, cache)
 
@@ -102,9 +130,90 @@ class ArchModel(nn.Module):
             return EncoderOutput(x, ctx.pooled)  # type: ignore[arg-type]
         return x
 
+    # ------------------------------------------------------------------ graph models (encoder-decoder)
+    def _check_graph_inputs(self, tokens: torch.Tensor | None, decoder_tokens: torch.Tensor,
+                            cache: KVCache | None = None) -> None:
+        """Shape, length and vocabulary checks of each stack's input (skipped for the steps of generate)."""
+        for name, kind in self.stack_inputs.items():  # type: ignore[union-attr]
+            ids = decoder_tokens if kind == "decoder_tokens" else tokens
+            incremental = cache is not None and kind == "decoder_tokens"
+            if ids is None:
+                if cache is not None and name in cache.memory:
+                    continue  # computed by an earlier call with this cache
+                raise ValueError(f"stack '{name}' of '{self.spec.name}' reads {kind}, and none were given")
+            if ids.dim() != 2:
+                raise ValueError(f"{kind} must be (batch, seq) integer ids, got shape {tuple(ids.shape)}")
+            B, S = ids.shape
+            end = S + (cache.length if incremental else 0)  # type: ignore[union-attr]
+            stack = self.get_submodule(name)
+            limit = min((m.max_len for m in stack.modules() if isinstance(m, LearnedPositional)), default=None)
+            if limit is not None and end > limit:
+                raise ValueError(f"{kind}: a sequence of {end} tokens is longer than the {limit} learned positions of "
+                                 f"stack '{name}' of '{self.spec.name}'")
+            if cache is not None and (B != cache.batch or (incremental and end > cache.max_len)):
+                raise ValueError(f"a cache of batch {cache.batch} holding {cache.length} of {cache.max_len} positions "
+                                 f"cannot take {S} more {kind} in a batch of {B}")
+            vocab = next((m.weight.shape[0] for m in stack.modules() if isinstance(m, Embedding) and m.input == "tokens"),
+                         None)
+            if vocab is not None and not torch.compiler.is_compiling() and ids.numel():
+                low, high = int(ids.min()), int(ids.max())
+                if low < 0 or high >= vocab:
+                    raise ValueError(f"{kind} must lie in [0, {vocab}) for stack '{name}' of '{self.spec.name}', "
+                                     f"got {low}..{high}")
+
+    def _forward_graph(self, tokens: torch.Tensor | None, attention_mask: torch.Tensor | None,
+                       position_ids: torch.Tensor | None, token_type_ids: torch.Tensor | None, cache: KVCache | None,
+                       decoder_tokens: torch.Tensor, decoder_attention_mask: torch.Tensor | None,
+                       decoder_position_ids: torch.Tensor | None, last_only: bool = False) -> Any:
+        """Run the stacks in dependency order, each with its own ForwardContext (positions, padding);
+        a stack's output and padding become the memory that later stacks' cross-attention reads."""
+        feeds = {"tokens": (tokens, attention_mask, position_ids),
+                 "decoder_tokens": (decoder_tokens, decoder_attention_mask, decoder_position_ids)}
+        memory: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        output, new = self.spec.model.output, 0  # type: ignore[union-attr]
+        result, pooled = None, None
+        for name, stack in self._modules.items():
+            kind = self.stack_inputs[name]  # type: ignore[index]
+            incremental = cache is not None and kind == "decoder_tokens"
+            if cache is not None and not incremental and name in cache.memory:
+                memory[name] = cache.memory[name]  # the encoder ran once, on this cache's first call
+                continue
+            ids, mask, positions = feeds[kind]
+            B, S = ids.shape  # type: ignore[union-attr]
+            if incremental:
+                start = cache.length  # type: ignore[union-attr]
+                key_padding = cache.key_padding(mask, S)  # type: ignore[union-attr]
+                new = S
+            else:
+                start, key_padding = 0, mask.bool() if mask is not None else None
+            if positions is None:
+                positions = torch.arange(start, start + S, device=ids.device).expand(B, S)  # type: ignore[union-attr]
+            ctx = ForwardContext(positions=positions, key_padding=key_padding,
+                                 token_type_ids=token_type_ids if kind == "tokens" else None,
+                                 cache=cache if incremental else None, memory=memory)
+            x = ids
+            for module in stack._modules.values():
+                if last_only and name == output and isinstance(module, LMHead):
+                    x = x[:, -1:]  # generate needs the last position's logits only
+                x = module(x, ctx)
+            memory[name] = (x, key_padding)
+            if cache is not None and not incremental:
+                cache.memory[name] = memory[name]
+            if name == output:
+                result, pooled = x, ctx.pooled
+        if cache is not None:
+            cache.length += new
+        if self.has_pooler:
+            return EncoderOutput(result, pooled)  # type: ignore[arg-type]
+        return result
+
     def new_cache(self, batch: int, max_len: int, device: Any = None, dtype: torch.dtype | None = None) -> KVCache:
-        """An empty static KV cache for `batch` sequences of up to `max_len` positions (prompt + new tokens)."""
-        layers = sorted(((m.cache_slot, m) for m in self.modules() if isinstance(m, Attention)), key=lambda t: t[0])
+        """An empty static KV cache for `batch` sequences of up to `max_len` positions (prompt + new tokens).
+
+        For an encoder-decoder, max_len counts decoder positions; the encoder's output and the
+        cross-attention keys/values are added to the cache by its first forward."""
+        layers = sorted(((m.cache_slot, m) for m in self.modules() if isinstance(m, Attention)
+                         and m.cache_slot is not None), key=lambda t: t[0])
         reference = layers[0][1].qkv.weight if layers else next(self.parameters())
         return KVCache([(m.kv_heads, m.head_dim) for _, m in layers], batch, max_len,
                        device=reference.device if device is None else device,
@@ -113,8 +222,13 @@ class ArchModel(nn.Module):
     def generate(self, tokens: torch.Tensor, max_new_tokens: int, *, temperature: float = 0.0,
                  top_k: int | None = None, top_p: float | None = None, eos_token_id: int | list[int] | None = None,
                  pad_token_id: int | None = None, attention_mask: torch.Tensor | None = None,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+                 generator: torch.Generator | None = None, decoder_start_token_id: int | None = None) -> torch.Tensor:
         """Continue each prompt of tokens (B, S); returns (B, S + n) ids with n <= max_new_tokens.
+
+        Encoder-decoder graphs: tokens (B, S) are the source, encoded once (attention_mask marks its
+        padding); the decoder starts from decoder_start_token_id and the result is the decoder's
+        (B, 1 + n) ids, starting with it, as Hugging Face's generate returns them. The decoder's
+        self-attention is cached as for a decoder-only model, the cross-attention keys/values once.
 
         Greedy when temperature == 0, else sampling from softmax(logits / temperature) cut to
         top_k and to the top_p nucleus, drawn from `generator`. A row that emits eos_token_id (an
@@ -123,6 +237,13 @@ class ArchModel(nn.Module):
         real tokens only. The prompt is run in one forward, then one token per step through a
         static KV cache; the model runs in eval mode (its mode is restored afterwards).
         """
+        if self.stack_inputs is not None:
+            return _generate_encoder_decoder(self, tokens, max_new_tokens, temperature=temperature, top_k=top_k,
+                                             top_p=top_p, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+                                             attention_mask=attention_mask, generator=generator,
+                                             decoder_start_token_id=decoder_start_token_id)
+        if decoder_start_token_id is not None:
+            raise ValueError(f"decoder_start_token_id is for encoder-decoder models; '{self.spec.name}' has one stack")
         return _generate(self, tokens, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                          eos_token_id=eos_token_id, pad_token_id=pad_token_id, attention_mask=attention_mask,
                          generator=generator)
@@ -154,10 +275,11 @@ def load_model(path: str | Path, *, device: Any = None) -> ArchModel:
 
 
 def _retie(model: ArchModel) -> None:
-    """to_empty() replaces Parameters one by one, which breaks sharing; tie heads to their embeddings again."""
+    """to_empty() replaces Parameters one by one, which breaks sharing; tie heads and shared embeddings to
+    their embeddings again."""
     g = model.graph
     for node, data in g.nodes(data=True):
-        if data["kind"] == "lm_head" and data["spec"].tie:
+        if data["kind"] in ("lm_head", "embedding") and data["spec"].tie:
             head = model.get_submodule(node)
             head.weight = model.get_submodule(g.graph["embeddings"][data["spec"].tie]).weight
 
@@ -180,7 +302,7 @@ def initialise(model: ArchModel, generator: torch.Generator | None = None) -> No
     projections that write into a residual scaled by 1/sqrt(number of residual branches)."""
     init = model.spec.model.init
     residual_std = init.std / math.sqrt(model.graph.graph["residual_branches"]) if init.residual_scaling else init.std
-    residual_out = {id(m.out) for m in model.modules() if isinstance(m, Attention)}
+    residual_out = {id(m.out) for m in model.modules() if isinstance(m, (Attention, CrossAttention))}
     residual_out |= {id(m.down) for m in model.modules() if isinstance(m, MLP)}
     for module in model.modules():
         if isinstance(module, nn.Linear):

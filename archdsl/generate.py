@@ -9,6 +9,10 @@ shape ``(batch, kv_heads, max_len, head_dim)`` allocated once; each forward writ
 keys/values in place at ``[length, length + S)`` and attends over the view ``[:length + S]``.
 Nothing is concatenated or reallocated while decoding, so the Python work per step is the same at
 step 1 and at step 10,000. See docs/generation.md.
+
+Encoder-decoder graphs (:func:`generate_encoder_decoder`, docs/encoder-decoder.md): the source is
+encoded once; the cache then also holds the encoder's output (``cache.memory``) and every
+cross-attention layer's keys/values of it (``cache.cross``), computed on the first step.
 """
 from __future__ import annotations
 
@@ -26,7 +30,10 @@ class KVCache:
     * ``keys[i]`` / ``values[i]``: ``(batch, kv_heads_i, max_len, head_dim_i)``, contiguous, for the
       attention layer whose ``cache_slot`` is ``i`` (GQA/MQA layers cache their kv heads only);
     * ``padding``: ``(batch, max_len)`` bool, True where a real token sits (new columns start True);
-    * ``length``: how many positions are filled; ``ArchModel.forward(..., cache=c)`` advances it.
+    * ``length``: how many positions are filled; ``ArchModel.forward(..., cache=c)`` advances it;
+    * ``memory`` / ``cross`` (encoder-decoder models): the output and padding of each stack that runs
+      once per cache (stack name -> (hidden, padding)), and each cross-attention layer's keys and
+      values of it (``cross_slot`` -> (k, v)), both filled by the first forward.
 
     Create one with ``model.new_cache(batch, max_len)``; ``reset()`` makes it reusable.
     """
@@ -41,6 +48,8 @@ class KVCache:
         self.padding = torch.ones(batch, max_len, dtype=torch.bool, device=device)
         self.has_padding = False  # once a mask was given, every later step attends through `padding`
         self.length = 0
+        self.memory: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self.cross: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __len__(self) -> int:
         return self.length
@@ -48,6 +57,7 @@ class KVCache:
     def reset(self) -> "KVCache":
         self.length, self.has_padding = 0, False
         self.padding.fill_(True)
+        self.memory, self.cross = {}, {}
         return self
 
     def update(self, slot: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,7 +86,8 @@ class KVCache:
         return self.padding[:, :end] if self.has_padding else None
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.keys + self.values)
+        cross = [t for kv in self.cross.values() for t in kv]
+        return sum(t.numel() * t.element_size() for t in self.keys + self.values + cross)
 
     def __repr__(self) -> str:
         return (f"KVCache(layers={len(self.keys)}, batch={self.batch}, length={self.length}/{self.max_len}, "
@@ -156,30 +167,109 @@ def generate(model: "ArchModel", tokens: torch.Tensor, max_new_tokens: int, *, t
         positions = None
         next_pos = torch.full((B, 1), S, dtype=torch.long, device=tokens.device)
 
-    eos = None
-    if eos_token_id is not None:
-        eos_ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
-        eos = torch.tensor(eos_ids, dtype=torch.long, device=tokens.device)
-        pad = torch.tensor(pad_token_id if pad_token_id is not None else eos_ids[0], device=tokens.device)
-        done = torch.zeros(B, dtype=torch.bool, device=tokens.device)
-
     was_training = model.training
     model.eval()  # dropout off while decoding; the previous mode comes back afterwards
     try:
         cache = model.new_cache(B, total, device=tokens.device)
         logits = model._forward(tokens, attention_mask, positions, None, cache, last_only=True)[:, -1]
-        n = 0
-        for step in range(max_new_tokens):
-            token = sample(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
-            if eos is not None:
-                token = torch.where(done, pad, token)
-                done = done | torch.isin(token, eos)
-            out[:, S + step] = token
-            n = step + 1
-            if n == max_new_tokens or (eos is not None and bool(done.all())):
-                break
+
+        def step(token: torch.Tensor) -> torch.Tensor:
+            nonlocal next_pos
             logits = model._forward(token[:, None], None, next_pos, None, cache, last_only=True)[:, -1]
             next_pos = next_pos + 1
+            return logits
+
+        n = _decode(logits, step, out, S, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                    generator=generator, eos_token_id=eos_token_id, pad_token_id=pad_token_id)
     finally:
         model.train(was_training)
     return out[:, :S + n]
+
+
+def _decode(logits: torch.Tensor, step: Any, out: torch.Tensor, start: int, max_new_tokens: int, *,
+            temperature: float, top_k: int | None, top_p: float | None, generator: torch.Generator | None,
+            eos_token_id: int | Sequence[int] | None, pad_token_id: int | None) -> int:
+    """The sampling loop: pick a token from `logits`, write it to out[:, start + i], get the next
+    logits from step(token); stop after max_new_tokens or when every row has emitted an eos id
+    (later tokens of a finished row are pad_token_id, default the first eos id). Returns n."""
+    B = out.shape[0]
+    eos = None
+    if eos_token_id is not None:
+        eos_ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+        eos = torch.tensor(eos_ids, dtype=torch.long, device=out.device)
+        pad = torch.tensor(pad_token_id if pad_token_id is not None else eos_ids[0], device=out.device)
+        done = torch.zeros(B, dtype=torch.bool, device=out.device)
+    n = 0
+    for i in range(max_new_tokens):
+        token = sample(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+        if eos is not None:
+            token = torch.where(done, pad, token)
+            done = done | torch.isin(token, eos)
+        out[:, start + i] = token
+        n = i + 1
+        if n == max_new_tokens or (eos is not None and bool(done.all())):
+            break
+        logits = step(token)
+    return n
+
+
+@torch.no_grad()
+def generate_encoder_decoder(model: "ArchModel", tokens: torch.Tensor, max_new_tokens: int, *,
+                             decoder_start_token_id: int | None, temperature: float = 0.0, top_k: int | None = None,
+                             top_p: float | None = None, eos_token_id: int | Sequence[int] | None = None,
+                             pad_token_id: int | None = None, attention_mask: torch.Tensor | None = None,
+                             generator: torch.Generator | None = None) -> torch.Tensor:
+    """Source (B, S) -> decoder ids (B, 1 + n), n <= max_new_tokens, starting with decoder_start_token_id.
+
+    The encoder runs once, on the first forward (its output, padding and every cross-attention
+    layer's keys/values stay in the cache); then the decoder takes one token per step through its
+    static self-attention cache. attention_mask (B, S) marks the source's padding (either side:
+    the encoder is bidirectional and its positions are 0..S-1, as Hugging Face's T5 and BART count
+    them). Sampling, eos and padding of finished rows as for ArchModel.generate.
+    """
+    _check_sampling(max_new_tokens, temperature, top_k, top_p)
+    if not model.returns_logits:
+        raise ValueError(f"'{model.spec.name}' does not end in an lm_head; generate needs logits")
+    if decoder_start_token_id is None:
+        raise ValueError(f"'{model.spec.name}' is an encoder-decoder: generate needs decoder_start_token_id (the "
+                         "first decoder token, e.g. T5's pad id 0 or BART's eos id 2)")
+    decoders = [name for name, kind in model.stack_inputs.items() if kind == "decoder_tokens"]
+    bidirectional = [name for name, m in model.named_modules() if getattr(m, "cache_slot", None) is not None
+                     and not m.causal]
+    if bidirectional:
+        raise ValueError(f"generate needs causal self-attention in the decoder; {bidirectional[0]} of "
+                         f"'{model.spec.name}' is bidirectional")
+    if not decoders:
+        raise ValueError(f"no stack of '{model.spec.name}' reads decoder_tokens: nothing to decode")
+    total = 1 + max_new_tokens
+    out = torch.full((tokens.shape[0], total), int(decoder_start_token_id), dtype=torch.long, device=tokens.device)
+    model._check_graph_inputs(tokens, out, None)  # shapes, vocabularies, and the longest decoder sequence
+    B, S = tokens.shape
+    if S == 0:
+        raise ValueError("generate needs a source of at least one token")
+    start = out[:, :1].clone()
+    if max_new_tokens == 0:
+        return out
+    if attention_mask is not None:
+        if tuple(attention_mask.shape) != (B, S):
+            raise ValueError(f"attention_mask must have the source's shape {(B, S)}, got {tuple(attention_mask.shape)}")
+        attention_mask = attention_mask.to(device=tokens.device, dtype=torch.bool)
+        if bool(attention_mask.all()):
+            attention_mask = None  # no padding: keep the mask-free fast path
+
+    was_training = model.training
+    model.eval()
+    try:
+        cache = model.new_cache(B, total, device=tokens.device)
+        logits = model._forward_graph(tokens, attention_mask, None, None, cache, start, None, None,
+                                      last_only=True)[:, -1]
+
+        def step(token: torch.Tensor) -> torch.Tensor:
+            return model._forward_graph(None, None, None, None, cache, token[:, None], None, None,
+                                        last_only=True)[:, -1]
+
+        n = _decode(logits, step, out, 1, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                    generator=generator, eos_token_id=eos_token_id, pad_token_id=pad_token_id)
+    finally:
+        model.train(was_training)
+    return out[:, :1 + n]

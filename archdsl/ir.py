@@ -47,7 +47,7 @@ RESERVED_NAMES = {
     "to_empty", "train", "type", "xpu", "zero_grad",
     # instance attributes and IR node ids
     "spec", "graph", "training", "config", "input", "output", "model", "decoder_input", "image_input", "vocab",
-    "returns_logits", "has_pooler", "max_positions",
+    "returns_logits", "has_pooler", "max_positions", "stack_inputs",
 }
 
 

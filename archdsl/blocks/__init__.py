@@ -10,27 +10,32 @@ from typing import Any, Callable
 import networkx as nx
 from torch import nn
 
-from .attention import Attention
+from .attention import Attention, CrossAttention
 from .context import ForwardContext
-from .embedding import Embedding, LearnedPositional, PositionMarker, Rotary, SinusoidalPositional
+from .embedding import (Embedding, LearnedPositional, PositionMarker, RelativePositionBias, Rotary,
+                        SinusoidalPositional)
 from .feedforward import MLP, Dropout, Linear, MoE, router_aux_loss
 from .heads import LMHead, Pooler
 from .norm import LayerNorm, RMSNorm
 from .sequence import build_conv1d, build_recurrent
 from .structure import Parallel, Residual, Sequence
+from .vision import build_classifier, build_patch_embedding
 
 Builder = Callable[[dict, nx.DiGraph, dict], nn.Module]
 
 
 def _embedding(d: dict, g: nx.DiGraph, built: dict) -> nn.Module:
     s = d["spec"]
-    return Embedding(s.vocab, d["out_width"], input=s.input, scale=s.scale, padding_idx=s.padding_idx)
+    tied = built[g.graph["embeddings"][s.tie]].weight if s.tie else None  # one table shared across stacks
+    return Embedding(s.vocab, d["out_width"], input=s.input, scale=s.scale, padding_idx=s.padding_idx, tied=tied)
 
 
 def _positional(d: dict, g: nx.DiGraph, built: dict) -> nn.Module:
     s, width = d["spec"], d["in_width"]
     if s.type == "learned":
-        return LearnedPositional(s.max_len, width)
+        return LearnedPositional(s.max_len, width, s.offset)
+    if s.type == "relative":
+        return RelativePositionBias(d["id"], s.heads, s.buckets, s.max_distance)
     if s.type == "sinusoidal":
         return SinusoidalPositional(width)
     if s.type == "rotary":
@@ -50,17 +55,23 @@ def _rotary_dim(g: nx.DiGraph, positional_id: str) -> int:
 def _attention(d: dict, g: nx.DiGraph, built: dict) -> nn.Module:
     s = d["spec"]
     heads, kv_heads, head_dim = s.dims(d["in_width"])
+    out_bias = s.bias if s.out_bias is None else s.out_bias
+    if s.cross:
+        memory_width = next(e["width"] for _, _, e in g.in_edges(d["id"], data=True) if e["role"] == "memory")
+        return CrossAttention(d["in_width"], memory_width, heads, kv_heads, head_dim, memory=s.cross,
+                              dropout=s.dropout, bias=s.bias, out_bias=out_bias, scale=s.scale)
     pos = g.nodes[d["positional"]]["spec"] if d.get("positional") else None
     rotary = (d["positional"], pos.interleaved) if pos is not None and pos.type == "rotary" else None
     return Attention(d["in_width"], heads, kv_heads, head_dim, causal=s.causal, window=s.window, dropout=s.dropout,
-                     bias=s.bias, out_bias=s.bias if s.out_bias is None else s.out_bias, scale=s.scale,
-                     rotary=rotary, alibi=pos is not None and pos.type == "alibi")
+                     bias=s.bias, out_bias=out_bias, scale=s.scale, rotary=rotary,
+                     alibi=pos is not None and pos.type == "alibi",
+                     relative=d["positional"] if pos is not None and pos.type == "relative" else None)
 
 
 def _lm_head(d: dict, g: nx.DiGraph, built: dict) -> nn.Module:
     s = d["spec"]
     tied = built[g.graph["embeddings"][s.tie]].weight if s.tie else None
-    return LMHead(d["in_width"], s.vocab, s.bias, tied)
+    return LMHead(d["in_width"], s.vocab, s.bias, tied, s.scale)
 
 
 BUILDERS: dict[str, Builder] = {
@@ -81,11 +92,14 @@ BUILDERS: dict[str, Builder] = {
     "conv1d": build_conv1d,
     "lstm": build_recurrent,
     "gru": build_recurrent,
+    "patch_embedding": build_patch_embedding,
+    "classifier": build_classifier,
     # composites: their children are built first and passed in `b` as (name, module) pairs
     "residual": lambda d, g, b: Residual(b["children"]),
     "parallel": lambda d, g, b: Parallel(b["children"]),
     "repeat": lambda d, g, b: Sequence(b["children"]),
     "layer": lambda d, g, b: Sequence(b["children"]),
+    "stack": lambda d, g, b: Sequence(b["children"]),  # one stack of a graph model (encoder, decoder)
     "branch": lambda d, g, b: Sequence(b["children"]),
 }
 

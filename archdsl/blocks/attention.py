@@ -1,4 +1,5 @@
-"""Self-attention with a fused QKV projection and one SDPA call (paired with spec/attention.py)."""
+"""Self-attention with a fused QKV projection and one SDPA call, and cross-attention over another
+stack's output (paired with spec/attention.py)."""
 from __future__ import annotations
 
 import math
@@ -27,12 +28,13 @@ def alibi_slopes(heads: int) -> torch.Tensor:
 class Attention(nn.Module):
     def __init__(self, width: int, heads: int, kv_heads: int, head_dim: int, *, causal: bool,
                  window: int | None, dropout: float, bias: bool, out_bias: bool, scale: float | None,
-                 rotary: tuple[str, bool] | None, alibi: bool):
+                 rotary: tuple[str, bool] | None, alibi: bool, relative: str | None = None):
         super().__init__()
         assert heads % kv_heads == 0, "the spec validator guarantees kv_heads divides heads"
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
         self.causal, self.window, self.dropout, self.scale = causal, window, dropout, scale
         self.rotary = rotary  # (positional node id, interleaved) or None
+        self.relative = relative  # id of the relative position bias node that governs this layer, or None
         self.cache_slot: int | None = None  # index of this layer's buffers in a KVCache (set by ArchModel)
         self.qkv = nn.Linear(width, (heads + 2 * kv_heads) * head_dim, bias=bias)
         self.out = nn.Linear(heads * head_dim, width, bias=out_bias)
@@ -58,7 +60,9 @@ class Attention(nn.Module):
             q, k = apply_rotary(q, cos, sin, self.rotary[1]), apply_rotary(k, cos, sin, self.rotary[1])
         if ctx.cache is not None:  # write this step's keys/values in place, attend over everything cached so far
             k, v = ctx.cache.update(self.cache_slot, k, v)
-        mask, is_causal = ctx.attention_mask(S, k.shape[2], self.causal, self.window, self.alibi_slopes, q.dtype)
+        relative = ctx.relative[self.relative] if self.relative is not None else None
+        mask, is_causal = ctx.attention_mask(S, k.shape[2], self.causal, self.window, self.alibi_slopes, q.dtype,
+                                             relative)
         gqa = {}
         if kv != h:
             if _SDPA_HAS_GQA:
@@ -66,5 +70,53 @@ class Attention(nn.Module):
             else:
                 k, v = k.repeat_interleave(h // kv, dim=1), v.repeat_interleave(h // kv, dim=1)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=self.scale,
+                                           dropout_p=self.dropout if self.training else 0.0, **gqa)
+        return self.out(y.transpose(1, 2).reshape(B, S, h * hd))
+
+
+class CrossAttention(nn.Module):
+    """Queries from the stream, keys and values from the output of another stack of the graph
+    (``attention: {cross: encoder}``). The memory's keys/values are projected once per forward;
+    during cached decoding once per cache (the first forward stores them in ``cache.cross``)."""
+
+    causal = False
+
+    def __init__(self, width: int, memory_width: int, heads: int, kv_heads: int, head_dim: int, *, memory: str,
+                 dropout: float, bias: bool, out_bias: bool, scale: float | None):
+        super().__init__()
+        assert heads % kv_heads == 0, "the spec validator guarantees kv_heads divides heads"
+        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
+        self.memory, self.dropout, self.scale = memory, dropout, scale
+        self.cross_slot: int | None = None  # index of this layer's memory keys/values in a cache (set by ArchModel)
+        self.q = nn.Linear(width, heads * head_dim, bias=bias)
+        self.kv = nn.Linear(memory_width, 2 * kv_heads * head_dim, bias=bias)
+        self.out = nn.Linear(heads * head_dim, width, bias=out_bias)
+
+    def memory_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The memory (B, S_m, D_m) projected to keys and values (B, kv, S_m, hd)."""
+        B, M, _ = memory.shape
+        k, v = self.kv(memory).split([self.kv_heads * self.head_dim] * 2, dim=-1)
+        return (k.view(B, M, self.kv_heads, self.head_dim).transpose(1, 2),
+                v.view(B, M, self.kv_heads, self.head_dim).transpose(1, 2))
+
+    def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        B, S, _ = x.shape
+        h, kv, hd = self.heads, self.kv_heads, self.head_dim
+        q = self.q(x).view(B, S, h, hd).transpose(1, 2)
+        cache = ctx.cache
+        if cache is not None:
+            if self.cross_slot not in cache.cross:
+                cache.cross[self.cross_slot] = self.memory_kv(ctx.memory[self.memory][0])
+            k, v = cache.cross[self.cross_slot]
+        else:
+            k, v = self.memory_kv(ctx.memory[self.memory][0])
+        mask = ctx.memory_mask(self.memory)
+        gqa = {}
+        if kv != h:
+            if _SDPA_HAS_GQA:
+                gqa = {"enable_gqa": True}
+            else:
+                k, v = k.repeat_interleave(h // kv, dim=1), v.repeat_interleave(h // kv, dim=1)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale,
                                            dropout_p=self.dropout if self.training else 0.0, **gqa)
         return self.out(y.transpose(1, 2).reshape(B, S, h * hd))

@@ -24,29 +24,83 @@ class Embedding(nn.Module):
     """Token lookup. With ``input="token_type_ids"`` the lookup is added to the stream (BERT segments)."""
 
     def __init__(self, vocab: int, dim: int, *, input: str = "tokens", scale: float | None = None,
-                 padding_idx: int | None = None):
+                 padding_idx: int | None = None, tied: nn.Parameter | None = None):
         super().__init__()
-        self.weight = nn.Parameter(torch.empty(vocab, dim))
+        self.weight = tied if tied is not None else nn.Parameter(torch.empty(vocab, dim))
         self.input, self.scale, self.padding_idx = input, scale, padding_idx
+        self.tied = tied is not None  # shares another embedding's table (one tensor, two names)
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         if self.input == "tokens":
             out = nn.functional.embedding(x, self.weight, self.padding_idx)  # (B, S) -> (B, S, D)
-            return out * self.scale if self.scale is not None else out
+            if self.scale is None:
+                return out
+            # the scale is rounded to the model dtype first, as Gemma does (matters in bf16)
+            return out * torch.tensor(self.scale, dtype=out.dtype, device=out.device)
         ids = ctx.token_type_ids if ctx.token_type_ids is not None else torch.zeros_like(ctx.positions)
         return x + nn.functional.embedding(ids, self.weight)
 
 
 class LearnedPositional(nn.Module):
-    """x + W[position]; position ids come from the context (they shift under left padding)."""
+    """x + W[position + offset]; position ids come from the context (they shift under left padding).
+    The table has max_len + offset rows (BART reserves 2)."""
 
-    def __init__(self, max_len: int, dim: int):
+    def __init__(self, max_len: int, dim: int, offset: int = 0):
         super().__init__()
-        self.weight = nn.Parameter(torch.empty(max_len, dim))
-        self.max_len = max_len
+        self.weight = nn.Parameter(torch.empty(max_len + offset, dim))
+        self.max_len, self.offset = max_len, offset
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
-        return x + nn.functional.embedding(ctx.positions, self.weight)
+        positions = ctx.positions + self.offset if self.offset else ctx.positions
+        return x + nn.functional.embedding(positions, self.weight)
+
+
+def relative_position_bucket(distance: torch.Tensor, bidirectional: bool, buckets: int, max_distance: int) -> torch.Tensor:
+    """T5's bucketing of key - query distances (Raffel et al. 2020, as Mesh TensorFlow computes it).
+
+    Bidirectional: half the buckets for keys after the query. Causal: only keys at or before the
+    query have a bucket (later ones are masked anyway). Of each half, the first half are exact
+    distances and the rest grow logarithmically up to max_distance, beyond which all share the last.
+    """
+    out = torch.zeros_like(distance)
+    if bidirectional:
+        buckets //= 2
+        out = out + (distance > 0).to(torch.long) * buckets
+        distance = distance.abs()
+    else:
+        distance = -torch.clamp(distance, max=0)
+    exact = buckets // 2
+    small = distance < exact
+    large = exact + (torch.log(distance.float() / exact) / math.log(max_distance / exact)
+                     * (buckets - exact)).to(torch.long)
+    large = torch.clamp(large, max=buckets - 1)
+    return out + torch.where(small, distance, large)
+
+
+class RelativePositionBias(nn.Module):
+    """T5's relative position bias: one learned scalar per (distance bucket, head), added to the
+    attention scores of every layer this node governs. It owns the one (buckets, heads) table;
+    the attention layers read it through the context, and the bias for a forward's (queries, keys)
+    is built once (ForwardContext.attention_mask) and passed to SDPA as a float mask."""
+
+    def __init__(self, node_id: str, heads: int, buckets: int, max_distance: int):
+        super().__init__()
+        self.node_id, self.heads, self.buckets, self.max_distance = node_id, heads, buckets, max_distance
+        self.weight = nn.Parameter(torch.empty(buckets, heads))
+
+    def init_weights(self, std: float = 0.02, generator: torch.Generator | None = None) -> None:
+        """N(0, std), as the other embeddings (called by archdsl.compiler.initialise)."""
+        with torch.no_grad():
+            self.weight.normal_(0.0, std, generator=generator)
+
+    def bias(self, distance: torch.Tensor, causal: bool) -> torch.Tensor:
+        """distance (Sq, Sk) = key index - query index -> float32 bias (1, heads, Sq, Sk)."""
+        bucket = relative_position_bucket(distance, not causal, self.buckets, self.max_distance)
+        return nn.functional.embedding(bucket, self.weight).float().permute(2, 0, 1)[None]
+
+    def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        ctx.relative[self.node_id] = self
+        return x
 
 
 class SinusoidalPositional(nn.Module):

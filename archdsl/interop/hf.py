@@ -102,7 +102,7 @@ UNSUPPORTED_FAMILIES: dict[str, str] = {
 # config keys that switch on something archdsl cannot express: error when truthy
 _UNSUPPORTED_KEYS = {
     "add_cross_attention": "cross-attention",
-    "is_encoder_decoder": "an encoder-decoder architecture",
+    "is_encoder_decoder": "an encoder-decoder architecture other than T5 and BART",
     "qk_layernorm": "qk-norm (a norm on queries and keys)",
     "use_qk_norm": "qk-norm (a norm on queries and keys)",
     "qk_norm": "qk-norm (a norm on queries and keys)",
@@ -506,7 +506,15 @@ def _describe(f: Features) -> str:
 
 def spec_yaml_from_config(config: Any) -> str:
     """The readable YAML spec (vars, blocks, repeat) of a transformers config."""
-    f = config if isinstance(config, Features) else features_from_config(config)
+    from .hf_seq2seq import Seq2SeqFeatures, is_seq2seq, seq2seq_features, seq2seq_yaml
+
+    if isinstance(config, Seq2SeqFeatures):
+        return seq2seq_yaml(config)
+    if not isinstance(config, Features):
+        cfg = load_config(config)
+        if is_seq2seq(cfg):  # T5, BART: an encoder and a decoder stack (hf_seq2seq.py)
+            return seq2seq_yaml(seq2seq_features(cfg))
+    f = config if isinstance(config, Features) else features_from_config(cfg)
     v: dict[str, Any] = {"vocab": f.vocab}
     if f.max_len:
         v["context"] = f.max_len
@@ -634,8 +642,12 @@ def spec_from_config(config: Any) -> Any:
     A model_type outside FAMILY_TRAITS converts from its config features with a warning.
     """
     from ..loader import load_spec
+    from .hf_seq2seq import is_seq2seq
 
-    f = features_from_config(config)
+    cfg = load_config(config)
+    if is_seq2seq(cfg):
+        return load_spec(spec_yaml_from_config(cfg))
+    f = features_from_config(cfg)
     if not f.known_family:
         warnings.warn(f"model_type '{f.model_type}' is not one of archdsl's tested families "
                       f"({', '.join(FAMILY_TRAITS)}); it was converted from its config features with "
@@ -1050,7 +1062,7 @@ def _target_spec(f: Features, cfg: Any, spec: Any, overrides: Mapping[str, Any] 
         return load_spec(spec, overrides=overrides)
     if overrides:
         raise TypeError("overrides apply to a spec given with spec=")
-    if not f.known_family:
+    if not getattr(f, "known_family", True):
         warnings.warn(f"model_type '{f.model_type}' is not one of archdsl's tested families "
                       f"({', '.join(FAMILY_TRAITS)}); converted from its config features with Llama-style "
                       "defaults for what the config does not state", stacklevel=3)
@@ -1069,6 +1081,19 @@ def from_hf(hf_model: Any, *, spec: Any = None, overrides: Mapping[str, Any] | N
     weights, such as eps, rotary base or window, are yours) and for families outside
     FAMILY_TRAITS.
     """
+    from . import hf_seq2seq
+
+    if hf_seq2seq.is_seq2seq(hf_model.config):  # T5, BART
+        f2s = hf_seq2seq.seq2seq_features(hf_model.config)
+        target = _target_spec(f2s, hf_model.config, spec, overrides)
+        first = next(hf_model.parameters())
+        state = hf_model.state_dict()
+        model = _build(target, dtype or first.dtype, device or first.device)
+        _assign(model, hf_seq2seq.map_seq2seq(f2s, {k: (lambda t=t: t) for k, t in state.items()}, model))
+        model.eval()
+        if verify if verify is not None else spec is not None:
+            hf_seq2seq.verify_seq2seq(hf_model, model)
+        return model
     f = features_from_config(hf_model.config)
     target = _target_spec(f, hf_model.config, spec, overrides)
     first = next(hf_model.parameters())
@@ -1140,14 +1165,20 @@ def from_pretrained(local_dir: str | Path, *, spec: Any = None, overrides: Mappi
     """
     import torch
 
+    from . import hf_seq2seq
+
     cfg = load_config(Path(local_dir))
-    f = features_from_config(cfg)
+    seq2seq = hf_seq2seq.is_seq2seq(cfg)
+    f: Any = hf_seq2seq.seq2seq_features(cfg) if seq2seq else features_from_config(cfg)
     target = _target_spec(f, cfg, spec, overrides)
     if dtype == "auto":
         dtype = _get(cfg, "dtype", "torch_dtype") or torch.float32
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-    src = _Source(load_safetensors(local_dir), None)
     model = _build(target, dtype or torch.float32, device)
+    if seq2seq:
+        _assign(model, hf_seq2seq.map_seq2seq(f, load_safetensors(local_dir), model))
+        return model.eval()
+    src = _Source(load_safetensors(local_dir), None)
     _assign(model, _Mapper(f, src, model).run())
     return model.eval()
 

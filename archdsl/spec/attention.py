@@ -67,6 +67,9 @@ class Attention(NodeSpec):
                 scope.report("window", "a sliding window has no meaning for cross-attention", "drop window here")
             return
         pos = scope.positional
+        if pos is not None and pos.type == "relative" and pos.heads != h:
+            scope.report("heads", f"{h} heads, but the relative position bias before this attention has one bias per "
+                         f"head for {pos.heads} heads", "give the positional node the heads of the attention it governs")
         if pos is not None and pos.type == "rotary":
             rotated = int(hd * pos.fraction)
             if rotated % 2 or rotated == 0:

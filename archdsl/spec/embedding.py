@@ -56,18 +56,26 @@ class Embedding(NodeSpec):
 
 
 class Positional(NodeSpec):
-    """Where tokens sit. learned/sinusoidal add a vector to the stream; rotary/alibi configure the attention after them."""
+    """Where tokens sit. learned/sinusoidal add a vector to the stream; rotary/alibi/relative configure the attention after them."""
 
     kind = "positional"
     family = "positional"
     shorthand = "kind"
 
-    type: Literal["learned", "sinusoidal", "rotary", "alibi", "none"] = Field(
+    type: Literal["learned", "sinusoidal", "rotary", "alibi", "relative", "none"] = Field(
         alias="kind", description="The encoding.")
     max_len: PosInt | None = Field(None, description="Longest sequence (required for learned).")
+    offset: NonNegInt = Field(0, description="learned: rows reserved before position 0; position p reads row p + offset "
+                              "of a table of max_len + offset rows (BART: 2).")
     fraction: float = Field(1.0, gt=0.0, le=1.0, description="rotary: fraction of each head's dims that rotate.")
     base: PosFloat = Field(10000.0, description="rotary: frequency base (theta).")
     interleaved: bool = Field(False, description="rotary: rotate adjacent pairs (GPT-J) instead of halves (NeoX/Llama).")
+    heads: PosInt | None = Field(None, description="relative: heads of the attention layers it governs (required); "
+                                 "one learned bias per bucket and head.")
+    buckets: PosInt = Field(32, description="relative: number of distance buckets (T5: 32); half are exact distances, "
+                            "half grow logarithmically up to max_distance. Bidirectional attention splits them between "
+                            "keys before and after the query.")
+    max_distance: PosInt = Field(128, description="relative: distances from this on share the last bucket (T5: 128).")
 
     model_config = {**NodeSpec.model_config, "populate_by_name": True}  # `kind:` in YAML, `.type` in Python
 
@@ -75,17 +83,38 @@ class Positional(NodeSpec):
     def _learned_needs_length(self):
         if self.type == "learned" and self.max_len is None:
             raise ValueError("a learned positional embedding needs max_len")
+        if self.type != "learned" and "offset" in self.model_fields_set:
+            raise ValueError("offset applies to learned positions only")
+        misplaced = sorted({"heads", "buckets", "max_distance"} & self.model_fields_set)
+        if self.type != "relative" and misplaced:
+            raise ValueError(f"{', '.join(misplaced)} appl{'ies' if len(misplaced) == 1 else 'y'} to "
+                             "kind: relative only")
+        if self.type == "relative":
+            if self.heads is None:
+                raise ValueError("a relative position bias needs heads (those of the attention layers it governs)")
+            if self.buckets < 4:
+                raise ValueError(f"a relative position bias needs at least 4 buckets, got {self.buckets}")
+            if self.max_distance <= self.buckets // 2:
+                raise ValueError(f"max_distance {self.max_distance} must exceed half the buckets ({self.buckets // 2}): "
+                                 "the first half of the buckets hold exact distances")
         return self
 
     def param_count(self, scope: Scope) -> int:
-        return self.max_len * scope.width if self.type == "learned" else 0  # type: ignore[operator]
+        if self.type == "learned":
+            return (self.max_len + self.offset) * scope.width  # type: ignore[operator]
+        if self.type == "relative":
+            return self.buckets * self.heads  # type: ignore[operator]
+        return 0
 
     def summary_args(self) -> str:
         if self.type == "rotary":
             extra = f", {self.fraction:g} of dims" if self.fraction != 1 else ""
             theta = f"{self.base:.0f}" if self.base.is_integer() else f"{self.base:g}"
             return f"rotary θ={theta}{extra}"
-        return self.type + (f" {self.max_len}" if self.max_len and self.type == "learned" else "")
+        if self.type == "relative":
+            return f"relative bias, {self.buckets} buckets, ≤{self.max_distance}, {self.heads} heads"
+        text = self.type + (f" {self.max_len}" if self.max_len and self.type == "learned" else "")
+        return text + (f", offset {self.offset}" if self.offset else "")
 
     def default_name(self) -> str:
         return "positional"

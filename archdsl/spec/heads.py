@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import Name, NodeSpec, PosInt, Scope, linear_params
+from .base import Name, NodeSpec, PosFloat, PosInt, Scope, linear_params
 
 
 class LMHead(NodeSpec):
@@ -18,6 +18,8 @@ class LMHead(NodeSpec):
     vocab: PosInt = Field(description="Number of logits.")
     tie: Name | None = Field(None, description="Name of the embedding whose weight this head reuses.")
     bias: bool = Field(False, description="Add a bias to the logits.")
+    scale: PosFloat | None = Field(None, description="Multiply the stream by this before projecting (T5 v1.0's tied "
+                                   "head: ${d_model ** -0.5}).")
 
     def out_width(self, width: int) -> int:
         return self.vocab
@@ -44,7 +46,8 @@ class LMHead(NodeSpec):
                          f"of shape {vocab}×{dim}", "vocab and width must match the embedding")
 
     def summary_args(self) -> str:
-        return f"vocab {self.vocab}" + (f", tied to {self.tie}" if self.tie else "")
+        return (f"vocab {self.vocab}" + (f", tied to {self.tie}" if self.tie else "")
+                + (f", × {self.scale:.4g}" if self.scale is not None else ""))
 
 
 class Pooler(NodeSpec):
