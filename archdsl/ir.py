@@ -45,6 +45,8 @@ RESERVED_NAMES = {
     "register_module", "register_parameter", "register_state_dict_post_hook", "register_state_dict_pre_hook",
     "requires_grad_", "save", "set_extra_state", "set_submodule", "share_memory", "state_dict", "to",
     "to_empty", "train", "type", "xpu", "zero_grad",
+    # transformers (5.x) adds this to torch.nn.Module itself when its modeling code is imported
+    "smart_apply",
     # instance attributes and IR node ids
     "spec", "graph", "training", "config", "input", "output", "model", "decoder_input", "image_input", "vocab",
     "returns_logits", "has_pooler", "max_positions", "stack_inputs",
