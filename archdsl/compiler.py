@@ -347,5 +347,24 @@ def compile_spec(source: Any, *, overrides: Mapping[str, Any] | None = None, dev
         generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
         initialise(model, generator)
     if dtype is not None:
-        model = model.to(dtype=dtype)
+        model = keep_derived_buffers_float32(model.to(dtype=dtype))
+    return model
+
+
+def keep_derived_buffers_float32(model: ArchModel) -> ArchModel:
+    """Derived buffers (rotary and sinusoidal frequencies, ALiBi slopes) back in float32 after a cast.
+
+    A model cast to bf16/fp16 keeps its weights in that dtype but computes these from float32, as
+    transformers does: rotary angles from bf16 frequencies drift by whole radians at long positions.
+    On `meta` only the dtype changes; materialize() computes the values.
+    """
+    for module in model.modules():
+        if not hasattr(module, "fill_buffers"):
+            continue
+        for name, buffer in list(module.named_buffers(recurse=False)):
+            if buffer is not None and buffer.is_floating_point() and buffer.dtype != torch.float32:
+                setattr(module, name, buffer.float())
+        if all(b.device.type != "meta" for b in module.buffers(recurse=False)):
+            with torch.no_grad():
+                module.fill_buffers()
     return model

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -111,3 +112,32 @@ def test_bert_shaped_encoder_is_post_norm_and_pools_the_first_token(root):
     out = model(tokens, token_type_ids=types)
     assert (out.last_hidden_state - x).abs().max().item() < 1e-5
     assert (out.pooler_output - pooled).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("positional", ["{kind: rotary, base: 10000}", "{kind: sinusoidal, max_len: 4096}", "alibi"])
+def test_compile_in_bfloat16_keeps_derived_buffers_float32(positional):
+    """compile(dtype=bf16): weights bf16, rotary/sinusoidal frequencies and ALiBi slopes float32 and
+    exact, so rotary angles at long positions equal the float32 model's (bf16 frequencies drift)."""
+    spec = f"""
+archdsl: 1
+name: mixed
+vars: {{vocab: 64, d_model: 32}}
+model:
+  width: $d_model
+  layers:
+    - embedding: {{vocab: $vocab}}
+    - positional: {positional}
+    - residual:
+        - rmsnorm: {{}}
+        - attention: {{heads: 4, causal: true}}
+    - lm_head: {{vocab: $vocab}}
+"""
+    full = archdsl.compile(spec, seed=0)
+    half = archdsl.compile(spec, seed=0, dtype=torch.bfloat16)
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
+    buffers = dict(half.named_buffers())
+    assert buffers and all(b.dtype == torch.float32 for b in buffers.values()), {k: b.dtype for k, b in buffers.items()}
+    for name, b in full.named_buffers():
+        assert torch.equal(buffers[name], b), name
+    tokens = torch.randint(0, 64, (1, 8))
+    assert half(tokens).dtype == torch.bfloat16

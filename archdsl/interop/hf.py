@@ -1028,23 +1028,11 @@ def _assign(model: Any, tensors: dict[str, Any]) -> None:
 
 
 def _build(spec: Any, dtype: Any, device: Any) -> Any:
-    """The archdsl model on `device` with parameters in `dtype` and derived buffers (rotary and
-    sinusoidal frequencies, ALiBi slopes) in float32, as transformers keeps them when it loads a
-    checkpoint in half precision; rounded frequencies would shift rotary angles at long positions."""
-    import torch
-
+    """The archdsl model on `device` with parameters in `dtype`; derived buffers stay float32
+    (compile_spec does that for any dtype), as transformers keeps them in half precision."""
     from ..compiler import compile_spec
 
-    model = compile_spec(spec, device="meta", dtype=dtype).materialize(device)
-    for module in model.modules():
-        if not hasattr(module, "fill_buffers"):
-            continue
-        for name, buffer in list(module.named_buffers(recurse=False)):
-            if buffer is not None and buffer.is_floating_point() and buffer.dtype != torch.float32:
-                setattr(module, name, buffer.float())
-        with torch.no_grad():
-            module.fill_buffers()
-    return model
+    return compile_spec(spec, device="meta", dtype=dtype).materialize(device)
 
 
 def _conv1d_modules(hf_model: Any) -> set[str]:
