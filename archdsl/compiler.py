@@ -102,7 +102,7 @@ class ArchModel(nn.Module):
             raise ValueError(f"a cache of batch {cache.batch} holding {cache.length} of {cache.max_len} positions "
                              f"cannot take {S} more tokens in a batch of {B}")
         if self.vocab is not None and not torch.compiler.is_compiling() and tokens.numel():
-            low, high = int(tokens.min()), int(tokens.max())
+            low, high = torch.stack(torch.aminmax(tokens)).tolist()  # one reduction, one host sync
             if low < 0 or high >= self.vocab:
                 raise ValueError(f"token ids must lie in [0, {self.vocab}) for '{self.spec.name}', got {low}..{high}")
 

@@ -155,6 +155,9 @@ class PositionMarker(nn.Module):
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, interleaved: bool) -> torch.Tensor:
     """Rotate the first cos.shape[-1] dims of each head; x is (B, H, S, hd)."""
     rot = cos.shape[-1]
+    if rot == x.shape[-1] and not interleaved:  # every dim rotates: no slices (and no zero-filled slice grads)
+        x1, x2 = x.chunk(2, dim=-1)
+        return x * cos + torch.cat((-x2, x1), dim=-1) * sin
     x_rot, x_pass = x[..., :rot], x[..., rot:]
     if interleaved:
         pairs = x_rot.unflatten(-1, (-1, 2))

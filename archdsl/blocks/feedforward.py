@@ -36,7 +36,7 @@ class MLP(nn.Module):
         else:
             h = self.act(h)
         out = self.down(h)
-        return self.drop(out) if self.drop is not None else out
+        return self.drop(out) if self.drop is not None and self.training else out
 
 
 class Linear(nn.Linear):
@@ -46,6 +46,8 @@ class Linear(nn.Linear):
 
 class Dropout(nn.Dropout):
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:  # type: ignore[override]
+        if not self.training or self.p == 0.0:  # the identity, without dispatching an op (eval, inference)
+            return x
         return super().forward(x)
 
 

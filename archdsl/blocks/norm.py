@@ -26,6 +26,9 @@ class LayerNorm(nn.Module):
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
 
 
+_FUSED_RMS_NORM = hasattr(F, "rms_norm")  # torch >= 2.4
+
+
 class RMSNorm(nn.Module):
     """x / rms(x) * w (Llama: normalised in float32, cast back, then scaled), or with unit_offset
     (x / rms(x) * (1 + w)) computed wholly in float32 and cast back (Gemma); w starts at 0 then."""
@@ -41,6 +44,8 @@ class RMSNorm(nn.Module):
             self.weight.fill_(0.0 if self.unit_offset else 1.0)
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        if _FUSED_RMS_NORM and not self.unit_offset and x.dtype == torch.float32:
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)  # the same math, one op
         xf = x.float()
         normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         if self.unit_offset:
