@@ -293,3 +293,23 @@ def test_cli_summary_and_build_on_the_vit_spec(capsys):
     assert "forward on pixels (2, 3, 32, 32) -> (2, 17, 32)" in out
     assert main(["build", str(VIT), "--device", "meta"]) == 0
     assert "86,389,248 parameters" in capsys.readouterr().out
+
+
+def test_the_hf_entry_points_dispatch_vit(tmp_path, capsys):
+    """archdsl.interop.hf takes ViT configs and models too: spec_from_config, from_hf and import-hf."""
+    from transformers import ViTForImageClassification
+
+    from archdsl.interop import hf
+
+    config = tiny_hf_config(num_labels=5, architectures=["ViTForImageClassification"])
+    spec = hf.spec_from_config(config)
+    assert archdsl.graph(spec).graph["inputs"] == ["image"]
+    torch.manual_seed(2)
+    reference = ViTForImageClassification(config).eval()
+    model = hf.from_hf(reference)  # verifies against the original
+    x = pixels()
+    with torch.no_grad():
+        assert max_diff(model(x), reference(pixel_values=x).logits) <= TOL
+    config.to_json_file(tmp_path / "config.json")
+    assert main(["import-hf", str(tmp_path / "config.json"), "-o", str(tmp_path / "vit.yaml")]) == 0
+    assert archdsl.summary(tmp_path / "vit.yaml").total_params == model.num_parameters()

@@ -504,6 +504,11 @@ def _describe(f: Features) -> str:
     return f"Imported from a Hugging Face '{f.model_type}' config{arch}: " + "; ".join(parts) + "."
 
 
+def _is_vision(cfg: Any) -> bool:
+    from .hf_vision import VISION_MODEL_TYPES
+    return getattr(cfg, "model_type", None) in VISION_MODEL_TYPES
+
+
 def spec_yaml_from_config(config: Any) -> str:
     """The readable YAML spec (vars, blocks, repeat) of a transformers config."""
     from .hf_seq2seq import Seq2SeqFeatures, is_seq2seq, seq2seq_features, seq2seq_yaml
@@ -514,6 +519,9 @@ def spec_yaml_from_config(config: Any) -> str:
         cfg = load_config(config)
         if is_seq2seq(cfg):  # T5, BART: an encoder and a decoder stack (hf_seq2seq.py)
             return seq2seq_yaml(seq2seq_features(cfg))
+        if _is_vision(cfg):  # ViT: an image stack (hf_vision.py)
+            from . import hf_vision
+            return hf_vision.spec_yaml_from_config(cfg)
     f = config if isinstance(config, Features) else features_from_config(cfg)
     v: dict[str, Any] = {"vocab": f.vocab}
     if f.max_len:
@@ -645,7 +653,7 @@ def spec_from_config(config: Any) -> Any:
     from .hf_seq2seq import is_seq2seq
 
     cfg = load_config(config)
-    if is_seq2seq(cfg):
+    if is_seq2seq(cfg) or _is_vision(cfg):
         return load_spec(spec_yaml_from_config(cfg))
     f = features_from_config(cfg)
     if not f.known_family:
@@ -1071,6 +1079,10 @@ def from_hf(hf_model: Any, *, spec: Any = None, overrides: Mapping[str, Any] | N
     """
     from . import hf_seq2seq
 
+    if _is_vision(hf_model.config):  # ViTModel, ViTForImageClassification
+        from . import hf_vision
+        return hf_vision.from_hf(hf_model, spec=spec, overrides=overrides, dtype=dtype, device=device,
+                                 verify=True if verify is None else verify)
     if hf_seq2seq.is_seq2seq(hf_model.config):  # T5, BART
         f2s = hf_seq2seq.seq2seq_features(hf_model.config)
         target = _target_spec(f2s, hf_model.config, spec, overrides)
