@@ -156,7 +156,7 @@ class ArchModel(nn.Module):
             vocab = next((m.weight.shape[0] for m in stack.modules() if isinstance(m, Embedding) and m.input == "tokens"),
                          None)
             if vocab is not None and not torch.compiler.is_compiling() and ids.numel():
-                low, high = int(ids.min()), int(ids.max())
+                low, high = torch.stack(torch.aminmax(ids)).tolist()  # one reduction, one host sync
                 if low < 0 or high >= vocab:
                     raise ValueError(f"{kind} must lie in [0, {vocab}) for stack '{name}' of '{self.spec.name}', "
                                      f"got {low}..{high}")
