@@ -37,6 +37,12 @@ def _configs() -> dict:
                                                        use_parallel_residual=False),
         # Falcon 7B's block: multi-query attention, parallel attention and MLP sharing one norm
         "falcon": lambda: T.FalconConfig(**COMMON),
+        # Llama 3.1's rotary scaling; an original context of 8 puts the 12-token tests in the scaled regime
+        "llama31": lambda: T.LlamaConfig(**COMMON, num_key_value_heads=2, intermediate_size=96, rope_theta=500000.0,
+                                         rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                                       "high_freq_factor": 4.0, "original_max_position_embeddings": 8}),
+        "llama_linear": lambda: T.LlamaConfig(**COMMON, num_key_value_heads=2, intermediate_size=96,
+                                              rope_scaling={"rope_type": "linear", "factor": 4.0}),
         # the new decoder architecture (Falcon 40B/180B): grouped KV heads, one norm per branch
         "falcon_new_gqa": lambda: T.FalconConfig(**COMMON, new_decoder_architecture=True, num_kv_heads=2, bias=True),
         # new decoder architecture with multi-query attention and a shared norm
@@ -129,6 +135,9 @@ def test_a_wrongly_mapped_weight_is_detected():
     ("gemma", "unit_offset: true", "unit_offset: false"),
     ("falcon", "causal: true", "causal: false"),
     ("gpt2", "activation: gelu_tanh", "activation: gelu"),
+    ("llama31", "original_max_len: 8", "original_max_len: 64"),
+    ("llama31", "high_freq_factor: 4.0", "high_freq_factor: 2.0"),
+    ("llama_linear", "factor: 4.0", "factor: 2.0"),
 ])
 def test_each_family_setting_matters(family, setting, changed):
     reference = hf_model(family)
@@ -203,7 +212,7 @@ def test_router_aux_loss_matches_transformers():
 
 
 # ------------------------------------------------------------------------------- generation
-GENERATION_FAMILIES = ["gpt2", "llama", "mistral", "mixtral", "gpt_neox", "falcon", "falcon_new_mqa", "gemma"]
+GENERATION_FAMILIES = ["gpt2", "llama", "llama31", "mistral", "mixtral", "gpt_neox", "falcon", "falcon_new_mqa", "gemma"]
 
 
 @pytest.mark.parametrize("family", GENERATION_FAMILIES)

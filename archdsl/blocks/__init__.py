@@ -13,7 +13,7 @@ from torch import nn
 from .attention import Attention, CrossAttention
 from .context import ForwardContext
 from .embedding import (Embedding, LearnedPositional, PositionMarker, RelativePositionBias, Rotary,
-                        SinusoidalPositional)
+                        RotaryScaling, SinusoidalPositional)
 from .feedforward import MLP, Dropout, Linear, MoE, router_aux_loss
 from .heads import LMHead, Pooler
 from .norm import LayerNorm, RMSNorm
@@ -39,7 +39,9 @@ def _positional(d: dict, g: nx.DiGraph, built: dict) -> nn.Module:
     if s.type == "sinusoidal":
         return SinusoidalPositional(width)
     if s.type == "rotary":
-        return Rotary(d["id"], _rotary_dim(g, d["id"]), s.base, s.interleaved)
+        scaling = None if s.scaling == "none" else RotaryScaling(s.scaling, s.factor, s.low_freq_factor,
+                                                                  s.high_freq_factor, s.original_max_len)
+        return Rotary(d["id"], _rotary_dim(g, d["id"]), s.base, s.interleaved, scaling)
     return PositionMarker()
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -122,18 +123,49 @@ class SinusoidalPositional(nn.Module):
         return x + table.to(x.dtype)
 
 
+class RotaryScaling(NamedTuple):
+    """Rescaled rotary frequencies for a context longer than the one trained (positional `scaling:`).
+
+    linear: every frequency / factor (position interpolation). llama3 (Llama 3.1): wavelengths longer
+    than original_max_len / low_freq_factor are divided by factor, those shorter than
+    original_max_len / high_freq_factor are kept, and the band between blends the two smoothly —
+    the same arithmetic as transformers' `_compute_llama3_parameters`, so the frequencies are equal.
+    """
+
+    kind: str  # linear | llama3
+    factor: float
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_max_len: int | None = None
+
+    def apply(self, inv_freq: torch.Tensor) -> torch.Tensor:
+        if self.kind == "linear":
+            return inv_freq / self.factor
+        old = self.original_max_len
+        low_wavelen, high_wavelen = old / self.low_freq_factor, old / self.high_freq_factor
+        wavelen = 2 * math.pi / inv_freq
+        scaled = torch.where(wavelen > low_wavelen, inv_freq / self.factor, inv_freq)
+        smooth = (old / wavelen - self.low_freq_factor) / (self.high_freq_factor - self.low_freq_factor)
+        blended = (1 - smooth) * scaled / self.factor + smooth * scaled
+        medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
+        return torch.where(medium, blended, scaled)
+
+
 class Rotary(nn.Module):
     """Computes rotary cos/sin for this forward's positions once; the attention layers it governs apply them."""
 
-    def __init__(self, node_id: str, rotary_dim: int, base: float, interleaved: bool):
+    def __init__(self, node_id: str, rotary_dim: int, base: float, interleaved: bool,
+                 scaling: RotaryScaling | None = None):
         super().__init__()
         self.node_id, self.rotary_dim, self.interleaved, self.base = node_id, rotary_dim, interleaved, base
+        self.scaling = scaling
         self.register_buffer("inv_freq", torch.empty(rotary_dim // 2), persistent=False)
         fill_buffers(self)
 
     def fill_buffers(self) -> None:
-        steps = torch.arange(0, self.rotary_dim, 2, dtype=torch.float32, device=self.inv_freq.device)
-        self.inv_freq.copy_(1.0 / (self.base ** (steps / self.rotary_dim)))
+        steps = torch.arange(0, self.rotary_dim, 2, dtype=torch.int64, device=self.inv_freq.device).float()
+        inv_freq = 1.0 / (self.base ** (steps / self.rotary_dim))
+        self.inv_freq.copy_(self.scaling.apply(inv_freq) if self.scaling is not None else inv_freq)
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         freqs = ctx.positions.to(torch.float32)[..., None] * self.inv_freq  # (B, S, R/2)

@@ -187,6 +187,26 @@ def _get(cfg: Any, *names: str, default: Any = None) -> Any:
     return default
 
 
+_ROPE_SCALINGS = ("default", "linear", "llama3")
+
+
+def _rope_scaling(cfg: Any, rope: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """The positional node's scaling args for rope_type linear or llama3; a named error for the rest
+    (dynamic, yarn, longrope change the frequencies with the sequence length or the attention scale)."""
+    kind = rope.get("rope_type", "default")
+    if kind not in _ROPE_SCALINGS:
+        raise _unsupported(cfg, "rope_parameters.rope_type", f"rotary scaling '{kind}'",
+                           f"archdsl implements rope_type {', '.join(_ROPE_SCALINGS)}")
+    if kind == "default":
+        return ()
+    args: list[tuple[str, Any]] = [("scaling", kind), ("factor", float(rope["factor"]))]
+    if kind == "llama3":
+        args += [("low_freq_factor", float(rope["low_freq_factor"])),
+                 ("high_freq_factor", float(rope["high_freq_factor"])),
+                 ("original_max_len", int(rope["original_max_position_embeddings"]))]
+    return tuple(args)
+
+
 def _rope(cfg: Any) -> dict[str, Any] | None:
     """{rope_type, rope_theta, partial_rotary_factor} from transformers 5's rope_parameters or 4's keys."""
     params = getattr(cfg, "rope_parameters", None)
@@ -260,6 +280,7 @@ class Features:
     embed_dropout: float = 0.0
     qkv_layout: str = "concat"  # of a fused projection: concat | per_head | grouped
     known_family: bool = True
+    rope_scaling: tuple[tuple[str, Any], ...] = ()  # positional scaling args, e.g. (("scaling", "llama3"), ("factor", 8.0))
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -323,10 +344,7 @@ def features_from_config(config: Any) -> Features:
         raise _unsupported(cfg, "position_embedding_type", f"position embedding type '{position_type}'")
     max_len = _get(cfg, "n_positions", "max_position_embeddings")
     if rope is not None:
-        if rope.get("rope_type", "default") != "default":
-            raise _unsupported(cfg, "rope_parameters.rope_type", f"rotary scaling '{rope['rope_type']}'",
-                               "only plain rotary (rope_type 'default') is implemented; scaled variants change "
-                               "the frequencies")
+        rope_scaling = _rope_scaling(cfg, rope)
         positional, theta = "rotary", float(rope.get("rope_theta", 10000.0))
         fraction = float(rope.get("partial_rotary_factor", 1.0))
         rotary_dim = getattr(cfg, "rotary_dim", None)
@@ -335,7 +353,7 @@ def features_from_config(config: Any) -> Features:
     else:
         if max_len is None:
             raise _unsupported(cfg, "max_position_embeddings", "positions that are neither rotary nor learned")
-        positional, theta, fraction = "learned", 10000.0, 1.0
+        positional, theta, fraction, rope_scaling = "learned", 10000.0, 1.0, ()
 
     # block layout
     parallel = False
@@ -413,7 +431,7 @@ def features_from_config(config: Any) -> Features:
         vocab=int(vocab), width=int(width), layers=int(layers), heads=int(heads), kv_heads=int(kv_heads),
         head_dim=int(head_dim), ffn=int(ffn), norm=norm, eps=eps, unit_offset=unit_offset,
         positional=positional, max_len=int(max_len) if max_len else None, rope_theta=theta, rotary_fraction=fraction,
-        block=block,
+        rope_scaling=rope_scaling, block=block,
         qkv_bias=_bias(cfg, traits, "qkv_bias", "attention_bias", "bias", "use_bias"),
         out_bias=_bias(cfg, traits, "out_bias", "attention_bias", "bias", "use_bias"),
         mlp_bias=_bias(cfg, traits, "mlp_bias", "mlp_bias", "bias", "use_bias"),
@@ -475,6 +493,7 @@ def _describe(f: Features) -> str:
     parts.append(f"{layout}, {norm} (eps {f.eps:g})")
     if f.positional == "rotary":
         rot = f"rotary positions (theta {f.rope_theta:g}"
+        rot += f", {f.rope_scaling[0][1]} scaling ×{f.rope_scaling[1][1]:g}" if f.rope_scaling else ""
         parts.append(rot + (f", on {f.rotary_fraction:g} of each head)" if f.rotary_fraction != 1 else ")"))
     else:
         parts.append(f"learned positions ({f.max_len})")
@@ -624,6 +643,7 @@ def spec_yaml_from_config(config: Any) -> str:
         pos = [("kind", "rotary"), ("base", "$rope_theta")]
         if f.rotary_fraction != 1.0:
             pos.append(("fraction", "$rotary_fraction"))
+        pos += list(f.rope_scaling)
         model.append(f"    - positional: {_args(pos)}")
     else:
         model.append(f"    - positional: {_args([('kind', 'learned'), ('max_len', '$context'), ('name', 'positions')])}")

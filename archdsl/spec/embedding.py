@@ -70,6 +70,17 @@ class Positional(NodeSpec):
     fraction: float = Field(1.0, gt=0.0, le=1.0, description="rotary: fraction of each head's dims that rotate.")
     base: PosFloat = Field(10000.0, description="rotary: frequency base (theta).")
     interleaved: bool = Field(False, description="rotary: rotate adjacent pairs (GPT-J) instead of halves (NeoX/Llama).")
+    scaling: Literal["none", "linear", "llama3"] = Field(
+        "none", description="rotary: frequency scaling for contexts longer than trained: linear (every frequency / "
+        "factor, i.e. position interpolation) or llama3 (Llama 3.1: long wavelengths / factor, short ones kept, a "
+        "smooth blend between).")
+    factor: PosFloat | None = Field(None, description="rotary scaling: the context extension factor (Llama 3.1: 8).")
+    low_freq_factor: PosFloat = Field(1.0, description="llama3 scaling: wavelengths above original_max_len / this "
+                                      "are divided by factor.")
+    high_freq_factor: PosFloat = Field(4.0, description="llama3 scaling: wavelengths below original_max_len / this "
+                                       "are kept.")
+    original_max_len: PosInt | None = Field(None, description="llama3 scaling: the context length before scaling "
+                                            "(Llama 3.1: 8192).")
     heads: PosInt | None = Field(None, description="relative: heads of the attention layers it governs (required); "
                                  "one learned bias per bucket and head.")
     buckets: PosInt = Field(32, description="relative: number of distance buckets (T5: 32); half are exact distances, "
@@ -85,6 +96,24 @@ class Positional(NodeSpec):
             raise ValueError("a learned positional embedding needs max_len")
         if self.type != "learned" and "offset" in self.model_fields_set:
             raise ValueError("offset applies to learned positions only")
+        rotary_only = sorted({"fraction", "base", "interleaved", "scaling"} & self.model_fields_set)
+        if self.type != "rotary" and rotary_only:
+            raise ValueError(f"{', '.join(rotary_only)} appl{'ies' if len(rotary_only) == 1 else 'y'} to kind: rotary only")
+        scaling_only = {"factor", "low_freq_factor", "high_freq_factor", "original_max_len"} & self.model_fields_set
+        if self.scaling != "llama3":
+            scaling_only -= {"factor"} if self.scaling == "linear" else set()
+            if scaling_only:
+                names = ", ".join(sorted(scaling_only))
+                where = "scaling: llama3" if self.scaling == "linear" else "a rotary scaling (scaling: linear or llama3)"
+                raise ValueError(f"{names} appl{'ies' if len(scaling_only) == 1 else 'y'} to {where} only")
+        if self.scaling != "none" and self.factor is None:
+            raise ValueError(f"scaling: {self.scaling} needs factor (e.g. 8 for Llama 3.1)")
+        if self.scaling == "llama3":
+            if self.original_max_len is None:
+                raise ValueError("scaling: llama3 needs original_max_len (the context before scaling; Llama 3.1: 8192)")
+            if self.high_freq_factor <= self.low_freq_factor:
+                raise ValueError(f"high_freq_factor {self.high_freq_factor:g} must exceed low_freq_factor "
+                                 f"{self.low_freq_factor:g}")
         misplaced = sorted({"heads", "buckets", "max_distance"} & self.model_fields_set)
         if self.type != "relative" and misplaced:
             raise ValueError(f"{', '.join(misplaced)} appl{'ies' if len(misplaced) == 1 else 'y'} to "
@@ -109,6 +138,7 @@ class Positional(NodeSpec):
     def summary_args(self) -> str:
         if self.type == "rotary":
             extra = f", {self.fraction:g} of dims" if self.fraction != 1 else ""
+            extra += f", {self.scaling} ×{self.factor:g}" if self.scaling != "none" else ""
             theta = f"{self.base:.0f}" if self.base.is_integer() else f"{self.base:g}"
             return f"rotary θ={theta}{extra}"
         if self.type == "relative":
