@@ -53,6 +53,7 @@ def _configs() -> dict:
         # families not in the list, made of the same blocks
         "qwen2": lambda: T.Qwen2Config(**COMMON, num_key_value_heads=2, intermediate_size=96, use_sliding_window=True,
                                        sliding_window=5, max_window_layers=1),
+        "qwen3": lambda: T.Qwen3Config(**COMMON, num_key_value_heads=2, head_dim=32, intermediate_size=96),
         "phi3": lambda: T.Phi3Config(**COMMON, num_key_value_heads=2, intermediate_size=96, pad_token_id=0,
                                      bos_token_id=1, eos_token_id=2),
         "starcoder2": lambda: T.Starcoder2Config(**COMMON, num_key_value_heads=2, intermediate_size=96, sliding_window=5),
@@ -138,6 +139,7 @@ def test_a_wrongly_mapped_weight_is_detected():
     ("llama31", "original_max_len: 8", "original_max_len: 64"),
     ("llama31", "high_freq_factor: 4.0", "high_freq_factor: 2.0"),
     ("llama_linear", "factor: 4.0", "factor: 2.0"),
+    ("qwen3", "qk_norm_eps: $eps", "qk_norm_eps: 0.5"),
 ])
 def test_each_family_setting_matters(family, setting, changed):
     reference = hf_model(family)
@@ -212,7 +214,8 @@ def test_router_aux_loss_matches_transformers():
 
 
 # ------------------------------------------------------------------------------- generation
-GENERATION_FAMILIES = ["gpt2", "llama", "llama31", "mistral", "mixtral", "gpt_neox", "falcon", "falcon_new_mqa", "gemma"]
+GENERATION_FAMILIES = ["gpt2", "llama", "llama31", "mistral", "mixtral", "gpt_neox", "falcon", "falcon_new_mqa", "gemma",
+                       "qwen3"]
 
 
 @pytest.mark.parametrize("family", GENERATION_FAMILIES)

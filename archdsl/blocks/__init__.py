@@ -67,7 +67,8 @@ def _attention(d: dict, g: nx.DiGraph, built: dict) -> nn.Module:
     return Attention(d["in_width"], heads, kv_heads, head_dim, causal=s.causal, window=s.window, dropout=s.dropout,
                      bias=s.bias, out_bias=out_bias, scale=s.scale, rotary=rotary,
                      alibi=pos is not None and pos.type == "alibi",
-                     relative=d["positional"] if pos is not None and pos.type == "relative" else None)
+                     relative=d["positional"] if pos is not None and pos.type == "relative" else None,
+                     qk_norm_eps=s.qk_norm_eps if s.qk_norm else None)
 
 
 def _lm_head(d: dict, g: nx.DiGraph, built: dict) -> nn.Module:

@@ -10,6 +10,7 @@ from torch.nn import functional as F
 
 from .context import ForwardContext
 from .embedding import apply_rotary, fill_buffers
+from .norm import RMSNorm
 
 _SDPA_HAS_GQA = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 5)
 
@@ -28,7 +29,8 @@ def alibi_slopes(heads: int) -> torch.Tensor:
 class Attention(nn.Module):
     def __init__(self, width: int, heads: int, kv_heads: int, head_dim: int, *, causal: bool,
                  window: int | None, dropout: float, bias: bool, out_bias: bool, scale: float | None,
-                 rotary: tuple[str, bool] | None, alibi: bool, relative: str | None = None):
+                 rotary: tuple[str, bool] | None, alibi: bool, relative: str | None = None,
+                 qk_norm_eps: float | None = None):
         super().__init__()
         assert heads % kv_heads == 0, "the spec validator guarantees kv_heads divides heads"
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
@@ -38,6 +40,10 @@ class Attention(nn.Module):
         self.cache_slot: int | None = None  # index of this layer's buffers in a KVCache (set by ArchModel)
         self.qkv = nn.Linear(width, (heads + 2 * kv_heads) * head_dim, bias=bias)
         self.out = nn.Linear(heads * head_dim, width, bias=out_bias)
+        if qk_norm_eps is not None:  # per-head RMSNorm of queries and keys (Qwen3): named as transformers names them
+            self.q_norm, self.k_norm = RMSNorm(head_dim, qk_norm_eps), RMSNorm(head_dim, qk_norm_eps)
+        else:
+            self.q_norm = self.k_norm = None
         if alibi:
             self.register_buffer("alibi_slopes", torch.empty(heads), persistent=False)
             fill_buffers(self)
@@ -52,8 +58,11 @@ class Attention(nn.Module):
         B, S, _ = x.shape
         h, kv, hd = self.heads, self.kv_heads, self.head_dim
         q, k, v = self.qkv(x).split([h * hd, kv * hd, kv * hd], dim=-1)
-        q = q.view(B, S, h, hd).transpose(1, 2)  # (B, h, S, hd)
-        k = k.view(B, S, kv, hd).transpose(1, 2)  # (B, kv, S, hd)
+        q, k = q.view(B, S, h, hd), k.view(B, S, kv, hd)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q, ctx), self.k_norm(k, ctx)
+        q = q.transpose(1, 2)  # (B, h, S, hd)
+        k = k.transpose(1, 2)  # (B, kv, S, hd)
         v = v.view(B, S, kv, hd).transpose(1, 2)
         if self.rotary is not None:
             cos, sin = ctx.rope[self.rotary[0]]

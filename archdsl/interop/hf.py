@@ -61,13 +61,15 @@ __all__ = ["Features", "FAMILY_TRAITS", "features_from_config", "spec_yaml_from_
 # (True, False, or the name of the config key that decides), parallel ("separate": NeoX's two
 # norms, "shared": one norm for both branches), embed_scale (multiply by sqrt(width)),
 # unit_offset (RMSNorm applies 1 + w), positional ("learned" for GPT-2), qkv_layout of a fused
-# projection ("concat" [q; k; v] | "per_head" (heads, 3, hd)).
+# projection ("concat" [q; k; v] | "per_head" (heads, 3, hd)), qk_norm (an RMSNorm on each query
+# and key head, with the config's rms_norm_eps).
 FAMILY_TRAITS: dict[str, dict[str, Any]] = {
     "gpt2": dict(gated=False, qkv_bias=True, out_bias=True, mlp_bias=True, positional="learned"),
     "llama": dict(qkv_bias="attention_bias", out_bias="attention_bias", mlp_bias="mlp_bias"),
     "mistral": dict(),
     "mixtral": dict(),
     "qwen2": dict(qkv_bias=True, out_bias=False),
+    "qwen3": dict(qkv_bias="attention_bias", out_bias="attention_bias", qk_norm=True),
     "phi3": dict(),
     "starcoder2": dict(gated=False, qkv_bias="use_bias", out_bias="use_bias", mlp_bias="use_bias"),
     "stablelm": dict(qkv_bias="use_qkv_bias", out_bias=False, parallel="shared"),
@@ -80,7 +82,6 @@ FAMILY_TRAITS: dict[str, dict[str, Any]] = {
 # Families transformers knows whose modelling code does something archdsl cannot express yet,
 # though their configs look like supported ones.
 UNSUPPORTED_FAMILIES: dict[str, str] = {
-    "qwen3": "qk-norm (an RMSNorm on every query and key head)",
     "qwen3_moe": "qk-norm (an RMSNorm on every query and key head)",
     "olmo2": "qk-norm and post-norm residuals",
     "olmoe": "qk-norm",
@@ -280,6 +281,7 @@ class Features:
     embed_dropout: float = 0.0
     qkv_layout: str = "concat"  # of a fused projection: concat | per_head | grouped
     known_family: bool = True
+    qk_norm: bool = False
     rope_scaling: tuple[tuple[str, Any], ...] = ()  # positional scaling args, e.g. (("scaling", "llama3"), ("factor", 8.0))
     notes: list[str] = field(default_factory=list)
 
@@ -438,6 +440,7 @@ def features_from_config(config: Any) -> Features:
         activation=activation, windows=windows,
         tie=bool(getattr(cfg, "tie_word_embeddings", True)),
         embed_scale=bool(traits.get("embed_scale", False)), attn_scale=attn_scale,
+        qk_norm=bool(traits.get("qk_norm", False)),
         experts=int(experts) if experts else None, top_k=top_k, normalize=normalize,
         jitter=float(_get(cfg, "router_jitter_noise", default=0.0)),
         aux_loss_coef=float(_get(cfg, "router_aux_loss_coef", default=0.0)) if experts else 0.0,
@@ -505,7 +508,7 @@ def _describe(f: Features) -> str:
         attn = f"grouped-query attention ({f.heads} heads, {f.kv_heads} key/value heads"
     if f.head_dim * f.heads != f.width:
         attn += f", {f.head_dim} wide"
-    parts.append(attn + ")")
+    parts.append(attn + (", qk-norm)" if f.qk_norm else ")"))
     windows = {w for w in f.windows if w}
     if windows:
         every = all(f.windows)
@@ -585,6 +588,8 @@ def spec_yaml_from_config(config: Any) -> str:
         attn.append(("scale", _scalar(f.attn_scale)))
     if f.attn_dropout:
         attn.append(("dropout", "$attn_dropout"))
+    if f.qk_norm:
+        attn += [("qk_norm", "true"), ("qk_norm_eps", "$eps")]
     attention = f"attention: {_args(attn)}"
     if f.experts:
         moe = [("experts", "$experts"), ("top_k", "$top_k"), ("hidden", "$ffn"), ("activation", f.activation)]
@@ -851,6 +856,11 @@ class _Mapper:
                 self.put(f"{name}.out.bias", self.src.get(obkey))
         elif obkey in self.src.loaders:
             self.errors.append(f"layer {i}: the checkpoint has a bias {obkey} that the spec lacks")
+        if module.q_norm is not None:  # per-head RMSNorm weights of queries and keys (Qwen3)
+            for norm in ("q_norm", "k_norm"):
+                nkey = self.src.find(i, [f"{a}.{norm}.weight"])
+                if self.need(f"layer {i}'s attention {norm}", nkey):
+                    self.put(f"{name}.{norm}.weight", self.src.get(nkey))  # type: ignore[arg-type]
 
     def reorder_qkv(self, w: Any, b: Any, h: int, kv: int, hd: int) -> tuple[Any, Any]:
         layout = self.f.qkv_layout

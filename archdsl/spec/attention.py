@@ -23,6 +23,9 @@ class Attention(NodeSpec):
     scale: PosFloat | None = Field(None, description="Score scale; default 1/sqrt(head_dim).")
     cross: Name | None = Field(None, description="Cross-attention: queries from the stream, keys and values from "
                                "the output of this stack of the graph (e.g. encoder).")
+    qk_norm: bool = Field(False, description="RMSNorm over each head's queries and keys before rotary, one weight "
+                          "of head_dim for q and one for k, shared by the heads (Qwen3, Gemma 3).")
+    qk_norm_eps: PosFloat = Field(1e-6, description="qk_norm: the RMSNorm epsilon.")
 
     def dims(self, width: int) -> tuple[int, int, int]:
         """(heads, kv_heads, head_dim) with defaults filled in."""
@@ -36,7 +39,7 @@ class Attention(NodeSpec):
         if self.cross:  # separate q (from the stream) and kv (from the memory) projections
             memory = scope.memory_widths.get(self.cross, scope.width)
             return linear_params(scope.width, h * hd, self.bias) + linear_params(memory, 2 * kv * hd, self.bias) + out
-        return linear_params(scope.width, (h + 2 * kv) * hd, self.bias) + out
+        return linear_params(scope.width, (h + 2 * kv) * hd, self.bias) + out + (2 * hd if self.qk_norm else 0)
 
     def flops_per_token(self, scope: Scope) -> int:
         h, kv, hd = self.dims(scope.width)
@@ -55,7 +58,11 @@ class Attention(NodeSpec):
         elif h % kv:
             scope.report("kv_heads", f"kv_heads {kv} does not divide heads {h}",
                          "each key/value head serves a whole group of query heads")
+        if "qk_norm_eps" in self.model_fields_set and not self.qk_norm:
+            scope.report("qk_norm_eps", "qk_norm_eps without qk_norm: true", "add qk_norm: true, or drop qk_norm_eps")
         if self.cross is not None:
+            if self.qk_norm:
+                scope.report("qk_norm", "qk_norm is implemented for self-attention only", "drop qk_norm here")
             if self.cross not in scope.memory_widths:
                 known = ", ".join(sorted(scope.memory_widths)) or "none"
                 scope.report("cross", f"no stack named '{self.cross}' to attend to (stacks resolved before this one: "
@@ -87,4 +94,6 @@ class Attention(NodeSpec):
         parts.append(f"cross → {self.cross}" if self.cross else "causal" if self.causal else "bidir")
         if self.window:
             parts.append(f"window {self.window}")
+        if self.qk_norm:
+            parts.append("qk-norm")
         return ", ".join(parts)
