@@ -51,12 +51,18 @@ FULL = {
     "qwen3-8b": lambda: T.Qwen3Config(vocab_size=151936, hidden_size=4096, intermediate_size=12288, num_hidden_layers=36,
                                       num_attention_heads=32, num_key_value_heads=8, head_dim=128, rms_norm_eps=1e-6,
                                       max_position_embeddings=40960, rope_theta=1000000.0, tie_word_embeddings=False),
+    "gemma2-9b": lambda: T.Gemma2Config(vocab_size=256000, hidden_size=3584, intermediate_size=14336, num_hidden_layers=42,
+                                        num_attention_heads=16, num_key_value_heads=8, head_dim=256,
+                                        query_pre_attn_scalar=256, sliding_window=4096, attn_logit_softcapping=50.0,
+                                        final_logit_softcapping=30.0, rms_norm_eps=1e-6, max_position_embeddings=8192,
+                                        rope_theta=10000.0),
 }
 
 COUNTS = {  # transformers' own counts of the same models
     "gpt2": 124_439_808, "llama2-7b": 6_738_415_616, "llama3-8b": 8_030_261_248, "mistral-7b": 7_241_732_096,
     "mixtral-8x7b": 46_702_792_704, "pythia-160m": 162_322_944, "falcon-7b": 6_921_720_704,
     "gemma-2b": 2_506_172_416, "gemma-7b": 8_537_680_896, "qwen3-8b": 8_190_735_360,
+    "gemma2-9b": 9_241_705_984,
 }
 
 
@@ -141,6 +147,11 @@ TINY = {
                  lambda: T.GemmaConfig(**COMMON, num_key_value_heads=1, head_dim=32, intermediate_size=96)),
     "gemma-7b": ({**SIZE, "kv_heads": 4, "head_dim": 32, "ffn": 96},
                  lambda: T.GemmaConfig(**COMMON, num_key_value_heads=4, head_dim=32, intermediate_size=96)),
+    "gemma2-9b": ({**SIZE, "kv_heads": 2, "head_dim": 32, "ffn": 96, "local_window": 5, "query_pre_attn_scalar": 24,
+                   "attn_softcap": 0.5, "final_softcap": 2.0},
+                  lambda: T.Gemma2Config(**COMMON, num_key_value_heads=2, head_dim=32, intermediate_size=96,
+                                         sliding_window=5, query_pre_attn_scalar=24, attn_logit_softcapping=0.5,
+                                         final_logit_softcapping=2.0)),
     "qwen3-8b": ({**SIZE, "kv_heads": 2, "head_dim": 32, "ffn": 96},
                  lambda: T.Qwen3Config(**COMMON, num_key_value_heads=2, head_dim=32, intermediate_size=96,
                                        rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=False)),
@@ -173,7 +184,7 @@ def test_tiny_spec_file_computes_the_transformers_logits(root, family):
     (lambda: T.LlamaConfig(rope_scaling={"rope_type": "dynamic", "factor": 2.0}), "rotary scaling 'dynamic'"),
     (lambda: T.GPT2Config(add_cross_attention=True), "cross-attention"),
     (lambda: T.GPT2Config(scale_attn_by_inverse_layer_idx=True), "1/(layer index + 1)"),
-    (lambda: T.Gemma2Config(), "soft-capping"),
+    (lambda: T.Gemma3TextConfig(), "soft-capping"),
     (lambda: T.Qwen3MoeConfig(), "qk-norm"),
     (lambda: T.StableLmConfig(qk_layernorm=True), "qk-norm"),
     (lambda: T.FalconConfig(alibi=True), "ALiBi"),

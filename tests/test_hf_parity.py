@@ -53,6 +53,10 @@ def _configs() -> dict:
         # families not in the list, made of the same blocks
         "qwen2": lambda: T.Qwen2Config(**COMMON, num_key_value_heads=2, intermediate_size=96, use_sliding_window=True,
                                        sliding_window=5, max_window_layers=1),
+        # Gemma 2: sandwich norms, local/global layers, soft-capping (caps this low so that they bite on tiny models)
+        "gemma2": lambda: T.Gemma2Config(**COMMON, num_key_value_heads=2, head_dim=32, intermediate_size=96,
+                                         sliding_window=5, query_pre_attn_scalar=24, attn_logit_softcapping=0.5,
+                                         final_logit_softcapping=2.0),
         "qwen3": lambda: T.Qwen3Config(**COMMON, num_key_value_heads=2, head_dim=32, intermediate_size=96),
         "phi3": lambda: T.Phi3Config(**COMMON, num_key_value_heads=2, intermediate_size=96, pad_token_id=0,
                                      bos_token_id=1, eos_token_id=2),
@@ -140,6 +144,9 @@ def test_a_wrongly_mapped_weight_is_detected():
     ("llama31", "high_freq_factor: 4.0", "high_freq_factor: 2.0"),
     ("llama_linear", "factor: 4.0", "factor: 2.0"),
     ("qwen3", "qk_norm_eps: $eps", "qk_norm_eps: 0.5"),
+    ("gemma2", "softcap: 0.5", "softcap: 5.0"),
+    ("gemma2", "softcap: 2.0", "softcap: 20.0"),
+    ("gemma2", "pattern: [local, global]", "pattern: [global, local]"),
 ])
 def test_each_family_setting_matters(family, setting, changed):
     reference = hf_model(family)
@@ -215,7 +222,7 @@ def test_router_aux_loss_matches_transformers():
 
 # ------------------------------------------------------------------------------- generation
 GENERATION_FAMILIES = ["gpt2", "llama", "llama31", "mistral", "mixtral", "gpt_neox", "falcon", "falcon_new_mqa", "gemma",
-                       "qwen3"]
+                       "qwen3", "gemma2"]
 
 
 @pytest.mark.parametrize("family", GENERATION_FAMILIES)

@@ -141,3 +141,49 @@ model:
         assert torch.equal(buffers[name], b), name
     tokens = torch.randint(0, 64, (1, 8))
     assert half(tokens).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("attention", [
+    "{heads: 4, causal: true}", "{heads: 4, kv_heads: 2, causal: true, window: 3}", "{heads: 4}",
+    "{heads: 4, kv_heads: 1, causal: true, scale: 0.3}"])
+@pytest.mark.parametrize("positional", ["rotary", "alibi"])
+def test_softcapped_attention_is_sdpa_when_the_cap_is_far(attention, positional):
+    """softcap · tanh(s / softcap) -> s as softcap grows: the explicit path equals SDPA's, with every
+    mask ForwardContext builds (causal, window, padding, ALiBi bias) and under cached decoding; a
+    tight cap changes the result."""
+    def spec(extra):
+        return f"""
+archdsl: 1
+name: capped
+model:
+  width: 32
+  layers:
+    - embedding: 50
+    - positional: {positional}
+    - residual:
+        - layernorm
+        - attention: {attention[:-1]}{extra}}}
+    - lm_head: 50
+"""
+    plain = archdsl.compile(spec(""), seed=0).eval()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # weights large enough that the scores reach a tight cap
+        for p in plain.parameters():
+            p.normal_(0.0, 0.3, generator=g)
+    far = archdsl.compile(spec(", softcap: 1.0e+6"), seed=0).eval()
+    tight = archdsl.compile(spec(", softcap: 1.0"), seed=0).eval()
+    far.load_state_dict(plain.state_dict())
+    tight.load_state_dict(plain.state_dict())
+    tokens = torch.randint(0, 50, (2, 9), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(2, 9, dtype=torch.long)
+    mask[1, :3] = 0
+    with torch.no_grad():
+        for m in (None, mask):
+            assert (plain(tokens, m) - far(tokens, m)).abs().max() < 1e-4
+        assert (plain(tokens, mask) - tight(tokens, mask)).abs().max() > 1e-1
+        if "causal" in attention:
+            cache = far.new_cache(2, 9)
+            steps = [far(tokens[:, :5], mask[:, :5], cache=cache)] + [
+                far(tokens[:, i:i + 1], mask[:, :i + 1], cache=cache) for i in range(5, 9)]
+            full = plain(tokens, mask)
+            assert (torch.cat(steps, 1) - full)[mask.bool()].abs().max() < 1e-4

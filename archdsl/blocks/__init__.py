@@ -68,13 +68,13 @@ def _attention(d: dict, g: nx.DiGraph, built: dict) -> nn.Module:
                      bias=s.bias, out_bias=out_bias, scale=s.scale, rotary=rotary,
                      alibi=pos is not None and pos.type == "alibi",
                      relative=d["positional"] if pos is not None and pos.type == "relative" else None,
-                     qk_norm_eps=s.qk_norm_eps if s.qk_norm else None)
+                     qk_norm_eps=s.qk_norm_eps if s.qk_norm else None, softcap=s.softcap)
 
 
 def _lm_head(d: dict, g: nx.DiGraph, built: dict) -> nn.Module:
     s = d["spec"]
     tied = built[g.graph["embeddings"][s.tie]].weight if s.tie else None
-    return LMHead(d["in_width"], s.vocab, s.bias, tied, s.scale)
+    return LMHead(d["in_width"], s.vocab, s.bias, tied, s.scale, s.softcap)
 
 
 BUILDERS: dict[str, Builder] = {

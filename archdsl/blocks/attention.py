@@ -26,15 +26,40 @@ def alibi_slopes(heads: int) -> torch.Tensor:
     return torch.tensor(powers(closest) + powers(2 * closest)[0::2][: heads - closest])
 
 
+def softcapped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                         is_causal: bool, scale: float | None, softcap: float, dropout: float) -> torch.Tensor:
+    """SDPA's arithmetic with softcap · tanh(scores / softcap) between the scores and the mask (Gemma 2).
+
+    No fused scaled_dot_product_attention kernel soft-caps, so this is the explicit form: the
+    (B, heads, q, k) score matrix is materialised. `mask` and `is_causal` are ForwardContext's
+    (a boolean keep-mask or an additive float bias); the softmax runs in float32 as transformers'.
+    """
+    if k.shape[1] != q.shape[1]:  # grouped or multi-query: each kv head serves a group of query heads
+        group = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    scores = (q @ k.transpose(-1, -2)) * (scale if scale is not None else q.shape[-1] ** -0.5)
+    scores = torch.tanh(scores / softcap) * softcap
+    if is_causal:
+        q_len, k_len = scores.shape[-2:]
+        mask = torch.ones(q_len, k_len, dtype=torch.bool, device=q.device).tril(k_len - q_len)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+    if dropout:
+        probs = F.dropout(probs, dropout)
+    return probs @ v
+
+
 class Attention(nn.Module):
     def __init__(self, width: int, heads: int, kv_heads: int, head_dim: int, *, causal: bool,
                  window: int | None, dropout: float, bias: bool, out_bias: bool, scale: float | None,
                  rotary: tuple[str, bool] | None, alibi: bool, relative: str | None = None,
-                 qk_norm_eps: float | None = None):
+                 qk_norm_eps: float | None = None, softcap: float | None = None):
         super().__init__()
         assert heads % kv_heads == 0, "the spec validator guarantees kv_heads divides heads"
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
         self.causal, self.window, self.dropout, self.scale = causal, window, dropout, scale
+        self.softcap = softcap
         self.rotary = rotary  # (positional node id, interleaved) or None
         self.relative = relative  # id of the relative position bias node that governs this layer, or None
         self.cache_slot: int | None = None  # index of this layer's buffers in a KVCache (set by ArchModel)
@@ -72,6 +97,10 @@ class Attention(nn.Module):
         relative = ctx.relative[self.relative] if self.relative is not None else None
         mask, is_causal = ctx.attention_mask(S, k.shape[2], self.causal, self.window, self.alibi_slopes, q.dtype,
                                              relative)
+        dropout = self.dropout if self.training else 0.0
+        if self.softcap is not None:
+            y = softcapped_attention(q, k, v, mask, is_causal, self.scale, self.softcap, dropout)
+            return self.out(y.transpose(1, 2).reshape(B, S, h * hd))
         gqa = {}
         if kv != h:
             if _SDPA_HAS_GQA:
@@ -79,7 +108,7 @@ class Attention(nn.Module):
             else:
                 k, v = k.repeat_interleave(h // kv, dim=1), v.repeat_interleave(h // kv, dim=1)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=self.scale,
-                                           dropout_p=self.dropout if self.training else 0.0, **gqa)
+                                           dropout_p=dropout, **gqa)
         return self.out(y.transpose(1, 2).reshape(B, S, h * hd))
 
 

@@ -11,17 +11,22 @@ from .context import ForwardContext
 class LMHead(nn.Module):
     """Logits over the vocabulary. A tied head shares the embedding's Parameter (one tensor, two names)."""
 
-    def __init__(self, width: int, vocab: int, bias: bool, tied: nn.Parameter | None, scale: float | None = None):
+    def __init__(self, width: int, vocab: int, bias: bool, tied: nn.Parameter | None, scale: float | None = None,
+                 softcap: float | None = None):
         super().__init__()
         self.weight = tied if tied is not None else nn.Parameter(torch.empty(vocab, width))
         self.bias = nn.Parameter(torch.zeros(vocab)) if bias else None
         self.tied = tied is not None
         self.scale = scale  # multiplies the stream before the projection (T5 v1.0: d_model ** -0.5)
+        self.softcap = softcap  # logits -> softcap * tanh(logits / softcap) (Gemma 2)
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         if self.scale is not None:
             x = x * self.scale
-        return F.linear(x, self.weight, self.bias)
+        logits = F.linear(x, self.weight, self.bias)
+        if self.softcap is not None:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
 
 
 class Pooler(nn.Module):

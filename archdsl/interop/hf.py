@@ -62,7 +62,8 @@ __all__ = ["Features", "FAMILY_TRAITS", "features_from_config", "spec_yaml_from_
 # norms, "shared": one norm for both branches), embed_scale (multiply by sqrt(width)),
 # unit_offset (RMSNorm applies 1 + w), positional ("learned" for GPT-2), qkv_layout of a fused
 # projection ("concat" [q; k; v] | "per_head" (heads, 3, hd)), qk_norm (an RMSNorm on each query
-# and key head, with the config's rms_norm_eps).
+# and key head, with the config's rms_norm_eps), sandwich (a norm before and after each of attention
+# and MLP, inside the residual: Gemma 2).
 FAMILY_TRAITS: dict[str, dict[str, Any]] = {
     "gpt2": dict(gated=False, qkv_bias=True, out_bias=True, mlp_bias=True, positional="learned"),
     "llama": dict(qkv_bias="attention_bias", out_bias="attention_bias", mlp_bias="mlp_bias"),
@@ -70,6 +71,7 @@ FAMILY_TRAITS: dict[str, dict[str, Any]] = {
     "mixtral": dict(),
     "qwen2": dict(qkv_bias=True, out_bias=False),
     "qwen3": dict(qkv_bias="attention_bias", out_bias="attention_bias", qk_norm=True),
+    "gemma2": dict(embed_scale=True, unit_offset=True, sandwich=True),
     "phi3": dict(),
     "starcoder2": dict(gated=False, qkv_bias="use_bias", out_bias="use_bias", mlp_bias="use_bias"),
     "stablelm": dict(qkv_bias="use_qkv_bias", out_bias=False, parallel="shared"),
@@ -87,7 +89,6 @@ UNSUPPORTED_FAMILIES: dict[str, str] = {
     "olmoe": "qk-norm",
     "olmo": "LayerNorm without learned parameters",
     "cohere": "qk-norm and a parallel block with LayerNorm without bias and logit scaling",
-    "gemma2": "attention and final logit soft-capping, and sandwich norms",
     "gemma3": "qk-norm, soft-capping and sandwich norms",
     "gemma3_text": "qk-norm, soft-capping and sandwich norms",
     "granite": "embedding/residual/attention/logit multipliers",
@@ -107,8 +108,6 @@ _UNSUPPORTED_KEYS = {
     "qk_layernorm": "qk-norm (a norm on queries and keys)",
     "use_qk_norm": "qk-norm (a norm on queries and keys)",
     "qk_norm": "qk-norm (a norm on queries and keys)",
-    "attn_logit_softcapping": "attention logit soft-capping",
-    "final_logit_softcapping": "final logit soft-capping",
     "alibi": "Falcon/BLOOM-style ALiBi (scaled and positioned differently from archdsl's alibi)",
     "scale_attn_by_inverse_layer_idx": "attention scores scaled by 1/(layer index + 1)",
     "clip_qkv": "clipping of the QKV projection",
@@ -282,6 +281,9 @@ class Features:
     qkv_layout: str = "concat"  # of a fused projection: concat | per_head | grouped
     known_family: bool = True
     qk_norm: bool = False
+    sandwich: bool = False  # norms after attention and MLP too, inside the residual (Gemma 2)
+    attn_softcap: float | None = None
+    final_softcap: float | None = None
     rope_scaling: tuple[tuple[str, Any], ...] = ()  # positional scaling args, e.g. (("scaling", "llama3"), ("factor", 8.0))
     notes: list[str] = field(default_factory=list)
 
@@ -298,6 +300,10 @@ def _bias(cfg: Any, traits: dict, key: str, *config_keys: str) -> bool:
     if isinstance(value, str):
         return bool(getattr(cfg, value, False))
     return bool(_get(cfg, *config_keys, default=False))
+
+
+def _float_or_none(value: Any) -> float | None:
+    return float(value) if value else None
 
 
 def features_from_config(config: Any) -> Features:
@@ -440,7 +446,9 @@ def features_from_config(config: Any) -> Features:
         activation=activation, windows=windows,
         tie=bool(getattr(cfg, "tie_word_embeddings", True)),
         embed_scale=bool(traits.get("embed_scale", False)), attn_scale=attn_scale,
-        qk_norm=bool(traits.get("qk_norm", False)),
+        qk_norm=bool(traits.get("qk_norm", False)), sandwich=bool(traits.get("sandwich", False)),
+        attn_softcap=_float_or_none(getattr(cfg, "attn_logit_softcapping", None)),
+        final_softcap=_float_or_none(getattr(cfg, "final_logit_softcapping", None)),
         experts=int(experts) if experts else None, top_k=top_k, normalize=normalize,
         jitter=float(_get(cfg, "router_jitter_noise", default=0.0)),
         aux_loss_coef=float(_get(cfg, "router_aux_loss_coef", default=0.0)) if experts else 0.0,
@@ -493,6 +501,8 @@ def _describe(f: Features) -> str:
     norm = "RMSNorm" + (" with a (1 + w) scale" if f.unit_offset else "") if f.norm == "rmsnorm" else "LayerNorm"
     layout = {"sequential": "pre-norm decoder", "parallel": "parallel attention and MLP with their own norms",
               "parallel_shared": "parallel attention and MLP sharing one norm"}[f.block]
+    if f.sandwich:
+        layout = "decoder with sandwich norms (before and after attention and MLP)"
     parts.append(f"{layout}, {norm} (eps {f.eps:g})")
     if f.positional == "rotary":
         rot = f"rotary positions (theta {f.rope_theta:g}"
@@ -508,7 +518,8 @@ def _describe(f: Features) -> str:
         attn = f"grouped-query attention ({f.heads} heads, {f.kv_heads} key/value heads"
     if f.head_dim * f.heads != f.width:
         attn += f", {f.head_dim} wide"
-    parts.append(attn + (", qk-norm)" if f.qk_norm else ")"))
+    parts.append(attn + (", qk-norm" if f.qk_norm else "")
+                 + (f", scores soft-capped at {f.attn_softcap:g}" if f.attn_softcap else "") + ")")
     windows = {w for w in f.windows if w}
     if windows:
         every = all(f.windows)
@@ -522,6 +533,8 @@ def _describe(f: Features) -> str:
     if f.embed_scale:
         parts.append("embedding scaled by sqrt(d_model)")
     parts.append("head tied to the embedding" if f.tie else "untied head")
+    if f.final_softcap:
+        parts.append(f"logits soft-capped at {f.final_softcap:g}")
     arch = f" ({', '.join(f.architectures)})" if f.architectures else ""
     return f"Imported from a Hugging Face '{f.model_type}' config{arch}: " + "; ".join(parts) + "."
 
@@ -590,6 +603,8 @@ def spec_yaml_from_config(config: Any) -> str:
         attn.append(("dropout", "$attn_dropout"))
     if f.qk_norm:
         attn += [("qk_norm", "true"), ("qk_norm_eps", "$eps")]
+    if f.attn_softcap:
+        attn.append(("softcap", _scalar(f.attn_softcap)))
     attention = f"attention: {_args(attn)}"
     if f.experts:
         moe = [("experts", "$experts"), ("top_k", "$top_k"), ("hidden", "$ffn"), ("activation", f.activation)]
@@ -615,7 +630,12 @@ def spec_yaml_from_config(config: Any) -> str:
         return f"{f.norm}: {_args(args + [('name', name)])}"
 
     drop = ["- dropout: $dropout"] if f.resid_dropout else []
-    if f.block == "sequential":
+    if f.block == "sequential" and f.sandwich:  # Gemma 2: x + norm(attention(norm(x))), the same for the MLP
+        body = (["- residual:", f"    - {norm('attn_norm')}", f"    - {attention}", f"    - {norm('post_attn_norm')}"]
+                + ["    " + d for d in drop]
+                + ["- residual:", f"    - {norm('mlp_norm')}", f"    - {ffn_node}", f"    - {norm('post_mlp_norm')}"]
+                + ["    " + d for d in drop])
+    elif f.block == "sequential":
         body = (["- residual:", f"    - {norm('attn_norm')}", f"    - {attention}"] + ["    " + d for d in drop]
                 + ["- residual:", f"    - {norm('mlp_norm')}", f"    - {ffn_node}"] + ["    " + d for d in drop])
     elif f.block == "parallel":
@@ -664,6 +684,8 @@ def spec_yaml_from_config(config: Any) -> str:
         model.append("      body: decoder_layer")
     model.append(f"    - {norm('norm')}")
     head = [("vocab", "$vocab")] + ([("tie", "embed_tokens")] if f.tie else [])
+    if f.final_softcap:
+        head.append(("softcap", _scalar(f.final_softcap)))
     model.append(f"    - lm_head: {_args(head)}")
     return "\n".join(lines + [""] + model) + "\n"
 
@@ -703,7 +725,10 @@ _TOP = {
 _FINAL_NORM = ["norm", "ln_f", "final_layer_norm", "final_layernorm", "norm_f"]
 _LAYER_NORMS = {
     "attn_norm": ["input_layernorm", "ln_1", "ln_attn", "attention_norm"],
-    "mlp_norm": ["post_attention_layernorm", "ln_2", "ln_mlp", "ffn_norm"],
+    # a checkpoint with pre_feedforward_layernorm (Gemma 2) uses post_attention_layernorm after the attention
+    "mlp_norm": ["pre_feedforward_layernorm", "post_attention_layernorm", "ln_2", "ln_mlp", "ffn_norm"],
+    "post_attn_norm": ["post_attention_layernorm"],
+    "post_mlp_norm": ["post_feedforward_layernorm"],
 }
 _ATTN = ["self_attn", "attn", "attention", "self_attention"]
 _QKV_SPLIT = [("q_proj", "k_proj", "v_proj")]
@@ -992,8 +1017,13 @@ class _Mapper:
             role = kind
             if kind in ("layernorm", "rmsnorm"):
                 following = next((g.nodes[n]["kind"] for n in order[pos + 1:] if layer_of(n) == i), None)
+                previous = next((n for n in reversed(order[:pos]) if layer_of(n) == i), None)
                 role = "final" if i is None else {"attention": "attn_norm", "mlp": "mlp_norm",
                                                     "moe": "mlp_norm"}.get(following or "", "unknown_norm")
+                if (i is not None and previous is not None and g.nodes[previous]["kind"] in ("attention", "mlp", "moe")
+                        and g.nodes[previous]["parent"] == g.nodes[node]["parent"]):
+                    # after a sublayer in the same residual body: a sandwich's post-norm (Gemma 2)
+                    role = "post_attn_norm" if g.nodes[previous]["kind"] == "attention" else "post_mlp_norm"
             out[node] = (i, role)
         return out
 
@@ -1018,7 +1048,7 @@ class _Mapper:
                     self.put(f"{name}.weight", self.src.get(key))
             elif role == "unknown_norm":
                 self.errors.append(f"{name}: a norm that feeds neither an attention nor an MLP has no Hugging Face counterpart")
-            elif role in ("attn_norm", "mlp_norm", "final"):
+            elif role in ("attn_norm", "mlp_norm", "post_attn_norm", "post_mlp_norm", "final"):
                 self.norm(name, i, role, module)
             elif role == "attention":
                 self.attention(name, i, module)  # type: ignore[arg-type]

@@ -26,6 +26,9 @@ class Attention(NodeSpec):
     qk_norm: bool = Field(False, description="RMSNorm over each head's queries and keys before rotary, one weight "
                           "of head_dim for q and one for k, shared by the heads (Qwen3, Gemma 3).")
     qk_norm_eps: PosFloat = Field(1e-6, description="qk_norm: the RMSNorm epsilon.")
+    softcap: PosFloat | None = Field(None, description="Soft-cap the attention scores: softcap · tanh(scores / "
+                                     "softcap) before the mask (Gemma 2: 50). No fused SDPA kernel has this, so such "
+                                     "layers run attention as explicit matmuls and softmax.")
 
     def dims(self, width: int) -> tuple[int, int, int]:
         """(heads, kv_heads, head_dim) with defaults filled in."""
@@ -61,8 +64,9 @@ class Attention(NodeSpec):
         if "qk_norm_eps" in self.model_fields_set and not self.qk_norm:
             scope.report("qk_norm_eps", "qk_norm_eps without qk_norm: true", "add qk_norm: true, or drop qk_norm_eps")
         if self.cross is not None:
-            if self.qk_norm:
-                scope.report("qk_norm", "qk_norm is implemented for self-attention only", "drop qk_norm here")
+            for field in ("qk_norm", "softcap"):
+                if getattr(self, field):
+                    scope.report(field, f"{field} is implemented for self-attention only", f"drop {field} here")
             if self.cross not in scope.memory_widths:
                 known = ", ".join(sorted(scope.memory_widths)) or "none"
                 scope.report("cross", f"no stack named '{self.cross}' to attend to (stacks resolved before this one: "
@@ -96,4 +100,6 @@ class Attention(NodeSpec):
             parts.append(f"window {self.window}")
         if self.qk_norm:
             parts.append("qk-norm")
+        if self.softcap:
+            parts.append(f"softcap {self.softcap:g}")
         return ", ".join(parts)

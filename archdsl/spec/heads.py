@@ -20,6 +20,8 @@ class LMHead(NodeSpec):
     bias: bool = Field(False, description="Add a bias to the logits.")
     scale: PosFloat | None = Field(None, description="Multiply the stream by this before projecting (T5 v1.0's tied "
                                    "head: ${d_model ** -0.5}).")
+    softcap: PosFloat | None = Field(None, description="Soft-cap the logits to (-softcap, softcap): softcap · "
+                                     "tanh(logits / softcap) (Gemma 2: 30).")
 
     def out_width(self, width: int) -> int:
         return self.vocab
@@ -47,7 +49,8 @@ class LMHead(NodeSpec):
 
     def summary_args(self) -> str:
         return (f"vocab {self.vocab}" + (f", tied to {self.tie}" if self.tie else "")
-                + (f", × {self.scale:.4g}" if self.scale is not None else ""))
+                + (f", × {self.scale:.4g}" if self.scale is not None else "")
+                + (f", softcap {self.softcap:g}" if self.softcap is not None else ""))
 
 
 class Pooler(NodeSpec):
