@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
-from typing import Any
+from typing import Any, Callable
 
 import networkx as nx
 
@@ -382,9 +382,25 @@ def leaves(g: nx.DiGraph) -> list[str]:
                   key=lambda n: g.nodes[n]["order"])
 
 
+def layer_numbering(g: nx.DiGraph, stack: str = "model") -> Callable[[str], int | None]:
+    """node id -> the index of the repeated layer it sits in, counting the layers of every top-level
+    repeat of `stack` in order (0, 1, ...), or None outside them. Checkpoint importers use this to pair
+    archdsl's blocks with a checkpoint's numbered layers."""
+    layers = [n for n in sorted(g.nodes, key=lambda n: g.nodes[n]["order"])
+              if g.nodes[n]["kind"] == "layer" and g.nodes[g.nodes[n]["parent"]].get("parent") == stack]
+    index = {layer: i for i, layer in enumerate(layers)}
+
+    def layer_of(node: str) -> int | None:
+        parent = g.nodes[node].get("parent")
+        while parent is not None and parent not in index:
+            parent = g.nodes[parent].get("parent")
+        return index.get(parent) if parent is not None else None
+    return layer_of
+
+
 def in_first_cycle(data: dict) -> bool:
     """True for nodes of the collapsed view: the first copy of each repeat (one full pattern cycle)."""
     return all(i < cycle for _, i, cycle in data.get("copy", ()))
 
 
-__all__ = ["build_graph", "leaves", "in_first_cycle", "Loc"]
+__all__ = ["build_graph", "leaves", "layer_numbering", "in_first_cycle", "Loc"]

@@ -26,6 +26,21 @@ def alibi_slopes(heads: int) -> torch.Tensor:
     return torch.tensor(powers(closest) + powers(2 * closest)[0::2][: heads - closest])
 
 
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, is_causal: bool,
+         scale: float | None, dropout: float) -> torch.Tensor:
+    """One scaled_dot_product_attention call; grouped/multi-query k, v (fewer heads than q) are
+    expanded by the kernel where torch supports it (>= 2.5), by repeat_interleave before that."""
+    gqa = {}
+    if k.shape[1] != q.shape[1]:
+        if _SDPA_HAS_GQA:
+            gqa = {"enable_gqa": True}
+        else:
+            group = q.shape[1] // k.shape[1]
+            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=scale,
+                                          dropout_p=dropout, **gqa)
+
+
 def softcapped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
                          is_causal: bool, scale: float | None, softcap: float, dropout: float) -> torch.Tensor:
     """SDPA's arithmetic with softcap · tanh(scores / softcap) between the scores and the mask (Gemma 2).
@@ -101,14 +116,7 @@ class Attention(nn.Module):
         if self.softcap is not None:
             y = softcapped_attention(q, k, v, mask, is_causal, self.scale, self.softcap, dropout)
             return self.out(y.transpose(1, 2).reshape(B, S, h * hd))
-        gqa = {}
-        if kv != h:
-            if _SDPA_HAS_GQA:
-                gqa = {"enable_gqa": True}
-            else:
-                k, v = k.repeat_interleave(h // kv, dim=1), v.repeat_interleave(h // kv, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=self.scale,
-                                           dropout_p=dropout, **gqa)
+        y = sdpa(q, k, v, mask, is_causal, self.scale, dropout)
         return self.out(y.transpose(1, 2).reshape(B, S, h * hd))
 
 
@@ -149,12 +157,5 @@ class CrossAttention(nn.Module):
         else:
             k, v = self.memory_kv(ctx.memory[self.memory][0])
         mask = ctx.memory_mask(self.memory)
-        gqa = {}
-        if kv != h:
-            if _SDPA_HAS_GQA:
-                gqa = {"enable_gqa": True}
-            else:
-                k, v = k.repeat_interleave(h // kv, dim=1), v.repeat_interleave(h // kv, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale,
-                                           dropout_p=self.dropout if self.training else 0.0, **gqa)
+        y = sdpa(q, k, v, mask, False, self.scale, self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(B, S, h * hd))

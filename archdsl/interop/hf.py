@@ -997,18 +997,10 @@ class _Mapper:
         moe (a norm shared by a parallel attention and MLP feeds the attention first), "final"
         outside the layers. So specs written by hand map as well as imported ones.
         """
-        from ..ir import leaves
+        from ..ir import layer_numbering, leaves
 
         g = self.model.graph
-        layer_ids = [n for n, d in sorted(g.nodes(data=True), key=lambda t: t[1]["order"])
-                     if d["kind"] == "layer" and g.nodes[d["parent"]].get("parent") == "model"]
-        index = {layer: i for i, layer in enumerate(layer_ids)}
-
-        def layer_of(node: str) -> int | None:
-            parent = g.nodes[node].get("parent")
-            while parent is not None and parent not in index:
-                parent = g.nodes[parent].get("parent")
-            return index.get(parent) if parent is not None else None
+        layer_of = layer_numbering(g)
 
         order = [n for n in leaves(g) if g.nodes[n]["kind"] not in ("add", "sum", "dropout")]
         out: dict[str, tuple[int | None, str]] = {}

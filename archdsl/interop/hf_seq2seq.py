@@ -251,21 +251,13 @@ def _roles(model: Any) -> list[tuple[str, str, int | None, str]]:
     Roles: embed, positions, relative, embed_norm, final_norm, head, and per layer self, cross, mlp and
     self_norm / cross_norm / mlp_norm: a norm belongs to the sub-layer inside its residual (pre-norm) or,
     standing between residuals, to the sub-layer before it (post-norm)."""
-    from ..ir import leaves
+    from ..ir import layer_numbering, leaves
 
     g = model.graph
     out = []
     for stack, kind in model.stack_inputs.items():
         side = "decoder" if kind == "decoder_tokens" else "encoder"
-        layer_ids = [n for n in sorted(g.nodes, key=lambda n: g.nodes[n]["order"])
-                     if g.nodes[n]["kind"] == "layer" and g.nodes[g.nodes[n]["parent"]].get("parent") == stack]
-        index = {layer: i for i, layer in enumerate(layer_ids)}
-
-        def layer_of(node: str) -> int | None:
-            parent = g.nodes[node].get("parent")
-            while parent is not None and parent not in index:
-                parent = g.nodes[parent].get("parent")
-            return index.get(parent) if parent is not None else None
+        layer_of = layer_numbering(g, stack)
 
         def block_role(node: str) -> str:
             data = g.nodes[node]
