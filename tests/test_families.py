@@ -56,13 +56,16 @@ FULL = {
                                         query_pre_attn_scalar=256, sliding_window=4096, attn_logit_softcapping=50.0,
                                         final_logit_softcapping=30.0, rms_norm_eps=1e-6, max_position_embeddings=8192,
                                         rope_theta=10000.0),
+    "olmo2-7b": lambda: T.Olmo2Config(vocab_size=100352, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                                      num_attention_heads=32, num_key_value_heads=32, rms_norm_eps=1e-6,
+                                      max_position_embeddings=4096, rope_theta=500000.0, tie_word_embeddings=False),
 }
 
 COUNTS = {  # transformers' own counts of the same models
     "gpt2": 124_439_808, "llama2-7b": 6_738_415_616, "llama3-8b": 8_030_261_248, "mistral-7b": 7_241_732_096,
     "mixtral-8x7b": 46_702_792_704, "pythia-160m": 162_322_944, "falcon-7b": 6_921_720_704,
     "gemma-2b": 2_506_172_416, "gemma-7b": 8_537_680_896, "qwen3-8b": 8_190_735_360,
-    "gemma2-9b": 9_241_705_984,
+    "gemma2-9b": 9_241_705_984, "olmo2-7b": 7_298_617_344,
 }
 
 
@@ -152,6 +155,9 @@ TINY = {
                   lambda: T.Gemma2Config(**COMMON, num_key_value_heads=2, head_dim=32, intermediate_size=96,
                                          sliding_window=5, query_pre_attn_scalar=24, attn_logit_softcapping=0.5,
                                          final_logit_softcapping=2.0)),
+    "olmo2-7b": ({**SIZE, "ffn": 96},
+                 lambda: T.Olmo2Config(**COMMON, intermediate_size=96, rms_norm_eps=1e-6, rope_theta=500000.0,
+                                       tie_word_embeddings=False)),
     "qwen3-8b": ({**SIZE, "kv_heads": 2, "head_dim": 32, "ffn": 96},
                  lambda: T.Qwen3Config(**COMMON, num_key_value_heads=2, head_dim=32, intermediate_size=96,
                                        rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=False)),

@@ -57,6 +57,8 @@ def _configs() -> dict:
         "gemma2": lambda: T.Gemma2Config(**COMMON, num_key_value_heads=2, head_dim=32, intermediate_size=96,
                                          sliding_window=5, query_pre_attn_scalar=24, attn_logit_softcapping=0.5,
                                          final_logit_softcapping=2.0),
+        # OLMo 2: norms after attention and MLP (inside the residual, none before), qk-norm over all heads
+        "olmo2": lambda: T.Olmo2Config(**COMMON, num_key_value_heads=2, intermediate_size=96),
         "qwen3": lambda: T.Qwen3Config(**COMMON, num_key_value_heads=2, head_dim=32, intermediate_size=96),
         "phi3": lambda: T.Phi3Config(**COMMON, num_key_value_heads=2, intermediate_size=96, pad_token_id=0,
                                      bos_token_id=1, eos_token_id=2),
@@ -144,6 +146,7 @@ def test_a_wrongly_mapped_weight_is_detected():
     ("llama31", "high_freq_factor: 4.0", "high_freq_factor: 2.0"),
     ("llama_linear", "factor: 4.0", "factor: 2.0"),
     ("qwen3", "qk_norm_eps: $eps", "qk_norm_eps: 0.5"),
+    ("olmo2", "qk_norm_eps: $eps", "qk_norm_eps: 0.5"),
     ("gemma2", "softcap: 0.5", "softcap: 5.0"),
     ("gemma2", "softcap: 2.0", "softcap: 20.0"),
     ("gemma2", "pattern: [local, global]", "pattern: [global, local]"),
@@ -222,7 +225,7 @@ def test_router_aux_loss_matches_transformers():
 
 # ------------------------------------------------------------------------------- generation
 GENERATION_FAMILIES = ["gpt2", "llama", "llama31", "mistral", "mixtral", "gpt_neox", "falcon", "falcon_new_mqa", "gemma",
-                       "qwen3", "gemma2"]
+                       "qwen3", "gemma2", "olmo2"]
 
 
 @pytest.mark.parametrize("family", GENERATION_FAMILIES)

@@ -68,7 +68,8 @@ def _attention(d: dict, g: nx.DiGraph, built: dict) -> nn.Module:
                      bias=s.bias, out_bias=out_bias, scale=s.scale, rotary=rotary,
                      alibi=pos is not None and pos.type == "alibi",
                      relative=d["positional"] if pos is not None and pos.type == "relative" else None,
-                     qk_norm_eps=s.qk_norm_eps if s.qk_norm else None, softcap=s.softcap)
+                     qk_norm_eps=s.qk_norm_eps if s.qk_norm else None, qk_norm_over=s.qk_norm_over,
+                     softcap=s.softcap)
 
 
 def _lm_head(d: dict, g: nx.DiGraph, built: dict) -> nn.Module:

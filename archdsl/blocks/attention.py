@@ -69,7 +69,7 @@ class Attention(nn.Module):
     def __init__(self, width: int, heads: int, kv_heads: int, head_dim: int, *, causal: bool,
                  window: int | None, dropout: float, bias: bool, out_bias: bool, scale: float | None,
                  rotary: tuple[str, bool] | None, alibi: bool, relative: str | None = None,
-                 qk_norm_eps: float | None = None, softcap: float | None = None):
+                 qk_norm_eps: float | None = None, qk_norm_over: str = "head", softcap: float | None = None):
         super().__init__()
         assert heads % kv_heads == 0, "the spec validator guarantees kv_heads divides heads"
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
@@ -80,8 +80,10 @@ class Attention(nn.Module):
         self.cache_slot: int | None = None  # index of this layer's buffers in a KVCache (set by ArchModel)
         self.qkv = nn.Linear(width, (heads + 2 * kv_heads) * head_dim, bias=bias)
         self.out = nn.Linear(heads * head_dim, width, bias=out_bias)
-        if qk_norm_eps is not None:  # per-head RMSNorm of queries and keys (Qwen3): named as transformers names them
-            self.q_norm, self.k_norm = RMSNorm(head_dim, qk_norm_eps), RMSNorm(head_dim, qk_norm_eps)
+        self.qk_norm_over = qk_norm_over
+        if qk_norm_eps is not None:  # RMSNorm of queries and keys, named as transformers names them
+            q_size, k_size = (head_dim, head_dim) if qk_norm_over == "head" else (heads * head_dim, kv_heads * head_dim)
+            self.q_norm, self.k_norm = RMSNorm(q_size, qk_norm_eps), RMSNorm(k_size, qk_norm_eps)
         else:
             self.q_norm = self.k_norm = None
         if alibi:
@@ -98,8 +100,10 @@ class Attention(nn.Module):
         B, S, _ = x.shape
         h, kv, hd = self.heads, self.kv_heads, self.head_dim
         q, k, v = self.qkv(x).split([h * hd, kv * hd, kv * hd], dim=-1)
+        if self.q_norm is not None and self.qk_norm_over == "width":  # every head's values together (OLMo 2)
+            q, k = self.q_norm(q, ctx), self.k_norm(k, ctx)
         q, k = q.view(B, S, h, hd), k.view(B, S, kv, hd)
-        if self.q_norm is not None:
+        if self.q_norm is not None and self.qk_norm_over == "head":  # each head on its own (Qwen3)
             q, k = self.q_norm(q, ctx), self.k_norm(k, ctx)
         q = q.transpose(1, 2)  # (B, h, S, hd)
         k = k.transpose(1, 2)  # (B, kv, S, hd)

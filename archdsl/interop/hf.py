@@ -61,17 +61,19 @@ __all__ = ["Features", "FAMILY_TRAITS", "features_from_config", "spec_yaml_from_
 # (True, False, or the name of the config key that decides), parallel ("separate": NeoX's two
 # norms, "shared": one norm for both branches), embed_scale (multiply by sqrt(width)),
 # unit_offset (RMSNorm applies 1 + w), positional ("learned" for GPT-2), qkv_layout of a fused
-# projection ("concat" [q; k; v] | "per_head" (heads, 3, hd)), qk_norm (an RMSNorm on each query
-# and key head, with the config's rms_norm_eps), sandwich (a norm before and after each of attention
-# and MLP, inside the residual: Gemma 2).
+# projection ("concat" [q; k; v] | "per_head" (heads, 3, hd)), qk_norm (an RMSNorm of queries and
+# keys with the config's rms_norm_eps: "head" each head, Qwen3; "width" all heads together, OLMo 2),
+# norms ("pre" | "sandwich": before and after attention and MLP, inside the residual, Gemma 2 |
+# "post": after them only, inside the residual, OLMo 2).
 FAMILY_TRAITS: dict[str, dict[str, Any]] = {
     "gpt2": dict(gated=False, qkv_bias=True, out_bias=True, mlp_bias=True, positional="learned"),
     "llama": dict(qkv_bias="attention_bias", out_bias="attention_bias", mlp_bias="mlp_bias"),
     "mistral": dict(),
     "mixtral": dict(),
     "qwen2": dict(qkv_bias=True, out_bias=False),
-    "qwen3": dict(qkv_bias="attention_bias", out_bias="attention_bias", qk_norm=True),
-    "gemma2": dict(embed_scale=True, unit_offset=True, sandwich=True),
+    "qwen3": dict(qkv_bias="attention_bias", out_bias="attention_bias", qk_norm="head"),
+    "gemma2": dict(embed_scale=True, unit_offset=True, norms="sandwich"),
+    "olmo2": dict(qkv_bias="attention_bias", out_bias="attention_bias", qk_norm="width", norms="post"),
     "phi3": dict(),
     "starcoder2": dict(gated=False, qkv_bias="use_bias", out_bias="use_bias", mlp_bias="use_bias"),
     "stablelm": dict(qkv_bias="use_qkv_bias", out_bias=False, parallel="shared"),
@@ -85,7 +87,6 @@ FAMILY_TRAITS: dict[str, dict[str, Any]] = {
 # though their configs look like supported ones.
 UNSUPPORTED_FAMILIES: dict[str, str] = {
     "qwen3_moe": "qk-norm (an RMSNorm on every query and key head)",
-    "olmo2": "qk-norm and post-norm residuals",
     "olmoe": "qk-norm",
     "olmo": "LayerNorm without learned parameters",
     "cohere": "qk-norm and a parallel block with LayerNorm without bias and logit scaling",
@@ -280,8 +281,8 @@ class Features:
     embed_dropout: float = 0.0
     qkv_layout: str = "concat"  # of a fused projection: concat | per_head | grouped
     known_family: bool = True
-    qk_norm: bool = False
-    sandwich: bool = False  # norms after attention and MLP too, inside the residual (Gemma 2)
+    qk_norm: str = ""  # "" | head | width
+    norms: str = "pre"  # pre | sandwich (Gemma 2) | post (OLMo 2): where the layer norms sit in each residual
     attn_softcap: float | None = None
     final_softcap: float | None = None
     rope_scaling: tuple[tuple[str, Any], ...] = ()  # positional scaling args, e.g. (("scaling", "llama3"), ("factor", 8.0))
@@ -446,7 +447,7 @@ def features_from_config(config: Any) -> Features:
         activation=activation, windows=windows,
         tie=bool(getattr(cfg, "tie_word_embeddings", True)),
         embed_scale=bool(traits.get("embed_scale", False)), attn_scale=attn_scale,
-        qk_norm=bool(traits.get("qk_norm", False)), sandwich=bool(traits.get("sandwich", False)),
+        qk_norm=str(traits.get("qk_norm", "")), norms=str(traits.get("norms", "pre")),
         attn_softcap=_float_or_none(getattr(cfg, "attn_logit_softcapping", None)),
         final_softcap=_float_or_none(getattr(cfg, "final_logit_softcapping", None)),
         experts=int(experts) if experts else None, top_k=top_k, normalize=normalize,
@@ -501,8 +502,9 @@ def _describe(f: Features) -> str:
     norm = "RMSNorm" + (" with a (1 + w) scale" if f.unit_offset else "") if f.norm == "rmsnorm" else "LayerNorm"
     layout = {"sequential": "pre-norm decoder", "parallel": "parallel attention and MLP with their own norms",
               "parallel_shared": "parallel attention and MLP sharing one norm"}[f.block]
-    if f.sandwich:
-        layout = "decoder with sandwich norms (before and after attention and MLP)"
+    if f.norms != "pre":
+        layout = {"sandwich": "decoder with sandwich norms (before and after attention and MLP)",
+                  "post": "decoder with norms after attention and MLP, inside the residual"}[f.norms]
     parts.append(f"{layout}, {norm} (eps {f.eps:g})")
     if f.positional == "rotary":
         rot = f"rotary positions (theta {f.rope_theta:g}"
@@ -518,7 +520,7 @@ def _describe(f: Features) -> str:
         attn = f"grouped-query attention ({f.heads} heads, {f.kv_heads} key/value heads"
     if f.head_dim * f.heads != f.width:
         attn += f", {f.head_dim} wide"
-    parts.append(attn + (", qk-norm" if f.qk_norm else "")
+    parts.append(attn + (f", qk-norm {'per head' if f.qk_norm == 'head' else 'over all heads'}" if f.qk_norm else "")
                  + (f", scores soft-capped at {f.attn_softcap:g}" if f.attn_softcap else "") + ")")
     windows = {w for w in f.windows if w}
     if windows:
@@ -602,7 +604,7 @@ def spec_yaml_from_config(config: Any) -> str:
     if f.attn_dropout:
         attn.append(("dropout", "$attn_dropout"))
     if f.qk_norm:
-        attn += [("qk_norm", "true"), ("qk_norm_eps", "$eps")]
+        attn += [("qk_norm", "true"), ("qk_norm_eps", "$eps")] + ([("qk_norm_over", "width")] if f.qk_norm == "width" else [])
     if f.attn_softcap:
         attn.append(("softcap", _scalar(f.attn_softcap)))
     attention = f"attention: {_args(attn)}"
@@ -630,11 +632,13 @@ def spec_yaml_from_config(config: Any) -> str:
         return f"{f.norm}: {_args(args + [('name', name)])}"
 
     drop = ["- dropout: $dropout"] if f.resid_dropout else []
-    if f.block == "sequential" and f.sandwich:  # Gemma 2: x + norm(attention(norm(x))), the same for the MLP
-        body = (["- residual:", f"    - {norm('attn_norm')}", f"    - {attention}", f"    - {norm('post_attn_norm')}"]
-                + ["    " + d for d in drop]
-                + ["- residual:", f"    - {norm('mlp_norm')}", f"    - {ffn_node}", f"    - {norm('post_mlp_norm')}"]
-                + ["    " + d for d in drop])
+    if f.block == "sequential" and f.norms != "pre":
+        # Gemma 2: x + norm(attention(norm(x))); OLMo 2: x + norm(attention(x)); the same for the MLP
+        pre = f.norms == "sandwich"
+        body = (["- residual:"] + ([f"    - {norm('attn_norm')}"] if pre else [])
+                + [f"    - {attention}", f"    - {norm('post_attn_norm')}"] + ["    " + d for d in drop]
+                + ["- residual:"] + ([f"    - {norm('mlp_norm')}"] if pre else [])
+                + [f"    - {ffn_node}", f"    - {norm('post_mlp_norm')}"] + ["    " + d for d in drop])
     elif f.block == "sequential":
         body = (["- residual:", f"    - {norm('attn_norm')}", f"    - {attention}"] + ["    " + d for d in drop]
                 + ["- residual:", f"    - {norm('mlp_norm')}", f"    - {ffn_node}"] + ["    " + d for d in drop])
@@ -1014,7 +1018,7 @@ class _Mapper:
                                                     "moe": "mlp_norm"}.get(following or "", "unknown_norm")
                 if (i is not None and previous is not None and g.nodes[previous]["kind"] in ("attention", "mlp", "moe")
                         and g.nodes[previous]["parent"] == g.nodes[node]["parent"]):
-                    # after a sublayer in the same residual body: a sandwich's post-norm (Gemma 2)
+                    # after a sublayer in the same residual body: a post-norm (Gemma 2's sandwich, OLMo 2)
                     role = "post_attn_norm" if g.nodes[previous]["kind"] == "attention" else "post_mlp_norm"
             out[node] = (i, role)
         return out

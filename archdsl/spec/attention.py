@@ -1,6 +1,8 @@
 """Self-attention: multi-head, multi-query and grouped-query, causal or bidirectional."""
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from .base import Name, NodeSpec, PosFloat, PosInt, Probability, Scope, linear_params
@@ -23,8 +25,11 @@ class Attention(NodeSpec):
     scale: PosFloat | None = Field(None, description="Score scale; default 1/sqrt(head_dim).")
     cross: Name | None = Field(None, description="Cross-attention: queries from the stream, keys and values from "
                                "the output of this stack of the graph (e.g. encoder).")
-    qk_norm: bool = Field(False, description="RMSNorm over each head's queries and keys before rotary, one weight "
-                          "of head_dim for q and one for k, shared by the heads (Qwen3, Gemma 3).")
+    qk_norm: bool = Field(False, description="RMSNorm of the queries and keys before rotary (Qwen3, OLMo 2); see "
+                          "qk_norm_over.")
+    qk_norm_over: Literal["head", "width"] = Field(
+        "head", description="qk_norm: normalise each head's head_dim values with one weight shared by the heads "
+        "(head: Qwen3, Gemma 3), or all heads' values together with one weight per value (width: OLMo 2).")
     qk_norm_eps: PosFloat = Field(1e-6, description="qk_norm: the RMSNorm epsilon.")
     softcap: PosFloat | None = Field(None, description="Soft-cap the attention scores: softcap · tanh(scores / "
                                      "softcap) before the mask (Gemma 2: 50). No fused SDPA kernel has this, so such "
@@ -42,7 +47,8 @@ class Attention(NodeSpec):
         if self.cross:  # separate q (from the stream) and kv (from the memory) projections
             memory = scope.memory_widths.get(self.cross, scope.width)
             return linear_params(scope.width, h * hd, self.bias) + linear_params(memory, 2 * kv * hd, self.bias) + out
-        return linear_params(scope.width, (h + 2 * kv) * hd, self.bias) + out + (2 * hd if self.qk_norm else 0)
+        qk_norm = (2 * hd if self.qk_norm_over == "head" else (h + kv) * hd) if self.qk_norm else 0
+        return linear_params(scope.width, (h + 2 * kv) * hd, self.bias) + out + qk_norm
 
     def flops_per_token(self, scope: Scope) -> int:
         h, kv, hd = self.dims(scope.width)
@@ -61,8 +67,9 @@ class Attention(NodeSpec):
         elif h % kv:
             scope.report("kv_heads", f"kv_heads {kv} does not divide heads {h}",
                          "each key/value head serves a whole group of query heads")
-        if "qk_norm_eps" in self.model_fields_set and not self.qk_norm:
-            scope.report("qk_norm_eps", "qk_norm_eps without qk_norm: true", "add qk_norm: true, or drop qk_norm_eps")
+        for field in ("qk_norm_eps", "qk_norm_over"):
+            if field in self.model_fields_set and not self.qk_norm:
+                scope.report(field, f"{field} without qk_norm: true", f"add qk_norm: true, or drop {field}")
         if self.cross is not None:
             for field in ("qk_norm", "softcap"):
                 if getattr(self, field):
@@ -99,7 +106,7 @@ class Attention(NodeSpec):
         if self.window:
             parts.append(f"window {self.window}")
         if self.qk_norm:
-            parts.append("qk-norm")
+            parts.append("qk-norm" + (" (width)" if self.qk_norm_over == "width" else ""))
         if self.softcap:
             parts.append(f"softcap {self.softcap:g}")
         return ", ".join(parts)
