@@ -59,6 +59,14 @@ FULL = {
     "olmo2-7b": lambda: T.Olmo2Config(vocab_size=100352, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
                                       num_attention_heads=32, num_key_value_heads=32, rms_norm_eps=1e-6,
                                       max_position_embeddings=4096, rope_theta=500000.0, tie_word_embeddings=False),
+    "gemma3-1b": lambda: T.Gemma3TextConfig(vocab_size=262144, hidden_size=1152, intermediate_size=6912,
+                                            num_hidden_layers=26, num_attention_heads=4, num_key_value_heads=1,
+                                            head_dim=256, query_pre_attn_scalar=256, sliding_window=512,
+                                            rms_norm_eps=1e-6, max_position_embeddings=32768,
+                                            rope_parameters={"sliding_attention": {"rope_type": "default",
+                                                                                   "rope_theta": 10000.0},
+                                                             "full_attention": {"rope_type": "default",
+                                                                                "rope_theta": 1000000.0}}),
 }
 
 COUNTS = {  # transformers' own counts of the same models
@@ -66,6 +74,7 @@ COUNTS = {  # transformers' own counts of the same models
     "mixtral-8x7b": 46_702_792_704, "pythia-160m": 162_322_944, "falcon-7b": 6_921_720_704,
     "gemma-2b": 2_506_172_416, "gemma-7b": 8_537_680_896, "qwen3-8b": 8_190_735_360,
     "gemma2-9b": 9_241_705_984, "olmo2-7b": 7_298_617_344,
+    "gemma3-1b": 999_885_952,
 }
 
 
@@ -155,6 +164,14 @@ TINY = {
                   lambda: T.Gemma2Config(**COMMON, num_key_value_heads=2, head_dim=32, intermediate_size=96,
                                          sliding_window=5, query_pre_attn_scalar=24, attn_logit_softcapping=0.5,
                                          final_logit_softcapping=2.0)),
+    "gemma3-1b": ({**SIZE, "layers": 6, "kv_heads": 2, "head_dim": 32, "ffn": 96, "local_window": 5,
+                   "query_pre_attn_scalar": 24},
+                  lambda: T.Gemma3TextConfig(**{**COMMON, "num_hidden_layers": 6}, num_key_value_heads=2, head_dim=32,
+                                             intermediate_size=96, sliding_window=5, query_pre_attn_scalar=24,
+                                             rope_parameters={"sliding_attention": {"rope_type": "default",
+                                                                                    "rope_theta": 10000.0},
+                                                              "full_attention": {"rope_type": "default",
+                                                                                 "rope_theta": 1000000.0}})),
     "olmo2-7b": ({**SIZE, "ffn": 96},
                  lambda: T.Olmo2Config(**COMMON, intermediate_size=96, rms_norm_eps=1e-6, rope_theta=500000.0,
                                        tie_word_embeddings=False)),
@@ -190,7 +207,8 @@ def test_tiny_spec_file_computes_the_transformers_logits(root, family):
     (lambda: T.LlamaConfig(rope_scaling={"rope_type": "dynamic", "factor": 2.0}), "rotary scaling 'dynamic'"),
     (lambda: T.GPT2Config(add_cross_attention=True), "cross-attention"),
     (lambda: T.GPT2Config(scale_attn_by_inverse_layer_idx=True), "1/(layer index + 1)"),
-    (lambda: T.Gemma3TextConfig(), "soft-capping"),
+    (lambda: T.CohereConfig(), "parallel block"),
+    (lambda: T.Gemma3TextConfig(use_bidirectional_attention=True), "bidirectional attention"),
     (lambda: T.Qwen3MoeConfig(), "qk-norm"),
     (lambda: T.StableLmConfig(qk_layernorm=True), "qk-norm"),
     (lambda: T.FalconConfig(alibi=True), "ALiBi"),

@@ -59,6 +59,14 @@ def _configs() -> dict:
                                          final_logit_softcapping=2.0),
         # OLMo 2: norms after attention and MLP (inside the residual, none before), qk-norm over all heads
         "olmo2": lambda: T.Olmo2Config(**COMMON, num_key_value_heads=2, intermediate_size=96),
+        # Gemma 3 (text): sandwich norms, qk-norm with (1 + w), 5 local : 1 global layers with their own rotary
+        # (the global ones linearly scaled); a window of 5 and 6 layers so that both kinds matter
+        "gemma3": lambda: T.Gemma3TextConfig(**{**COMMON, "num_hidden_layers": 6}, num_key_value_heads=2, head_dim=32,
+                                             intermediate_size=96, sliding_window=5, query_pre_attn_scalar=24,
+                                             rope_parameters={"sliding_attention": {"rope_type": "default",
+                                                                                    "rope_theta": 10000.0},
+                                                              "full_attention": {"rope_type": "linear", "factor": 8.0,
+                                                                                 "rope_theta": 1000000.0}}),
         "qwen3": lambda: T.Qwen3Config(**COMMON, num_key_value_heads=2, head_dim=32, intermediate_size=96),
         "phi3": lambda: T.Phi3Config(**COMMON, num_key_value_heads=2, intermediate_size=96, pad_token_id=0,
                                      bos_token_id=1, eos_token_id=2),
@@ -147,6 +155,9 @@ def test_a_wrongly_mapped_weight_is_detected():
     ("llama_linear", "factor: 4.0", "factor: 2.0"),
     ("qwen3", "qk_norm_eps: $eps", "qk_norm_eps: 0.5"),
     ("olmo2", "qk_norm_eps: $eps", "qk_norm_eps: 0.5"),
+    ("gemma3", "rope_factor: 8.0", "rope_factor: 2.0"),
+    ("gemma3", "local_rope_theta: 10000.0", "local_rope_theta: 1000000.0"),
+    ("gemma3", "qk_norm_unit_offset: true", "qk_norm_unit_offset: false"),
     ("gemma2", "softcap: 0.5", "softcap: 5.0"),
     ("gemma2", "softcap: 2.0", "softcap: 20.0"),
     ("gemma2", "pattern: [local, global]", "pattern: [global, local]"),
@@ -225,7 +236,7 @@ def test_router_aux_loss_matches_transformers():
 
 # ------------------------------------------------------------------------------- generation
 GENERATION_FAMILIES = ["gpt2", "llama", "llama31", "mistral", "mixtral", "gpt_neox", "falcon", "falcon_new_mqa", "gemma",
-                       "qwen3", "gemma2", "olmo2"]
+                       "qwen3", "gemma2", "olmo2", "gemma3"]
 
 
 @pytest.mark.parametrize("family", GENERATION_FAMILIES)

@@ -69,6 +69,7 @@ def _attention(d: dict, g: nx.DiGraph, built: dict) -> nn.Module:
                      alibi=pos is not None and pos.type == "alibi",
                      relative=d["positional"] if pos is not None and pos.type == "relative" else None,
                      qk_norm_eps=s.qk_norm_eps if s.qk_norm else None, qk_norm_over=s.qk_norm_over,
+                     qk_norm_unit_offset=s.qk_norm_unit_offset,
                      softcap=s.softcap)
 
 

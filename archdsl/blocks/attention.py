@@ -69,7 +69,8 @@ class Attention(nn.Module):
     def __init__(self, width: int, heads: int, kv_heads: int, head_dim: int, *, causal: bool,
                  window: int | None, dropout: float, bias: bool, out_bias: bool, scale: float | None,
                  rotary: tuple[str, bool] | None, alibi: bool, relative: str | None = None,
-                 qk_norm_eps: float | None = None, qk_norm_over: str = "head", softcap: float | None = None):
+                 qk_norm_eps: float | None = None, qk_norm_over: str = "head", qk_norm_unit_offset: bool = False,
+                 softcap: float | None = None):
         super().__init__()
         assert heads % kv_heads == 0, "the spec validator guarantees kv_heads divides heads"
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
@@ -83,7 +84,8 @@ class Attention(nn.Module):
         self.qk_norm_over = qk_norm_over
         if qk_norm_eps is not None:  # RMSNorm of queries and keys, named as transformers names them
             q_size, k_size = (head_dim, head_dim) if qk_norm_over == "head" else (heads * head_dim, kv_heads * head_dim)
-            self.q_norm, self.k_norm = RMSNorm(q_size, qk_norm_eps), RMSNorm(k_size, qk_norm_eps)
+            self.q_norm = RMSNorm(q_size, qk_norm_eps, unit_offset=qk_norm_unit_offset)
+            self.k_norm = RMSNorm(k_size, qk_norm_eps, unit_offset=qk_norm_unit_offset)
         else:
             self.q_norm = self.k_norm = None
         if alibi:

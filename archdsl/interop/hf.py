@@ -74,6 +74,8 @@ FAMILY_TRAITS: dict[str, dict[str, Any]] = {
     "qwen3": dict(qkv_bias="attention_bias", out_bias="attention_bias", qk_norm="head"),
     "gemma2": dict(embed_scale=True, unit_offset=True, norms="sandwich"),
     "olmo2": dict(qkv_bias="attention_bias", out_bias="attention_bias", qk_norm="width", norms="post"),
+    "gemma3_text": dict(embed_scale=True, unit_offset=True, norms="sandwich", qk_norm="head",
+                        qkv_bias="attention_bias", out_bias="attention_bias"),
     "phi3": dict(),
     "starcoder2": dict(gated=False, qkv_bias="use_bias", out_bias="use_bias", mlp_bias="use_bias"),
     "stablelm": dict(qkv_bias="use_qkv_bias", out_bias=False, parallel="shared"),
@@ -90,8 +92,7 @@ UNSUPPORTED_FAMILIES: dict[str, str] = {
     "olmoe": "qk-norm",
     "olmo": "LayerNorm without learned parameters",
     "cohere": "qk-norm and a parallel block with LayerNorm without bias and logit scaling",
-    "gemma3": "qk-norm, soft-capping and sandwich norms",
-    "gemma3_text": "qk-norm, soft-capping and sandwich norms",
+    "gemma3": "a vision tower (import the text model, model_type gemma3_text)",
     "granite": "embedding/residual/attention/logit multipliers",
     "bloom": "ALiBi with an embedding LayerNorm",
     "mpt": "ALiBi and clip_qkv",
@@ -212,12 +213,19 @@ def _rope(cfg: Any) -> dict[str, Any] | None:
     """{rope_type, rope_theta, partial_rotary_factor} from transformers 5's rope_parameters or 4's keys."""
     params = getattr(cfg, "rope_parameters", None)
     if isinstance(params, Mapping) and params:
+        per_type = None
         if "rope_type" not in params and all(isinstance(v, Mapping) for v in params.values()):
             kinds = {json.dumps(dict(v), sort_keys=True) for v in params.values()}
-            if len(kinds) > 1:  # per-layer-type rope (Gemma 3)
-                raise _unsupported(cfg, "rope_parameters", "different rotary settings per layer type")
-            params = next(iter(params.values()))
+            if len(kinds) > 1:  # per-layer-type rope (Gemma 3): the full-attention layers' is the main one
+                if set(params) != {"sliding_attention", "full_attention"}:
+                    raise _unsupported(cfg, "rope_parameters", f"rotary settings for layer types {sorted(params)}")
+                per_type = {k: dict(v) for k, v in params.items()}
+                params = params["full_attention"]
+            else:
+                params = next(iter(params.values()))
         out = dict(params)
+        if per_type:
+            out["per_type"] = per_type
     else:
         theta = _get(cfg, "rope_theta", "rotary_emb_base")
         scaling = getattr(cfg, "rope_scaling", None)
@@ -286,6 +294,7 @@ class Features:
     attn_softcap: float | None = None
     final_softcap: float | None = None
     rope_scaling: tuple[tuple[str, Any], ...] = ()  # positional scaling args, e.g. (("scaling", "llama3"), ("factor", 8.0))
+    local_rope: tuple[float, tuple[tuple[str, Any], ...]] | None = None  # (theta, scaling) of sliding layers
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -355,14 +364,23 @@ def features_from_config(config: Any) -> Features:
     if rope is not None:
         rope_scaling = _rope_scaling(cfg, rope)
         positional, theta = "rotary", float(rope.get("rope_theta", 10000.0))
+        local = rope.get("per_type", {}).get("sliding_attention")
+        if local is not None:
+            local_rope = (float(local.get("rope_theta", 10000.0)), _rope_scaling(cfg, local))
+            if any(dict(args).get("scaling") == "llama3" for args in (rope_scaling, local_rope[1])):
+                raise _unsupported(cfg, "rope_parameters", "llama3 rotary scaling that differs per layer type")
         fraction = float(rope.get("partial_rotary_factor", 1.0))
         rotary_dim = getattr(cfg, "rotary_dim", None)
         if rotary_dim and fraction == 1.0:
             fraction = rotary_dim / head_dim
+        if local is not None and fraction != 1.0:
+            raise _unsupported(cfg, "partial_rotary_factor", "partial rotary with rotary settings per layer type")
     else:
         if max_len is None:
             raise _unsupported(cfg, "max_position_embeddings", "positions that are neither rotary nor learned")
         positional, theta, fraction, rope_scaling = "learned", 10000.0, 1.0, ()
+    if rope is None or "per_type" not in rope:
+        local_rope = None
 
     # block layout
     parallel = False
@@ -440,7 +458,7 @@ def features_from_config(config: Any) -> Features:
         vocab=int(vocab), width=int(width), layers=int(layers), heads=int(heads), kv_heads=int(kv_heads),
         head_dim=int(head_dim), ffn=int(ffn), norm=norm, eps=eps, unit_offset=unit_offset,
         positional=positional, max_len=int(max_len) if max_len else None, rope_theta=theta, rotary_fraction=fraction,
-        rope_scaling=rope_scaling, block=block,
+        rope_scaling=rope_scaling, local_rope=local_rope, block=block,
         qkv_bias=_bias(cfg, traits, "qkv_bias", "attention_bias", "bias", "use_bias"),
         out_bias=_bias(cfg, traits, "out_bias", "attention_bias", "bias", "use_bias"),
         mlp_bias=_bias(cfg, traits, "mlp_bias", "mlp_bias", "bias", "use_bias"),
@@ -573,6 +591,8 @@ def spec_yaml_from_config(config: Any) -> str:
         v.update(experts=f.experts, top_k=f.top_k)
     if f.positional == "rotary":
         v["rope_theta"] = f.rope_theta
+        if f.local_rope is not None:
+            v["local_rope_theta"] = f.local_rope[0]
         if f.rotary_fraction != 1.0:
             v["rotary_fraction"] = f.rotary_fraction
     windows = sorted({w for w in f.windows if w})
@@ -605,6 +625,8 @@ def spec_yaml_from_config(config: Any) -> str:
         attn.append(("dropout", "$attn_dropout"))
     if f.qk_norm:
         attn += [("qk_norm", "true"), ("qk_norm_eps", "$eps")] + ([("qk_norm_over", "width")] if f.qk_norm == "width" else [])
+        if f.unit_offset:
+            attn.append(("qk_norm_unit_offset", "true"))
     if f.attn_softcap:
         attn.append(("softcap", _scalar(f.attn_softcap)))
     attention = f"attention: {_args(attn)}"
@@ -657,7 +679,18 @@ def spec_yaml_from_config(config: Any) -> str:
     lines.append("vars:")
     lines += [f"  {k}: {_scalar(val)}" for k, val in v.items()]
     lines += ["", "blocks:"]
-    if per_layer_window:
+    if per_layer_window and f.local_rope is not None:  # each layer has its own rotary settings (Gemma 3)
+        def rope_args(theta: str, scaling: tuple) -> str:
+            d = dict(scaling)
+            return f"rope_theta: {theta}" + (f", rope_scaling: {d['scaling']}, rope_factor: {_scalar(d['factor'])}"
+                                             if d else "")
+        lines += ["  decoder_layer:", "    params: {window: null, rope_theta: null, rope_scaling: none, rope_factor: null}",
+                  "    layers:",
+                  "      - positional: {kind: rotary, base: $rope_theta, scaling: $rope_scaling, factor: $rope_factor}"]
+        lines += ["      " + line for line in body]
+        lines += ["  local:", f"    - decoder_layer: {{window: $local_window, {rope_args('$local_rope_theta', f.local_rope[1])}}}",
+                  "  global:", f"    - decoder_layer: {{{rope_args('$rope_theta', f.rope_scaling)}}}"]
+    elif per_layer_window:
         lines += ["  decoder_layer:", "    params: {window: null}", "    layers:"]
         lines += ["      " + line for line in body]
         lines += ["  local:", "    - decoder_layer: {window: $local_window}", "  global:", "    - decoder_layer"]
@@ -668,7 +701,9 @@ def spec_yaml_from_config(config: Any) -> str:
     if f.embed_scale:
         embed.append(("scale", '"${d_model ** 0.5}"'))
     model = ["model:", "  width: $d_model", "  layers:", f"    - embedding: {_args(embed)}"]
-    if f.positional == "rotary":
+    if f.positional == "rotary" and f.local_rope is not None:
+        pass  # a positional node in every layer (above)
+    elif f.positional == "rotary":
         pos = [("kind", "rotary"), ("base", "$rope_theta")]
         if f.rotary_fraction != 1.0:
             pos.append(("fraction", "$rotary_fraction"))

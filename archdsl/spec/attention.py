@@ -31,6 +31,8 @@ class Attention(NodeSpec):
         "head", description="qk_norm: normalise each head's head_dim values with one weight shared by the heads "
         "(head: Qwen3, Gemma 3), or all heads' values together with one weight per value (width: OLMo 2).")
     qk_norm_eps: PosFloat = Field(1e-6, description="qk_norm: the RMSNorm epsilon.")
+    qk_norm_unit_offset: bool = Field(False, description="qk_norm: scale by (1 + w) with w starting at 0, as "
+                                      "rmsnorm's unit_offset (Gemma 3).")
     softcap: PosFloat | None = Field(None, description="Soft-cap the attention scores: softcap · tanh(scores / "
                                      "softcap) before the mask (Gemma 2: 50). No fused SDPA kernel has this, so such "
                                      "layers run attention as explicit matmuls and softmax.")
@@ -67,7 +69,7 @@ class Attention(NodeSpec):
         elif h % kv:
             scope.report("kv_heads", f"kv_heads {kv} does not divide heads {h}",
                          "each key/value head serves a whole group of query heads")
-        for field in ("qk_norm_eps", "qk_norm_over"):
+        for field in ("qk_norm_eps", "qk_norm_over", "qk_norm_unit_offset"):
             if field in self.model_fields_set and not self.qk_norm:
                 scope.report(field, f"{field} without qk_norm: true", f"add qk_norm: true, or drop {field}")
         if self.cross is not None:

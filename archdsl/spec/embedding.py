@@ -99,7 +99,9 @@ class Positional(NodeSpec):
         rotary_only = sorted({"fraction", "base", "interleaved", "scaling"} & self.model_fields_set)
         if self.type != "rotary" and rotary_only:
             raise ValueError(f"{', '.join(rotary_only)} appl{'ies' if len(rotary_only) == 1 else 'y'} to kind: rotary only")
-        scaling_only = {"factor", "low_freq_factor", "high_freq_factor", "original_max_len"} & self.model_fields_set
+        # factor by value: a block parameter may pass factor: null along with scaling: none
+        scaling_only = {"low_freq_factor", "high_freq_factor", "original_max_len"} & self.model_fields_set
+        scaling_only |= {"factor"} if self.factor is not None else set()
         if self.scaling != "llama3":
             scaling_only -= {"factor"} if self.scaling == "linear" else set()
             if scaling_only:
