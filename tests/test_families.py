@@ -67,6 +67,12 @@ FULL = {
                                                                                    "rope_theta": 10000.0},
                                                              "full_attention": {"rope_type": "default",
                                                                                 "rope_theta": 1000000.0}}),
+    "qwen3-30b-a3b": lambda: T.Qwen3MoeConfig(vocab_size=151936, hidden_size=2048, intermediate_size=6144,
+                                              moe_intermediate_size=768, num_hidden_layers=48, num_attention_heads=32,
+                                              num_key_value_heads=4, head_dim=128, num_experts=128, num_experts_per_tok=8,
+                                              norm_topk_prob=True, rms_norm_eps=1e-6, max_position_embeddings=40960,
+                                              rope_theta=1000000.0, tie_word_embeddings=False,
+                                              router_aux_loss_coef=0.001),
 }
 
 COUNTS = {  # transformers' own counts of the same models
@@ -74,7 +80,7 @@ COUNTS = {  # transformers' own counts of the same models
     "mixtral-8x7b": 46_702_792_704, "pythia-160m": 162_322_944, "falcon-7b": 6_921_720_704,
     "gemma-2b": 2_506_172_416, "gemma-7b": 8_537_680_896, "qwen3-8b": 8_190_735_360,
     "gemma2-9b": 9_241_705_984, "olmo2-7b": 7_298_617_344,
-    "gemma3-1b": 999_885_952,
+    "gemma3-1b": 999_885_952, "qwen3-30b-a3b": 30_532_122_624,
 }
 
 
@@ -172,6 +178,11 @@ TINY = {
                                                                                     "rope_theta": 10000.0},
                                                               "full_attention": {"rope_type": "default",
                                                                                  "rope_theta": 1000000.0}})),
+    "qwen3-30b-a3b": ({**SIZE, "kv_heads": 2, "head_dim": 32, "ffn": 48, "experts": 4, "top_k": 2},
+                      lambda: T.Qwen3MoeConfig(**COMMON, num_key_value_heads=2, head_dim=32, intermediate_size=96,
+                                               moe_intermediate_size=48, num_experts=4, num_experts_per_tok=2,
+                                               norm_topk_prob=True, rms_norm_eps=1e-6, rope_theta=1000000.0,
+                                               tie_word_embeddings=False, router_aux_loss_coef=0.001)),
     "olmo2-7b": ({**SIZE, "ffn": 96},
                  lambda: T.Olmo2Config(**COMMON, intermediate_size=96, rms_norm_eps=1e-6, rope_theta=500000.0,
                                        tie_word_embeddings=False)),
@@ -209,7 +220,7 @@ def test_tiny_spec_file_computes_the_transformers_logits(root, family):
     (lambda: T.GPT2Config(scale_attn_by_inverse_layer_idx=True), "1/(layer index + 1)"),
     (lambda: T.CohereConfig(), "parallel block"),
     (lambda: T.Gemma3TextConfig(use_bidirectional_attention=True), "bidirectional attention"),
-    (lambda: T.Qwen3MoeConfig(), "qk-norm"),
+    (lambda: T.Qwen3MoeConfig(mlp_only_layers=[0]), "dense"),
     (lambda: T.StableLmConfig(qk_layernorm=True), "qk-norm"),
     (lambda: T.FalconConfig(alibi=True), "ALiBi"),
     (lambda: T.LlamaConfig(hidden_act="relu"), "gated MLP with activation 'relu'"),

@@ -72,6 +72,7 @@ FAMILY_TRAITS: dict[str, dict[str, Any]] = {
     "mixtral": dict(),
     "qwen2": dict(qkv_bias=True, out_bias=False),
     "qwen3": dict(qkv_bias="attention_bias", out_bias="attention_bias", qk_norm="head"),
+    "qwen3_moe": dict(qkv_bias="attention_bias", out_bias="attention_bias", qk_norm="head"),
     "gemma2": dict(embed_scale=True, unit_offset=True, norms="sandwich"),
     "olmo2": dict(qkv_bias="attention_bias", out_bias="attention_bias", qk_norm="width", norms="post"),
     "gemma3_text": dict(embed_scale=True, unit_offset=True, norms="sandwich", qk_norm="head",
@@ -88,7 +89,6 @@ FAMILY_TRAITS: dict[str, dict[str, Any]] = {
 # Families transformers knows whose modelling code does something archdsl cannot express yet,
 # though their configs look like supported ones.
 UNSUPPORTED_FAMILIES: dict[str, str] = {
-    "qwen3_moe": "qk-norm (an RMSNorm on every query and key head)",
     "olmoe": "qk-norm",
     "olmo": "LayerNorm without learned parameters",
     "cohere": "qk-norm and a parallel block with LayerNorm without bias and logit scaling",
