@@ -73,6 +73,12 @@ FULL = {
                                               norm_topk_prob=True, rms_norm_eps=1e-6, max_position_embeddings=40960,
                                               rope_theta=1000000.0, tie_word_embeddings=False,
                                               router_aux_loss_coef=0.001),
+    "qwen1.5-moe-a2.7b": lambda: T.Qwen2MoeConfig(vocab_size=151936, hidden_size=2048, intermediate_size=5632,
+                                                  moe_intermediate_size=1408, shared_expert_intermediate_size=5632,
+                                                  num_hidden_layers=24, num_attention_heads=16, num_key_value_heads=16,
+                                                  num_experts=60, num_experts_per_tok=4, norm_topk_prob=False,
+                                                  rms_norm_eps=1e-6, max_position_embeddings=8192, rope_theta=1000000.0,
+                                                  tie_word_embeddings=False, router_aux_loss_coef=0.001),
 }
 
 COUNTS = {  # transformers' own counts of the same models
@@ -81,6 +87,7 @@ COUNTS = {  # transformers' own counts of the same models
     "gemma-2b": 2_506_172_416, "gemma-7b": 8_537_680_896, "qwen3-8b": 8_190_735_360,
     "gemma2-9b": 9_241_705_984, "olmo2-7b": 7_298_617_344,
     "gemma3-1b": 999_885_952, "qwen3-30b-a3b": 30_532_122_624,
+    "qwen1.5-moe-a2.7b": 14_315_784_192,
 }
 
 
@@ -183,6 +190,12 @@ TINY = {
                                                moe_intermediate_size=48, num_experts=4, num_experts_per_tok=2,
                                                norm_topk_prob=True, rms_norm_eps=1e-6, rope_theta=1000000.0,
                                                tie_word_embeddings=False, router_aux_loss_coef=0.001)),
+    "qwen1.5-moe-a2.7b": ({**SIZE, "ffn": 48, "shared_ffn": 80, "experts": 4, "top_k": 2},
+                          lambda: T.Qwen2MoeConfig(**COMMON, num_key_value_heads=4, intermediate_size=96,
+                                                   moe_intermediate_size=48, shared_expert_intermediate_size=80,
+                                                   num_experts=4, num_experts_per_tok=2, norm_topk_prob=False,
+                                                   rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=False,
+                                                   router_aux_loss_coef=0.001)),
     "olmo2-7b": ({**SIZE, "ffn": 96},
                  lambda: T.Olmo2Config(**COMMON, intermediate_size=96, rms_norm_eps=1e-6, rope_theta=500000.0,
                                        tie_word_embeddings=False)),
@@ -221,6 +234,7 @@ def test_tiny_spec_file_computes_the_transformers_logits(root, family):
     (lambda: T.CohereConfig(), "parallel block"),
     (lambda: T.Gemma3TextConfig(use_bidirectional_attention=True), "bidirectional attention"),
     (lambda: T.Qwen3MoeConfig(mlp_only_layers=[0]), "dense"),
+    (lambda: T.Qwen2MoeConfig(decoder_sparse_step=2), "dense"),
     (lambda: T.StableLmConfig(qk_layernorm=True), "qk-norm"),
     (lambda: T.FalconConfig(alibi=True), "ALiBi"),
     (lambda: T.LlamaConfig(hidden_act="relu"), "gated MLP with activation 'relu'"),

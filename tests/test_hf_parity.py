@@ -70,6 +70,9 @@ def _configs() -> dict:
         "qwen3_moe": lambda: T.Qwen3MoeConfig(**COMMON, num_key_value_heads=2, head_dim=32, intermediate_size=96,
                                               moe_intermediate_size=48, num_experts=4, num_experts_per_tok=2,
                                               norm_topk_prob=False),
+        "qwen2_moe": lambda: T.Qwen2MoeConfig(**COMMON, num_key_value_heads=2, intermediate_size=96,
+                                              moe_intermediate_size=48, shared_expert_intermediate_size=80,
+                                              num_experts=4, num_experts_per_tok=2, norm_topk_prob=False),
         "qwen3": lambda: T.Qwen3Config(**COMMON, num_key_value_heads=2, head_dim=32, intermediate_size=96),
         "phi3": lambda: T.Phi3Config(**COMMON, num_key_value_heads=2, intermediate_size=96, pad_token_id=0,
                                      bos_token_id=1, eos_token_id=2),
@@ -159,6 +162,7 @@ def test_a_wrongly_mapped_weight_is_detected():
     ("qwen3", "qk_norm_eps: $eps", "qk_norm_eps: 0.5"),
     ("olmo2", "qk_norm_eps: $eps", "qk_norm_eps: 0.5"),
     ("qwen3_moe", "normalize: false", "normalize: true"),
+    ("qwen2_moe", "normalize: false", "normalize: true"),
     ("gemma3", "rope_factor: 8.0", "rope_factor: 2.0"),
     ("gemma3", "local_rope_theta: 10000.0", "local_rope_theta: 1000000.0"),
     ("gemma3", "qk_norm_unit_offset: true", "qk_norm_unit_offset: false"),
@@ -240,7 +244,7 @@ def test_router_aux_loss_matches_transformers():
 
 # ------------------------------------------------------------------------------- generation
 GENERATION_FAMILIES = ["gpt2", "llama", "llama31", "mistral", "mixtral", "gpt_neox", "falcon", "falcon_new_mqa", "gemma",
-                       "qwen3", "qwen3_moe", "gemma2", "olmo2", "gemma3"]
+                       "qwen3", "qwen3_moe", "qwen2_moe", "gemma2", "olmo2", "gemma3"]
 
 
 @pytest.mark.parametrize("family", GENERATION_FAMILIES)

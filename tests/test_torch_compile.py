@@ -39,7 +39,7 @@ VOCAB, TOL = 97, 1e-4
 # vars of the library specs, shrunk; vars not listed keep their values (max_params catches a miss)
 TINY = {"vocab": VOCAB, "d_model": 64, "width": 64, "heads": 4, "kv_heads": 2, "num_kv_heads": 2, "n_kv_heads": 2,
         "layers": 1, "ffn": 96, "hidden": 96, "intermediate": 96, "context": 64, "max_len": 64, "max_positions": 64,
-        "head_dim": 16, "experts": 4, "top_k": 2, "num_experts": 4, "n_experts": 4, "type_vocab": 2, "dropout": 0.0}
+        "head_dim": 16, "experts": 4, "top_k": 2, "shared_ffn": 96, "num_experts": 4, "n_experts": 4, "type_vocab": 2, "dropout": 0.0}
 
 
 def tiny_overrides(spec: archdsl.Spec) -> dict:

@@ -87,7 +87,7 @@ BUILDERS: dict[str, Builder] = {
                                d["spec"].dropout, d["spec"].gated),
     "moe": lambda d, g, b: MoE(d["in_width"], d["spec"].experts, d["spec"].top_k, d["spec"].hidden, d["spec"].activation,
                                d["spec"].bias, d["spec"].router_bias, d["spec"].normalize, d["spec"].jitter,
-                               d["spec"].gated, d["spec"].aux_loss_coef),
+                               d["spec"].gated, d["spec"].aux_loss_coef, d["spec"].shared_hidden, d["spec"].shared_gate),
     "linear": lambda d, g, b: Linear(d["in_width"], d["spec"].out, bias=d["spec"].bias),
     "dropout": lambda d, g, b: Dropout(d["spec"].p),
     "layernorm": lambda d, g, b: LayerNorm(d["in_width"], d["spec"].eps, d["spec"].bias),

@@ -59,13 +59,25 @@ class MoE(nn.Module):
     """
 
     def __init__(self, width: int, experts: int, top_k: int, hidden: int, activation: str, bias: bool,
-                 router_bias: bool, normalize: bool, jitter: float, gated: bool, aux_loss_coef: float = 0.0):
+                 router_bias: bool, normalize: bool, jitter: float, gated: bool, aux_loss_coef: float = 0.0,
+                 shared_hidden: int | None = None, shared_gate: bool = False):
         super().__init__()
         self.num_experts, self.top_k, self.normalize, self.jitter = experts, top_k, normalize, jitter
         self.aux_loss_coef = aux_loss_coef
         self.router = nn.Linear(width, experts, bias=router_bias)
         self.experts = nn.ModuleList(MLP(width, hidden, activation, bias, 0.0, gated) for _ in range(experts))
         self.router_logits: torch.Tensor | None = None
+        # an expert every token goes through, optionally scaled by a learned sigmoid gate (Qwen2-MoE)
+        self.shared = MLP(width, shared_hidden, activation, bias, 0.0, gated) if shared_hidden else None
+        self.shared_gate = nn.Linear(width, 1, bias=False) if shared_gate else None
+
+    def add_shared(self, out: torch.Tensor, flat: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        if self.shared is None:
+            return out
+        y = self.shared(flat, ctx)
+        if self.shared_gate is not None:
+            y = torch.sigmoid(self.shared_gate(flat)) * y
+        return out + y.to(out.dtype)
 
     def route(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(router logits (N, E), top-k weights (N, k) in float32, top-k expert ids (N, k))."""
@@ -91,12 +103,12 @@ class MoE(nn.Module):
             dense = dense.scatter(1, chosen, weights)
             for e, expert in enumerate(self.experts):
                 out = out + (expert(flat, ctx) * dense[:, e, None]).to(out.dtype)
-            return out.view(shape)
+            return self.add_shared(out, flat, ctx).view(shape)
         for expert in chosen.unique().tolist():  # only the experts some token chose, ascending as HF accumulates
             token, slot = torch.where(chosen == expert)
             y = self.experts[expert](flat[token], ctx) * weights[token, slot, None]
             out.index_add_(0, token, y.to(out.dtype))
-        return out.view(shape)
+        return self.add_shared(out, flat, ctx).view(shape)
 
 
 def router_aux_loss(model: nn.Module, attention_mask: torch.Tensor | None = None, *, scaled: bool = False) -> torch.Tensor:

@@ -73,6 +73,7 @@ FAMILY_TRAITS: dict[str, dict[str, Any]] = {
     "qwen2": dict(qkv_bias=True, out_bias=False),
     "qwen3": dict(qkv_bias="attention_bias", out_bias="attention_bias", qk_norm="head"),
     "qwen3_moe": dict(qkv_bias="attention_bias", out_bias="attention_bias", qk_norm="head"),
+    "qwen2_moe": dict(qkv_bias=True, out_bias=False),
     "gemma2": dict(embed_scale=True, unit_offset=True, norms="sandwich"),
     "olmo2": dict(qkv_bias="attention_bias", out_bias="attention_bias", qk_norm="width", norms="post"),
     "gemma3_text": dict(embed_scale=True, unit_offset=True, norms="sandwich", qk_norm="head",
@@ -98,7 +99,6 @@ UNSUPPORTED_FAMILIES: dict[str, str] = {
     "mpt": "ALiBi and clip_qkv",
     "gptj": "interleaved partial rotary with a biased LM head (not mapped yet)",
     "phi": "parallel block with partial rotary and dense naming (not mapped yet)",
-    "qwen2_moe": "shared experts",
     "deepseek_v2": "multi-head latent attention",
     "deepseek_v3": "multi-head latent attention",
 }
@@ -113,7 +113,6 @@ _UNSUPPORTED_KEYS = {
     "alibi": "Falcon/BLOOM-style ALiBi (scaled and positioned differently from archdsl's alibi)",
     "scale_attn_by_inverse_layer_idx": "attention scores scaled by 1/(layer index + 1)",
     "clip_qkv": "clipping of the QKV projection",
-    "shared_expert_intermediate_size": "shared experts",
     "n_shared_experts": "shared experts",
     "use_bidirectional_attention": "bidirectional attention in a causal LM",
     "embedding_multiplier": "an embedding multiplier",
@@ -280,6 +279,7 @@ class Features:
     embed_scale: bool
     attn_scale: float | None
     experts: int | None = None
+    shared_hidden: int | None = None  # a shared expert's inner width (Qwen2-MoE, with a sigmoid gate)
     top_k: int = 2
     normalize: bool = True
     jitter: float = 0.0
@@ -469,6 +469,7 @@ def features_from_config(config: Any) -> Features:
         attn_softcap=_float_or_none(getattr(cfg, "attn_logit_softcapping", None)),
         final_softcap=_float_or_none(getattr(cfg, "final_logit_softcapping", None)),
         experts=int(experts) if experts else None, top_k=top_k, normalize=normalize,
+        shared_hidden=int(_get(cfg, "shared_expert_intermediate_size") or 0) or None if experts else None,
         jitter=float(_get(cfg, "router_jitter_noise", default=0.0)),
         aux_loss_coef=float(_get(cfg, "router_aux_loss_coef", default=0.0)) if experts else 0.0,
         attn_dropout=float(_get(cfg, "attn_pdrop", "attention_dropout", default=0.0)),
@@ -589,6 +590,8 @@ def spec_yaml_from_config(config: Any) -> str:
     v["ffn"] = f.ffn
     if f.experts:
         v.update(experts=f.experts, top_k=f.top_k)
+        if f.shared_hidden:
+            v["shared_ffn"] = f.shared_hidden
     if f.positional == "rotary":
         v["rope_theta"] = f.rope_theta
         if f.local_rope is not None:
@@ -640,6 +643,8 @@ def spec_yaml_from_config(config: Any) -> str:
             moe.append(("jitter", _scalar(f.jitter)))
         if f.aux_loss_coef:
             moe.append(("aux_loss_coef", _scalar(f.aux_loss_coef)))
+        if f.shared_hidden:
+            moe += [("shared_hidden", "$shared_ffn"), ("shared_gate", "true")]
         ffn_node = f"moe: {_args(moe)}"
     else:
         mlp = [("hidden", "$ffn"), ("activation", f.activation)]
@@ -1000,6 +1005,18 @@ class _Mapper:
                 self.put(f"{name}.router.bias", self.src.get(rb))
         elif rb in self.src.loaders:
             self.errors.append(f"layer {i}: the checkpoint has a router bias {rb} that the spec lacks")
+        if module.shared is not None:  # Qwen2-MoE: mlp.shared_expert.{gate,up,down}_proj, mlp.shared_expert_gate
+            keys = [self.src.find(i, [f"mlp.shared_expert.{p}.weight"]) for p in ("gate_proj", "up_proj", "down_proj")]
+            if any(k is None for k in keys):
+                self.errors.append(f"layer {i}: the shared expert's projections are missing from the checkpoint")
+            else:
+                up = [self.src.get(k) for k in keys[:2]] if module.shared.gated else [self.src.get(keys[1])]
+                self.put(f"{name}.shared.up.weight", torch.cat(up))  # type: ignore[arg-type]
+                self.put(f"{name}.shared.down.weight", self.src.get(keys[2]))  # type: ignore[arg-type]
+            if module.shared_gate is not None:
+                gkey = self.src.find(i, ["mlp.shared_expert_gate.weight"])
+                if self.need(f"layer {i}'s shared expert gate", gkey):
+                    self.put(f"{name}.shared_gate.weight", self.src.get(gkey))  # type: ignore[arg-type]
         experts = module.num_experts
         if module.experts[0].up.bias is not None:
             self.errors.append(f"layer {i}: experts with biases are not mapped")

@@ -93,6 +93,11 @@ class MoE(NodeSpec):
                                                            "uniformly from [1 - jitter, 1 + jitter] (router_jitter_noise).")
     aux_loss_coef: float = Field(0.0, ge=0.0, description="Weight of the load-balancing loss in a training objective "
                                                          "(Mixtral: 0.02); read by router_aux_loss(..., scaled=True).")
+    shared_hidden: PosInt | None = Field(None, description="A shared expert: an MLP of this inner width (same "
+                                         "activation) that every token goes through, added to the routed mix "
+                                         "(Qwen2-MoE).")
+    shared_gate: bool = Field(False, description="Scale the shared expert's output by sigmoid(w·x), one learned "
+                                                 "gate per token (Qwen2-MoE).")
 
     @property
     def gated(self) -> bool:
@@ -102,17 +107,29 @@ class MoE(NodeSpec):
         up = self.hidden * (2 if self.gated else 1)
         return linear_params(width, up, self.bias) + linear_params(self.hidden, width, self.bias)
 
+    def shared_params(self, width: int) -> int:
+        if self.shared_hidden is None:
+            return 0
+        up = self.shared_hidden * (2 if self.gated else 1)
+        mlp = linear_params(width, up, self.bias) + linear_params(self.shared_hidden, width, self.bias)
+        return mlp + (width if self.shared_gate else 0)
+
     def param_count(self, scope: Scope) -> int:
-        return linear_params(scope.width, self.experts, self.router_bias) + self.experts * self.expert_params(scope.width)
+        return (linear_params(scope.width, self.experts, self.router_bias) + self.experts * self.expert_params(scope.width)
+                + self.shared_params(scope.width))
 
     def flops_per_token(self, scope: Scope) -> int:
-        expert = 2 * scope.width * self.hidden * (3 if self.gated else 2)
-        return 2 * scope.width * self.experts + self.top_k * expert
+        per_hidden = 2 * scope.width * (3 if self.gated else 2)
+        shared = per_hidden * self.shared_hidden + (2 * scope.width if self.shared_gate else 0) if self.shared_hidden else 0
+        return 2 * scope.width * self.experts + self.top_k * per_hidden * self.hidden + shared
 
     def check(self, scope: Scope) -> None:
         if self.top_k > self.experts:
             scope.report("top_k", f"top_k {self.top_k} is more than the {self.experts} experts",
                          "each token goes to at most all experts: top_k <= experts")
+        if self.shared_gate and self.shared_hidden is None:
+            scope.report("shared_gate", "shared_gate without a shared expert", "set shared_hidden, or drop shared_gate")
 
     def summary_args(self) -> str:
-        return f"{self.experts} experts, top {self.top_k}, {self.activation}, hidden {self.hidden}"
+        shared = f", shared {self.shared_hidden}" + (" gated" if self.shared_gate else "") if self.shared_hidden else ""
+        return f"{self.experts} experts, top {self.top_k}, {self.activation}, hidden {self.hidden}{shared}"
