@@ -441,3 +441,17 @@ def test_uncached_forward_compiles_without_graph_breaks():
     with torch.no_grad():
         assert torch.allclose(compiled(tokens, mask), model(tokens, mask))
         assert torch.allclose(compiled(tokens), model(tokens))
+
+
+def test_generated_ids_train_like_any_tensor(llama):
+    """generate runs under inference_mode for speed; what it returns is an ordinary tensor, so the
+    ids can go straight into a training forward and backward (inference tensors cannot)."""
+    out = llama.generate(random_tokens(2, 5), 4)
+    assert not out.is_inference()
+    llama.train()
+    try:
+        llama(out).float().logsumexp(-1).mean().backward()
+        assert llama.get_parameter("embed_tokens.weight").grad is not None
+    finally:
+        llama.zero_grad(set_to_none=True)
+        llama.eval()
