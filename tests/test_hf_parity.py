@@ -41,6 +41,15 @@ def _configs() -> dict:
         "llama31": lambda: T.LlamaConfig(**COMMON, num_key_value_heads=2, intermediate_size=96, rope_theta=500000.0,
                                          rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                                        "high_freq_factor": 4.0, "original_max_position_embeddings": 8}),
+        # YaRN (Qwen2.5/Qwen3 long-context configs): an original context of 4 puts the tests in the scaled range
+        "llama_yarn": lambda: T.LlamaConfig(**COMMON, num_key_value_heads=2, intermediate_size=96,
+                                            rope_scaling={"rope_type": "yarn", "factor": 4.0,
+                                                          "original_max_position_embeddings": 4}),
+        # DeepSeek's form: the attention factor is a ratio of two mscales
+        "llama_yarn_mscale": lambda: T.LlamaConfig(**COMMON, num_key_value_heads=2, intermediate_size=96,
+                                                   rope_scaling={"rope_type": "yarn", "factor": 4.0, "mscale": 0.707,
+                                                                 "mscale_all_dim": 1.0, "beta_fast": 16,
+                                                                 "original_max_position_embeddings": 4}),
         "llama_linear": lambda: T.LlamaConfig(**COMMON, num_key_value_heads=2, intermediate_size=96,
                                               rope_scaling={"rope_type": "linear", "factor": 4.0}),
         # the new decoder architecture (Falcon 40B/180B): grouped KV heads, one norm per branch
@@ -159,6 +168,8 @@ def test_a_wrongly_mapped_weight_is_detected():
     ("llama31", "original_max_len: 8", "original_max_len: 64"),
     ("llama31", "high_freq_factor: 4.0", "high_freq_factor: 2.0"),
     ("llama_linear", "factor: 4.0", "factor: 2.0"),
+    ("llama_yarn", "factor: 4.0", "factor: 2.0"),
+    ("llama_yarn", "original_max_len: 4", "original_max_len: 64"),
     ("qwen3", "qk_norm_eps: $eps", "qk_norm_eps: 0.5"),
     ("olmo2", "qk_norm_eps: $eps", "qk_norm_eps: 0.5"),
     ("qwen3_moe", "normalize: false", "normalize: true"),
@@ -243,7 +254,7 @@ def test_router_aux_loss_matches_transformers():
 
 
 # ------------------------------------------------------------------------------- generation
-GENERATION_FAMILIES = ["gpt2", "llama", "llama31", "mistral", "mixtral", "gpt_neox", "falcon", "falcon_new_mqa", "gemma",
+GENERATION_FAMILIES = ["gpt2", "llama", "llama31", "llama_yarn", "mistral", "mixtral", "gpt_neox", "falcon", "falcon_new_mqa", "gemma",
                        "qwen3", "qwen3_moe", "qwen2_moe", "gemma2", "olmo2", "gemma3"]
 
 

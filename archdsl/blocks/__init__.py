@@ -39,8 +39,9 @@ def _positional(d: dict, g: nx.DiGraph, built: dict) -> nn.Module:
     if s.type == "sinusoidal":
         return SinusoidalPositional(width)
     if s.type == "rotary":
-        scaling = None if s.scaling == "none" else RotaryScaling(s.scaling, s.factor, s.low_freq_factor,
-                                                                  s.high_freq_factor, s.original_max_len)
+        scaling = None if s.scaling == "none" else RotaryScaling(
+            s.scaling, s.factor, s.low_freq_factor, s.high_freq_factor, s.original_max_len, s.beta_fast, s.beta_slow,
+            s.attention_factor, s.truncate)
         return Rotary(d["id"], _rotary_dim(g, d["id"]), s.base, s.interleaved, scaling)
     return PositionMarker()
 

@@ -128,19 +128,38 @@ class RotaryScaling(NamedTuple):
 
     linear: every frequency / factor (position interpolation). llama3 (Llama 3.1): wavelengths longer
     than original_max_len / low_freq_factor are divided by factor, those shorter than
-    original_max_len / high_freq_factor are kept, and the band between blends the two smoothly —
-    the same arithmetic as transformers' `_compute_llama3_parameters`, so the frequencies are equal.
+    original_max_len / high_freq_factor are kept, and the band between blends the two smoothly.
+    yarn (YaRN, Peng et al. 2023): a linear ramp over the dims between those that rotate more than
+    beta_fast times within original_max_len (kept) and fewer than beta_slow times (divided by
+    factor), and cos/sin multiplied by attention_factor. The arithmetic is transformers'
+    (`_compute_llama3_parameters`, `_compute_yarn_parameters`), so the frequencies are equal.
     """
 
-    kind: str  # linear | llama3
+    kind: str  # linear | llama3 | yarn
     factor: float
     low_freq_factor: float = 1.0
     high_freq_factor: float = 4.0
     original_max_len: int | None = None
+    beta_fast: float = 32.0
+    beta_slow: float = 1.0
+    yarn_attention_factor: float | None = None
+    truncate: bool = True
 
-    def apply(self, inv_freq: torch.Tensor) -> torch.Tensor:
+    @property
+    def attention_factor(self) -> float:
+        """What cos and sin are multiplied by (1 but for yarn: by default 0.1 · ln(factor) + 1)."""
+        if self.kind != "yarn":
+            return 1.0
+        if self.yarn_attention_factor is not None:
+            return self.yarn_attention_factor
+        return 0.1 * math.log(self.factor) + 1.0 if self.factor > 1 else 1.0
+
+    def apply(self, inv_freq: torch.Tensor, base: float) -> torch.Tensor:
+        """The rescaled frequencies of inv_freq = 1 / base ** (2i / dim), i < dim / 2."""
         if self.kind == "linear":
             return inv_freq / self.factor
+        if self.kind == "yarn":
+            return self._yarn(inv_freq, base)
         old = self.original_max_len
         low_wavelen, high_wavelen = old / self.low_freq_factor, old / self.high_freq_factor
         wavelen = 2 * math.pi / inv_freq
@@ -149,6 +168,23 @@ class RotaryScaling(NamedTuple):
         blended = (1 - smooth) * scaled / self.factor + smooth * scaled
         medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
         return torch.where(medium, blended, scaled)
+
+
+    def _yarn(self, inv_freq: torch.Tensor, base: float) -> torch.Tensor:
+        half = inv_freq.shape[0]
+        dim = 2 * half
+
+        def correction_dim(rotations: float) -> float:  # the dim that turns `rotations` times in the context
+            return dim * math.log(self.original_max_len / (rotations * 2 * math.pi)) / (2 * math.log(base))
+        low, high = correction_dim(self.beta_fast), correction_dim(self.beta_slow)
+        if self.truncate:
+            low, high = math.floor(low), math.ceil(high)
+        low, high = max(low, 0), min(high, dim - 1)
+        if low == high:
+            high += 0.001  # no zero-width ramp
+        ramp = ((torch.arange(half, dtype=torch.float32, device=inv_freq.device) - low) / (high - low)).clamp(0, 1)
+        keep = 1 - ramp  # 1: extrapolate (keep the frequency), 0: interpolate (divide by factor)
+        return inv_freq / self.factor * (1 - keep) + inv_freq * keep
 
 
 class Rotary(nn.Module):
@@ -165,7 +201,7 @@ class Rotary(nn.Module):
     def fill_buffers(self) -> None:
         steps = torch.arange(0, self.rotary_dim, 2, dtype=torch.int64, device=self.inv_freq.device).float()
         inv_freq = 1.0 / (self.base ** (steps / self.rotary_dim))
-        self.inv_freq.copy_(self.scaling.apply(inv_freq) if self.scaling is not None else inv_freq)
+        self.inv_freq.copy_(self.scaling.apply(inv_freq, self.base) if self.scaling is not None else inv_freq)
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         freqs = ctx.positions.to(torch.float32)[..., None] * self.inv_freq  # (B, S, R/2)
@@ -173,7 +209,10 @@ class Rotary(nn.Module):
             freqs = freqs.repeat_interleave(2, dim=-1)
         else:
             freqs = torch.cat((freqs, freqs), dim=-1)  # (B, S, R)
-        ctx.rope[self.node_id] = (freqs.cos()[:, None].to(x.dtype), freqs.sin()[:, None].to(x.dtype))  # (B, 1, S, R)
+        cos, sin = freqs.cos()[:, None], freqs.sin()[:, None]  # (B, 1, S, R)
+        if self.scaling is not None and self.scaling.attention_factor != 1.0:  # yarn
+            cos, sin = cos * self.scaling.attention_factor, sin * self.scaling.attention_factor
+        ctx.rope[self.node_id] = (cos.to(x.dtype), sin.to(x.dtype))
         return x
 
 

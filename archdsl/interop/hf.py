@@ -42,6 +42,7 @@ masks): anything left over is an error naming the tensor.
 from __future__ import annotations
 
 import json
+import math
 import re
 import textwrap
 import warnings
@@ -188,12 +189,12 @@ def _get(cfg: Any, *names: str, default: Any = None) -> Any:
     return default
 
 
-_ROPE_SCALINGS = ("default", "linear", "llama3")
+_ROPE_SCALINGS = ("default", "linear", "llama3", "yarn")
 
 
 def _rope_scaling(cfg: Any, rope: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
     """The positional node's scaling args for rope_type linear or llama3; a named error for the rest
-    (dynamic, yarn, longrope change the frequencies with the sequence length or the attention scale)."""
+    (dynamic and longrope change the frequencies with the sequence length)."""
     kind = rope.get("rope_type", "default")
     if kind not in _ROPE_SCALINGS:
         raise _unsupported(cfg, "rope_parameters.rope_type", f"rotary scaling '{kind}'",
@@ -205,6 +206,22 @@ def _rope_scaling(cfg: Any, rope: Mapping[str, Any]) -> tuple[tuple[str, Any], .
         args += [("low_freq_factor", float(rope["low_freq_factor"])),
                  ("high_freq_factor", float(rope["high_freq_factor"])),
                  ("original_max_len", int(rope["original_max_position_embeddings"]))]
+    if kind == "yarn":
+        if rope.get("factor") is None:
+            raise _unsupported(cfg, "rope_parameters.factor", "yarn scaling without a factor")
+        args.append(("original_max_len", int(rope["original_max_position_embeddings"])))
+        for key in ("beta_fast", "beta_slow"):
+            if rope.get(key):
+                args.append((key, float(rope[key])))
+        factor, mscale, mscale_all = float(rope["factor"]), rope.get("mscale"), rope.get("mscale_all_dim")
+        if rope.get("attention_factor") is not None:
+            args.append(("attention_factor", float(rope["attention_factor"])))
+        elif mscale and mscale_all:  # DeepSeek's ratio of two mscales
+            def m(scale: float) -> float:
+                return 0.1 * scale * math.log(factor) + 1.0 if factor > 1 else 1.0
+            args.append(("attention_factor", m(float(mscale)) / m(float(mscale_all))))
+        if rope.get("truncate") is False:
+            args.append(("truncate", "false"))
     return tuple(args)
 
 

@@ -55,6 +55,14 @@ class Embedding(NodeSpec):
         return "embedding" if self.input == "tokens" else "token_type_embedding"
 
 
+# the fields each rotary scaling reads (the others are refused with it)
+_SCALING_FIELDS = {
+    "linear": ("factor",),
+    "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_len"),
+    "yarn": ("factor", "original_max_len", "beta_fast", "beta_slow", "attention_factor", "truncate"),
+}
+
+
 class Positional(NodeSpec):
     """Where tokens sit. learned/sinusoidal add a vector to the stream; rotary/alibi/relative configure the attention after them."""
 
@@ -70,17 +78,25 @@ class Positional(NodeSpec):
     fraction: float = Field(1.0, gt=0.0, le=1.0, description="rotary: fraction of each head's dims that rotate.")
     base: PosFloat = Field(10000.0, description="rotary: frequency base (theta).")
     interleaved: bool = Field(False, description="rotary: rotate adjacent pairs (GPT-J) instead of halves (NeoX/Llama).")
-    scaling: Literal["none", "linear", "llama3"] = Field(
+    scaling: Literal["none", "linear", "llama3", "yarn"] = Field(
         "none", description="rotary: frequency scaling for contexts longer than trained: linear (every frequency / "
-        "factor, i.e. position interpolation) or llama3 (Llama 3.1: long wavelengths / factor, short ones kept, a "
-        "smooth blend between).")
+        "factor, i.e. position interpolation), llama3 (Llama 3.1: long wavelengths / factor, short ones kept, a "
+        "smooth blend between) or yarn (YaRN: a linear ramp between the two over the dims, by rotations within "
+        "original_max_len, and cos/sin scaled by attention_factor).")
     factor: PosFloat | None = Field(None, description="rotary scaling: the context extension factor (Llama 3.1: 8).")
     low_freq_factor: PosFloat = Field(1.0, description="llama3 scaling: wavelengths above original_max_len / this "
                                       "are divided by factor.")
     high_freq_factor: PosFloat = Field(4.0, description="llama3 scaling: wavelengths below original_max_len / this "
                                        "are kept.")
-    original_max_len: PosInt | None = Field(None, description="llama3 scaling: the context length before scaling "
-                                            "(Llama 3.1: 8192).")
+    original_max_len: PosInt | None = Field(None, description="llama3 and yarn scaling: the context length before "
+                                            "scaling (Llama 3.1: 8192).")
+    beta_fast: PosFloat = Field(32.0, description="yarn scaling: dims that rotate more than this many times within "
+                                "original_max_len keep their frequency.")
+    beta_slow: PosFloat = Field(1.0, description="yarn scaling: dims that rotate fewer times than this are divided "
+                                "by factor.")
+    attention_factor: PosFloat | None = Field(None, description="yarn scaling: multiplies cos and sin (so the "
+                                              "attention logits by its square); default 0.1 · ln(factor) + 1.")
+    truncate: bool = Field(True, description="yarn scaling: round the ramp's ends to whole dims.")
     heads: PosInt | None = Field(None, description="relative: heads of the attention layers it governs (required); "
                                  "one learned bias per bucket and head.")
     buckets: PosInt = Field(32, description="relative: number of distance buckets (T5: 32); half are exact distances, "
@@ -100,19 +116,19 @@ class Positional(NodeSpec):
         if self.type != "rotary" and rotary_only:
             raise ValueError(f"{', '.join(rotary_only)} appl{'ies' if len(rotary_only) == 1 else 'y'} to kind: rotary only")
         # factor by value: a block parameter may pass factor: null along with scaling: none
-        scaling_only = {"low_freq_factor", "high_freq_factor", "original_max_len"} & self.model_fields_set
-        scaling_only |= {"factor"} if self.factor is not None else set()
-        if self.scaling != "llama3":
-            scaling_only -= {"factor"} if self.scaling == "linear" else set()
-            if scaling_only:
-                names = ", ".join(sorted(scaling_only))
-                where = "scaling: llama3" if self.scaling == "linear" else "a rotary scaling (scaling: linear or llama3)"
-                raise ValueError(f"{names} appl{'ies' if len(scaling_only) == 1 else 'y'} to {where} only")
+        given = (set(_SCALING_FIELDS["yarn"]) | set(_SCALING_FIELDS["llama3"])) & self.model_fields_set
+        given = given - {"factor"} | ({"factor"} if self.factor is not None else set())
+        misplaced = sorted(given - set(_SCALING_FIELDS.get(self.scaling, ())))
+        if misplaced:
+            users = [k for k, fields in _SCALING_FIELDS.items() if set(misplaced) <= set(fields)]
+            where = " or ".join(f"scaling: {k}" for k in users) or "other scalings"
+            raise ValueError(f"{', '.join(misplaced)} appl{'ies' if len(misplaced) == 1 else 'y'} to {where} only")
         if self.scaling != "none" and self.factor is None:
             raise ValueError(f"scaling: {self.scaling} needs factor (e.g. 8 for Llama 3.1)")
+        if self.scaling in ("llama3", "yarn") and self.original_max_len is None:
+            raise ValueError(f"scaling: {self.scaling} needs original_max_len (the context before scaling; "
+                             "Llama 3.1: 8192)")
         if self.scaling == "llama3":
-            if self.original_max_len is None:
-                raise ValueError("scaling: llama3 needs original_max_len (the context before scaling; Llama 3.1: 8192)")
             if self.high_freq_factor <= self.low_freq_factor:
                 raise ValueError(f"high_freq_factor {self.high_freq_factor:g} must exceed low_freq_factor "
                                  f"{self.low_freq_factor:g}")
