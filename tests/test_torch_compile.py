@@ -28,13 +28,7 @@ def _token_input(path: Path) -> bool:
 
 
 SPECS = [p for p in sorted((Path(__file__).resolve().parents[1] / "specs").glob("*.yaml")) if _token_input(p)]
-KNOWN_BREAKS = {
-    # Dynamo does not trace nn.LSTM ("Attempted to wrap RNN, GRU, or LSTM", the super().forward call of
-    # _Recurrent.forward in archdsl/blocks/sequence.py); with torch._dynamo.config.allow_rnn = True the
-    # unpadded forward compiles, but a padding mask still breaks on the data-dependent
-    # `bool(mask.all())` (sequence.py:91) and the packing path (.cpu() lengths, pack_padded_sequence).
-    "lstm-lm": "nn.LSTM is not traceable by Dynamo; padding mask branches on data (archdsl/blocks/sequence.py)",
-}
+KNOWN_BREAKS: dict[str, str] = {}  # spec stem -> cause; expected failures until fixed (none now)
 VOCAB, TOL = 97, 1e-4
 # vars of the library specs, shrunk; vars not listed keep their values (max_params catches a miss)
 TINY = {"vocab": VOCAB, "d_model": 64, "width": 64, "heads": 4, "kv_heads": 2, "num_kv_heads": 2, "n_kv_heads": 2,

@@ -74,10 +74,57 @@ class Conv1d(nn.Conv1d):
         return super().extra_repr() + f", pad=({self.left}, {self.right}), activation={self.activation}"
 
 
-class _Recurrent:
-    """forward(x, ctx) for nn.LSTM / nn.GRU: batch first, padding packed out, state cached for decoding."""
+class _Recurrent(nn.Module):
+    """An LSTM or GRU over (B, S, width): batch first, padding packed out, state cached for decoding.
 
-    node_name: str
+    The parameters are torch.nn.LSTM's / nn.GRU's (same names, shapes and gate order, so their
+    state dicts load either way) and eager mode runs torch's fused kernels (torch.lstm / torch.gru).
+    It is not an nn.RNNBase on purpose: Dynamo refuses to trace those, while this module compiles
+    with fullgraph=True through an explicit per-step recurrence (_unrolled).
+    """
+
+    mode = ""  # "LSTM" | "GRU"
+    gates = 0
+
+    def __init__(self, width: int, hidden: int, layers: int = 1, *, bidirectional: bool = False,
+                 dropout: float = 0.0, bias: bool = True, name: str = "rnn"):
+        super().__init__()
+        self.input_size, self.hidden_size, self.num_layers = width, hidden, layers
+        self.bidirectional, self.dropout, self.bias, self.node_name = bidirectional, dropout, bias, name
+        self._flat_names: list[str] = []
+        for layer in range(layers):
+            for d in range(2 if bidirectional else 1):
+                suffix = f"_l{layer}" + ("_reverse" if d else "")
+                inputs = width if layer == 0 else hidden * (2 if bidirectional else 1)
+                shapes = {"weight_ih": (self.gates * hidden, inputs), "weight_hh": (self.gates * hidden, hidden)}
+                if bias:
+                    shapes.update(bias_ih=(self.gates * hidden,), bias_hh=(self.gates * hidden,))
+                for kind, shape in shapes.items():
+                    self.register_parameter(kind + suffix, nn.Parameter(torch.empty(shape)))
+                    self._flat_names.append(kind + suffix)
+
+    def _flat_weights(self) -> list[torch.Tensor]:
+        return [getattr(self, n) for n in self._flat_names]
+
+    def _run(self, x: Any, state: Any, batch_sizes: torch.Tensor | None = None) -> tuple[torch.Tensor, Any]:
+        """torch.lstm / torch.gru on a padded batch (batch first) or on packed data with batch_sizes."""
+        if state is None:
+            B = x.shape[0] if batch_sizes is None else int(batch_sizes[0])
+            zeros = x.new_zeros(self.num_layers * (2 if self.bidirectional else 1), B, self.hidden_size)
+            state = (zeros, zeros) if self.mode == "LSTM" else zeros
+        weights, args = self._flat_weights(), (self.bias, self.num_layers, self.dropout, self.training, self.bidirectional)
+        fn = torch.lstm if self.mode == "LSTM" else torch.gru
+        hx = list(state) if self.mode == "LSTM" else state
+        if batch_sizes is None:
+            result = fn(x, hx, weights, *args, True)
+        else:
+            result = fn(x, batch_sizes, hx, weights, *args)
+        out, rest = result[0], result[1:]
+        return out, (tuple(rest) if self.mode == "LSTM" else rest[0])
+
+    def extra_repr(self) -> str:
+        return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, bias={self.bias}, "
+                f"bidirectional={self.bidirectional}, dropout={self.dropout}")
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:  # type: ignore[override]
         S = x.shape[1]
@@ -88,13 +135,67 @@ class _Recurrent:
                                  "one token at a time")
             store, state = _cache_state(ctx.cache, self)  # type: ignore[arg-type]
         mask = ctx.key_padding[:, -S:].bool() if ctx.key_padding is not None else None
-        if mask is not None and not bool(mask.all()):
+        if torch.compiler.is_compiling():  # Dynamo does not trace nn.LSTM / nn.GRU, nor a data-dependent branch
+            out, state = self._unrolled(x, mask, state)
+        elif mask is not None and not bool(mask.all()):
             out, state = self._packed(x, mask, state)
         else:
-            out, state = super().forward(x, state)  # type: ignore[misc]
+            out, state = self._run(x, state)
         if store is not None:
             store[id(self)] = state
         return out
+
+    def _unrolled(self, x: torch.Tensor, mask: torch.Tensor | None, state: Any) -> tuple[torch.Tensor, Any]:
+        """The same recurrence as explicit per-step tensor ops, for torch.compile(fullgraph=True).
+
+        A padding step leaves the state as it was and outputs zeros, which is what the packed eager
+        path computes, so there is no branch on the data. The graph grows with the sequence length
+        (each step is traced), so compile time does too.
+        """
+        lstm = self.mode == "LSTM"
+        B, S, _ = x.shape
+        H, L, dirs = self.hidden_size, self.num_layers, 2 if self.bidirectional else 1
+        if state is None:
+            zeros = x.new_zeros(L * dirs, B, H)
+            state = (zeros, zeros) if lstm else zeros
+        h0, c0 = (state[0], state[1]) if lstm else (state, None)
+        keep = mask[..., None] if mask is not None else None  # (B, S, 1)
+        layer_in, last_h, last_c = x, [], []
+        for layer in range(L):
+            outs = []
+            for d in range(dirs):
+                suffix = f"_l{layer}" + ("_reverse" if d else "")
+                w_hh = getattr(self, "weight_hh" + suffix)
+                b_hh = getattr(self, "bias_hh" + suffix, None)
+                gates_x = F.linear(layer_in, getattr(self, "weight_ih" + suffix), getattr(self, "bias_ih" + suffix, None))
+                h, c = h0[layer * dirs + d], c0[layer * dirs + d] if lstm else None
+                ys: list[torch.Tensor] = [x] * S
+                for t in (range(S - 1, -1, -1) if d else range(S)):
+                    gates_h = F.linear(h, w_hh, b_hh)
+                    if lstm:
+                        i, f, g, o = (gates_x[:, t] + gates_h).chunk(4, dim=-1)
+                        c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                        h_new = torch.sigmoid(o) * torch.tanh(c_new)
+                    else:  # GRU: reset, update, new
+                        xr, xz, xn = gates_x[:, t].chunk(3, dim=-1)
+                        hr, hz, hn = gates_h.chunk(3, dim=-1)
+                        r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+                        h_new = (1 - z) * torch.tanh(xn + r * hn) + z * h
+                    if keep is None:
+                        h, c = h_new, (c_new if lstm else None)
+                        ys[t] = h_new
+                    else:
+                        h = torch.where(keep[:, t], h_new, h)
+                        c = torch.where(keep[:, t], c_new, c) if lstm else None
+                        ys[t] = h_new * keep[:, t]
+                outs.append(torch.stack(ys, dim=1))
+                last_h.append(h)
+                last_c.append(c)
+            layer_in = torch.cat(outs, dim=-1) if dirs == 2 else outs[0]
+            if self.training and self.dropout and layer < L - 1:
+                layer_in = F.dropout(layer_in, self.dropout)
+        h_n = torch.stack(last_h)
+        return layer_in, ((h_n, torch.stack(last_c)) if lstm else h_n)
 
     def _packed(self, x: torch.Tensor, mask: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
         """Move each row's real tokens to the front (in order), run them packed, and put them back."""
@@ -103,8 +204,10 @@ class _Recurrent:
         lengths = mask.sum(1)
         front = x.gather(1, order[..., None].expand(B, S, x.shape[-1]))
         packed = pack_padded_sequence(front, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
-        out, new_state = super().forward(packed, state)  # type: ignore[misc]
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=S)
+        data, new_state = self._run(packed.data, None if state is None else _index_state(state, packed.sorted_indices),
+                                    packed.batch_sizes)
+        new_state = _index_state(new_state, packed.unsorted_indices)
+        out, _ = pad_packed_sequence(packed._replace(data=data), batch_first=True, total_length=S)
         back = torch.zeros_like(out).scatter(1, order[..., None].expand(B, S, out.shape[-1]), out)
         empty = lengths == 0  # an all-padding row ran one token (packing needs one): keep its state as it was
         if bool(empty.any()):
@@ -119,25 +222,24 @@ class _Recurrent:
     @torch.no_grad()
     def init_weights(self, std: float, generator: torch.Generator | None = None) -> None:
         """torch's default (uniform ±1/sqrt(hidden) for every weight and bias), drawn from `generator`."""
-        bound = 1.0 / math.sqrt(self.hidden_size)  # type: ignore[attr-defined]
-        for p in self.parameters():  # type: ignore[attr-defined]
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for p in self.parameters():
             p.uniform_(-bound, bound, generator=generator)
 
 
-class LSTM(_Recurrent, nn.LSTM):
-    def __init__(self, width: int, hidden: int, layers: int = 1, *, bidirectional: bool = False,
-                 dropout: float = 0.0, bias: bool = True, name: str = "lstm"):
-        nn.LSTM.__init__(self, width, hidden, layers, bias=bias, batch_first=True, dropout=dropout,
-                         bidirectional=bidirectional)
-        self.node_name = name
+def _index_state(state: Any, index: torch.Tensor | None) -> Any:
+    """Reorder the batch dimension (dim 1) of an RNN state, as nn.LSTM does around packed sequences."""
+    if index is None:
+        return state
+    return tuple(s.index_select(1, index) for s in state) if isinstance(state, tuple) else state.index_select(1, index)
 
 
-class GRU(_Recurrent, nn.GRU):
-    def __init__(self, width: int, hidden: int, layers: int = 1, *, bidirectional: bool = False,
-                 dropout: float = 0.0, bias: bool = True, name: str = "gru"):
-        nn.GRU.__init__(self, width, hidden, layers, bias=bias, batch_first=True, dropout=dropout,
-                        bidirectional=bidirectional)
-        self.node_name = name
+class LSTM(_Recurrent):
+    mode, gates = "LSTM", 4  # input, forget, cell, output
+
+
+class GRU(_Recurrent):
+    mode, gates = "GRU", 3  # reset, update, new
 
 
 def build_conv1d(d: dict, g: nx.DiGraph, built: dict) -> nn.Module:
