@@ -83,6 +83,9 @@ def _configs() -> dict:
                                               moe_intermediate_size=48, shared_expert_intermediate_size=80,
                                               num_experts=4, num_experts_per_tok=2, norm_topk_prob=False),
         "qwen3": lambda: T.Qwen3Config(**COMMON, num_key_value_heads=2, head_dim=32, intermediate_size=96),
+        # parallel attention and MLP sharing one norm, partial rotary, biases everywhere, a biased LM head
+        "phi": lambda: T.PhiConfig(**COMMON, intermediate_size=96, partial_rotary_factor=0.5),
+        "gptj": lambda: T.GPTJConfig(n_layer=2, n_embd=64, n_head=4, vocab_size=VOCAB, rotary_dim=8, n_positions=64),
         "phi3": lambda: T.Phi3Config(**COMMON, num_key_value_heads=2, intermediate_size=96, pad_token_id=0,
                                      bos_token_id=1, eos_token_id=2),
         "starcoder2": lambda: T.Starcoder2Config(**COMMON, num_key_value_heads=2, intermediate_size=96, sliding_window=5),
@@ -174,6 +177,7 @@ def test_a_wrongly_mapped_weight_is_detected():
     ("olmo2", "qk_norm_eps: $eps", "qk_norm_eps: 0.5"),
     ("qwen3_moe", "normalize: false", "normalize: true"),
     ("qwen2_moe", "normalize: false", "normalize: true"),
+    ("gptj", "interleaved: true", "interleaved: false"),
     ("gemma3", "rope_factor: 8.0", "rope_factor: 2.0"),
     ("gemma3", "local_rope_theta: 10000.0", "local_rope_theta: 1000000.0"),
     ("gemma3", "qk_norm_unit_offset: true", "qk_norm_unit_offset: false"),
@@ -255,7 +259,7 @@ def test_router_aux_loss_matches_transformers():
 
 # ------------------------------------------------------------------------------- generation
 GENERATION_FAMILIES = ["gpt2", "llama", "llama31", "llama_yarn", "mistral", "mixtral", "gpt_neox", "falcon", "falcon_new_mqa", "gemma",
-                       "qwen3", "qwen3_moe", "qwen2_moe", "gemma2", "olmo2", "gemma3"]
+                       "qwen3", "qwen3_moe", "qwen2_moe", "gemma2", "olmo2", "gemma3", "phi", "gptj"]
 
 
 @pytest.mark.parametrize("family", GENERATION_FAMILIES)

@@ -65,7 +65,9 @@ __all__ = ["Features", "FAMILY_TRAITS", "features_from_config", "spec_yaml_from_
 # projection ("concat" [q; k; v] | "per_head" (heads, 3, hd)), qk_norm (an RMSNorm of queries and
 # keys with the config's rms_norm_eps: "head" each head, Qwen3; "width" all heads together, OLMo 2),
 # norms ("pre" | "sandwich": before and after attention and MLP, inside the residual, Gemma 2 |
-# "post": after them only, inside the residual, OLMo 2).
+# "post": after them only, inside the residual, OLMo 2), head_bias (the LM head has a bias: Phi,
+# GPT-J), rotary_interleaved (rotate adjacent pairs rather than halves: GPT-J), always_parallel (the
+# block is parallel whatever the config says: Phi, GPT-J).
 FAMILY_TRAITS: dict[str, dict[str, Any]] = {
     "gpt2": dict(gated=False, qkv_bias=True, out_bias=True, mlp_bias=True, positional="learned"),
     "llama": dict(qkv_bias="attention_bias", out_bias="attention_bias", mlp_bias="mlp_bias"),
@@ -82,6 +84,10 @@ FAMILY_TRAITS: dict[str, dict[str, Any]] = {
     "phi3": dict(),
     "starcoder2": dict(gated=False, qkv_bias="use_bias", out_bias="use_bias", mlp_bias="use_bias"),
     "stablelm": dict(qkv_bias="use_qkv_bias", out_bias=False, parallel="shared"),
+    "phi": dict(gated=False, qkv_bias=True, out_bias=True, mlp_bias=True, parallel="shared", always_parallel=True,
+                head_bias=True),
+    "gptj": dict(gated=False, qkv_bias=False, out_bias=False, mlp_bias=True, parallel="shared", always_parallel=True,
+                 head_bias=True, rotary_interleaved=True),
     "gemma": dict(embed_scale=True, unit_offset=True),
     "gpt_neox": dict(gated=False, qkv_bias="attention_bias", out_bias="attention_bias", mlp_bias=True,
                      parallel="separate", qkv_layout="per_head"),
@@ -98,8 +104,6 @@ UNSUPPORTED_FAMILIES: dict[str, str] = {
     "granite": "embedding/residual/attention/logit multipliers",
     "bloom": "ALiBi with an embedding LayerNorm",
     "mpt": "ALiBi and clip_qkv",
-    "gptj": "interleaved partial rotary with a biased LM head (not mapped yet)",
-    "phi": "parallel block with partial rotary and dense naming (not mapped yet)",
     "deepseek_v2": "multi-head latent attention",
     "deepseek_v3": "multi-head latent attention",
 }
@@ -245,7 +249,7 @@ def _rope(cfg: Any) -> dict[str, Any] | None:
     else:
         theta = _get(cfg, "rope_theta", "rotary_emb_base")
         scaling = getattr(cfg, "rope_scaling", None)
-        if theta is None and scaling is None and _get(cfg, "rotary_pct", "partial_rotary_factor") is None:
+        if theta is None and scaling is None and _get(cfg, "rotary_pct", "partial_rotary_factor", "rotary_dim") is None:
             return None
         out = dict(scaling or {})
         out.setdefault("rope_theta", theta if theta is not None else 10000.0)
@@ -307,6 +311,8 @@ class Features:
     qkv_layout: str = "concat"  # of a fused projection: concat | per_head | grouped
     known_family: bool = True
     qk_norm: str = ""  # "" | head | width
+    head_bias: bool = False
+    rotary_interleaved: bool = False
     norms: str = "pre"  # pre | sandwich (Gemma 2) | post (OLMo 2): where the layer norms sit in each residual
     attn_softcap: float | None = None
     final_softcap: float | None = None
@@ -410,7 +416,7 @@ def features_from_config(config: Any) -> Features:
             block = "parallel_shared" if cfg.parallel_attn else "sequential"
     else:
         parallel = bool(_get(cfg, "use_parallel_residual", "parallel_attn", "parallel_residual", default=False))
-        if parallel:
+        if parallel or traits.get("always_parallel"):
             kind = traits.get("parallel")
             if kind is None:
                 raise _unsupported(cfg, "use_parallel_residual",
@@ -483,6 +489,7 @@ def features_from_config(config: Any) -> Features:
         tie=bool(getattr(cfg, "tie_word_embeddings", True)),
         embed_scale=bool(traits.get("embed_scale", False)), attn_scale=attn_scale,
         qk_norm=str(traits.get("qk_norm", "")), norms=str(traits.get("norms", "pre")),
+        head_bias=bool(traits.get("head_bias", False)), rotary_interleaved=bool(traits.get("rotary_interleaved", False)),
         attn_softcap=_float_or_none(getattr(cfg, "attn_logit_softcapping", None)),
         final_softcap=_float_or_none(getattr(cfg, "final_logit_softcapping", None)),
         experts=int(experts) if experts else None, top_k=top_k, normalize=normalize,
@@ -729,6 +736,8 @@ def spec_yaml_from_config(config: Any) -> str:
         pos = [("kind", "rotary"), ("base", "$rope_theta")]
         if f.rotary_fraction != 1.0:
             pos.append(("fraction", "$rotary_fraction"))
+        if f.rotary_interleaved:
+            pos.append(("interleaved", "true"))
         pos += list(f.rope_scaling)
         model.append(f"    - positional: {_args(pos)}")
     else:
@@ -744,7 +753,7 @@ def spec_yaml_from_config(config: Any) -> str:
     else:
         model.append("      body: decoder_layer")
     model.append(f"    - {norm('norm')}")
-    head = [("vocab", "$vocab")] + ([("tie", "embed_tokens")] if f.tie else [])
+    head = [("vocab", "$vocab")] + ([("tie", "embed_tokens")] if f.tie else []) + ([("bias", "true")] if f.head_bias else [])
     if f.final_softcap:
         head.append(("softcap", _scalar(f.final_softcap)))
     model.append(f"    - lm_head: {_args(head)}")
