@@ -231,7 +231,7 @@ def test_tiny_spec_file_computes_the_transformers_logits(root, family):
     (lambda: T.LlamaConfig(rope_scaling={"rope_type": "dynamic", "factor": 2.0}), "rotary scaling 'dynamic'"),
     (lambda: T.GPT2Config(add_cross_attention=True), "cross-attention"),
     (lambda: T.GPT2Config(scale_attn_by_inverse_layer_idx=True), "1/(layer index + 1)"),
-    (lambda: T.CohereConfig(), "parallel block"),
+    (lambda: T.CohereConfig(use_qk_norm=True), "qk-norm"),
     (lambda: T.Gemma3TextConfig(use_bidirectional_attention=True), "bidirectional attention"),
     (lambda: T.Qwen3MoeConfig(mlp_only_layers=[0]), "dense"),
     (lambda: T.Qwen2MoeConfig(decoder_sparse_step=2), "dense"),

@@ -85,6 +85,8 @@ def _configs() -> dict:
         "qwen3": lambda: T.Qwen3Config(**COMMON, num_key_value_heads=2, head_dim=32, intermediate_size=96),
         # parallel attention and MLP sharing one norm, partial rotary, biases everywhere, a biased LM head
         "phi": lambda: T.PhiConfig(**COMMON, intermediate_size=96, partial_rotary_factor=0.5),
+        # Cohere (Command R): parallel block, LayerNorm without bias, interleaved rotary, scaled logits
+        "cohere": lambda: T.CohereConfig(**COMMON, num_key_value_heads=2, intermediate_size=96, logit_scale=0.5),
         "gptj": lambda: T.GPTJConfig(n_layer=2, n_embd=64, n_head=4, vocab_size=VOCAB, rotary_dim=8, n_positions=64),
         "phi3": lambda: T.Phi3Config(**COMMON, num_key_value_heads=2, intermediate_size=96, pad_token_id=0,
                                      bos_token_id=1, eos_token_id=2),
@@ -178,6 +180,7 @@ def test_a_wrongly_mapped_weight_is_detected():
     ("qwen3_moe", "normalize: false", "normalize: true"),
     ("qwen2_moe", "normalize: false", "normalize: true"),
     ("gptj", "interleaved: true", "interleaved: false"),
+    ("cohere", "scale: 0.5", "scale: 1.0"),
     ("gemma3", "rope_factor: 8.0", "rope_factor: 2.0"),
     ("gemma3", "local_rope_theta: 10000.0", "local_rope_theta: 1000000.0"),
     ("gemma3", "qk_norm_unit_offset: true", "qk_norm_unit_offset: false"),
@@ -259,7 +262,7 @@ def test_router_aux_loss_matches_transformers():
 
 # ------------------------------------------------------------------------------- generation
 GENERATION_FAMILIES = ["gpt2", "llama", "llama31", "llama_yarn", "mistral", "mixtral", "gpt_neox", "falcon", "falcon_new_mqa", "gemma",
-                       "qwen3", "qwen3_moe", "qwen2_moe", "gemma2", "olmo2", "gemma3", "phi", "gptj"]
+                       "qwen3", "qwen3_moe", "qwen2_moe", "gemma2", "olmo2", "gemma3", "phi", "gptj", "cohere"]
 
 
 @pytest.mark.parametrize("family", GENERATION_FAMILIES)

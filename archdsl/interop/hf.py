@@ -67,7 +67,8 @@ __all__ = ["Features", "FAMILY_TRAITS", "features_from_config", "spec_yaml_from_
 # norms ("pre" | "sandwich": before and after attention and MLP, inside the residual, Gemma 2 |
 # "post": after them only, inside the residual, OLMo 2), head_bias (the LM head has a bias: Phi,
 # GPT-J), rotary_interleaved (rotate adjacent pairs rather than halves: GPT-J), always_parallel (the
-# block is parallel whatever the config says: Phi, GPT-J).
+# block is parallel whatever the config says: Phi, GPT-J, Cohere), norm_bias (False: LayerNorms
+# without a shift, Cohere).
 FAMILY_TRAITS: dict[str, dict[str, Any]] = {
     "gpt2": dict(gated=False, qkv_bias=True, out_bias=True, mlp_bias=True, positional="learned"),
     "llama": dict(qkv_bias="attention_bias", out_bias="attention_bias", mlp_bias="mlp_bias"),
@@ -86,6 +87,8 @@ FAMILY_TRAITS: dict[str, dict[str, Any]] = {
     "stablelm": dict(qkv_bias="use_qkv_bias", out_bias=False, parallel="shared"),
     "phi": dict(gated=False, qkv_bias=True, out_bias=True, mlp_bias=True, parallel="shared", always_parallel=True,
                 head_bias=True),
+    "cohere": dict(qkv_bias="attention_bias", out_bias="attention_bias", mlp_bias=False, parallel="shared",
+                   always_parallel=True, rotary_interleaved=True, norm_bias=False),
     "gptj": dict(gated=False, qkv_bias=False, out_bias=False, mlp_bias=True, parallel="shared", always_parallel=True,
                  head_bias=True, rotary_interleaved=True),
     "gemma": dict(embed_scale=True, unit_offset=True),
@@ -99,7 +102,6 @@ FAMILY_TRAITS: dict[str, dict[str, Any]] = {
 UNSUPPORTED_FAMILIES: dict[str, str] = {
     "olmoe": "qk-norm",
     "olmo": "LayerNorm without learned parameters",
-    "cohere": "qk-norm and a parallel block with LayerNorm without bias and logit scaling",
     "gemma3": "a vision tower (import the text model, model_type gemma3_text)",
     "granite": "embedding/residual/attention/logit multipliers",
     "bloom": "ALiBi with an embedding LayerNorm",
@@ -124,7 +126,6 @@ _UNSUPPORTED_KEYS = {
     "residual_multiplier": "a residual multiplier",
     "attention_multiplier": "an attention multiplier",
     "logits_scaling": "logit scaling",
-    "logit_scale": "logit scaling",
     "use_post_norm": "post-norm residuals",
     "post_norm": "post-norm residuals",
 }
@@ -313,6 +314,8 @@ class Features:
     qk_norm: str = ""  # "" | head | width
     head_bias: bool = False
     rotary_interleaved: bool = False
+    norm_bias: bool = True  # of LayerNorms
+    logit_scale: float | None = None  # logits multiplied by this (Cohere)
     norms: str = "pre"  # pre | sandwich (Gemma 2) | post (OLMo 2): where the layer norms sit in each residual
     attn_softcap: float | None = None
     final_softcap: float | None = None
@@ -490,6 +493,7 @@ def features_from_config(config: Any) -> Features:
         embed_scale=bool(traits.get("embed_scale", False)), attn_scale=attn_scale,
         qk_norm=str(traits.get("qk_norm", "")), norms=str(traits.get("norms", "pre")),
         head_bias=bool(traits.get("head_bias", False)), rotary_interleaved=bool(traits.get("rotary_interleaved", False)),
+        norm_bias=bool(traits.get("norm_bias", True)), logit_scale=_float_or_none(getattr(cfg, "logit_scale", None)),
         attn_softcap=_float_or_none(getattr(cfg, "attn_logit_softcapping", None)),
         final_softcap=_float_or_none(getattr(cfg, "final_logit_softcapping", None)),
         experts=int(experts) if experts else None, top_k=top_k, normalize=normalize,
@@ -680,6 +684,8 @@ def spec_yaml_from_config(config: Any) -> str:
         args = [("eps", "$eps")]
         if f.unit_offset:
             args.append(("unit_offset", "true"))
+        if f.norm == "layernorm" and not f.norm_bias:
+            args.append(("bias", "false"))
         return f"{f.norm}: {_args(args + [('name', name)])}"
 
     drop = ["- dropout: $dropout"] if f.resid_dropout else []
@@ -754,6 +760,10 @@ def spec_yaml_from_config(config: Any) -> str:
         model.append("      body: decoder_layer")
     model.append(f"    - {norm('norm')}")
     head = [("vocab", "$vocab")] + ([("tie", "embed_tokens")] if f.tie else []) + ([("bias", "true")] if f.head_bias else [])
+    if f.logit_scale is not None and f.logit_scale != 1.0:
+        if f.head_bias:
+            raise _unsupported(None, "logit_scale", "a logit scale with a biased LM head")
+        head.append(("scale", _scalar(f.logit_scale)))  # scaling the stream before a bias-free head scales the logits
     if f.final_softcap:
         head.append(("softcap", _scalar(f.final_softcap)))
     model.append(f"    - lm_head: {_args(head)}")
