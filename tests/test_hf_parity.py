@@ -87,6 +87,9 @@ def _configs() -> dict:
         "phi": lambda: T.PhiConfig(**COMMON, intermediate_size=96, partial_rotary_factor=0.5),
         # Cohere (Command R): parallel block, LayerNorm without bias, interleaved rotary, scaled logits
         "cohere": lambda: T.CohereConfig(**COMMON, num_key_value_heads=2, intermediate_size=96, logit_scale=0.5),
+        # OLMoE: pre-norm, qk-norm over all heads, 4 experts top 2 not renormalised
+        "olmoe": lambda: T.OlmoeConfig(**COMMON, num_key_value_heads=2, intermediate_size=48, num_experts=4,
+                                       num_experts_per_tok=2, norm_topk_prob=False),
         "gptj": lambda: T.GPTJConfig(n_layer=2, n_embd=64, n_head=4, vocab_size=VOCAB, rotary_dim=8, n_positions=64),
         "phi3": lambda: T.Phi3Config(**COMMON, num_key_value_heads=2, intermediate_size=96, pad_token_id=0,
                                      bos_token_id=1, eos_token_id=2),
@@ -262,7 +265,7 @@ def test_router_aux_loss_matches_transformers():
 
 # ------------------------------------------------------------------------------- generation
 GENERATION_FAMILIES = ["gpt2", "llama", "llama31", "llama_yarn", "mistral", "mixtral", "gpt_neox", "falcon", "falcon_new_mqa", "gemma",
-                       "qwen3", "qwen3_moe", "qwen2_moe", "gemma2", "olmo2", "gemma3", "phi", "gptj", "cohere"]
+                       "qwen3", "qwen3_moe", "qwen2_moe", "gemma2", "olmo2", "gemma3", "phi", "gptj", "cohere", "olmoe"]
 
 
 @pytest.mark.parametrize("family", GENERATION_FAMILIES)

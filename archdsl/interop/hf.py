@@ -80,6 +80,7 @@ FAMILY_TRAITS: dict[str, dict[str, Any]] = {
     "qwen2_moe": dict(qkv_bias=True, out_bias=False),
     "gemma2": dict(embed_scale=True, unit_offset=True, norms="sandwich"),
     "olmo2": dict(qkv_bias="attention_bias", out_bias="attention_bias", qk_norm="width", norms="post"),
+    "olmoe": dict(qkv_bias="attention_bias", out_bias="attention_bias", qk_norm="width"),
     "gemma3_text": dict(embed_scale=True, unit_offset=True, norms="sandwich", qk_norm="head",
                         qkv_bias="attention_bias", out_bias="attention_bias"),
     "phi3": dict(),
@@ -100,7 +101,6 @@ FAMILY_TRAITS: dict[str, dict[str, Any]] = {
 # Families transformers knows whose modelling code does something archdsl cannot express yet,
 # though their configs look like supported ones.
 UNSUPPORTED_FAMILIES: dict[str, str] = {
-    "olmoe": "qk-norm",
     "olmo": "LayerNorm without learned parameters",
     "gemma3": "a vision tower (import the text model, model_type gemma3_text)",
     "granite": "embedding/residual/attention/logit multipliers",
