@@ -564,14 +564,22 @@ def _node_label(node: DNode, o: _Opts) -> _HTML:
     lines.append(title)
     if node.args:
         lines.append(f'<FONT POINT-SIZE="10">{_h(node.args)}</FONT>')
+    extra = _footer(node, o)
+    if extra:
+        lines.append(extra)
+    return _HTML("<BR/>".join(lines))
+
+
+def _footer(node: DNode, o: _Opts) -> str | None:
+    """The optional muted line under a label: output shape and/or parameter count, on request."""
     extra = []
     if o.show_shapes and node.shape:
         extra.append(_fmt_shape(node.shape))
     if o.show_params and node.params:
         extra.append(f"{_fmt_count(node.params)} params")
-    if extra:
-        lines.append(f'<FONT POINT-SIZE="9" COLOR="{t["muted"]}">{_h(" · ".join(extra))}</FONT>')
-    return _HTML("<BR/>".join(lines))
+    if not extra:
+        return None
+    return f'<FONT POINT-SIZE="9" COLOR="{THEMES[o.theme]["muted"]}">{_h(" · ".join(extra))}</FONT>'
 
 
 def _box_label(node: DNode, o: _Opts) -> _HTML:
@@ -584,13 +592,9 @@ def _box_label(node: DNode, o: _Opts) -> _HTML:
         fill, line = colours(fam, o.theme)
         text = f"<B>{_h(title)}</B>" + (f'  <FONT POINT-SIZE="9">{_h(args)}</FONT>' if args else "")
         rows.append(f'<TR><TD BGCOLOR="{fill}" COLOR="{line}" BORDER="1" STYLE="ROUNDED" CELLPADDING="4">{text}</TD></TR>')
-    extra = []
-    if o.show_shapes and node.shape:
-        extra.append(_fmt_shape(node.shape))
-    if o.show_params and node.params:
-        extra.append(f"{_fmt_count(node.params)} params")
+    extra = _footer(node, o)
     if extra:
-        rows.append(f'<TR><TD><FONT POINT-SIZE="9" COLOR="{t["muted"]}">{_h(" · ".join(extra))}</FONT></TD></TR>')
+        rows.append(f"<TR><TD>{extra}</TD></TR>")
     return _HTML('<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="3" CELLPADDING="2">' + "".join(rows) + "</TABLE>")
 
 
