@@ -79,6 +79,10 @@ FULL = {
                                                   num_experts=60, num_experts_per_tok=4, norm_topk_prob=False,
                                                   rms_norm_eps=1e-6, max_position_embeddings=8192, rope_theta=1000000.0,
                                                   tie_word_embeddings=False, router_aux_loss_coef=0.001),
+    "bloom-560m": lambda: T.BloomConfig(vocab_size=250880, hidden_size=1024, n_layer=24, n_head=16,
+                                        layer_norm_epsilon=1e-5),
+    "mpt-7b": lambda: T.MptConfig(vocab_size=50432, d_model=4096, n_layers=32, n_heads=32, max_seq_len=2048,
+                                  expansion_ratio=4, no_bias=True, layer_norm_epsilon=1e-5),
 }
 
 COUNTS = {  # transformers' own counts of the same models
@@ -87,7 +91,7 @@ COUNTS = {  # transformers' own counts of the same models
     "gemma-2b": 2_506_172_416, "gemma-7b": 8_537_680_896, "qwen3-8b": 8_190_735_360,
     "gemma2-9b": 9_241_705_984, "olmo2-7b": 7_298_617_344,
     "gemma3-1b": 999_885_952, "qwen3-30b-a3b": 30_532_122_624,
-    "qwen1.5-moe-a2.7b": 14_315_784_192,
+    "qwen1.5-moe-a2.7b": 14_315_784_192, "bloom-560m": 559_214_592, "mpt-7b": 6_649_286_656,
 }
 
 
@@ -199,6 +203,9 @@ TINY = {
     "olmo2-7b": ({**SIZE, "ffn": 96},
                  lambda: T.Olmo2Config(**COMMON, intermediate_size=96, rms_norm_eps=1e-6, rope_theta=500000.0,
                                        tie_word_embeddings=False)),
+    "bloom-560m": ({**SIZE, "heads": 4}, lambda: T.BloomConfig(n_layer=2, hidden_size=64, n_head=4, vocab_size=97)),
+    "mpt-7b": ({**SIZE, "d_model": 96, "heads": 6},
+               lambda: T.MptConfig(n_layers=2, d_model=96, n_heads=6, vocab_size=97, max_seq_len=64)),
     "qwen3-8b": ({**SIZE, "kv_heads": 2, "head_dim": 32, "ffn": 96},
                  lambda: T.Qwen3Config(**COMMON, num_key_value_heads=2, head_dim=32, intermediate_size=96,
                                        rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=False)),
@@ -237,6 +244,11 @@ def test_tiny_spec_file_computes_the_transformers_logits(root, family):
     (lambda: T.Qwen2MoeConfig(decoder_sparse_step=2), "dense"),
     (lambda: T.StableLmConfig(qk_layernorm=True), "qk-norm"),
     (lambda: T.FalconConfig(alibi=True), "ALiBi"),
+    (lambda: T.BloomConfig(apply_residual_connection_post_layernorm=True), "after the layer norm"),
+    (lambda: T.MptConfig(attn_config={"clip_qkv": 6.0}), "clipping of the QKV projection"),
+    (lambda: T.MptConfig(attn_config={"qk_ln": True}), "qk-norm"),
+    (lambda: T.MptConfig(attn_config={"alibi_bias_max": 16}), "alibi_bias_max=16"),
+    (lambda: T.MptConfig(expansion_ratio=2), "expansion ratio of 2"),
     (lambda: T.LlamaConfig(hidden_act="relu"), "gated MLP with activation 'relu'"),
     (lambda: T.GPT2Config(activation_function="quick_gelu"), "activation 'quick_gelu'"),
 ])

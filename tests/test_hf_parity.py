@@ -8,6 +8,7 @@ Loading a sharded safetensors checkpoint with from_pretrained is checked the sam
 from __future__ import annotations
 
 import functools
+import inspect
 import warnings
 
 import pytest
@@ -90,6 +91,10 @@ def _configs() -> dict:
         # OLMoE: pre-norm, qk-norm over all heads, 4 experts top 2 not renormalised
         "olmoe": lambda: T.OlmoeConfig(**COMMON, num_key_value_heads=2, intermediate_size=48, num_experts=4,
                                        num_experts_per_tok=2, norm_topk_prob=False),
+        # ALiBi families: BLOOM (a norm after the embedding, biases, per-head fused QKV; 6 heads, not a power
+        # of 2, so the interleaved slopes are used) and MPT (no biases anywhere, LayerNorms without a shift)
+        "bloom": lambda: T.BloomConfig(n_layer=2, hidden_size=96, n_head=6, vocab_size=VOCAB),
+        "mpt": lambda: T.MptConfig(n_layers=2, d_model=64, n_heads=4, vocab_size=VOCAB, max_seq_len=64),
         "gptj": lambda: T.GPTJConfig(n_layer=2, n_embd=64, n_head=4, vocab_size=VOCAB, rotary_dim=8, n_positions=64),
         "phi3": lambda: T.Phi3Config(**COMMON, num_key_value_heads=2, intermediate_size=96, pad_token_id=0,
                                      bos_token_id=1, eos_token_id=2),
@@ -143,7 +148,8 @@ def test_logits_match_transformers(family, padding):
     model = hf.from_hf(reference)
     tokens, mask = batch(left=padding == "left")
     kwargs = {}
-    if padding == "left":  # positions count real tokens only, as generate() does
+    takes_positions = "position_ids" in inspect.signature(type(reference).forward).parameters  # not ALiBi models
+    if padding == "left" and takes_positions:  # positions count real tokens only, as generate() does
         kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
     with torch.no_grad():
         ours = model(tokens, mask, **kwargs)
@@ -184,6 +190,8 @@ def test_a_wrongly_mapped_weight_is_detected():
     ("qwen2_moe", "normalize: false", "normalize: true"),
     ("gptj", "interleaved: true", "interleaved: false"),
     ("cohere", "scale: 0.5", "scale: 1.0"),
+    ("bloom", "positional: alibi", "positional: none"),
+    ("mpt", "positional: alibi", "positional: none"),
     ("gemma3", "rope_factor: 8.0", "rope_factor: 2.0"),
     ("gemma3", "local_rope_theta: 10000.0", "local_rope_theta: 1000000.0"),
     ("gemma3", "qk_norm_unit_offset: true", "qk_norm_unit_offset: false"),
@@ -200,7 +208,7 @@ def test_each_family_setting_matters(family, setting, changed):
         hf.from_hf(reference, spec=text.replace(setting, changed))
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama", "mixtral", "gpt_neox", "falcon_new_gqa", "gemma"])
+@pytest.mark.parametrize("family", ["gpt2", "llama", "mixtral", "gpt_neox", "falcon_new_gqa", "gemma", "bloom", "mpt"])
 def test_from_pretrained_reads_sharded_safetensors(tmp_path, family):
     reference = hf_model(family)
     reference.save_pretrained(tmp_path, max_shard_size="50KB", safe_serialization=True)
@@ -265,7 +273,7 @@ def test_router_aux_loss_matches_transformers():
 
 # ------------------------------------------------------------------------------- generation
 GENERATION_FAMILIES = ["gpt2", "llama", "llama31", "llama_yarn", "mistral", "mixtral", "gpt_neox", "falcon", "falcon_new_mqa", "gemma",
-                       "qwen3", "qwen3_moe", "qwen2_moe", "gemma2", "olmo2", "gemma3", "phi", "gptj", "cohere", "olmoe"]
+                       "qwen3", "qwen3_moe", "qwen2_moe", "gemma2", "olmo2", "gemma3", "phi", "gptj", "cohere", "olmoe", "bloom", "mpt"]
 
 
 @pytest.mark.parametrize("family", GENERATION_FAMILIES)

@@ -68,7 +68,8 @@ __all__ = ["Features", "FAMILY_TRAITS", "features_from_config", "spec_yaml_from_
 # "post": after them only, inside the residual, OLMo 2), head_bias (the LM head has a bias: Phi,
 # GPT-J), rotary_interleaved (rotate adjacent pairs rather than halves: GPT-J), always_parallel (the
 # block is parallel whatever the config says: Phi, GPT-J, Cohere), norm_bias (False: LayerNorms
-# without a shift, Cohere).
+# without a shift, Cohere, MPT), positional "alibi" (BLOOM, MPT), embed_norm (a LayerNorm right after
+# the token embedding: BLOOM), activation (the MLP's activation when the config does not name it).
 FAMILY_TRAITS: dict[str, dict[str, Any]] = {
     "gpt2": dict(gated=False, qkv_bias=True, out_bias=True, mlp_bias=True, positional="learned"),
     "llama": dict(qkv_bias="attention_bias", out_bias="attention_bias", mlp_bias="mlp_bias"),
@@ -96,6 +97,11 @@ FAMILY_TRAITS: dict[str, dict[str, Any]] = {
     "gpt_neox": dict(gated=False, qkv_bias="attention_bias", out_bias="attention_bias", mlp_bias=True,
                      parallel="separate", qkv_layout="per_head"),
     "falcon": dict(gated=False, qkv_bias="bias", out_bias="bias", mlp_bias="bias"),
+    "bloom": dict(gated=False, qkv_bias=True, out_bias=True, mlp_bias=True, positional="alibi", embed_norm=True,
+                  qkv_layout="per_head", activation="gelu_tanh"),
+    # transformers' MPT has no biases and LayerNorms without a shift whatever no_bias says
+    "mpt": dict(gated=False, qkv_bias=False, out_bias=False, mlp_bias=False, positional="alibi", norm_bias=False,
+                activation="gelu"),
 }
 
 # Families transformers knows whose modelling code does something archdsl cannot express yet,
@@ -104,8 +110,6 @@ UNSUPPORTED_FAMILIES: dict[str, str] = {
     "olmo": "LayerNorm without learned parameters",
     "gemma3": "a vision tower (import the text model, model_type gemma3_text)",
     "granite": "embedding/residual/attention/logit multipliers",
-    "bloom": "ALiBi with an embedding LayerNorm",
-    "mpt": "ALiBi and clip_qkv",
     "deepseek_v2": "multi-head latent attention",
     "deepseek_v3": "multi-head latent attention",
 }
@@ -287,7 +291,7 @@ class Features:
     norm: str  # layernorm | rmsnorm
     eps: float
     unit_offset: bool
-    positional: str  # rotary | learned
+    positional: str  # rotary | learned | alibi
     max_len: int | None
     rope_theta: float
     rotary_fraction: float
@@ -315,6 +319,7 @@ class Features:
     head_bias: bool = False
     rotary_interleaved: bool = False
     norm_bias: bool = True  # of LayerNorms
+    embed_norm: bool = False  # a norm right after the token embedding (BLOOM)
     logit_scale: float | None = None  # logits multiplied by this (Cohere)
     norms: str = "pre"  # pre | sandwich (Gemma 2) | post (OLMo 2): where the layer norms sit in each residual
     attn_softcap: float | None = None
@@ -382,11 +387,11 @@ def features_from_config(config: Any) -> Features:
         raise _unsupported(cfg, "norm", "a LayerNorm with a (1 + w) scale")
 
     # positions
-    rope = _rope(cfg) if traits.get("positional") != "learned" else None
+    rope = _rope(cfg) if traits.get("positional") not in ("learned", "alibi") else None
     position_type = getattr(cfg, "position_embedding_type", None)
     if position_type not in (None, "absolute", "rope", "rotary"):
         raise _unsupported(cfg, "position_embedding_type", f"position embedding type '{position_type}'")
-    max_len = _get(cfg, "n_positions", "max_position_embeddings")
+    max_len = _get(cfg, "n_positions", "max_position_embeddings", "max_seq_len")
     if rope is not None:
         rope_scaling = _rope_scaling(cfg, rope)
         positional, theta = "rotary", float(rope.get("rope_theta", 10000.0))
@@ -401,6 +406,8 @@ def features_from_config(config: Any) -> Features:
             fraction = rotary_dim / head_dim
         if local is not None and fraction != 1.0:
             raise _unsupported(cfg, "partial_rotary_factor", "partial rotary with rotary settings per layer type")
+    elif traits.get("positional") == "alibi":
+        positional, theta, fraction, rope_scaling = "alibi", 10000.0, 1.0, ()
     else:
         if max_len is None:
             raise _unsupported(cfg, "max_position_embeddings", "positions that are neither rotary nor learned")
@@ -431,10 +438,13 @@ def features_from_config(config: Any) -> Features:
 
     # activation
     act_name = _get(cfg, "hidden_act", "activation_function", "activation", "hidden_activation", default="gelu")
-    if not isinstance(act_name, str) or act_name not in _ACTIVATIONS:
+    if "activation" in traits:  # fixed by the family's code (BLOOM's tanh GELU, MPT's exact GELU)
+        activation = traits["activation"]
+    elif not isinstance(act_name, str) or act_name not in _ACTIVATIONS:
         raise _unsupported(cfg, "hidden_act", f"activation '{act_name}'",
                            "supported: " + ", ".join(sorted(_ACTIVATIONS)))
-    activation = _ACTIVATIONS[act_name]
+    else:
+        activation = _ACTIVATIONS[act_name]
     if traits.get("gated", True):
         if activation not in _GATED:
             raise _unsupported(cfg, "hidden_act", f"a gated MLP with activation '{act_name}'",
@@ -506,6 +516,12 @@ def features_from_config(config: Any) -> Features:
         qkv_layout=traits.get("qkv_layout", "concat"),
         known_family=known,
     )
+    f.embed_norm = bool(traits.get("embed_norm", False))
+    if model_type == "bloom" and getattr(cfg, "apply_residual_connection_post_layernorm", False):
+        raise _unsupported(cfg, "apply_residual_connection_post_layernorm",
+                           "residuals taken after the layer norm (apply_residual_connection_post_layernorm=True)")
+    if model_type == "mpt":
+        _mpt_attention(cfg, f)
     if model_type == "falcon":
         if getattr(cfg, "new_decoder_architecture", False):
             f.qkv_layout = "grouped"
@@ -513,6 +529,31 @@ def features_from_config(config: Any) -> Features:
             f.qkv_layout = "per_head"
     _check_shapes(cfg, f)
     return f
+
+
+def _mpt_attention(cfg: Any, f: Features) -> None:
+    """MPT keeps its attention settings in attn_config; transformers' MptAttention implements ALiBi
+    with the standard slopes (alibi_bias_max 8), an optional softmax scale, and attn_pdrop used for
+    the attention probabilities and both residual branches; anything else is refused."""
+    attn = getattr(cfg, "attn_config", None)
+    get = (lambda key, default=None: getattr(attn, key, default)) if attn is not None else (lambda key, default=None: default)
+    if not get("alibi", True):
+        raise _unsupported(cfg, "attn_config.alibi", "MPT without ALiBi (no positional information)")
+    if get("alibi_bias_max", 8) != 8:
+        raise _unsupported(cfg, "attn_config.alibi_bias_max", f"ALiBi slopes with alibi_bias_max={get('alibi_bias_max')}",
+                           "archdsl's alibi slopes are those of alibi_bias_max 8")
+    for key, what in (("clip_qkv", "clipping of the QKV projection"), ("qk_ln", "qk-norm (a LayerNorm on queries and keys)"),
+                      ("prefix_lm", "a prefix LM"), ("attn_uses_sequence_id", "attention limited by sequence ids")):
+        if get(key):
+            raise _unsupported(cfg, f"attn_config.{key}", f"{what} ({key}={get(key)!r})")
+    if get("attn_type", "multihead_attention") != "multihead_attention":
+        raise _unsupported(cfg, "attn_config.attn_type", f"attention type '{get('attn_type')}'")
+    if getattr(cfg, "expansion_ratio", 4) != 4:  # transformers' MptMLP is 4 x wide whatever the config says
+        raise _unsupported(cfg, "expansion_ratio", f"an MLP expansion ratio of {cfg.expansion_ratio}",
+                           "transformers' MPT always builds a 4x MLP, so such a checkpoint would not load there either")
+    if get("softmax_scale"):
+        f.attn_scale = float(get("softmax_scale"))
+    f.attn_dropout = f.resid_dropout = float(get("attn_pdrop", 0.0) or 0.0)
 
 
 def _check_shapes(cfg: Any, f: Features) -> None:
@@ -557,6 +598,8 @@ def _describe(f: Features) -> str:
         rot = f"rotary positions (theta {f.rope_theta:g}"
         rot += f", {f.rope_scaling[0][1]} scaling ×{f.rope_scaling[1][1]:g}" if f.rope_scaling else ""
         parts.append(rot + (f", on {f.rotary_fraction:g} of each head)" if f.rotary_fraction != 1 else ")"))
+    elif f.positional == "alibi":
+        parts.append("ALiBi attention biases instead of positions")
     else:
         parts.append(f"learned positions ({f.max_len})")
     if f.kv_heads == f.heads:
@@ -581,6 +624,8 @@ def _describe(f: Features) -> str:
     parts.append("biases on " + ", ".join(biases) if biases else "no biases")
     if f.embed_scale:
         parts.append("embedding scaled by sqrt(d_model)")
+    if f.embed_norm:
+        parts.append("a LayerNorm right after the embedding")
     parts.append("head tied to the embedding" if f.tie else "untied head")
     if f.final_softcap:
         parts.append(f"logits soft-capped at {f.final_softcap:g}")
@@ -736,8 +781,12 @@ def spec_yaml_from_config(config: Any) -> str:
     if f.embed_scale:
         embed.append(("scale", '"${d_model ** 0.5}"'))
     model = ["model:", "  width: $d_model", "  layers:", f"    - embedding: {_args(embed)}"]
+    if f.embed_norm:
+        model.append(f"    - {norm('embed_norm')}")
     if f.positional == "rotary" and f.local_rope is not None:
         pass  # a positional node in every layer (above)
+    elif f.positional == "alibi":
+        model.append("    - positional: alibi")
     elif f.positional == "rotary":
         pos = [("kind", "rotary"), ("base", "$rope_theta")]
         if f.rotary_fraction != 1.0:
@@ -802,11 +851,14 @@ _TOP = {
     "head": ["lm_head.weight", "embed_out.weight"],
     "head_bias": ["lm_head.bias", "embed_out.bias"],
 }
-_FINAL_NORM = ["norm", "ln_f", "final_layer_norm", "final_layernorm", "norm_f"]
+_TOP_NORMS = {
+    "final": ["norm", "ln_f", "final_layer_norm", "final_layernorm", "norm_f"],
+    "embed_norm": ["word_embeddings_layernorm"],
+}
 _LAYER_NORMS = {
-    "attn_norm": ["input_layernorm", "ln_1", "ln_attn", "attention_norm"],
+    "attn_norm": ["input_layernorm", "ln_1", "ln_attn", "attention_norm", "norm_1"],
     # a checkpoint with pre_feedforward_layernorm (Gemma 2) uses post_attention_layernorm after the attention
-    "mlp_norm": ["pre_feedforward_layernorm", "post_attention_layernorm", "ln_2", "ln_mlp", "ffn_norm"],
+    "mlp_norm": ["pre_feedforward_layernorm", "post_attention_layernorm", "ln_2", "ln_mlp", "ffn_norm", "norm_2"],
     "post_attn_norm": ["post_attention_layernorm"],
     "post_mlp_norm": ["post_feedforward_layernorm"],
 }
@@ -814,7 +866,7 @@ _ATTN = ["self_attn", "attn", "attention", "self_attention"]
 _QKV_SPLIT = [("q_proj", "k_proj", "v_proj")]
 _QKV_FUSED = ["qkv_proj", "c_attn", "query_key_value", "Wqkv"]
 _OUT = ["o_proj", "c_proj", "dense", "out_proj"]
-_MLP = ["mlp", "feed_forward"]
+_MLP = ["mlp", "feed_forward", "ffn"]
 _GATE_UP = [("gate_proj", "up_proj"), ("w1", "w3")]
 _GATE_UP_FUSED = ["gate_up_proj"]
 _UP = ["c_fc", "dense_h_to_4h", "fc1", "fc_in", "up_proj"]
@@ -897,15 +949,16 @@ class _Mapper:
 
     # -- roles --------------------------------------------------------------------------------
     def norm(self, name: str, i: int | None, role: str, module: Any) -> None:
-        if i is None:
-            prefix = next((n for n in _FINAL_NORM if f"{n}.weight" in self.src.top), None)
+        if i is None:  # the final norm, or a norm right after the embedding (BLOOM)
+            what = "the final norm" if role == "final" else "the norm after the embedding"
+            prefix = next((n for n in _TOP_NORMS[role] if f"{n}.weight" in self.src.top), None)
             key = self.src.top.get(f"{prefix}.weight") if prefix else None
-            if self.need("the final norm", key) is None:
+            if self.need(what, key) is None:
                 return
             self.put(f"{name}.weight", self.src.get(key))
             if getattr(module, "bias", None) is not None:
                 bkey = self.src.top.get(f"{prefix}.bias")
-                if self.need("the final norm's bias", bkey):
+                if self.need(f"{what}'s bias", bkey):
                     self.put(f"{name}.bias", self.src.get(bkey))
             return
         prefix = next((p for p in _LAYER_NORMS[role] if (i, f"{p}.weight") in self.src.layer), None)
@@ -1087,7 +1140,7 @@ class _Mapper:
         Layers are the bodies of the top-level repeats, numbered across repeats. A norm's role is
         that of the block it feeds: "attn_norm" before an attention, "mlp_norm" before an mlp or
         moe (a norm shared by a parallel attention and MLP feeds the attention first), "final"
-        outside the layers. So specs written by hand map as well as imported ones.
+        after the layers and "embed_norm" before them. So specs written by hand map as well as imported ones.
         """
         from ..ir import layer_numbering, leaves
 
@@ -1102,8 +1155,11 @@ class _Mapper:
             if kind in ("layernorm", "rmsnorm"):
                 following = next((g.nodes[n]["kind"] for n in order[pos + 1:] if layer_of(n) == i), None)
                 previous = next((n for n in reversed(order[:pos]) if layer_of(n) == i), None)
-                role = "final" if i is None else {"attention": "attn_norm", "mlp": "mlp_norm",
-                                                    "moe": "mlp_norm"}.get(following or "", "unknown_norm")
+                if i is None:  # before every layer (BLOOM's norm of the embedding) or after them
+                    role = "embed_norm" if all(layer_of(n) is None for n in order[:pos]) else "final"
+                else:
+                    role = {"attention": "attn_norm", "mlp": "mlp_norm", "moe": "mlp_norm"}.get(following or "",
+                                                                                               "unknown_norm")
                 if (i is not None and previous is not None and g.nodes[previous]["kind"] in ("attention", "mlp", "moe")
                         and g.nodes[previous]["parent"] == g.nodes[node]["parent"]):
                     # after a sublayer in the same residual body: a post-norm (Gemma 2's sandwich, OLMo 2)
@@ -1132,7 +1188,7 @@ class _Mapper:
                     self.put(f"{name}.weight", self.src.get(key))
             elif role == "unknown_norm":
                 self.errors.append(f"{name}: a norm that feeds neither an attention nor an MLP has no Hugging Face counterpart")
-            elif role in ("attn_norm", "mlp_norm", "post_attn_norm", "post_mlp_norm", "final"):
+            elif role in ("attn_norm", "mlp_norm", "post_attn_norm", "post_mlp_norm", "final", "embed_norm"):
                 self.norm(name, i, role, module)
             elif role == "attention":
                 self.attention(name, i, module)  # type: ignore[arg-type]
