@@ -280,8 +280,8 @@ def _fmt_shape(shape: Any) -> str:
 
 def _leaf_node(node_id: str, d: dict, cluster: str | None) -> DNode:
     kind = d.get("kind", "?")
-    if kind in JUNCTIONS:
-        title, args = JUNCTIONS[kind], ""
+    if kind in JUNCTIONS:  # a scaled residual (x + s·f(x)) shows its scale beside the junction
+        title, args = JUNCTIONS[kind], (f"×{d['scale']:.4g}" if d.get("scale") is not None else "")
     elif kind in ("input", "output"):
         title, args = str(d.get("label") or kind), ""
     else:
@@ -505,7 +505,7 @@ def _box_node(g, n: str, c: _Collapser, cluster: str | None) -> DNode:
         md = g.nodes[m]
         params += int(md.get("params") or 0)
         if md["kind"] == "add":
-            rows.append(("structure", "+ residual", ""))
+            rows.append(("structure", "+ residual", f"×{md['scale']:.4g}" if md.get("scale") is not None else ""))
         elif md["kind"] == "sum":
             rows.append(("structure", "+ sum of branches", ""))
         else:
@@ -587,7 +587,8 @@ def _box_label(node: DNode, o: _Opts) -> _HTML:
     rows = [f'<TR><TD ALIGN="CENTER" COLSPAN="1" CELLPADDING="4"><B>{_h(node.title)}</B></TD></TR>']
     for fam, title, args in node.rows:
         if fam == "structure":
-            rows.append(f'<TR><TD CELLPADDING="1"><FONT POINT-SIZE="9" COLOR="{t["muted"]}">{_h(title)}</FONT></TD></TR>')
+            text = _h(" ".join(filter(None, (title, args))))
+            rows.append(f'<TR><TD CELLPADDING="1"><FONT POINT-SIZE="9" COLOR="{t["muted"]}">{text}</FONT></TD></TR>')
             continue
         fill, line = colours(fam, o.theme)
         text = f"<B>{_h(title)}</B>" + (f'  <FONT POINT-SIZE="9">{_h(args)}</FONT>' if args else "")
@@ -628,8 +629,9 @@ def _node_dot(node: DNode, o: _Opts) -> str:
     t = THEMES[o.theme]
     fill, line = colours(node.family, o.theme)
     if node.kind in JUNCTIONS:
+        extra = {"xlabel": node.args} if node.args else {}
         return _attrs(label=node.title, shape="circle", width=0.28, height=0.28, fixedsize=True, fontsize=14,
-                      style="filled", fillcolor=fill, color=line, penwidth=1.2, fontcolor=t["text"])
+                      style="filled", fillcolor=fill, color=line, penwidth=1.2, fontcolor=t["text"], **extra)
     if node.kind in ("input", "output"):
         return _attrs(label=node.title, shape="box", style="rounded", color=line, fontcolor=t["text"],
                       fontsize=11, penwidth=1, height=0.3, margin="0.12,0.04")
@@ -908,7 +910,7 @@ def to_mermaid(view: View, *, theme: str = "light", direction: str = "TB", show_
     def node_line(node: DNode) -> str:
         i = ids[node.id]
         if node.kind in JUNCTIONS:
-            return f'{i}(("{_mtext(node.title)}"))'
+            return f'{i}(("{_mtext(" ".join(filter(None, (node.title, node.args))))}"))'
         if node.kind in ("input", "output"):
             return f'{i}(["{_mtext(node.title)}"])'
         parts = [f"<b>{_mtext(node.title)}</b>" + (f" {_mtext(node.name)}" if node.name else "")]

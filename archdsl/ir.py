@@ -201,7 +201,7 @@ class _Builder:
                             f"the residual branch changes the width from {width} to {out_width}",
                             "x + f(x) needs f to keep the width; move the projection outside the residual")
         add = self.add(f"{node_id}.add", kind="add", family="structure", parent=node_id, copy=copy, loc=node.loc_of(),
-                       label="+", in_width=width, out_width=width, out_shape=("batch", "seq", width), params=0, flops=0)
+                       label="+", scale=node.scale, in_width=width, out_width=width, out_shape=("batch", "seq", width), params=0, flops=0)
         self.g.add_edge(end, add, role="data", width=out_width)
         self.g.add_edge(source, add, role="skip", width=width)
         return add

@@ -22,6 +22,7 @@ from archdsl.interop import hf  # noqa: E402
 VOCAB = 97
 TOL = 1e-4
 COMMON = dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, vocab_size=VOCAB)
+GRANITE = dict(embedding_multiplier=3.0, residual_multiplier=0.3, attention_multiplier=0.05, logits_scaling=0.5)
 
 
 def _configs() -> dict:
@@ -95,6 +96,10 @@ def _configs() -> dict:
         # of 2, so the interleaved slopes are used) and MPT (no biases anywhere, LayerNorms without a shift)
         "bloom": lambda: T.BloomConfig(n_layer=2, hidden_size=96, n_head=6, vocab_size=VOCAB),
         "mpt": lambda: T.MptConfig(n_layers=2, d_model=64, n_heads=4, vocab_size=VOCAB, max_seq_len=64),
+        # Granite: Llama blocks with embedding, residual, attention and logit multipliers (and the MoE variant)
+        "granite": lambda: T.GraniteConfig(**COMMON, num_key_value_heads=2, intermediate_size=96, **GRANITE),
+        "granitemoe": lambda: T.GraniteMoeConfig(**COMMON, num_key_value_heads=2, intermediate_size=48, num_local_experts=4,
+                                                 num_experts_per_tok=2, **GRANITE),
         "gptj": lambda: T.GPTJConfig(n_layer=2, n_embd=64, n_head=4, vocab_size=VOCAB, rotary_dim=8, n_positions=64),
         "phi3": lambda: T.Phi3Config(**COMMON, num_key_value_heads=2, intermediate_size=96, pad_token_id=0,
                                      bos_token_id=1, eos_token_id=2),
@@ -192,6 +197,10 @@ def test_a_wrongly_mapped_weight_is_detected():
     ("cohere", "scale: 0.5", "scale: 1.0"),
     ("bloom", "positional: alibi", "positional: none"),
     ("mpt", "positional: alibi", "positional: none"),
+    ("granite", "residual_scale: 0.3", "residual_scale: 0.5"),
+    ("granite", "scale: 3.0", "scale: 1.0"),
+    ("granite", "scale: 0.05", "scale: 0.125"),
+    ("granite", "scale: 2.0", "scale: 1.0"),
     ("gemma3", "rope_factor: 8.0", "rope_factor: 2.0"),
     ("gemma3", "local_rope_theta: 10000.0", "local_rope_theta: 1000000.0"),
     ("gemma3", "qk_norm_unit_offset: true", "qk_norm_unit_offset: false"),
@@ -208,7 +217,7 @@ def test_each_family_setting_matters(family, setting, changed):
         hf.from_hf(reference, spec=text.replace(setting, changed))
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama", "mixtral", "gpt_neox", "falcon_new_gqa", "gemma", "bloom", "mpt"])
+@pytest.mark.parametrize("family", ["gpt2", "llama", "mixtral", "gpt_neox", "falcon_new_gqa", "gemma", "bloom", "mpt", "granitemoe"])
 def test_from_pretrained_reads_sharded_safetensors(tmp_path, family):
     reference = hf_model(family)
     reference.save_pretrained(tmp_path, max_shard_size="50KB", safe_serialization=True)
@@ -273,7 +282,8 @@ def test_router_aux_loss_matches_transformers():
 
 # ------------------------------------------------------------------------------- generation
 GENERATION_FAMILIES = ["gpt2", "llama", "llama31", "llama_yarn", "mistral", "mixtral", "gpt_neox", "falcon", "falcon_new_mqa", "gemma",
-                       "qwen3", "qwen3_moe", "qwen2_moe", "gemma2", "olmo2", "gemma3", "phi", "gptj", "cohere", "olmoe", "bloom", "mpt"]
+                       "qwen3", "qwen3_moe", "qwen2_moe", "gemma2", "olmo2", "gemma3", "phi", "gptj", "cohere", "olmoe", "bloom", "mpt",
+                       "granite", "granitemoe"]
 
 
 @pytest.mark.parametrize("family", GENERATION_FAMILIES)

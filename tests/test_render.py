@@ -327,6 +327,31 @@ def test_shapes_and_params_on_request(no_engine):
     assert "(batch, seq, 50257)" in rich  # the LM head's logits
 
 
+SCALED_RESIDUAL = """
+name: scaled
+model:
+  width: 32
+  layers:
+    - embedding: {vocab: 50}
+    - repeat: 2
+      body:
+        - residual: {scale: 0.25, body: [rmsnorm, {attention: {heads: 4, causal: true}}]}
+        - residual: [rmsnorm, {mlp: {hidden: 64}}]
+    - lm_head: {vocab: 50}
+"""
+
+
+def test_a_scaled_residual_shows_its_scale(engine, tmp_path):
+    """x + 0.25 f(x): the scale sits beside the residual's + junction (DOT, SVG, Mermaid and the layers boxes)."""
+    dot = render(SCALED_RESIDUAL, format="dot")
+    assert dot.count('xlabel="×0.25"') == 1
+    svg = tmp_path / "scaled.svg"
+    render(SCALED_RESIDUAL, svg)
+    assert "×0.25" in "".join(ET.parse(svg).getroot().itertext())
+    assert '(("+ ×0.25"))' in render(SCALED_RESIDUAL, format="mermaid")
+    assert "×0.25" in render(SCALED_RESIDUAL, format="dot", detail="layers")
+
+
 def test_pattern_repeat_draws_one_cycle(no_engine):
     spec = ROOT / "specs" / "local-global-decoder.yaml"
     if not spec.is_file():

@@ -101,7 +101,7 @@ BUILDERS: dict[str, Builder] = {
     "patch_embedding": build_patch_embedding,
     "classifier": build_classifier,
     # composites: their children are built first and passed in `b` as (name, module) pairs
-    "residual": lambda d, g, b: Residual(b["children"]),
+    "residual": lambda d, g, b: Residual(b["children"], d["spec"].scale),
     "parallel": lambda d, g, b: Parallel(b["children"]),
     "repeat": lambda d, g, b: Sequence(b["children"]),
     "layer": lambda d, g, b: Sequence(b["children"]),

@@ -22,10 +22,17 @@ class Sequence(nn.Module):
 
 
 class Residual(Sequence):
-    """x + body(x)."""
+    """x + body(x), or x + body(x) * scale (multiplied, then added, as Granite does, so that the
+    rounding is the same as the reference's)."""
+
+    def __init__(self, children: list[tuple[str, nn.Module]], scale: float | None = None):
+        super().__init__(children)
+        self.scale = scale
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
-        return x + super().forward(x, ctx)
+        if self.scale is None:
+            return x + super().forward(x, ctx)
+        return x + super().forward(x, ctx) * self.scale
 
 
 class Parallel(nn.Module):

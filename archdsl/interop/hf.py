@@ -100,6 +100,9 @@ FAMILY_TRAITS: dict[str, dict[str, Any]] = {
     "bloom": dict(gated=False, qkv_bias=True, out_bias=True, mlp_bias=True, positional="alibi", embed_norm=True,
                   qkv_layout="per_head", activation="gelu_tanh"),
     # transformers' MPT has no biases and LayerNorms without a shift whatever no_bias says
+    # Granite: Llama blocks with four multipliers read from the config (embedding, residual, attention, logits)
+    "granite": dict(qkv_bias="attention_bias", out_bias="attention_bias", mlp_bias="mlp_bias"),
+    "granitemoe": dict(qkv_bias="attention_bias", out_bias="attention_bias"),
     "mpt": dict(gated=False, qkv_bias=False, out_bias=False, mlp_bias=False, positional="alibi", norm_bias=False,
                 activation="gelu"),
 }
@@ -109,7 +112,6 @@ FAMILY_TRAITS: dict[str, dict[str, Any]] = {
 UNSUPPORTED_FAMILIES: dict[str, str] = {
     "olmo": "LayerNorm without learned parameters",
     "gemma3": "a vision tower (import the text model, model_type gemma3_text)",
-    "granite": "embedding/residual/attention/logit multipliers",
     "deepseek_v2": "multi-head latent attention",
     "deepseek_v3": "multi-head latent attention",
 }
@@ -126,10 +128,6 @@ _UNSUPPORTED_KEYS = {
     "clip_qkv": "clipping of the QKV projection",
     "n_shared_experts": "shared experts",
     "use_bidirectional_attention": "bidirectional attention in a causal LM",
-    "embedding_multiplier": "an embedding multiplier",
-    "residual_multiplier": "a residual multiplier",
-    "attention_multiplier": "an attention multiplier",
-    "logits_scaling": "logit scaling",
     "use_post_norm": "post-norm residuals",
     "post_norm": "post-norm residuals",
 }
@@ -320,7 +318,9 @@ class Features:
     rotary_interleaved: bool = False
     norm_bias: bool = True  # of LayerNorms
     embed_norm: bool = False  # a norm right after the token embedding (BLOOM)
-    logit_scale: float | None = None  # logits multiplied by this (Cohere)
+    logit_scale: float | None = None  # logits multiplied by this (Cohere; 1 / logits_scaling for Granite)
+    embed_multiplier: float | None = None  # the embedding multiplied by this constant (Granite)
+    residual_scale: float | None = None  # x + residual_scale * f(x) in every residual (Granite)
     norms: str = "pre"  # pre | sandwich (Gemma 2) | post (OLMo 2): where the layer norms sit in each residual
     attn_softcap: float | None = None
     final_softcap: float | None = None
@@ -345,6 +345,16 @@ def _bias(cfg: Any, traits: dict, key: str, *config_keys: str) -> bool:
 
 def _float_or_none(value: Any) -> float | None:
     return float(value) if value else None
+
+
+def _multiplier(cfg: Any, key: str) -> float | None:
+    """A constant multiplier from the config (Granite), or None where it is absent or 1."""
+    value = getattr(cfg, key, None)
+    if value is None or float(value) == 1.0:
+        return None
+    if float(value) <= 0:
+        raise _unsupported(cfg, key, f"a non-positive {key} ({value})")
+    return float(value)
 
 
 def features_from_config(config: Any) -> Features:
@@ -486,6 +496,11 @@ def features_from_config(config: Any) -> Features:
         attn_scale = 1.0
     if getattr(cfg, "query_pre_attn_scalar", None):
         attn_scale = float(cfg.query_pre_attn_scalar) ** -0.5
+    if getattr(cfg, "attention_multiplier", None) is not None:  # Granite: the score scale itself, not 1/sqrt(hd)
+        attn_scale = float(cfg.attention_multiplier)
+    logit_scale = _float_or_none(getattr(cfg, "logit_scale", None))
+    if getattr(cfg, "logits_scaling", None):  # Granite divides the logits by it
+        logit_scale = 1.0 / float(cfg.logits_scaling)
 
     f = Features(
         model_type=model_type,
@@ -503,7 +518,8 @@ def features_from_config(config: Any) -> Features:
         embed_scale=bool(traits.get("embed_scale", False)), attn_scale=attn_scale,
         qk_norm=str(traits.get("qk_norm", "")), norms=str(traits.get("norms", "pre")),
         head_bias=bool(traits.get("head_bias", False)), rotary_interleaved=bool(traits.get("rotary_interleaved", False)),
-        norm_bias=bool(traits.get("norm_bias", True)), logit_scale=_float_or_none(getattr(cfg, "logit_scale", None)),
+        norm_bias=bool(traits.get("norm_bias", True)), logit_scale=logit_scale,
+        embed_multiplier=_multiplier(cfg, "embedding_multiplier"), residual_scale=_multiplier(cfg, "residual_multiplier"),
         attn_softcap=_float_or_none(getattr(cfg, "attn_logit_softcapping", None)),
         final_softcap=_float_or_none(getattr(cfg, "final_logit_softcapping", None)),
         experts=int(experts) if experts else None, top_k=top_k, normalize=normalize,
@@ -626,6 +642,12 @@ def _describe(f: Features) -> str:
         parts.append("embedding scaled by sqrt(d_model)")
     if f.embed_norm:
         parts.append("a LayerNorm right after the embedding")
+    multipliers = [f"{what} × {value:g}" for what, value in (
+        ("embedding", f.embed_multiplier), ("residual branches", f.residual_scale),
+        ("attention scores", f.attn_scale if f.model_type.startswith("granite") else None),
+        ("logits", f.logit_scale)) if value is not None]
+    if multipliers:
+        parts.append("multipliers: " + ", ".join(multipliers))
     parts.append("head tied to the embedding" if f.tie else "untied head")
     if f.final_softcap:
         parts.append(f"logits soft-capped at {f.final_softcap:g}")
@@ -753,6 +775,11 @@ def spec_yaml_from_config(config: Any) -> str:
                 f"        - - {attention}"] + ["          " + d for d in drop] + [
                 f"        - - {ffn_node}"] + ["          " + d for d in drop]
 
+    if f.residual_scale is not None:  # x + s * f(x): each residual takes its mapping form, {scale, body}
+        v["residual_scale"] = f.residual_scale
+        body = [part for line in body for part in (
+            [line, "    scale: $residual_scale", "    body:"] if line == "- residual:" else ["  " + line])]
+
     lines = ["# Written by archdsl import-hf from a Hugging Face config; edit freely.", "archdsl: 1",
              f"name: {_scalar(f.name)}", "description: >"]
     lines += ["  " + line for line in textwrap.wrap(_describe(f), 94)]
@@ -780,6 +807,8 @@ def spec_yaml_from_config(config: Any) -> str:
     embed = [("name", "embed_tokens"), ("vocab", "$vocab")]
     if f.embed_scale:
         embed.append(("scale", '"${d_model ** 0.5}"'))
+    elif f.embed_multiplier is not None:
+        embed.append(("scale", _scalar(f.embed_multiplier)))
     model = ["model:", "  width: $d_model", "  layers:", f"    - embedding: {_args(embed)}"]
     if f.embed_norm:
         model.append(f"    - {norm('embed_norm')}")
@@ -1110,10 +1139,11 @@ class _Mapper:
         if module.experts[0].up.bias is not None:
             self.errors.append(f"layer {i}: experts with biases are not mapped")
             return
-        fused = self.src.find(i, ["mlp.experts.gate_up_proj"])
-        if fused is not None:  # transformers 5: (E, 2I, D) and (E, D, I)
+        # transformers 5 in memory, and GraniteMoE on disk (input_linear/output_linear): (E, 2I, D), (E, D, I)
+        fused = self.src.find(i, ["mlp.experts.gate_up_proj", "mlp.input_linear.weight"])
+        if fused is not None:
             gate_up = self.src.get(fused)
-            down_key = self.src.find(i, ["mlp.experts.down_proj"])
+            down_key = self.src.find(i, ["mlp.experts.down_proj", "mlp.output_linear.weight"])
             if self.need(f"layer {i}'s expert down projections", down_key) is None:
                 return
             down = self.src.get(down_key)

@@ -8,11 +8,11 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from .base import NodeSpec, PosInt
+from .base import NodeSpec, PosFloat, PosInt
 
 
 class Residual(NodeSpec):
-    """x + body(x). The body must keep the width."""
+    """x + body(x), or x + scale * body(x). The body must keep the width."""
 
     kind = "residual"
     family = "structure"
@@ -20,6 +20,8 @@ class Residual(NodeSpec):
     leaf = False
 
     body: list["Node"] = Field(min_length=1, description="The branch, a list of nodes.")  # noqa: F821
+    scale: PosFloat | None = Field(None, description="Multiply the branch by this before adding it: x + scale * body(x) "
+                                   "(Granite's residual_multiplier).")
 
 
 class Parallel(NodeSpec):
