@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import SpecError
@@ -23,13 +24,50 @@ def _parse_sets(items: Sequence[str] | None, parser: argparse.ArgumentParser) ->
     return overrides
 
 
+def _budget(text: str) -> int:
+    """--max-params: a positive, finite number of parameters (2e12 is fine)."""
+    from .ir import check_budget
+
+    try:
+        return check_budget(text, "--max-params")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
+    return value
+
+
 def _add_spec_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", metavar="VAR=VALUE", help="override a var (repeatable)")
-    p.add_argument("--max-params", type=float, default=None, help="refuse specs with more parameters than this")
+    p.add_argument("--max-params", type=_budget, default=None, help="refuse specs with more parameters than this")
 
 
 def _max_params(args: argparse.Namespace) -> int | None:
-    return int(args.max_params) if args.max_params is not None else None
+    return args.max_params
+
+
+def _check_device(name: str, parser: argparse.ArgumentParser) -> None:
+    """A usage error for a device torch cannot use here, before anything is built on it."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        parser.error(f"--device: '{name}' is not a torch device (cpu, cuda, cuda:1, mps or meta)")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            parser.error(f"--device {name}: CUDA is not available here (torch {torch.__version__}); use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            parser.error(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        parser.error(f"--device {name}: MPS is not available here; use --device cpu")
 
 
 def cmd_validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -38,7 +76,7 @@ def cmd_validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     overrides, failed = _parse_sets(args.set, parser), 0
     for path in args.specs:
         try:
-            spec = load_spec(path, overrides=overrides, max_params=_max_params(args))
+            spec = load_spec(Path(path), overrides=overrides, max_params=_max_params(args))
         except SpecError as exc:
             failed += 1
             for error in exc.errors:
@@ -51,7 +89,7 @@ def cmd_validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
 def cmd_summary(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from . import summary
 
-    print(summary(args.spec, overrides=_parse_sets(args.set, parser), seq_len=args.seq_len,
+    print(summary(Path(args.spec), overrides=_parse_sets(args.set, parser), seq_len=args.seq_len,
                   max_params=_max_params(args)))
     return 0
 
@@ -62,9 +100,10 @@ def cmd_build(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .compiler import compile_spec
 
     overrides = _parse_sets(args.set, parser)
+    _check_device(args.device, parser)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
     start = time.perf_counter()
-    model = compile_spec(args.spec, overrides=overrides, device=args.device, dtype=dtype, seed=args.seed,
+    model = compile_spec(Path(args.spec), overrides=overrides, device=args.device, dtype=dtype, seed=args.seed,
                          max_params=_max_params(args))
     built = time.perf_counter() - start
     print(f"{model.spec.name}: {model.num_parameters():,} parameters, built in {built:.2f}s on {args.device}")
@@ -127,7 +166,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("summary", help="parameters, shapes and FLOPs per block (no torch)")
     p.add_argument("spec", metavar="SPEC")
-    p.add_argument("--seq-len", type=int, default=None, help="context length for attention FLOPs")
+    p.add_argument("--seq-len", type=_positive_int, default=None, help="context length for attention FLOPs")
     _add_spec_options(p)
     p.set_defaults(run=cmd_summary)
 
@@ -135,8 +174,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--device", default="cpu", help="cpu, cuda, or meta (build without weights)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--seq-len", type=int, default=64)
+    p.add_argument("--batch", type=_positive_int, default=1)
+    p.add_argument("--seq-len", type=_positive_int, default=64)
     p.add_argument("--seed", type=int, default=0)
     _add_spec_options(p)
     p.set_defaults(run=cmd_build)
@@ -167,6 +206,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except (ValueError, RuntimeError) as exc:  # e.g. a sequence longer than the learned positions
         print(f"archdsl {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # an output path that cannot be written, an input that cannot be read
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"archdsl {args.command}: {exc.strerror or exc}{where}", file=sys.stderr)
         return 1
 
 

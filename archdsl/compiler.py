@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .blocks import BUILDERS, ForwardContext
-from .blocks.attention import Attention, CrossAttention
+from .blocks.attention import Attention, CrossAttention, LatentAttention
 from .blocks.embedding import Embedding, LearnedPositional
 from .blocks.feedforward import MLP
 from .blocks.heads import LMHead
@@ -51,7 +51,8 @@ class ArchModel(nn.Module):
         # with a cache, stacks that read decoder_tokens decode incrementally; the others run once per cache
         cached = [self] if self.stack_inputs is None else [
             self.get_submodule(name) for name, kind in self.stack_inputs.items() if kind == "decoder_tokens"]
-        for slot, attention in enumerate(m for c in cached for m in c.modules() if isinstance(m, Attention)):
+        for slot, attention in enumerate(m for c in cached for m in c.modules()
+                                         if isinstance(m, (Attention, LatentAttention))):
             attention.cache_slot = slot  # where its keys/values live in a KVCache
         for slot, cross in enumerate(m for m in self.modules() if isinstance(m, CrossAttention)):
             cross.cross_slot = slot  # where its memory keys/values live in a cache (computed once per cache)
@@ -84,13 +85,60 @@ class ArchModel(nn.Module):
             if decoder_tokens is None:
                 decoder_tokens, decoder_attention_mask = tokens, attention_mask
             self._check_graph_inputs(tokens, decoder_tokens, cache)
+            if tokens is not None:
+                self._check_side_inputs(tokens, attention_mask, position_ids, token_type_ids, None, "")
+            self._check_side_inputs(decoder_tokens, decoder_attention_mask, decoder_position_ids, None, cache,
+                                    "decoder_")
+            if tokens is not None and tokens.shape[0] != decoder_tokens.shape[0]:
+                raise ValueError(f"tokens have batch {tokens.shape[0]} but decoder_tokens batch "
+                                 f"{decoder_tokens.shape[0]}; they are the two halves of the same examples")
             return self._forward_graph(tokens, attention_mask, position_ids, token_type_ids, cache, decoder_tokens,
                                        decoder_attention_mask, decoder_position_ids)
         self._check_tokens(tokens, cache)
+        self._check_side_inputs(tokens, attention_mask, position_ids, token_type_ids, cache, "")
         return self._forward(tokens, attention_mask, position_ids, token_type_ids, cache)
+
+    def _check_side_inputs(self, tokens: torch.Tensor, attention_mask: Any, position_ids: Any, token_type_ids: Any,
+                           cache: KVCache | None, prefix: str) -> None:
+        """attention_mask, position_ids and token_type_ids must fit the tokens (B, S) they go with, so that
+        a mistake is named here rather than surfacing as a shape error deep inside attention."""
+        B, S = tokens.shape
+        cached = cache.length if cache is not None else 0
+        for name, value, shapes in ((f"{prefix}attention_mask", attention_mask, {(B, S), (B, cached + S)}),
+                                    (f"{prefix}position_ids", position_ids, {(B, S), (1, S)}),
+                                    ("token_type_ids", token_type_ids, {(B, S)})):
+            if value is None:
+                continue
+            if not isinstance(value, torch.Tensor):
+                raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+            if tuple(value.shape) not in shapes:
+                wanted = " or ".join(str(s) for s in sorted(shapes))
+                raise ValueError(f"{name} must have shape {wanted} for {prefix or ''}tokens of shape {(B, S)}, got "
+                                 f"{tuple(value.shape)}")
+            if name != f"{prefix}attention_mask" and value.is_floating_point():
+                raise ValueError(f"{name} must hold integer ids, got {value.dtype}")
+        if torch.compiler.is_compiling():
+            return
+        if position_ids is not None and self.max_positions is not None and position_ids.numel():
+            low, high = torch.stack(torch.aminmax(position_ids)).tolist()
+            if low < 0 or high >= self.max_positions:
+                raise ValueError(f"position_ids must lie in [0, {self.max_positions}) (the learned positions of "
+                                 f"'{self.spec.name}'), got {low}..{high}")
+        if token_type_ids is not None:
+            types = [m for m in self.modules() if isinstance(m, Embedding) and m.input == "token_type_ids"]
+            if not types:
+                raise ValueError(f"'{self.spec.name}' has no token-type embedding, so token_type_ids would be "
+                                 "ignored; drop them, or add - embedding: {input: token_type_ids, vocab: 2}")
+            low, high = torch.stack(torch.aminmax(token_type_ids)).tolist()
+            if low < 0 or high >= types[0].weight.shape[0]:
+                raise ValueError(f"token_type_ids must lie in [0, {types[0].weight.shape[0]}), got {low}..{high}")
 
     def _check_tokens(self, tokens: torch.Tensor, cache: KVCache | None = None) -> None:
         """Shape, length and vocabulary checks of forward (skipped for the steps of generate)."""
+        if not isinstance(tokens, torch.Tensor):
+            raise TypeError(f"tokens must be a torch.Tensor of integer ids (batch, seq), got {type(tokens).__name__}")
+        if tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool:
+            raise ValueError(f"tokens must be integer ids (torch.long), got {tokens.dtype}")
         if tokens.dim() != 2:
             raise ValueError(f"tokens must be (batch, seq) integer ids, got shape {tuple(tokens.shape)}")
         B, S = tokens.shape
@@ -141,6 +189,9 @@ class ArchModel(nn.Module):
                 if cache is not None and name in cache.memory:
                     continue  # computed by an earlier call with this cache
                 raise ValueError(f"stack '{name}' of '{self.spec.name}' reads {kind}, and none were given")
+            if not isinstance(ids, torch.Tensor) or ids.is_floating_point() or ids.dtype == torch.bool:
+                raise ValueError(f"{kind} must be a torch.Tensor of integer ids (batch, seq), got "
+                                 f"{getattr(ids, 'dtype', type(ids).__name__)}")
             if ids.dim() != 2:
                 raise ValueError(f"{kind} must be (batch, seq) integer ids, got shape {tuple(ids.shape)}")
             B, S = ids.shape
@@ -212,10 +263,13 @@ class ArchModel(nn.Module):
 
         For an encoder-decoder, max_len counts decoder positions; the encoder's output and the
         cross-attention keys/values are added to the cache by its first forward."""
-        layers = sorted(((m.cache_slot, m) for m in self.modules() if isinstance(m, Attention)
+        if self.max_positions is not None and max_len > self.max_positions:
+            raise ValueError(f"a cache of {max_len} positions is longer than the {self.max_positions} learned positions "
+                             f"of '{self.spec.name}'")
+        layers = sorted(((m.cache_slot, m) for m in self.modules() if isinstance(m, (Attention, LatentAttention))
                          and m.cache_slot is not None), key=lambda t: t[0])
-        reference = layers[0][1].qkv.weight if layers else next(self.parameters())
-        return KVCache([(m.kv_heads, m.head_dim) for _, m in layers], batch, max_len,
+        reference = layers[0][1].out.weight if layers else next(self.parameters())
+        return KVCache([m.cache_shapes() for _, m in layers], batch, max_len,
                        device=reference.device if device is None else device,
                        dtype=reference.dtype if dtype is None else dtype)
 
@@ -268,7 +322,15 @@ class ArchModel(nn.Module):
 
 def load_model(path: str | Path, *, device: Any = None) -> ArchModel:
     """Load a model written by ArchModel.save (weights_only: the file cannot run code)."""
-    payload = torch.load(str(path), map_location=device or "cpu", weights_only=True)
+    try:
+        payload = torch.load(str(path), map_location=device or "cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # not a torch file, or one that would need code to unpickle
+        raise ValueError(f"{path} is not a model written by ArchModel.save: torch.load (weights only, which "
+                         f"never runs code from the file) refused it with {type(exc).__name__}") from None
+    if not isinstance(payload, dict) or "spec" not in payload or "state_dict" not in payload:
+        raise ValueError(f"{path} is not a model written by ArchModel.save (no spec and state_dict in it)")
     model = compile_spec(payload["spec"], device="meta").materialize(device or "cpu")
     model.load_state_dict(payload["state_dict"], strict=True)
     return model.eval()
@@ -302,7 +364,7 @@ def initialise(model: ArchModel, generator: torch.Generator | None = None) -> No
     projections that write into a residual scaled by 1/sqrt(number of residual branches)."""
     init = model.spec.model.init
     residual_std = init.std / math.sqrt(model.graph.graph["residual_branches"]) if init.residual_scaling else init.std
-    residual_out = {id(m.out) for m in model.modules() if isinstance(m, (Attention, CrossAttention))}
+    residual_out = {id(m.out) for m in model.modules() if isinstance(m, (Attention, CrossAttention, LatentAttention))}
     residual_out |= {id(m.down) for m in model.modules() if isinstance(m, MLP)}
     for module in model.modules():
         if isinstance(module, nn.Linear):
@@ -328,6 +390,9 @@ def initialise(model: ArchModel, generator: torch.Generator | None = None) -> No
                 module.bias.zero_()
 
 
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
+
+
 def compile_spec(source: Any, *, overrides: Mapping[str, Any] | None = None, device: Any = None,
                  dtype: torch.dtype | None = None, seed: int | None = None,
                  max_params: int | None = None) -> ArchModel:
@@ -336,6 +401,14 @@ def compile_spec(source: Any, *, overrides: Mapping[str, Any] | None = None, dev
     ``device="meta"`` builds the module tree without allocating weights (instant for 70B specs).
     ``seed`` makes initialisation deterministic (and independent of the global RNG).
     """
+    if isinstance(dtype, str):  # "bfloat16", "float16", "float32" as on the command line
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype '{dtype}' is not one of {', '.join(_DTYPES)} (or a torch.dtype)")
+        dtype = _DTYPES[dtype]
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype must be a floating torch.dtype such as torch.bfloat16, got {dtype!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"seed must be an int, got {seed!r}")
     spec = source if isinstance(source, Spec) and not overrides else load_spec(source, overrides=overrides, max_params=max_params)
     g = build_graph(spec, max_params=max_params)
     device = torch.device(device) if device is not None else torch.device("cpu")

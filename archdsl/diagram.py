@@ -91,7 +91,8 @@ THEMES: dict[str, dict[str, str]] = {
 
 #: How a node kind is titled in a diagram (default: the kind itself).
 KIND_TITLES: dict[str, str] = {
-    "embedding": "Embedding", "positional": "Positional", "attention": "Attention", "mlp": "MLP",
+    "embedding": "Embedding", "positional": "Positional", "attention": "Attention",
+    "latent_attention": "Latent attention", "mlp": "MLP",
     "linear": "Linear", "dropout": "Dropout", "layernorm": "LayerNorm", "rmsnorm": "RMSNorm",
     "lm_head": "LM head", "pooler": "Pooler", "moe": "MoE", "conv1d": "Conv1d", "lstm": "LSTM", "gru": "GRU",
     "patch_embedding": "Patch embedding", "classifier": "Classifier",
@@ -1098,10 +1099,10 @@ def run_render(args: argparse.Namespace, parser: argparse.ArgumentParser | None 
                    show_shapes=args.shapes, show_params=args.params, overrides=overrides or None,
                    legend=not args.no_legend)
     if output is not None:
-        render(args.spec, output, **options)
+        render(Path(args.spec), output, **options)
         print(f"wrote {output} ({fmt})")
         return 0
-    text = render(args.spec, **options)
+    text = render(Path(args.spec), **options)
     if fmt == "svg":
         text = render_image(text, "svg").decode("utf-8")
     sys.stdout.write(text)

@@ -60,11 +60,15 @@ def _bad_character(ch: str, text: str) -> ExprError:
     return ExprError(f"unexpected character '{ch}' in expression '{text}'", hint)
 
 
+MAX_NESTING = 64
+
+
 class _Parser:
     def __init__(self, text: str):
         self.text = text
         self.tokens = _tokenize(text)
         self.i = 0
+        self.depth = 0  # nesting of parentheses and signs: bounded, so no input can exhaust the stack
 
     def peek(self) -> tuple[str, str] | None:
         tok = self.tokens[self.i] if self.i < len(self.tokens) else None
@@ -102,11 +106,18 @@ class _Parser:
         return node
 
     def unary(self) -> Any:
-        tok = self.peek()
-        if tok and tok[1] in ("-", "+"):
-            self.take()
-            return ("neg" if tok[1] == "-" else "pos", self.unary())
-        return self.power()
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise ExprError(f"expression '{self.text[:40]}...' nests parentheses or signs more than {MAX_NESTING} "
+                            "deep", "simplify the expression")
+        try:
+            tok = self.peek()
+            if tok and tok[1] in ("-", "+"):
+                self.take()
+                return ("neg" if tok[1] == "-" else "pos", self.unary())
+            return self.power()
+        finally:
+            self.depth -= 1
 
     def power(self) -> Any:
         node = self.atom()

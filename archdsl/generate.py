@@ -29,7 +29,8 @@ class KVCache:
     """Preallocated per-layer key/value buffers plus the key-padding mask of the cached timeline.
 
     * ``keys[i]`` / ``values[i]``: ``(batch, kv_heads_i, max_len, head_dim_i)``, contiguous, for the
-      attention layer whose ``cache_slot`` is ``i`` (GQA/MQA layers cache their kv heads only);
+      attention layer whose ``cache_slot`` is ``i`` (GQA/MQA layers cache their kv heads only; a
+      latent_attention layer caches its latent as "keys" and its rotated key part as "values");
     * ``padding``: ``(batch, max_len)`` bool, True where a real token sits (new columns start True);
     * ``length``: how many positions are filled; ``ArchModel.forward(..., cache=c)`` advances it;
     * ``memory`` / ``cross`` (encoder-decoder models): the output and padding of each stack that runs
@@ -39,13 +40,14 @@ class KVCache:
     Create one with ``model.new_cache(batch, max_len)``; ``reset()`` makes it reusable.
     """
 
-    def __init__(self, layers: Sequence[tuple[int, int]], batch: int, max_len: int, *,
+    def __init__(self, layers: Sequence[tuple[tuple[int, int], tuple[int, int]]], batch: int, max_len: int, *,
                  device: Any = None, dtype: torch.dtype = torch.float32):
+        """layers: per cached attention layer, the (heads, dims) of its keys and of its values."""
         if batch < 1 or max_len < 1:
             raise ValueError(f"a KV cache needs batch >= 1 and max_len >= 1, got {batch} and {max_len}")
         self.batch, self.max_len = batch, max_len
-        self.keys = [torch.zeros(batch, kv, max_len, hd, device=device, dtype=dtype) for kv, hd in layers]
-        self.values = [torch.zeros(batch, kv, max_len, hd, device=device, dtype=dtype) for kv, hd in layers]
+        self.keys = [torch.zeros(batch, kh, max_len, kd, device=device, dtype=dtype) for (kh, kd), _ in layers]
+        self.values = [torch.zeros(batch, vh, max_len, vd, device=device, dtype=dtype) for _, (vh, vd) in layers]
         self.padding = torch.ones(batch, max_len, dtype=torch.bool, device=device)
         self.has_padding = False  # once a mask was given, every later step attends through `padding`
         self.length = 0
@@ -117,11 +119,18 @@ def sample(logits: torch.Tensor, *, temperature: float = 0.0, top_k: int | None 
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-def _check_sampling(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None) -> None:
+def _check_sampling(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None,
+                    eos_token_id: Any = None) -> None:
     if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
+    if not temperature >= 0 or temperature == float("inf"):  # also refuses nan
+        raise ValueError(f"temperature must be a finite number >= 0 (0 is greedy), got {temperature}")
+    if eos_token_id is not None:
+        ids = [eos_token_id] if isinstance(eos_token_id, int) else eos_token_id
+        if isinstance(ids, torch.Tensor):
+            ids = ids.flatten().tolist()
+        if not isinstance(ids, (list, tuple)) or not ids or not all(isinstance(i, int) and i >= 0 for i in ids):
+            raise ValueError(f"eos_token_id must be a token id or a non-empty list of them, got {eos_token_id!r}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     if top_p is not None and not 0.0 < top_p <= 1.0:
@@ -149,7 +158,7 @@ def generate(model: "ArchModel", tokens: torch.Tensor, max_new_tokens: int, *, t
              pad_token_id: int | None = None, attention_mask: torch.Tensor | None = None,
              generator: torch.Generator | None = None) -> torch.Tensor:
     """Prompt (B, S) -> (B, S + n) token ids, n <= max_new_tokens. See ArchModel.generate."""
-    _check_sampling(max_new_tokens, temperature, top_k, top_p)
+    _check_sampling(max_new_tokens, temperature, top_k, top_p, eos_token_id)
     if not model.returns_logits:
         raise ValueError(f"'{model.spec.name}' does not end in an lm_head; generate needs logits")
     bidirectional = [name for name, m in model.named_modules() if getattr(m, "cache_slot", None) is not None
@@ -175,6 +184,13 @@ def generate(model: "ArchModel", tokens: torch.Tensor, max_new_tokens: int, *, t
         attention_mask = attention_mask.to(device=tokens.device, dtype=torch.bool)
         if bool(attention_mask.all()):
             attention_mask = None  # no padding: keep the mask-free fast path
+        else:
+            real_before = attention_mask.long().cummax(dim=-1).values.bool()  # True from a row's first real token on
+            bad = (~attention_mask & real_before).any(dim=-1) | ~attention_mask.any(dim=-1)
+            if bool(bad.any()):
+                row = int(bad.nonzero()[0, 0])
+                raise ValueError(f"generate needs prompts padded on the left (zeros, then the tokens) with at least "
+                                 f"one real token; row {row} of attention_mask is {attention_mask[row].int().tolist()}")
     if attention_mask is not None:  # left padding: positions count real tokens (as Hugging Face's generate does)
         counts = attention_mask.long().cumsum(-1)
         positions = (counts - 1).clamp(min=0)
@@ -211,7 +227,8 @@ def _decode(logits: torch.Tensor, step: Any, out: torch.Tensor, start: int, max_
     B = out.shape[0]
     eos = None
     if eos_token_id is not None:
-        eos_ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+        eos_ids = [eos_token_id] if isinstance(eos_token_id, int) else (
+            eos_token_id.flatten().tolist() if isinstance(eos_token_id, torch.Tensor) else list(eos_token_id))
         eos = torch.tensor(eos_ids, dtype=torch.long, device=out.device)
         pad = torch.tensor(pad_token_id if pad_token_id is not None else eos_ids[0], device=out.device)
         done = torch.zeros(B, dtype=torch.bool, device=out.device)
@@ -243,7 +260,7 @@ def generate_encoder_decoder(model: "ArchModel", tokens: torch.Tensor, max_new_t
     the encoder is bidirectional and its positions are 0..S-1, as Hugging Face's T5 and BART count
     them). Sampling, eos and padding of finished rows as for ArchModel.generate.
     """
-    _check_sampling(max_new_tokens, temperature, top_k, top_p)
+    _check_sampling(max_new_tokens, temperature, top_k, top_p, eos_token_id)
     if not model.returns_logits:
         raise ValueError(f"'{model.spec.name}' does not end in an lm_head; generate needs logits")
     if decoder_start_token_id is None:

@@ -16,6 +16,7 @@ Data edges carry ``role="data"``; a residual's identity path is an edge with ``r
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import replace
 from typing import Any, Callable
@@ -24,7 +25,7 @@ import networkx as nx
 
 from .errors import ErrorCollector, Loc
 from .spec import NodeSpec, Positional, Repeat, Scope, Spec
-from .spec.attention import Attention
+from .spec.attention import Attention, LatentAttention
 from .spec.embedding import Embedding
 from .spec.feedforward import MLP
 from .spec.heads import LMHead, Pooler
@@ -32,6 +33,7 @@ from .spec.structure import Parallel, Residual
 from .spec.vision import Classifier, PatchEmbedding
 
 DEFAULT_MAX_PARAMS = 10**12
+MAX_REPEAT = 100_000  # layers in one repeat: each is a graph node and a module, whatever its size
 # Top-level nodes become attributes of the compiled model, so they must not shadow nn.Module's
 # API or ArchModel's own attributes (tests/test_language.py checks this list against torch).
 RESERVED_NAMES = {
@@ -55,12 +57,24 @@ RESERVED_NAMES = {
 
 def default_max_params() -> int:
     value = os.environ.get("ARCHDSL_MAX_PARAMS")
-    return int(float(value)) if value else DEFAULT_MAX_PARAMS
+    return check_budget(value, "ARCHDSL_MAX_PARAMS") if value else DEFAULT_MAX_PARAMS
+
+
+def check_budget(value: Any, what: str = "max_params") -> int:
+    """A parameter budget as an int; ValueError naming `what` unless it is a positive, finite number."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not math.isfinite(number) or number < 1:
+        raise ValueError(f"{what}={value!r} is not a parameter budget: give a positive number such as 2e12")
+    return int(number)
 
 
 class _Builder:
-    def __init__(self, spec: Spec, seq_len: int):
+    def __init__(self, spec: Spec, seq_len: int, budget: int):
         self.spec = spec
+        self.budget, self.params = budget, 0  # the parameter budget, and the parameters of the nodes added so far
         self.g = nx.DiGraph(name=spec.name)
         self.errors = ErrorCollector()
         self.seq_len = seq_len
@@ -85,6 +99,7 @@ class _Builder:
         attrs.setdefault("composite", False)
         attrs["order"] = self.order
         self.order += 1
+        self.params += attrs.get("params") or 0
         self.g.add_node(node_id, **attrs)
         return node_id
 
@@ -164,7 +179,8 @@ class _Builder:
             out_shape = ("batch", out_width)
         self.add(node_id, **common, in_width=in_width, out_width=out_width, in_shape=in_shape, out_shape=out_shape,
                  params=node.param_count(scope), flops=node.flops_per_token(scope),
-                 positional=scope.positional_id if isinstance(node, Attention) and not node.cross else None)
+                 positional=scope.positional_id if (isinstance(node, Attention) and not node.cross)
+                 or isinstance(node, LatentAttention) else None)
         self.g.add_edge(source, node_id, role="data", width=width)
         if isinstance(node, Attention) and node.cross in self.stack_ends:
             memory = self.stack_ends[node.cross]
@@ -229,7 +245,20 @@ class _Builder:
         self.add(node_id, **{**common, "composite": True}, in_width=width, times=node.times,
                  labels=node.labels, cycle=len(node.bodies()))
         layer_ids = []
+        cycle, before_params = len(node.bodies()), self.params
+        if node.times > MAX_REPEAT:
+            self.errors.add(node.loc_of("times"), f"{path}.repeat.times", f"{node.times:,} layers is more than "
+                            f"archdsl builds ({MAX_REPEAT:,} in one repeat)", "check the layer count")
+            return source, width, scope
         for i in range(node.times):
+            if i == cycle and node.times > cycle:  # one cycle built: refuse an over-budget stack before building it
+                projected = before_params + (self.params - before_params) * node.times // cycle
+                if projected > self.budget:
+                    self.errors.add(node.loc_of("times"), f"{path}.repeat.times",
+                                    f"{node.times:,} layers make the model at least {projected:,} parameters, over "
+                                    f"the budget of {self.budget:,}", "check the sizes, or raise the budget with "
+                                    "max_params= / --max-params / ARCHDSL_MAX_PARAMS")
+                    break
             layer_id = self.add(f"{node_id}.{i}", kind="layer", composite=True, parent=node_id,
                                 copy=copy + ((node_id, i, len(node.bodies())),), loc=node.loc_of(), family="structure")
             layer_ids.append(layer_id)
@@ -250,8 +279,11 @@ def build_graph(spec: Spec, *, max_params: int | None = None, seq_len: int | Non
     """The resolved block graph of a spec; raises SpecError on graph-level problems (widths, ties, budget)."""
     from .errors import SpecError  # noqa: F401  (raised by the collector)
 
+    if seq_len is not None and (isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1):
+        raise ValueError(f"seq_len must be a positive integer (the context for attention FLOPs), got {seq_len!r}")
     seq_len = seq_len or _context_length(spec)
-    b = _Builder(spec, seq_len)
+    budget = check_budget(max_params) if max_params is not None else default_max_params()
+    b = _Builder(spec, seq_len, budget)
     b.add("model", kind="model", composite=True, parent=None, loc=None, family="structure", copy=())
     stacks = spec.model.stacks()
     graph_form = "" not in stacks
@@ -303,7 +335,6 @@ def build_graph(spec: Spec, *, max_params: int | None = None, seq_len: int | Non
     b.errors.raise_if_any()
 
     total = sum(d.get("params", 0) for _, d in b.g.nodes(data=True))
-    budget = max_params if max_params is not None else default_max_params()
     if total > budget:
         biggest = max((n for n, d in b.g.nodes(data=True) if not d["composite"]), key=lambda n: b.g.nodes[n].get("params", 0))
         data = b.g.nodes[biggest]
@@ -312,7 +343,7 @@ def build_graph(spec: Spec, *, max_params: int | None = None, seq_len: int | Non
                      "check the sizes, or raise the budget with max_params= / --max-params / ARCHDSL_MAX_PARAMS")
         b.errors.raise_if_any()
     residual_branches = sum(1 for n, d in b.g.nodes(data=True)
-                            if d["kind"] in ("attention", "mlp", "moe") and _inside_residual(b.g, n))
+                            if d["kind"] in ("attention", "latent_attention", "mlp", "moe") and _inside_residual(b.g, n))
     b.g.graph.update(spec=spec, total_params=total, embeddings=b.embedding_ids, stacks=b.stack_ends,
                      inputs=[d["input"] for _, d in b.g.nodes(data=True) if d["kind"] == "input"], seq_len=seq_len,
                      output="logits" if is_lm else "classes" if classes else "hidden",
@@ -369,11 +400,22 @@ def _inside_residual(g: nx.DiGraph, node: str) -> bool:
 def _context_length(spec: Spec) -> int:
     """Sequence length used for attention FLOPs: the learned positions' max_len or the patch tokens of an
     image, else 2048."""
-    lengths = [n.max_len for stack in spec.model.stacks().values() for n in stack.layers
-               if isinstance(n, Positional) and n.max_len]
-    lengths += [n.seq_len for stack in spec.model.stacks().values() for n in stack.layers
-                if isinstance(n, PatchEmbedding) and n.image_size % n.patch_size == 0]
+    nodes = [n for stack in spec.model.stacks().values() for n in _walk(stack.layers)]
+    lengths = [n.max_len for n in nodes if isinstance(n, Positional) and n.max_len]
+    lengths += [n.seq_len for n in nodes if isinstance(n, PatchEmbedding) and n.image_size % n.patch_size == 0]
     return max(lengths, default=2048)
+
+
+def _walk(nodes: list) -> Any:
+    """Every node, nested ones included (a positional node inside a repeated layer: Gemma 3)."""
+    for node in nodes:
+        yield node
+        if isinstance(node, (Residual, Repeat)):
+            for body in (node.bodies() if isinstance(node, Repeat) else [node.body]):
+                yield from _walk(body)
+        elif isinstance(node, Parallel):
+            for branch in node.branches:
+                yield from _walk(branch)
 
 
 def leaves(g: nx.DiGraph) -> list[str]:

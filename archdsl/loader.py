@@ -11,6 +11,7 @@ Steps, each reporting errors with file:line:col:
 """
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -42,9 +43,12 @@ def _path(*parts: Any) -> str:
 def _read_source(source: Any) -> tuple[Any, Path | None]:
     if isinstance(source, Mapping):
         return from_python(dict(source)), None
-    if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source
-                                     and source.strip().endswith((".yaml", ".yml"))):
+    if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and (
+            source.strip().endswith((".yaml", ".yml")) or Path(source).is_dir())):
         path = Path(source)
+        if path.is_dir():
+            raise SpecError([ErrorItem.at(Loc(str(path)), "", "this is a directory, not a spec file",
+                                          f"name a file in it, e.g. {path / 'gpt2.yaml'}")])
         if not path.is_file():
             raise SpecError([ErrorItem.at(Loc(str(path)), "", "spec file not found",
                                           "check the path (relative to the current directory)")])
@@ -122,8 +126,11 @@ class _Vars:
         self.errors = errors
         self.values: dict[str, Any] = {}
         self.stack: list[str] = []
+        self.used: set[str] = set()  # vars read by another var or by the model (an override of any other is an error)
 
     def get(self, name: str) -> Any:
+        if self.stack:  # read from another var's expression
+            self.used.add(name)
         if name in self.values:
             if self.values[name] is _FAILED:  # never compute with the placeholder: its error is reported
                 raise expr.ExprError(f"var '{name}' has an error (reported above)")
@@ -169,14 +176,16 @@ def _parse_override(value: Any) -> Any:
 class _Expander:
     """Evaluates expressions and inlines blocks, producing plain located data for Pydantic."""
 
-    def __init__(self, blocks: LDict, variables: dict[str, Any], errors: ErrorCollector):
+    def __init__(self, blocks: LDict, variables: dict[str, Any], errors: ErrorCollector, used: set[str] | None = None):
         self.blocks = blocks
         self.globals = variables
         self.errors = errors
         self.block_stack: list[str] = []
+        self.used = used if used is not None else set()
 
     def lookup(self, scope: dict[str, Any]):
         def get(name: str) -> Any:
+            self.used.add(name)
             if name in scope:
                 if scope[name] is _FAILED:
                     raise expr.ExprError(f"var '{name}' has an error (reported above)")
@@ -488,10 +497,17 @@ def load_spec(source: Any, *, overrides: Mapping[str, Any] | None = None,
     ``ARCHDSL_MAX_PARAMS`` environment variable, else 10^12) refuses specs above a parameter budget.
     Raises :class:`SpecError` listing every problem found.
     """
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise TypeError(f"overrides must be a mapping of var names to values, e.g. {{'layers': 2}}; got "
+                        f"{type(overrides).__name__}")
     if isinstance(source, Spec):
-        spec = source if not overrides else load_spec(source.to_yaml(), overrides=overrides, max_params=max_params)
-        _check(spec, max_params)
-        return spec
+        if overrides:  # vars are already substituted in a Spec: apply the overrides to what it was read from
+            if source._origin is None:
+                raise ValueError(f"spec '{source.name}' was built in Python, not read by load_spec, so its vars "
+                                 "cannot be overridden; load it from its file or text with overrides=")
+            return load_spec(source._origin, overrides={**source._overrides, **overrides}, max_params=max_params)
+        _check(source, max_params)
+        return source
     raw, path = _read_source(source)
     file = _display(path) if path else ("<dict>" if isinstance(source, Mapping) else "<string>")
     if not isinstance(raw, LDict):
@@ -513,7 +529,8 @@ def load_spec(source: Any, *, overrides: Mapping[str, Any] | None = None,
                        did_you_mean(name, raw_vars) or "known vars: " + ", ".join(map(str, raw_vars)))
             continue
         raw_vars.set(name, _parse_override(value), raw_vars.key_locs.get(name), Loc("<overrides>"))
-    variables = _Vars(raw_vars, errors).resolve_all()
+    resolver = _Vars(raw_vars, errors)
+    variables = resolver.resolve_all()
 
     blocks = doc.get("blocks") or LDict()
     if not isinstance(blocks, LDict):
@@ -524,7 +541,7 @@ def load_spec(source: Any, *, overrides: Mapping[str, Any] | None = None,
             errors.add(blocks.key_locs.get(name), f"blocks.{name}", f"block name '{name}' is already a node kind",
                        "rename the block")
 
-    expander = _Expander(blocks, variables, errors)
+    expander = _Expander(blocks, variables, errors, used=resolver.used)
     final = LDict(loc=doc.loc)
     for key in ("archdsl", "name", "description"):
         if key in doc:
@@ -540,6 +557,11 @@ def load_spec(source: Any, *, overrides: Mapping[str, Any] | None = None,
         errors.add(doc.loc_of("model"), "model", f"model must be a mapping with width and layers, got {_describe(doc['model'])}")
     else:
         final.copy_from(doc, "model", _expand_model(doc["model"], expander, variables))
+    for name in overrides or {}:  # an override of a var nothing reads would silently change nothing
+        if name in raw_vars and name not in resolver.used and not errors.errors:
+            errors.add(Loc("<overrides>"), f"vars.{name}", f"var '{name}' is not used by any node or var of the spec, "
+                       "so overriding it changes nothing", f"the spec declares it for information; use it (e.g. "
+                       f"max_len: ${name}) to make it take effect")
     failed = {e for e in errors.errors}
     failed_locs = {Loc(e.file, e.line, e.column) for e in failed}
     try:
@@ -548,6 +570,8 @@ def load_spec(source: Any, *, overrides: Mapping[str, Any] | None = None,
         errors.extend(exc.errors)
     errors.raise_if_any()
     spec._source = str(path) if path else None
+    spec._origin, spec._overrides = (source if not isinstance(source, Mapping) else copy.deepcopy(dict(source))), \
+        dict(overrides or {})
     raw_model = final["model"]
     for name, stack in spec.model.stacks().items():
         raw_stack = raw_model["graph"][name] if name else raw_model

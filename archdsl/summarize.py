@@ -97,6 +97,8 @@ def summarize(g: nx.DiGraph) -> Summary:
         if data["kind"] == "attention":
             _, kv, hd = data["spec"].dims(data["in_width"])
             out.kv_cache_bytes_per_token += 2 * kv * hd * 2
+        elif data["kind"] == "latent_attention":  # the latent and the shared rotary key part
+            out.kv_cache_bytes_per_token += (data["spec"].kv_rank + data["spec"].rope_dim) * 2
     shown = [n for n in leaves(g) if in_first_cycle(g.nodes[n]) and g.nodes[n]["kind"] not in ("add", "sum")]
     seen_repeats: set[str] = set()
     for node in shown:

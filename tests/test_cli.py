@@ -138,3 +138,89 @@ def test_import_hf_writes_a_spec_with_the_same_parameter_count(tmp_path):
     with torch.device("meta"):
         expected = sum(p.numel() for p in transformers.MistralForCausalLM(config).parameters())
     assert archdsl.summary(tmp_path / "spec.yaml").total_params == expected
+
+
+# ------------------------------------------------------------------------ hostile or mistaken input
+GPT2 = str(ROOT / "specs" / "gpt2.yaml")
+
+
+def test_a_huge_repeat_is_refused_before_anything_is_built(capsys):
+    """A --set that asks for 10^26 layers must not build the graph (memory) before the budget check."""
+    assert main(["summary", GPT2, "--set", "layers=99999999999999999999999999"]) == 1
+    assert "gpt2.yaml:32:15: model.layers[3].repeat.times" in capsys.readouterr().err
+    assert main(["validate", GPT2, "--set", "layers=50000", "--max-params", "1e6"]) == 1
+    err = capsys.readouterr().err
+    assert "repeat.times: 50,000 layers make the model at least" in err and "over the budget of 1,000,000" in err
+
+
+@pytest.mark.parametrize("args", [["--max-params", "-5"], ["--max-params", "inf"], ["--max-params", "abc"]])
+def test_a_bad_budget_is_a_usage_error(args, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["validate", GPT2, *args])
+    assert exc.value.code == 2 and "not a parameter budget" in capsys.readouterr().err
+
+
+def test_a_bad_budget_in_the_environment_is_named(monkeypatch, capsys):
+    monkeypatch.setenv("ARCHDSL_MAX_PARAMS", "inf")
+    assert main(["validate", GPT2]) == 1
+    assert "ARCHDSL_MAX_PARAMS='inf' is not a parameter budget" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args", [["summary", GPT2, "--seq-len", "0"], ["build", GPT2, "--batch", "-1"],
+                                  ["build", GPT2, "--device", "nonsense"]])
+def test_bad_numbers_and_devices_are_usage_errors(args, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+
+
+def test_an_unavailable_cuda_device_is_a_usage_error(capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(SystemExit) as exc:
+        main(["build", GPT2, "--set", "layers=1", "--device", "cuda"])
+    assert exc.value.code == 2 and "CUDA is not available" in capsys.readouterr().err
+
+
+def test_unwritable_outputs_are_reported_without_a_traceback(tmp_path):
+    (tmp_path / "file").write_text("")
+    for args in (["render", GPT2, "-o", str(tmp_path)], ["schema", "-o", str(tmp_path)],
+                 ["render", GPT2, "-o", str(tmp_path / "file" / "x.svg")]):  # a parent that is a file
+        res = run(*args)
+        assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+        assert str(tmp_path) in res.stderr
+
+
+def test_overriding_a_var_nothing_reads_is_an_error(capsys):
+    spec = "name: x\nvars: {context: 64, d: 8}\nmodel: {width: $d, layers: [{embedding: {vocab: 5}}]}\n"
+    with pytest.raises(archdsl.SpecError, match="not used by any node or var"):
+        archdsl.load_spec(spec, overrides={"context": 128})
+    assert archdsl.summary(GPT2, overrides={"context": 128}).seq_len == 128  # gpt2 reads it: max_len: $context
+    assert "attention at context 512" in str(archdsl.summary(ROOT / "specs" / "llama3-8b.yaml",
+                                                            overrides={"context": 512}))
+
+
+def test_overrides_apply_to_a_loaded_spec_object():
+    spec = archdsl.load_spec(GPT2)
+    two = archdsl.load_spec(spec, overrides={"layers": 2})
+    assert archdsl.summary(two).total_params < archdsl.summary(spec).total_params
+    assert archdsl.load_spec(two, overrides={"d_model": 64, "heads": 4}).vars["layers"] == 2  # earlier ones kept
+    with pytest.raises(TypeError, match="mapping"):
+        archdsl.load_spec(GPT2, overrides=[("layers", 2)])
+
+
+@pytest.mark.parametrize("content,fragment", [
+    ("[1, 2]", "list.json:1:1: config: a config is a JSON object, this is a list"),
+    ("{nope", "list.json:1:2: config: not a JSON file"),
+    ('{"model_type": "llama", "hidden_size": 64, "num_attention_heads": 5}',
+     "transformers refuses this 'llama' config"),
+])
+def test_import_hf_bad_configs_are_spec_errors(tmp_path, content, fragment):
+    pytest.importorskip("transformers")
+    path = tmp_path / "list.json"
+    path.write_text(content)
+    res = run("import-hf", str(path))
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert fragment in res.stderr, res.stderr

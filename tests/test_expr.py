@@ -212,3 +212,10 @@ def test_small_powers_are_fine():
 def test_fractional_power_of_a_negative_is_refused():
     with pytest.raises(ExprError, match="not a real number"):
         ev("(-8) ** 0.5")
+
+
+@pytest.mark.parametrize("text", ["(" * 200 + "1" + ")" * 200, "-" * 5000 + "1"])
+def test_deep_nesting_is_an_error_not_a_crash(text):
+    with pytest.raises(ExprError, match="more than 64 deep"):
+        expr.parse(text)
+    assert expr.evaluate(expr.parse("(" * 30 + "1" + ")" * 30), lambda name: 0) == 1  # ordinary nesting works

@@ -81,6 +81,7 @@ FULL = {
                                                   tie_word_embeddings=False, router_aux_loss_coef=0.001),
     "bloom-560m": lambda: T.BloomConfig(vocab_size=250880, hidden_size=1024, n_layer=24, n_head=16,
                                         layer_norm_epsilon=1e-5),
+    "deepseek-v3": lambda: T.DeepseekV3Config(),  # transformers' defaults are DeepSeek-V3's sizes
     "mpt-7b": lambda: T.MptConfig(vocab_size=50432, d_model=4096, n_layers=32, n_heads=32, max_seq_len=2048,
                                   expansion_ratio=4, no_bias=True, layer_norm_epsilon=1e-5),
 }
@@ -92,6 +93,7 @@ COUNTS = {  # transformers' own counts of the same models
     "gemma2-9b": 9_241_705_984, "olmo2-7b": 7_298_617_344,
     "gemma3-1b": 999_885_952, "qwen3-30b-a3b": 30_532_122_624,
     "qwen1.5-moe-a2.7b": 14_315_784_192, "bloom-560m": 559_214_592, "mpt-7b": 6_649_286_656,
+    "deepseek-v3": 671_026_404_352,
 }
 
 
@@ -149,7 +151,8 @@ def test_import_hf_writes_a_readable_spec_with_the_same_count(tmp_path, capsys, 
     assert "parameters" in capsys.readouterr().out
     text = out.read_text()
     assert text.index("\nvars:") < text.index("\nblocks:") < text.index("\nmodel:")
-    assert "repeat: $layers" in text and len(text.splitlines()) < 60, "one block, repeated, not unrolled"
+    assert ("repeat: $layers" in text or 'repeat: "${layers - dense_layers}"' in text) and len(text.splitlines()) < 70, \
+        "one block, repeated, not unrolled"
     spec = archdsl.load_spec(out)
     assert archdsl.summary(spec).total_params == COUNTS[family]
     assert spec.description.startswith("Imported from a Hugging Face")
@@ -203,6 +206,13 @@ TINY = {
     "olmo2-7b": ({**SIZE, "ffn": 96},
                  lambda: T.Olmo2Config(**COMMON, intermediate_size=96, rms_norm_eps=1e-6, rope_theta=500000.0,
                                        tie_word_embeddings=False)),
+    "deepseek-v3": ({**SIZE, "layers": 3, "dense_layers": 1, "kv_rank": 16, "q_rank": 24, "head_dim": 8, "rope_dim": 4,
+                     "v_dim": 12, "dense_ffn": 96, "ffn": 32, "experts": 8, "top_k": 2, "groups": 4, "top_groups": 2},
+                    lambda: T.DeepseekV3Config(**{**COMMON, "num_hidden_layers": 3}, num_key_value_heads=4,
+                                               intermediate_size=96, moe_intermediate_size=32, n_routed_experts=8,
+                                               num_experts_per_tok=2, n_group=4, topk_group=2, first_k_dense_replace=1,
+                                               q_lora_rank=24, kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=4,
+                                               v_head_dim=12)),
     "bloom-560m": ({**SIZE, "heads": 4}, lambda: T.BloomConfig(n_layer=2, hidden_size=64, n_head=4, vocab_size=97)),
     "mpt-7b": ({**SIZE, "d_model": 96, "heads": 6},
                lambda: T.MptConfig(n_layers=2, d_model=96, n_heads=6, vocab_size=97, max_seq_len=64)),
@@ -223,6 +233,9 @@ def test_tiny_spec_file_computes_the_transformers_logits(root, family):
     with torch.no_grad():
         for p in reference.parameters():
             p.add_(torch.randn(p.shape, generator=g) * 0.05)
+        for name, b in reference.named_buffers():  # DeepSeek-V3's expert choice bias is checkpoint state
+            if name.endswith("e_score_correction_bias"):
+                b.add_(torch.randn(b.shape, generator=g) * 0.05)
     # the hand-written spec, loaded with the checkpoint's weights (from_hf verifies the logits too)
     model = hf.from_hf(reference, spec=root / "specs" / f"{family}.yaml", overrides=overrides)
     tokens = torch.randint(0, 97, (2, 12), generator=torch.Generator().manual_seed(2))
@@ -249,6 +262,8 @@ def test_tiny_spec_file_computes_the_transformers_logits(root, family):
     (lambda: T.MptConfig(attn_config={"qk_ln": True}), "qk-norm"),
     (lambda: T.MptConfig(attn_config={"alibi_bias_max": 16}), "alibi_bias_max=16"),
     (lambda: T.MptConfig(expansion_ratio=2), "expansion ratio of 2"),
+    (lambda: T.DeepseekV2Config(), "best single score per group"),
+    (lambda: T.DeepseekV3Config(num_key_value_heads=16), "latent attention with 16 key/value heads"),
     (lambda: T.LlamaConfig(hidden_act="relu"), "gated MLP with activation 'relu'"),
     (lambda: T.GPT2Config(activation_function="quick_gelu"), "activation 'quick_gelu'"),
 ])
@@ -385,3 +400,29 @@ def test_from_hf_verifies_an_unlisted_family_and_refuses_a_different_model():
     gemma_like.config.model_type = "my-gemma"
     with pytest.warns(UserWarning), pytest.raises(ValueError, match="differs from the original"):
         hf.from_hf(gemma_like)
+
+
+def test_latent_attention_caches_only_the_latent_and_the_rotary_key(root):
+    """DeepSeek-V3's point: the KV cache holds kv_rank + rope_dim values per token and layer, and
+    the summary says so; decoding through that cache gives the full forward's logits."""
+    overrides, _ = TINY["deepseek-v3"]
+    model = archdsl.compile(root / "specs" / "deepseek-v3.yaml", overrides=overrides, seed=0).eval()
+    cache = model.new_cache(2, 10)
+    assert [tuple(k.shape) for k in cache.keys] == [(2, 1, 10, 16)] * 3  # the normalised latent
+    assert [tuple(v.shape) for v in cache.values] == [(2, 1, 10, 4)] * 3  # the rotated key part, shared by heads
+    assert archdsl.summary(root / "specs" / "deepseek-v3.yaml").kv_cache_bytes_per_token == 61 * (512 + 64) * 2
+    tokens = torch.randint(0, 97, (2, 10), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        full = model(tokens)
+        steps = [model(tokens[:, :6], cache=cache)] + [model(tokens[:, i:i + 1], cache=cache) for i in range(6, 10)]
+    assert (torch.cat(steps, dim=1) - full).abs().max() <= 1e-5
+
+
+def test_router_aux_loss_refuses_sigmoid_routing(root):
+    from archdsl.blocks import router_aux_loss
+
+    overrides, _ = TINY["deepseek-v3"]
+    model = archdsl.compile(root / "specs" / "deepseek-v3.yaml", overrides=overrides, seed=0)
+    model(torch.randint(0, 97, (1, 5)))
+    with pytest.raises(ValueError, match="score_bias"):
+        router_aux_loss(model)

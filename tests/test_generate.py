@@ -25,7 +25,9 @@ VOCAB, TOL = 97, 1e-5
 # vars of the library specs, shrunk; anything the table misses stays, and max_params catches a miss
 SHRINK = {"vocab": VOCAB, "d_model": 64, "width": 64, "heads": 4, "layers": 2, "ffn": 128, "hidden": 128,
           "intermediate": 128, "context": 64, "max_len": 64, "max_positions": 64, "head_dim": 16,
-          "experts": 4, "top_k": 2, "shared_ffn": 96, "num_experts": 4, "n_experts": 4, "type_vocab": 2}
+          "experts": 4, "top_k": 2, "shared_ffn": 96, "num_experts": 4, "n_experts": 4, "type_vocab": 2,
+          "dense_layers": 1, "dense_ffn": 96, "kv_rank": 16, "q_rank": 24, "rope_dim": 8, "v_dim": 16, "groups": 2,
+          "top_groups": 1}
 
 
 def shrink(spec: archdsl.Spec) -> dict:
@@ -452,3 +454,49 @@ def test_generated_ids_train_like_any_tensor(llama):
     finally:
         llama.zero_grad(set_to_none=True)
         llama.eval()
+
+
+# ------------------------------------------------------------------------ inputs that do not fit
+def tiny_gpt2() -> archdsl.ArchModel:
+    return archdsl.compile(SPECS / "gpt2.yaml", overrides=dict(layers=1, context=32, d_model=32, heads=4, vocab=50),
+                           seed=0).eval()
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(attention_mask=torch.ones(1, 5)), r"attention_mask must have shape \(1, 3\)"),
+    (dict(attention_mask=torch.ones(3)), r"attention_mask must have shape \(1, 3\)"),
+    (dict(attention_mask=torch.ones(2, 3)), r"attention_mask must have shape \(1, 3\)"),
+    (dict(position_ids=torch.tensor([[0, 1, 50]])), r"position_ids must lie in \[0, 32\)"),
+    (dict(position_ids=torch.tensor([[0, 1]])), r"position_ids must have shape"),
+    (dict(token_type_ids=torch.tensor([[0, 1, 1]])), "no token-type embedding"),
+])
+def test_forward_names_side_inputs_that_do_not_fit(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_gpt2()(torch.tensor([[1, 2, 3]]), **kwargs)
+
+
+def test_forward_names_tokens_that_are_not_ids():
+    model = tiny_gpt2()
+    with pytest.raises(ValueError, match="integer ids"):
+        model(torch.tensor([[1.0, 2.0]]))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        model([[1, 2]])
+
+
+def test_encoder_decoder_batches_must_agree():
+    t5 = archdsl.compile(SPECS / "t5-small.yaml", overrides={"layers": 1}, seed=0).eval()
+    with pytest.raises(ValueError, match="batch 1 but decoder_tokens batch 2"):
+        t5(torch.tensor([[1, 2, 3]]), decoder_tokens=torch.tensor([[1, 2], [3, 4]]))
+
+
+@pytest.mark.parametrize("mask", [[[1, 1, 0]], [[0, 0, 0]], [[1, 0, 1]]])
+def test_generate_refuses_prompts_not_padded_on_the_left(mask):
+    with pytest.raises(ValueError, match="padded on the left"):
+        tiny_gpt2().generate(torch.tensor([[1, 2, 3]]), 3, attention_mask=torch.tensor(mask))
+
+
+@pytest.mark.parametrize("kwargs,message", [(dict(eos_token_id=[]), "eos_token_id"),
+                                            (dict(temperature=float("nan")), "temperature")])
+def test_generate_refuses_meaningless_options(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_gpt2().generate(torch.tensor([[1, 2]]), 3, **kwargs)

@@ -22,6 +22,11 @@ from archdsl.interop import hf  # noqa: E402
 VOCAB = 97
 TOL = 1e-4
 COMMON = dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, vocab_size=VOCAB)
+# DeepSeek-V3 at a tiny size: latent attention, the first layer dense, 8 experts in 4 groups (2 kept), top 2
+DEEPSEEK = dict(num_hidden_layers=3, hidden_size=64, num_attention_heads=4, num_key_value_heads=4, vocab_size=VOCAB,
+                intermediate_size=96, moe_intermediate_size=32, n_routed_experts=8, num_experts_per_tok=2, n_group=4,
+                topk_group=2, first_k_dense_replace=1, kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=4,
+                v_head_dim=12)
 GRANITE = dict(embedding_multiplier=3.0, residual_multiplier=0.3, attention_multiplier=0.05, logits_scaling=0.5)
 
 
@@ -100,6 +105,14 @@ def _configs() -> dict:
         "granite": lambda: T.GraniteConfig(**COMMON, num_key_value_heads=2, intermediate_size=96, **GRANITE),
         "granitemoe": lambda: T.GraniteMoeConfig(**COMMON, num_key_value_heads=2, intermediate_size=48, num_local_experts=4,
                                                  num_experts_per_tok=2, **GRANITE),
+        "deepseek_v3": lambda: T.DeepseekV3Config(**DEEPSEEK, q_lora_rank=24),
+        # queries straight from the stream, two shared experts, weights not renormalised
+        "deepseek_v3_noq": lambda: T.DeepseekV3Config(**DEEPSEEK, q_lora_rank=None, n_shared_experts=2,
+                                                      norm_topk_prob=False),
+        # YaRN with DeepSeek's mscale: cos/sin factor 1 and the softmax scale times mscale²
+        "deepseek_v3_yarn": lambda: T.DeepseekV3Config(**DEEPSEEK, q_lora_rank=24, rope_parameters={
+            "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 4, "mscale": 1.0,
+            "mscale_all_dim": 1.0, "beta_fast": 32, "beta_slow": 1, "rope_theta": 10000.0}),
         "gptj": lambda: T.GPTJConfig(n_layer=2, n_embd=64, n_head=4, vocab_size=VOCAB, rotary_dim=8, n_positions=64),
         "phi3": lambda: T.Phi3Config(**COMMON, num_key_value_heads=2, intermediate_size=96, pad_token_id=0,
                                      bos_token_id=1, eos_token_id=2),
@@ -123,6 +136,9 @@ def hf_model(name: str, seed: int = 0):
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn(p.shape, generator=g) * 0.05)
+        for name, b in model.named_buffers():  # checkpoint state that is not a parameter
+            if name.endswith("e_score_correction_bias"):
+                b.add_(torch.randn(b.shape, generator=g) * 0.05)
     return model
 
 
@@ -196,8 +212,13 @@ def test_a_wrongly_mapped_weight_is_detected():
     ("gptj", "interleaved: true", "interleaved: false"),
     ("cohere", "scale: 0.5", "scale: 1.0"),
     ("bloom", "positional: alibi", "positional: none"),
-    ("mpt", "positional: alibi", "positional: none"),
+    ("mpt", "kind: alibi", "kind: none"),
     ("granite", "residual_scale: 0.3", "residual_scale: 0.5"),
+    ("deepseek_v3", "routed_scale: 2.5", "routed_scale: 1.0"),
+    ("deepseek_v3", "top_groups: 2", "top_groups: 4"),
+    ("deepseek_v3", "interleaved: true", "interleaved: false"),
+    ("deepseek_v3_noq", "normalize: false", "normalize: true"),
+    ("deepseek_v3_yarn", "factor: 4.0", "factor: 2.0"),
     ("granite", "scale: 3.0", "scale: 1.0"),
     ("granite", "scale: 0.05", "scale: 0.125"),
     ("granite", "scale: 2.0", "scale: 1.0"),
@@ -217,7 +238,8 @@ def test_each_family_setting_matters(family, setting, changed):
         hf.from_hf(reference, spec=text.replace(setting, changed))
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama", "mixtral", "gpt_neox", "falcon_new_gqa", "gemma", "bloom", "mpt", "granitemoe"])
+@pytest.mark.parametrize("family", ["gpt2", "llama", "mixtral", "gpt_neox", "falcon_new_gqa", "gemma", "bloom", "mpt", "granitemoe",
+                                    "deepseek_v3"])
 def test_from_pretrained_reads_sharded_safetensors(tmp_path, family):
     reference = hf_model(family)
     reference.save_pretrained(tmp_path, max_shard_size="50KB", safe_serialization=True)
@@ -283,7 +305,7 @@ def test_router_aux_loss_matches_transformers():
 # ------------------------------------------------------------------------------- generation
 GENERATION_FAMILIES = ["gpt2", "llama", "llama31", "llama_yarn", "mistral", "mixtral", "gpt_neox", "falcon", "falcon_new_mqa", "gemma",
                        "qwen3", "qwen3_moe", "qwen2_moe", "gemma2", "olmo2", "gemma3", "phi", "gptj", "cohere", "olmoe", "bloom", "mpt",
-                       "granite", "granitemoe"]
+                       "granite", "granitemoe", "deepseek_v3", "deepseek_v3_noq", "deepseek_v3_yarn"]
 
 
 @pytest.mark.parametrize("family", GENERATION_FAMILIES)

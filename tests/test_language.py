@@ -228,3 +228,17 @@ def test_reserved_names_cover_the_compiled_model_api():
     bad = {"name": "x", "model": {"width": 8, "layers": [{"embedding": 5}, {"layernorm": {"name": "new_cache"}}]}}
     with pytest.raises(archdsl.SpecError, match="reserved"):
         archdsl.load_spec(bad)
+
+
+def test_api_misuse_gets_named_errors(tmp_path):
+    small = {"d_model": 16, "heads": 2, "layers": 1}
+    with pytest.raises(ValueError, match="dtype 'float8'"):
+        archdsl.compile(BASE, overrides=small, dtype="float8")
+    with pytest.raises(TypeError, match="seed must be an int"):
+        archdsl.compile(BASE, overrides=small, seed="a")
+    assert archdsl.compile(BASE, overrides=small, dtype="bfloat16").tok.weight.dtype == torch.bfloat16
+    torch.save({"a": 1}, tmp_path / "dict.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    for name in ("dict.pt", "junk.pt"):
+        with pytest.raises(ValueError, match="not a model written by ArchModel.save"):
+            archdsl.load_model(tmp_path / name)

@@ -33,7 +33,9 @@ VOCAB, TOL = 97, 1e-4
 # vars of the library specs, shrunk; vars not listed keep their values (max_params catches a miss)
 TINY = {"vocab": VOCAB, "d_model": 64, "width": 64, "heads": 4, "kv_heads": 2, "num_kv_heads": 2, "n_kv_heads": 2,
         "layers": 1, "ffn": 96, "hidden": 96, "intermediate": 96, "context": 64, "max_len": 64, "max_positions": 64,
-        "head_dim": 16, "experts": 4, "top_k": 2, "shared_ffn": 96, "num_experts": 4, "n_experts": 4, "type_vocab": 2, "dropout": 0.0}
+        "head_dim": 16, "experts": 4, "top_k": 2, "shared_ffn": 96, "num_experts": 4, "n_experts": 4, "type_vocab": 2, "dropout": 0.0,
+        "dense_layers": 1, "dense_ffn": 96, "kv_rank": 16, "q_rank": 24, "rope_dim": 8, "v_dim": 16, "groups": 2,
+        "top_groups": 1}
 
 
 def tiny_overrides(spec: archdsl.Spec) -> dict:
@@ -50,6 +52,8 @@ def tiny_overrides(spec: archdsl.Spec) -> dict:
     for name, value in spec.vars.items():
         if "window" in name and isinstance(value, int) and not isinstance(value, bool):
             out[name] = 3  # shorter than the test sequence, so the window really masks
+    if "dense_layers" in out:
+        out["layers"] = out["dense_layers"] + 1  # one dense layer and one with experts
     return out
 
 

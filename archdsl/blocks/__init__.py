@@ -10,7 +10,7 @@ from typing import Any, Callable
 import networkx as nx
 from torch import nn
 
-from .attention import Attention, CrossAttention
+from .attention import Attention, CrossAttention, LatentAttention
 from .context import ForwardContext
 from .embedding import (Embedding, LearnedPositional, PositionMarker, RelativePositionBias, Rotary,
                         RotaryScaling, SinusoidalPositional)
@@ -50,6 +50,8 @@ def _rotary_dim(g: nx.DiGraph, positional_id: str) -> int:
     """Rotated dims per head, from the head size of the attention layers this node governs."""
     for _, data in g.nodes(data=True):
         if data.get("positional") == positional_id:
+            if data["kind"] == "latent_attention":  # only its rope_dim dims rotate
+                return data["spec"].rope_dim
             _, _, head_dim = data["spec"].dims(data["in_width"])
             return int(head_dim * g.nodes[positional_id]["spec"].fraction)
     return 2  # governs no attention: any even size will do
@@ -74,6 +76,14 @@ def _attention(d: dict, g: nx.DiGraph, built: dict) -> nn.Module:
                      softcap=s.softcap)
 
 
+def _latent_attention(d: dict, g: nx.DiGraph, built: dict) -> nn.Module:
+    s = d["spec"]
+    interleaved = g.nodes[d["positional"]]["spec"].interleaved  # the validator guarantees a rotary node governs it
+    return LatentAttention(d["in_width"], s.heads, kv_rank=s.kv_rank, q_rank=s.q_rank, head_dim=s.head_dim,
+                           rope_dim=s.rope_dim, v_dim=s.value_dim, causal=s.causal, dropout=s.dropout, bias=s.bias,
+                           scale=s.scale, latent_eps=s.latent_eps, rotary=(d["positional"], interleaved))
+
+
 def _lm_head(d: dict, g: nx.DiGraph, built: dict) -> nn.Module:
     s = d["spec"]
     tied = built[g.graph["embeddings"][s.tie]].weight if s.tie else None
@@ -84,11 +94,14 @@ BUILDERS: dict[str, Builder] = {
     "embedding": _embedding,
     "positional": _positional,
     "attention": _attention,
+    "latent_attention": _latent_attention,
     "mlp": lambda d, g, b: MLP(d["in_width"], d["spec"].hidden, d["spec"].activation, d["spec"].bias,
                                d["spec"].dropout, d["spec"].gated),
     "moe": lambda d, g, b: MoE(d["in_width"], d["spec"].experts, d["spec"].top_k, d["spec"].hidden, d["spec"].activation,
                                d["spec"].bias, d["spec"].router_bias, d["spec"].normalize, d["spec"].jitter,
-                               d["spec"].gated, d["spec"].aux_loss_coef, d["spec"].shared_hidden, d["spec"].shared_gate),
+                               d["spec"].gated, d["spec"].aux_loss_coef, d["spec"].shared_hidden, d["spec"].shared_gate,
+                               d["spec"].scoring, d["spec"].score_bias, d["spec"].groups, d["spec"].top_groups,
+                               d["spec"].routed_scale),
     "linear": lambda d, g, b: Linear(d["in_width"], d["spec"].out, bias=d["spec"].bias),
     "dropout": lambda d, g, b: Dropout(d["spec"].p),
     "layernorm": lambda d, g, b: LayerNorm(d["in_width"], d["spec"].eps, d["spec"].bias),

@@ -94,6 +94,10 @@ class Attention(nn.Module):
         else:
             self.alibi_slopes = None
 
+    def cache_shapes(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(heads, dims) of the keys and of the values a KV cache stores per position."""
+        return (self.kv_heads, self.head_dim), (self.kv_heads, self.head_dim)
+
     def fill_buffers(self) -> None:
         if self.alibi_slopes is not None:
             self.alibi_slopes.copy_(alibi_slopes(self.heads))
@@ -165,3 +169,60 @@ class CrossAttention(nn.Module):
         mask = ctx.memory_mask(self.memory)
         y = sdpa(q, k, v, mask, False, self.scale, self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(B, S, h * hd))
+
+
+class LatentAttention(nn.Module):
+    """Multi-head latent attention (DeepSeek-V2/V3; paired with spec/attention.py LatentAttention).
+
+    Per token, kv_a projects the stream to a latent (kv_rank, RMS-normalised) and a rotary key
+    part (rope_dim, shared by all heads); kv_b expands the latent to each head's key part and
+    value. Queries come from q (or from q_a -> RMSNorm -> q_b with a q_rank bottleneck); their
+    last rope_dim dims rotate. With a cache only the latent and the rotated key part are stored
+    (cache_shapes), and every step expands them again: the memory saving MLA was designed for.
+    """
+
+    def __init__(self, width: int, heads: int, *, kv_rank: int, q_rank: int | None, head_dim: int, rope_dim: int,
+                 v_dim: int, causal: bool, dropout: float, bias: bool, scale: float | None, latent_eps: float,
+                 rotary: tuple[str, bool]):
+        super().__init__()
+        self.heads, self.kv_rank, self.head_dim, self.rope_dim, self.v_dim = heads, kv_rank, head_dim, rope_dim, v_dim
+        self.causal, self.dropout, self.rotary = causal, dropout, rotary
+        self.scale = scale if scale is not None else (head_dim + rope_dim) ** -0.5
+        self.cache_slot: int | None = None  # index of this layer's buffers in a KVCache (set by ArchModel)
+        qk = heads * (head_dim + rope_dim)
+        if q_rank:
+            self.q_a = nn.Linear(width, q_rank, bias=bias)
+            self.q_norm = RMSNorm(q_rank, latent_eps)
+            self.q_b = nn.Linear(q_rank, qk, bias=False)
+            self.q = None
+        else:
+            self.q = nn.Linear(width, qk, bias=False)
+        self.kv_a = nn.Linear(width, kv_rank + rope_dim, bias=bias)
+        self.kv_norm = RMSNorm(kv_rank, latent_eps)
+        self.kv_b = nn.Linear(kv_rank, heads * (head_dim + v_dim), bias=False)
+        self.out = nn.Linear(heads * v_dim, width, bias=bias)
+
+    def cache_shapes(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """What a KV cache stores per position: the normalised latent and the rotated key part."""
+        return (1, self.kv_rank), (1, self.rope_dim)
+
+    def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        B, S, _ = x.shape
+        h, nope, rope = self.heads, self.head_dim, self.rope_dim
+        q = self.q(x) if self.q is not None else self.q_b(self.q_norm(self.q_a(x), ctx))
+        q = q.view(B, S, h, nope + rope).transpose(1, 2)  # (B, h, S, nope + rope)
+        latent, k_rot = self.kv_a(x).split([self.kv_rank, rope], dim=-1)
+        latent = self.kv_norm(latent, ctx)[:, None]  # (B, 1, S, kv_rank)
+        cos, sin = ctx.rope[self.rotary[0]]
+        q_pass, q_rot = q.split([nope, rope], dim=-1)
+        q = torch.cat((q_pass, apply_rotary(q_rot, cos, sin, self.rotary[1])), dim=-1)
+        k_rot = apply_rotary(k_rot[:, None], cos, sin, self.rotary[1])  # (B, 1, S, rope)
+        if ctx.cache is not None:  # cache the latent and the rotated key part; expand everything cached so far
+            latent, k_rot = ctx.cache.update(self.cache_slot, latent, k_rot)
+        L = latent.shape[2]
+        kv = self.kv_b(latent).view(B, L, h, nope + self.v_dim).transpose(1, 2)
+        k_nope, v = kv.split([nope, self.v_dim], dim=-1)
+        k = torch.cat((k_nope, k_rot.expand(B, h, L, rope)), dim=-1)
+        mask, is_causal = ctx.attention_mask(S, L, self.causal, None, None, q.dtype)
+        y = sdpa(q, k, v, mask, is_causal, self.scale, self.dropout if self.training else 0.0)
+        return self.out(y.transpose(1, 2).reshape(B, S, h * self.v_dim))

@@ -1,6 +1,8 @@
 """Feed-forward blocks (paired with spec/feedforward.py)."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -60,16 +62,33 @@ class MoE(nn.Module):
 
     def __init__(self, width: int, experts: int, top_k: int, hidden: int, activation: str, bias: bool,
                  router_bias: bool, normalize: bool, jitter: float, gated: bool, aux_loss_coef: float = 0.0,
-                 shared_hidden: int | None = None, shared_gate: bool = False):
+                 shared_hidden: int | None = None, shared_gate: bool = False, scoring: str = "softmax",
+                 score_bias: bool = False, groups: int = 1, top_groups: int | None = None, routed_scale: float = 1.0):
         super().__init__()
         self.num_experts, self.top_k, self.normalize, self.jitter = experts, top_k, normalize, jitter
         self.aux_loss_coef = aux_loss_coef
+        self.scoring, self.groups, self.top_groups, self.routed_scale = scoring, groups, top_groups, routed_scale
+        if score_bias:  # a checkpoint's state (DeepSeek-V3's e_score_correction_bias), not trained by gradients
+            self.register_buffer("score_bias", torch.zeros(experts))
+        else:
+            self.score_bias = None
         self.router = nn.Linear(width, experts, bias=router_bias)
         self.experts = nn.ModuleList(MLP(width, hidden, activation, bias, 0.0, gated) for _ in range(experts))
         self.router_logits: torch.Tensor | None = None
         # an expert every token goes through, optionally scaled by a learned sigmoid gate (Qwen2-MoE)
         self.shared = MLP(width, shared_hidden, activation, bias, 0.0, gated) if shared_hidden else None
         self.shared_gate = nn.Linear(width, 1, bias=False) if shared_gate else None
+
+    def _apply(self, fn: Any, recurse: bool = True) -> "MoE":
+        """Casts (model.to(torch.bfloat16)) leave score_bias in float32, as transformers keeps
+        e_score_correction_bias: the choice between experts hinges on small differences of it."""
+        bias = self.score_bias
+        super()._apply(fn, recurse)
+        if bias is not None and self.score_bias.dtype != torch.float32:
+            device = self.score_bias.device
+            self.score_bias = (torch.empty(bias.shape, dtype=torch.float32, device=device) if bias.is_meta or
+                               device.type == "meta" else bias.to(device=device, dtype=torch.float32))
+        return self
 
     def add_shared(self, out: torch.Tensor, flat: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         if self.shared is None:
@@ -82,11 +101,25 @@ class MoE(nn.Module):
     def route(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(router logits (N, E), top-k weights (N, k) in float32, top-k expert ids (N, k))."""
         logits = self.router(flat)
-        probs = torch.softmax(logits.float(), dim=-1)
-        weights, chosen = torch.topk(probs, self.top_k, dim=-1)
+        if self.scoring == "softmax" and self.score_bias is None and self.groups == 1:
+            probs = torch.softmax(logits.float(), dim=-1)
+            weights, chosen = torch.topk(probs, self.top_k, dim=-1)
+            if self.normalize:
+                weights = weights / weights.sum(dim=-1, keepdim=True)
+            return logits, weights * self.routed_scale if self.routed_scale != 1.0 else weights, chosen
+        # DeepSeek-V3: choose by the (biased) scores within the best groups, weight by the unbiased scores
+        scores = torch.sigmoid(logits.float()) if self.scoring == "sigmoid" else torch.softmax(logits.float(), dim=-1)
+        choice = scores if self.score_bias is None else scores + self.score_bias.float()
+        if self.groups > 1:
+            grouped = choice.view(-1, self.groups, self.num_experts // self.groups)
+            best = grouped.topk(2, dim=-1).values.sum(dim=-1).topk(self.top_groups, dim=-1).indices  # (N, top_groups)
+            keep = torch.zeros(grouped.shape[:2], dtype=torch.bool, device=flat.device).scatter(1, best, True)
+            choice = grouped.masked_fill(~keep[..., None], float("-inf")).view(-1, self.num_experts)
+        chosen = torch.topk(choice, self.top_k, dim=-1).indices
+        weights = scores.gather(1, chosen)
         if self.normalize:
-            weights = weights / weights.sum(dim=-1, keepdim=True)
-        return logits, weights, chosen
+            weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
+        return logits, weights * self.routed_scale, chosen
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         shape = x.shape
@@ -122,6 +155,9 @@ def router_aux_loss(model: nn.Module, attention_mask: torch.Tensor | None = None
     layers = [m for m in model.modules() if isinstance(m, MoE) and m.router_logits is not None]
     if not layers:
         return torch.zeros(())
+    if any(m.scoring != "softmax" or m.groups > 1 for m in layers):
+        raise ValueError("router_aux_loss is the loss of a softmax router over all experts; this model routes with "
+                         "sigmoid scores or expert groups (DeepSeek-V3 balances its load with score_bias instead)")
     experts, top_k = layers[0].num_experts, layers[0].top_k
     if any((m.num_experts, m.top_k) != (experts, top_k) for m in layers):
         raise ValueError("router_aux_loss needs every moe layer to have the same experts and top_k")

@@ -103,6 +103,9 @@ FAMILY_TRAITS: dict[str, dict[str, Any]] = {
     # Granite: Llama blocks with four multipliers read from the config (embedding, residual, attention, logits)
     "granite": dict(qkv_bias="attention_bias", out_bias="attention_bias", mlp_bias="mlp_bias"),
     "granitemoe": dict(qkv_bias="attention_bias", out_bias="attention_bias"),
+    # DeepSeek-V3 (and Kimi K2): latent attention, sigmoid-scored group-limited experts with an ungated shared
+    # expert, the first layers dense; read from the config by _deepseek_v3
+    "deepseek_v3": dict(latent=True, handles=("n_shared_experts",)),
     "mpt": dict(gated=False, qkv_bias=False, out_bias=False, mlp_bias=False, positional="alibi", norm_bias=False,
                 activation="gelu"),
 }
@@ -112,8 +115,7 @@ FAMILY_TRAITS: dict[str, dict[str, Any]] = {
 UNSUPPORTED_FAMILIES: dict[str, str] = {
     "olmo": "LayerNorm without learned parameters",
     "gemma3": "a vision tower (import the text model, model_type gemma3_text)",
-    "deepseek_v2": "multi-head latent attention",
-    "deepseek_v3": "multi-head latent attention",
+    "deepseek_v2": "softmax experts chosen by the best single score per group (DeepSeek-V3 imports)",
 }
 
 # config keys that switch on something archdsl cannot express: error when truthy
@@ -164,7 +166,15 @@ def load_config(config: Any) -> Any:
         if not path.is_file():
             raise FileNotFoundError(f"no Hugging Face config at {path}")
         source = str(path)
-        data = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            line, col = getattr(exc, "lineno", None), getattr(exc, "colno", None)
+            raise SpecError([ErrorItem.at(Loc(source, line, col), "config", f"not a JSON file: {exc.args[0]}",
+                                          "a Hugging Face config.json (or the folder that holds it)")]) from None
+        if not isinstance(data, dict):
+            raise SpecError([ErrorItem.at(Loc(source, 1, 1), "config", f"a config is a JSON object, this is a "
+                                          f"{type(data).__name__}", "a Hugging Face config.json")])
     elif isinstance(config, Mapping):
         data = dict(config)
     else:
@@ -179,7 +189,12 @@ def load_config(config: Any) -> Any:
         cls = transformers.PretrainedConfig
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cfg = cls.from_dict(data)
+        try:
+            cfg = cls.from_dict(data)
+        except Exception as exc:  # transformers validates its configs (types, heads dividing the width, ...)
+            message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())[:400] or type(exc).__name__
+            raise SpecError([ErrorItem.at(Loc(source), "config", f"transformers refuses this '{model_type}' config: "
+                                          f"{message}", "fix the config's values")]) from None
     if getattr(cfg, "model_type", None) in (None, ""):
         cfg.model_type = model_type
     cfg._archdsl_source = source  # for error locations
@@ -320,6 +335,14 @@ class Features:
     embed_norm: bool = False  # a norm right after the token embedding (BLOOM)
     logit_scale: float | None = None  # logits multiplied by this (Cohere; 1 / logits_scaling for Granite)
     embed_multiplier: float | None = None  # the embedding multiplied by this constant (Granite)
+    latent: tuple[int | None, int, int, int, int] | None = None  # MLA (q_rank, kv_rank, head_dim, rope_dim, v_dim)
+    dense_layers: int = 0  # the first layers have a dense MLP of dense_ffn instead of experts (DeepSeek-V3)
+    dense_ffn: int = 0
+    scoring: str = "softmax"  # expert scores: softmax | sigmoid (DeepSeek-V3, with score_bias)
+    score_bias: bool = False
+    groups: int = 1
+    top_groups: int | None = None
+    routed_scale: float = 1.0
     residual_scale: float | None = None  # x + residual_scale * f(x) in every residual (Granite)
     norms: str = "pre"  # pre | sandwich (Gemma 2) | post (OLMo 2): where the layer norms sit in each residual
     attn_softcap: float | None = None
@@ -363,12 +386,12 @@ def features_from_config(config: Any) -> Features:
     model_type = str(cfg.model_type)
     if model_type in UNSUPPORTED_FAMILIES:
         raise _unsupported(cfg, "model_type", f"'{model_type}' uses {UNSUPPORTED_FAMILIES[model_type]}")
-    for key, what in _UNSUPPORTED_KEYS.items():
-        value = getattr(cfg, key, None)
-        if value:
-            raise _unsupported(cfg, key, f"{what} ({key}={value!r})")
     known = model_type in FAMILY_TRAITS
     traits = FAMILY_TRAITS.get(model_type, FAMILY_TRAITS["llama"])
+    for key, what in _UNSUPPORTED_KEYS.items():
+        value = getattr(cfg, key, None)
+        if value and key not in traits.get("handles", ()):
+            raise _unsupported(cfg, key, f"{what} ({key}={value!r})")
 
     vocab = _get(cfg, "vocab_size")
     width = _get(cfg, "hidden_size", "n_embd", "d_model")
@@ -538,6 +561,8 @@ def features_from_config(config: Any) -> Features:
                            "residuals taken after the layer norm (apply_residual_connection_post_layernorm=True)")
     if model_type == "mpt":
         _mpt_attention(cfg, f)
+    if model_type == "deepseek_v3":
+        _deepseek_v3(cfg, f)
     if model_type == "falcon":
         if getattr(cfg, "new_decoder_architecture", False):
             f.qkv_layout = "grouped"
@@ -570,6 +595,42 @@ def _mpt_attention(cfg: Any, f: Features) -> None:
     if get("softmax_scale"):
         f.attn_scale = float(get("softmax_scale"))
     f.attn_dropout = f.resid_dropout = float(get("attn_pdrop", 0.0) or 0.0)
+
+
+def _deepseek_v3(cfg: Any, f: Features) -> None:
+    """DeepSeek-V3's latent attention and routing, as transformers' DeepseekV3Model computes them:
+    the softmax scale is 1/sqrt(qk_head_dim) times mscale(factor, mscale_all_dim)^2 under YaRN;
+    experts are scored by a sigmoid, chosen with e_score_correction_bias within the topk_group
+    best of n_group groups, weighted by the unbiased scores (renormalised when norm_topk_prob)
+    times routed_scaling_factor; n_shared_experts ungated shared experts act as one MLP of
+    n_shared_experts * moe_intermediate_size; layers below first_k_dense_replace are dense."""
+    if getattr(cfg, "topk_method", "noaux_tc") not in (None, "noaux_tc"):
+        raise _unsupported(cfg, "topk_method", f"expert choice '{cfg.topk_method}'", "DeepSeek-V3 uses noaux_tc")
+    if f.kv_heads != f.heads:  # transformers would repeat the per-head keys again: not a working model
+        raise _unsupported(cfg, "num_key_value_heads", f"latent attention with {f.kv_heads} key/value heads for "
+                           f"{f.heads} heads", "latent attention expands keys and values for every head")
+    q_rank = getattr(cfg, "q_lora_rank", None)
+    nope, rope, v = int(cfg.qk_nope_head_dim), int(cfg.qk_rope_head_dim), int(cfg.v_head_dim)
+    f.latent = (int(q_rank) if q_rank else None, int(cfg.kv_lora_rank), nope, rope, v)
+    f.head_dim, f.rotary_fraction = rope, 1.0
+    f.rotary_interleaved = bool(getattr(cfg, "rope_interleave", True))
+    scale = (nope + rope) ** -0.5
+    rope_params = _rope(cfg) or {}
+    if rope_params.get("rope_type", "default") != "default" and rope_params.get("mscale_all_dim"):
+        factor = float(rope_params["factor"])
+        mscale = 0.1 * float(rope_params["mscale_all_dim"]) * math.log(factor) + 1.0 if factor > 1 else 1.0
+        scale *= mscale * mscale
+    f.attn_scale = scale
+    f.dense_layers = min(int(getattr(cfg, "first_k_dense_replace", 0) or 0), f.layers)
+    f.dense_ffn = int(cfg.intermediate_size)
+    f.ffn = int(cfg.moe_intermediate_size)
+    shared = int(getattr(cfg, "n_shared_experts", 0) or 0)
+    f.shared_hidden = shared * f.ffn or None
+    f.top_k, f.normalize = int(cfg.num_experts_per_tok), bool(cfg.norm_topk_prob)
+    f.scoring, f.score_bias = "sigmoid", True
+    f.groups, f.top_groups = int(cfg.n_group or 1), int(cfg.topk_group) if (cfg.n_group or 1) > 1 else None
+    f.routed_scale = float(cfg.routed_scaling_factor)
+    f.aux_loss_coef = 0.0
 
 
 def _check_shapes(cfg: Any, f: Features) -> None:
@@ -626,6 +687,11 @@ def _describe(f: Features) -> str:
         attn = f"grouped-query attention ({f.heads} heads, {f.kv_heads} key/value heads"
     if f.head_dim * f.heads != f.width:
         attn += f", {f.head_dim} wide"
+    if f.latent is not None:
+        q_rank, kv_rank, nope, rope, v_dim = f.latent
+        attn = (f"multi-head latent attention ({f.heads} heads from a {kv_rank}-wide key/value latent"
+                + (f" and a {q_rank}-wide query latent" if q_rank else "") + f", {nope} + {rope} rotary dims per "
+                f"query/key head, {v_dim} per value head")
     parts.append(attn + (f", qk-norm {'per head' if f.qk_norm == 'head' else 'over all heads'}" if f.qk_norm else "")
                  + (f", scores soft-capped at {f.attn_softcap:g}" if f.attn_softcap else "") + ")")
     windows = {w for w in f.windows if w}
@@ -634,7 +700,13 @@ def _describe(f: Features) -> str:
         parts.append(f"sliding window {', '.join(map(str, sorted(windows)))}" + ("" if every else " on some layers"))
     ff = f"{_ACT_NAMES[f.activation]} MLP (hidden {f.ffn})"
     if f.experts:
-        ff = f"mixture of {f.experts} {_ACT_NAMES[f.activation]} experts (top {f.top_k}, hidden {f.ffn})"
+        routing = ("" if f.scoring == "softmax" else f", {f.scoring} scores" + (" with a choice bias" if f.score_bias else ""))
+        routing += f" within the best {f.top_groups} of {f.groups} groups" if f.groups > 1 else ""
+        routing += f", weights × {f.routed_scale:g}" if f.routed_scale != 1.0 else ""
+        routing += f", plus a shared expert (hidden {f.shared_hidden})" if f.shared_hidden else ""
+        ff = f"mixture of {f.experts} {_ACT_NAMES[f.activation]} experts (top {f.top_k}{routing}, hidden {f.ffn})"
+        if f.dense_layers:
+            ff += f", the first {f.dense_layers} layers dense (hidden {f.dense_ffn})"
     parts.append(ff)
     biases = [n for n, b in (("q/k/v", f.qkv_bias), ("attention output", f.out_bias), ("MLP", f.mlp_bias)) if b]
     parts.append("biases on " + ", ".join(biases) if biases else "no biases")
@@ -678,13 +750,21 @@ def spec_yaml_from_config(config: Any) -> str:
     if f.max_len:
         v["context"] = f.max_len
     v.update(d_model=f.width, layers=f.layers, heads=f.heads)
-    if f.kv_heads != f.heads:
-        v["kv_heads"] = f.kv_heads
-    if f.head_dim * f.heads != f.width:
-        v["head_dim"] = f.head_dim
+    if f.latent is not None:  # DeepSeek-V3's latent attention
+        q_rank, kv_rank, nope, rope, v_dim = f.latent
+        v.update(kv_rank=kv_rank, **({"q_rank": q_rank} if q_rank else {}), head_dim=nope, rope_dim=rope, v_dim=v_dim)
+    else:
+        if f.kv_heads != f.heads:
+            v["kv_heads"] = f.kv_heads
+        if f.head_dim * f.heads != f.width:
+            v["head_dim"] = f.head_dim
+    if f.dense_layers:
+        v.update(dense_layers=f.dense_layers, dense_ffn=f.dense_ffn)
     v["ffn"] = f.ffn
     if f.experts:
         v.update(experts=f.experts, top_k=f.top_k)
+        if f.groups > 1:
+            v.update(groups=f.groups, top_groups=f.top_groups)
         if f.shared_hidden:
             v["shared_ffn"] = f.shared_hidden
     if f.positional == "rotary":
@@ -728,6 +808,16 @@ def spec_yaml_from_config(config: Any) -> str:
     if f.attn_softcap:
         attn.append(("softcap", _scalar(f.attn_softcap)))
     attention = f"attention: {_args(attn)}"
+    if f.latent is not None:
+        latent = [("heads", "$heads"), ("kv_rank", "$kv_rank")] + ([("q_rank", "$q_rank")] if f.latent[0] else []) + [
+            ("head_dim", "$head_dim"), ("rope_dim", "$rope_dim"), ("v_dim", "$v_dim"), ("causal", "true")]
+        if f.qkv_bias:
+            latent.append(("bias", "true"))
+        if f.attn_scale is not None and abs(f.attn_scale - (f.latent[2] + f.latent[3]) ** -0.5) > 1e-12:
+            latent.append(("scale", _scalar(f.attn_scale)))  # YaRN's mscale² on top of 1/sqrt(qk dims)
+        if f.attn_dropout:
+            latent.append(("dropout", "$attn_dropout"))
+        attention = f"latent_attention: {_args(latent)}"
     if f.experts:
         moe = [("experts", "$experts"), ("top_k", "$top_k"), ("hidden", "$ffn"), ("activation", f.activation)]
         if f.mlp_bias:
@@ -738,8 +828,16 @@ def spec_yaml_from_config(config: Any) -> str:
             moe.append(("jitter", _scalar(f.jitter)))
         if f.aux_loss_coef:
             moe.append(("aux_loss_coef", _scalar(f.aux_loss_coef)))
+        if f.scoring != "softmax":
+            moe.append(("scoring", f.scoring))
+        if f.score_bias:
+            moe.append(("score_bias", "true"))
+        if f.groups > 1:
+            moe += [("groups", "$groups"), ("top_groups", "$top_groups")]
+        if f.routed_scale != 1.0:
+            moe.append(("routed_scale", _scalar(f.routed_scale)))
         if f.shared_hidden:
-            moe += [("shared_hidden", "$shared_ffn"), ("shared_gate", "true")]
+            moe += [("shared_hidden", "$shared_ffn")] + ([] if f.latent is not None else [("shared_gate", "true")])
         ffn_node = f"moe: {_args(moe)}"
     else:
         mlp = [("hidden", "$ffn"), ("activation", f.activation)]
@@ -793,7 +891,8 @@ def spec_yaml_from_config(config: Any) -> str:
                                              if d else "")
         lines += ["  decoder_layer:", "    params: {window: null, rope_theta: null, rope_scaling: none, rope_factor: null}",
                   "    layers:",
-                  "      - positional: {kind: rotary, base: $rope_theta, scaling: $rope_scaling, factor: $rope_factor}"]
+                  "      - positional: {kind: rotary, base: $rope_theta, scaling: $rope_scaling, factor: $rope_factor"
+                  + (", max_len: $context}" if f.max_len else "}")]
         lines += ["      " + line for line in body]
         lines += ["  local:", f"    - decoder_layer: {{window: $local_window, {rope_args('$local_rope_theta', f.local_rope[1])}}}",
                   "  global:", f"    - decoder_layer: {{{rope_args('$rope_theta', f.rope_scaling)}}}"]
@@ -801,6 +900,12 @@ def spec_yaml_from_config(config: Any) -> str:
         lines += ["  decoder_layer:", "    params: {window: null}", "    layers:"]
         lines += ["      " + line for line in body]
         lines += ["  local:", "    - decoder_layer: {window: $local_window}", "  global:", "    - decoder_layer"]
+    elif f.dense_layers:  # the first layers have a dense MLP in place of the experts (DeepSeek-V3)
+        dense = f"mlp: {_args([('hidden', '$dense_ffn'), ('activation', f.activation)] + ([] if f.mlp_bias else [('bias', 'false')]))}"
+        split = max(i for i, line in enumerate(body) if line.startswith("- residual:"))  # the feed-forward residual
+        lines += ["  attention_block:"] + ["    " + line for line in body[:split]]
+        lines += ["  dense_layer:", "    - attention_block"] + ["    " + line.replace(ffn_node, dense) for line in body[split:]]
+        lines += ["  decoder_layer:", "    - attention_block"] + ["    " + line for line in body[split:]]
     else:
         lines += ["  decoder_layer:"] + ["    " + line for line in body]
 
@@ -815,9 +920,9 @@ def spec_yaml_from_config(config: Any) -> str:
     if f.positional == "rotary" and f.local_rope is not None:
         pass  # a positional node in every layer (above)
     elif f.positional == "alibi":
-        model.append("    - positional: alibi")
+        model.append("    - positional: " + (_args([("kind", "alibi"), ("max_len", "$context")]) if f.max_len else "alibi"))
     elif f.positional == "rotary":
-        pos = [("kind", "rotary"), ("base", "$rope_theta")]
+        pos = [("kind", "rotary"), ("base", "$rope_theta")] + ([("max_len", "$context")] if f.max_len else [])
         if f.rotary_fraction != 1.0:
             pos.append(("fraction", "$rotary_fraction"))
         if f.rotary_interleaved:
@@ -828,7 +933,9 @@ def spec_yaml_from_config(config: Any) -> str:
         model.append(f"    - positional: {_args([('kind', 'learned'), ('max_len', '$context'), ('name', 'positions')])}")
     if f.embed_dropout:
         model.append("    - dropout: $embed_dropout")
-    model += ["    - repeat: $layers", "      name: layers"]
+    if f.dense_layers:
+        model += ["    - repeat: $dense_layers", "      name: dense_layers", "      body: dense_layer"]
+    model += ["    - repeat: " + ('"${layers - dense_layers}"' if f.dense_layers else "$layers"), "      name: layers"]
     if per_layer_window:
         kinds = ["local" if w else "global" for w in f.windows]
         period = next(p for p in range(1, len(kinds) + 1)
@@ -1049,6 +1156,22 @@ class _Mapper:
                 if self.need(f"layer {i}'s attention {norm}", nkey):
                     self.put(f"{name}.{norm}.weight", self.src.get(nkey))  # type: ignore[arg-type]
 
+    def latent_attention(self, name: str, i: int, module: Any) -> None:
+        """DeepSeek's module names: q_proj or q_a_proj/q_a_layernorm/q_b_proj, kv_a_proj_with_mqa,
+        kv_a_layernorm, kv_b_proj, o_proj (the same layouts as archdsl's, so no reordering)."""
+        ours = {"kv_a": "kv_a_proj_with_mqa", "kv_norm": "kv_a_layernorm", "kv_b": "kv_b_proj", "out": "o_proj"}
+        ours.update({"q": "q_proj"} if module.q is not None else {"q_a": "q_a_proj", "q_norm": "q_a_layernorm",
+                                                                  "q_b": "q_b_proj"})
+        for mine, theirs in ours.items():
+            sub = getattr(module, mine)
+            for part in ("weight", "bias"):
+                key = self.src.find(i, [f"{a}.{theirs}.{part}" for a in _ATTN])
+                if getattr(sub, part, None) is None:
+                    if key is not None:
+                        self.errors.append(f"layer {i}: the checkpoint has a bias {key} that the spec lacks")
+                elif self.need(f"layer {i}'s {theirs}.{part}", key):
+                    self.put(f"{name}.{mine}.{part}", self.src.get(key))  # type: ignore[arg-type]
+
     def reorder_qkv(self, w: Any, b: Any, h: int, kv: int, hd: int) -> tuple[Any, Any]:
         layout = self.f.qkv_layout
         width = w.shape[-1]
@@ -1123,8 +1246,13 @@ class _Mapper:
                 self.put(f"{name}.router.bias", self.src.get(rb))
         elif rb in self.src.loaders:
             self.errors.append(f"layer {i}: the checkpoint has a router bias {rb} that the spec lacks")
-        if module.shared is not None:  # Qwen2-MoE: mlp.shared_expert.{gate,up,down}_proj, mlp.shared_expert_gate
-            keys = [self.src.find(i, [f"mlp.shared_expert.{p}.weight"]) for p in ("gate_proj", "up_proj", "down_proj")]
+        if module.score_bias is not None:  # DeepSeek-V3's e_score_correction_bias (a buffer)
+            bkey = self.src.find(i, ["mlp.gate.e_score_correction_bias"])
+            if self.need(f"layer {i}'s expert score bias", bkey):
+                self.put(f"{name}.score_bias", self.src.get(bkey))  # type: ignore[arg-type]
+        if module.shared is not None:  # Qwen2-MoE: mlp.shared_expert.*, mlp.shared_expert_gate; DeepSeek: shared_experts
+            keys = [self.src.find(i, [f"mlp.shared_expert.{p}.weight", f"mlp.shared_experts.{p}.weight"])
+                    for p in ("gate_proj", "up_proj", "down_proj")]
             if any(k is None for k in keys):
                 self.errors.append(f"layer {i}: the shared expert's projections are missing from the checkpoint")
             else:
@@ -1188,8 +1316,8 @@ class _Mapper:
                 if i is None:  # before every layer (BLOOM's norm of the embedding) or after them
                     role = "embed_norm" if all(layer_of(n) is None for n in order[:pos]) else "final"
                 else:
-                    role = {"attention": "attn_norm", "mlp": "mlp_norm", "moe": "mlp_norm"}.get(following or "",
-                                                                                               "unknown_norm")
+                    role = {"attention": "attn_norm", "latent_attention": "attn_norm", "mlp": "mlp_norm",
+                            "moe": "mlp_norm"}.get(following or "", "unknown_norm")
                 if (i is not None and previous is not None and g.nodes[previous]["kind"] in ("attention", "mlp", "moe")
                         and g.nodes[previous]["parent"] == g.nodes[node]["parent"]):
                     # after a sublayer in the same residual body: a post-norm (Gemma 2's sandwich, OLMo 2)
@@ -1205,7 +1333,7 @@ class _Mapper:
 
         for name, (i, role) in self.layout().items():
             module = self.model.get_submodule(name)
-            if role in ("attention", "mlp", "moe", "attn_norm", "mlp_norm", "unknown_norm") and i is None:
+            if role in ("attention", "latent_attention", "mlp", "moe", "attn_norm", "mlp_norm", "unknown_norm") and i is None:
                 self.errors.append(f"{name}: a {role} outside the repeated layers has no Hugging Face counterpart")
                 continue
             if isinstance(module, Embedding):
@@ -1222,6 +1350,8 @@ class _Mapper:
                 self.norm(name, i, role, module)
             elif role == "attention":
                 self.attention(name, i, module)  # type: ignore[arg-type]
+            elif role == "latent_attention":
+                self.latent_attention(name, i, module)  # type: ignore[arg-type]
             elif role == "moe":
                 self.moe(name, i, module)  # type: ignore[arg-type]
             elif role == "mlp":
@@ -1253,7 +1383,9 @@ class _Mapper:
 def _assign(model: Any, tensors: dict[str, Any]) -> None:
     import torch
 
-    params = dict(model.named_parameters())
+    # parameters, and the buffers that belong to a checkpoint (persistent ones: DeepSeek's expert score bias)
+    persistent = set(model.state_dict())
+    params = {**{k: b for k, b in model.named_buffers() if k in persistent}, **dict(model.named_parameters())}
     missing = sorted(set(params) - set(tensors))
     if missing:
         raise ValueError("archdsl parameters left without a checkpoint tensor: " + ", ".join(missing[:8]))

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, Discriminator, Field, PrivateAttr, Tag, model_validator
 
-from .attention import Attention
+from .attention import Attention, LatentAttention
 from .base import STRICT, Name, NodeSpec, PosFloat, PosInt, Scope
 from .embedding import Embedding, Positional
 from .feedforward import MLP, Dropout, Linear, MoE
@@ -18,7 +18,7 @@ from .structure import Parallel, Repeat, Residual
 from .vision import Classifier, PatchEmbedding
 
 NODE_KINDS: dict[str, type[NodeSpec]] = {
-    cls.kind: cls for cls in (Embedding, Positional, Attention, MLP, MoE, Linear, Dropout,
+    cls.kind: cls for cls in (Embedding, Positional, Attention, LatentAttention, MLP, MoE, Linear, Dropout,
                               LayerNorm, RMSNorm, Residual, Parallel, Repeat, LMHead, Pooler,
                               Conv1d, LSTM, GRU, PatchEmbedding, Classifier)
 }
@@ -121,6 +121,8 @@ class Spec(BaseModel):
     model: Model  # type: ignore[valid-type]
 
     _source: str | None = PrivateAttr(None)  # file the spec was loaded from
+    _origin: Any = PrivateAttr(None)  # what load_spec read (path, text or dict): overrides re-read it
+    _overrides: dict = PrivateAttr(default_factory=dict)  # the overrides it was read with
 
     def __eq__(self, other: object) -> bool:  # the source file is not part of the architecture
         return type(self) is type(other) and self.__dict__ == other.__dict__  # type: ignore[union-attr]

@@ -112,3 +112,70 @@ class Attention(NodeSpec):
         if self.softcap:
             parts.append(f"softcap {self.softcap:g}")
         return ", ".join(parts)
+
+
+class LatentAttention(NodeSpec):
+    """Multi-head latent attention (DeepSeek-V2/V3): keys and values are expanded per head from one
+    small latent vector per token (kv_rank wide, RMS-normalised), plus one rotary key part shared
+    by all heads (rope_dim wide); queries come straight from the stream or through their own
+    low-rank bottleneck (q_rank). The KV cache holds only the latent and the rotary key, so a
+    token costs kv_rank + rope_dim cached values per layer instead of 2 * heads * head_dim."""
+
+    kind = "latent_attention"
+    family = "attention"
+
+    heads: PosInt = Field(description="Number of heads.")
+    kv_rank: PosInt = Field(description="Width of the compressed key/value latent (DeepSeek-V3: 512).")
+    q_rank: PosInt | None = Field(None, description="Width of the query bottleneck (DeepSeek-V3: 1536); default: "
+                                  "queries projected directly from the stream.")
+    head_dim: PosInt = Field(description="Per-head query/key dims without rotary (qk_nope_head_dim; DeepSeek-V3: 128).")
+    rope_dim: PosInt = Field(description="Per-head query/key dims that rotate (qk_rope_head_dim; DeepSeek-V3: 64); "
+                             "the rotary key part is shared by all heads.")
+    v_dim: PosInt | None = Field(None, description="Per-head value width (v_head_dim); default head_dim.")
+    causal: bool = Field(False, description="Mask future positions (decoders).")
+    dropout: Probability = Field(0.0, description="Dropout on attention probabilities (training only).")
+    bias: bool = Field(False, description="Biases on the projections from the stream (query/latent down-projections "
+                       "and the output projection), as DeepSeek's attention_bias.")
+    scale: PosFloat | None = Field(None, description="Score scale; default 1/sqrt(head_dim + rope_dim).")
+    latent_eps: PosFloat = Field(1e-6, description="Epsilon of the RMSNorms of the latents.")
+
+    @property
+    def value_dim(self) -> int:
+        return self.v_dim or self.head_dim
+
+    def param_count(self, scope: Scope) -> int:
+        h, qk = self.heads, self.head_dim + self.rope_dim
+        width = scope.width
+        if self.q_rank:
+            q = linear_params(width, self.q_rank, self.bias) + self.q_rank + linear_params(self.q_rank, h * qk, False)
+        else:
+            q = linear_params(width, h * qk, False)
+        kv = (linear_params(width, self.kv_rank + self.rope_dim, self.bias) + self.kv_rank
+              + linear_params(self.kv_rank, h * (self.head_dim + self.value_dim), False))
+        return q + kv + linear_params(h * self.value_dim, width, self.bias)
+
+    def flops_per_token(self, scope: Scope) -> int:
+        h, qk, width = self.heads, self.head_dim + self.rope_dim, scope.width
+        q = 2 * (width * self.q_rank + self.q_rank * h * qk) if self.q_rank else 2 * width * h * qk
+        kv = 2 * width * (self.kv_rank + self.rope_dim) + 2 * self.kv_rank * h * (self.head_dim + self.value_dim)
+        out = 2 * h * self.value_dim * width
+        return q + kv + out + 2 * scope.seq_len * h * (qk + self.value_dim)  # scores and probs·v
+
+    def check(self, scope: Scope) -> None:
+        pos = scope.positional
+        if pos is None or pos.type != "rotary":
+            what = "no positional node" if pos is None else f"an {pos.type} positional node" if pos.type[0] in "aeiou" \
+                else f"a {pos.type} positional node"
+            scope.report("rope_dim", f"latent attention rotates rope_dim dims per head, but {what} governs it",
+                         "put `- positional: {kind: rotary}` before the layers")
+            return
+        rotated = int(self.rope_dim * pos.fraction)
+        if rotated != self.rope_dim or rotated % 2:
+            scope.report("rope_dim", f"rotary must turn all {self.rope_dim} rope dims, an even number "
+                         f"(positional.fraction is {pos.fraction:g})", "use fraction 1 and an even rope_dim")
+
+    def summary_args(self) -> str:
+        q = f", q rank {self.q_rank}" if self.q_rank else ""
+        return (f"{self.heads} heads, kv rank {self.kv_rank}{q}, d={self.head_dim}+{self.rope_dim} rope"
+                + ("" if self.v_dim in (None, self.head_dim) else f", v {self.v_dim}")
+                + (", causal" if self.causal else ", bidir"))

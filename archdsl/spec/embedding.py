@@ -72,7 +72,9 @@ class Positional(NodeSpec):
 
     type: Literal["learned", "sinusoidal", "rotary", "alibi", "relative", "none"] = Field(
         alias="kind", description="The encoding.")
-    max_len: PosInt | None = Field(None, description="Longest sequence (required for learned).")
+    max_len: PosInt | None = Field(None, description="learned: rows of the table, the longest sequence (required). "
+                                   "Other kinds: the context the model was trained for, at which archdsl summary "
+                                   "counts attention FLOPs; longer sequences still run.")
     offset: NonNegInt = Field(0, description="learned: rows reserved before position 0; position p reads row p + offset "
                               "of a table of max_len + offset rows (BART: 2).")
     fraction: float = Field(1.0, gt=0.0, le=1.0, description="rotary: fraction of each head's dims that rotate.")

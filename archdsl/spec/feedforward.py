@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import NodeSpec, PosInt, Probability, Scope, linear_params
+from .base import NodeSpec, PosFloat, PosInt, Probability, Scope, linear_params
 
 Activation = Literal["gelu", "gelu_tanh", "relu", "silu", "swiglu", "geglu"]
 GATED = {"swiglu", "geglu"}
@@ -98,6 +98,16 @@ class MoE(NodeSpec):
                                          "(Qwen2-MoE).")
     shared_gate: bool = Field(False, description="Scale the shared expert's output by sigmoid(w·x), one learned "
                                                  "gate per token (Qwen2-MoE).")
+    scoring: Literal["softmax", "sigmoid"] = Field("softmax", description="Routing scores: softmax over the experts "
+                                                   "(Mixtral), or an independent sigmoid per expert (DeepSeek-V3).")
+    score_bias: bool = Field(False, description="A per-expert bias added to the scores when choosing the experts but "
+                             "not when weighting them (DeepSeek-V3's e_score_correction_bias; a buffer, adjusted "
+                             "outside gradient descent).")
+    groups: PosInt = Field(1, description="Group-limited routing (DeepSeek-V3): the experts form this many groups, "
+                           "each token keeps the top_groups groups whose two best scores sum highest, then picks "
+                           "its top_k experts among them.")
+    top_groups: PosInt | None = Field(None, description="Groups each token may use (with groups > 1).")
+    routed_scale: PosFloat = Field(1.0, description="Multiply the routed experts' weights by this (DeepSeek-V3: 2.5).")
 
     @property
     def gated(self) -> bool:
@@ -114,7 +124,7 @@ class MoE(NodeSpec):
         mlp = linear_params(width, up, self.bias) + linear_params(self.shared_hidden, width, self.bias)
         return mlp + (width if self.shared_gate else 0)
 
-    def param_count(self, scope: Scope) -> int:
+    def param_count(self, scope: Scope) -> int:  # score_bias is a buffer, not a parameter
         return (linear_params(scope.width, self.experts, self.router_bias) + self.experts * self.expert_params(scope.width)
                 + self.shared_params(scope.width))
 
@@ -129,7 +139,24 @@ class MoE(NodeSpec):
                          "each token goes to at most all experts: top_k <= experts")
         if self.shared_gate and self.shared_hidden is None:
             scope.report("shared_gate", "shared_gate without a shared expert", "set shared_hidden, or drop shared_gate")
+        if self.experts % self.groups:
+            scope.report("groups", f"{self.groups} groups do not divide the {self.experts} experts",
+                         "choose groups among the divisors of experts")
+        elif self.groups > 1:
+            if self.top_groups is None or self.top_groups > self.groups:
+                scope.report("top_groups", "group-limited routing needs top_groups between 1 and groups",
+                             f"e.g. top_groups: {max(self.groups // 2, 1)}")
+            elif self.experts // self.groups < 2:
+                scope.report("groups", "each group needs at least 2 experts (a group is scored by its two best)",
+                             "use fewer groups")
+            elif self.top_k > self.top_groups * (self.experts // self.groups):
+                scope.report("top_k", f"top_k {self.top_k} is more than the experts in {self.top_groups} groups",
+                             "raise top_groups or lower top_k")
+        elif self.top_groups is not None:
+            scope.report("top_groups", "top_groups without groups", "set groups, or drop top_groups")
 
     def summary_args(self) -> str:
         shared = f", shared {self.shared_hidden}" + (" gated" if self.shared_gate else "") if self.shared_hidden else ""
-        return f"{self.experts} experts, top {self.top_k}, {self.activation}, hidden {self.hidden}{shared}"
+        routing = (", sigmoid" if self.scoring == "sigmoid" else "") + (
+            f", {self.top_groups}/{self.groups} groups" if self.groups > 1 else "")
+        return f"{self.experts} experts, top {self.top_k}{routing}, {self.activation}, hidden {self.hidden}{shared}"
