@@ -17,7 +17,7 @@ from torch import nn
 from .blocks import BUILDERS, ForwardContext
 from .blocks.attention import Attention, CrossAttention, LatentAttention
 from .blocks.embedding import Embedding, LearnedPositional
-from .blocks.feedforward import MLP
+from .blocks.feedforward import MLP, Experts
 from .blocks.heads import LMHead
 from .generate import KVCache
 from .generate import generate as _generate
@@ -367,7 +367,13 @@ def initialise(model: ArchModel, generator: torch.Generator | None = None) -> No
     residual_out = {id(m.out) for m in model.modules() if isinstance(m, (Attention, CrossAttention, LatentAttention))}
     residual_out |= {id(m.down) for m in model.modules() if isinstance(m, MLP)}
     for module in model.modules():
-        if isinstance(module, nn.Linear):
+        if isinstance(module, Experts):  # stacked expert MLPs: up as any projection, down writes the residual
+            module.up.normal_(0.0, init.std, generator=generator)
+            module.down.normal_(0.0, residual_std, generator=generator)
+            for bias in (module.up_bias, module.down_bias):
+                if bias is not None:
+                    bias.zero_()
+        elif isinstance(module, nn.Linear):
             std = residual_std if id(module) in residual_out else init.std
             module.weight.normal_(0.0, std, generator=generator)
             if module.bias is not None:

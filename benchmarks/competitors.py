@@ -60,6 +60,15 @@ def hf_model(cfg: RefConfig, attn: str, device: Any = "cpu"):
     return model
 
 
+def hf_deepseek_v3(layers: int | None = None, device: Any = "meta"):
+    """transformers' DeepSeek-V3 (DeepseekV3Config defaults = the 671B model), optionally fewer layers."""
+    from transformers import DeepseekV3Config, DeepseekV3ForCausalLM
+    cfg = DeepseekV3Config(**({"num_hidden_layers": layers} if layers else {}))
+    cfg._attn_implementation = "sdpa"
+    with torch.device(device):
+        return DeepseekV3ForCausalLM(cfg)
+
+
 @torch.no_grad()
 def load_archdsl_into_hf(hf: nn.Module, arch: nn.Module, cfg: RefConfig) -> nn.Module:
     sd = arch.state_dict()

@@ -56,6 +56,7 @@ SIZES: dict[str, dict[str, Any]] = {
 }
 LLAMA_70B = dict(d_model=8192, layers=80, heads=64, kv_heads=8, ffn=28672)
 LLAMA_70B_PARAMS = 70_553_706_496
+DEEPSEEK_V3_PARAMS = 671_026_404_352
 COLUMNS = IMPLS  # archdsl, reference, hf-sdpa, hf-eager, x-transformers
 SHORT = {"reference": "ref", "hf-sdpa": "HF sdpa", "hf-eager": "HF eager", "x-transformers": "x-t"}
 
@@ -282,6 +283,23 @@ def construction(res: Results, size: dict, timer: Timer) -> None:
     exact = "exact" if counts["archdsl"] == (LLAMA_70B_PARAMS if not size["meta_layers"] else counts["archdsl"]) else "WRONG"
     res.add(f"build {what} on meta, from YAML", "ms", samples, 1e3,
             f"{counts['archdsl']:,} params ({exact}); archdsl first build in process {first * 1e3:.0f} ms",
+            fmt="{:.0f}")
+    gc.collect()
+
+    # DeepSeek-V3 on meta: 58 layers of 256 experts plus latent attention (archdsl and transformers only:
+    # the reference and x-transformers have no such blocks); 2 builds each, transformers' take seconds
+    layers = size["meta_layers"] + 3 if size["meta_layers"] else None  # the 3 dense layers, then experts
+    fns = {"archdsl": lambda: archdsl.compile(ROOT / "specs/deepseek-v3.yaml", device="meta",
+                                              overrides={"layers": layers} if layers else None)}
+    if competitors.HAVE_HF:
+        fns["hf-sdpa"] = lambda: competitors.hf_deepseek_v3(layers, device="meta")
+    samples, counts = timed_builds(fns, 2, timer)
+    if not layers:
+        assert counts["archdsl"] == DEEPSEEK_V3_PARAMS and counts.get("hf-sdpa", DEEPSEEK_V3_PARAMS) == \
+            DEEPSEEK_V3_PARAMS, counts
+    same = "hf-sdpa" not in counts or counts["hf-sdpa"] == counts["archdsl"]
+    res.add("build DeepSeek-V3" + (f" at {layers} layers" if layers else "") + " on meta, from YAML", "ms", samples,
+            1e3, f"{counts['archdsl']:,} params ({'equal to transformers' if same else 'DIFFERENT from transformers'})",
             fmt="{:.0f}")
     gc.collect()
 

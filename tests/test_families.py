@@ -262,7 +262,8 @@ def test_tiny_spec_file_computes_the_transformers_logits(root, family):
     (lambda: T.MptConfig(attn_config={"qk_ln": True}), "qk-norm"),
     (lambda: T.MptConfig(attn_config={"alibi_bias_max": 16}), "alibi_bias_max=16"),
     (lambda: T.MptConfig(expansion_ratio=2), "expansion ratio of 2"),
-    (lambda: T.DeepseekV2Config(), "best single score per group"),
+    (lambda: T.DeepseekV2Config(), "experts without num_experts_per_tok"),
+    (lambda: T.DeepseekV2Config(num_experts_per_tok=2, topk_method="noaux_tc"), "expert choice 'noaux_tc'"),
     (lambda: T.DeepseekV3Config(num_key_value_heads=16), "latent attention with 16 key/value heads"),
     (lambda: T.LlamaConfig(hidden_act="relu"), "gated MLP with activation 'relu'"),
     (lambda: T.GPT2Config(activation_function="quick_gelu"), "activation 'quick_gelu'"),
@@ -332,7 +333,11 @@ def test_moe_node_validates_counts_and_routes():
     x = torch.randn(2, 5, 64)
     _, weights, chosen = layer.route(x.reshape(-1, 64))
     assert torch.allclose(weights.sum(-1), torch.ones(10)) and chosen.shape == (10, 2)
-    expected = torch.stack([sum(w * layer.experts[int(e)](row[None], None)[0] for w, e in zip(ws, es))
+    def expert(e: int, row: torch.Tensor) -> torch.Tensor:  # SwiGLU, written out from the stacked weights
+        gate, value = (layer.experts.up[e] @ row).chunk(2)
+        return layer.experts.down[e] @ (torch.nn.functional.silu(gate) * value)
+
+    expected = torch.stack([sum(w * expert(int(e), row) for w, e in zip(ws, es))
                             for row, ws, es in zip(x.reshape(-1, 64), weights, chosen)]).view(2, 5, 64)
     assert torch.allclose(layer(x, None), expected, atol=1e-6)
 

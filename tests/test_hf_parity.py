@@ -113,6 +113,11 @@ def _configs() -> dict:
         "deepseek_v3_yarn": lambda: T.DeepseekV3Config(**DEEPSEEK, q_lora_rank=24, rope_parameters={
             "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 4, "mscale": 1.0,
             "mscale_all_dim": 1.0, "beta_fast": 32, "beta_slow": 1, "rope_theta": 10000.0}),
+        # DeepSeek-V2: softmax experts, top k not renormalised, scaled; greedy, or within groups by their best score
+        "deepseek_v2": lambda: T.DeepseekV2Config(**{**DEEPSEEK, "n_routed_experts": 8}, q_lora_rank=None,
+                                                  routed_scaling_factor=2.0),
+        "deepseek_v2_group": lambda: T.DeepseekV2Config(**DEEPSEEK, q_lora_rank=24, routed_scaling_factor=2.0,
+                                                        topk_method="group_limited_greedy"),
         "gptj": lambda: T.GPTJConfig(n_layer=2, n_embd=64, n_head=4, vocab_size=VOCAB, rotary_dim=8, n_positions=64),
         "phi3": lambda: T.Phi3Config(**COMMON, num_key_value_heads=2, intermediate_size=96, pad_token_id=0,
                                      bos_token_id=1, eos_token_id=2),
@@ -219,6 +224,8 @@ def test_a_wrongly_mapped_weight_is_detected():
     ("deepseek_v3", "interleaved: true", "interleaved: false"),
     ("deepseek_v3_noq", "normalize: false", "normalize: true"),
     ("deepseek_v3_yarn", "factor: 4.0", "factor: 2.0"),
+    ("deepseek_v2", "routed_scale: 2.0", "routed_scale: 1.0"),
+    ("deepseek_v2_group", "group_score: max", "group_score: top2_sum"),
     ("granite", "scale: 3.0", "scale: 1.0"),
     ("granite", "scale: 0.05", "scale: 0.125"),
     ("granite", "scale: 2.0", "scale: 1.0"),
@@ -305,7 +312,8 @@ def test_router_aux_loss_matches_transformers():
 # ------------------------------------------------------------------------------- generation
 GENERATION_FAMILIES = ["gpt2", "llama", "llama31", "llama_yarn", "mistral", "mixtral", "gpt_neox", "falcon", "falcon_new_mqa", "gemma",
                        "qwen3", "qwen3_moe", "qwen2_moe", "gemma2", "olmo2", "gemma3", "phi", "gptj", "cohere", "olmoe", "bloom", "mpt",
-                       "granite", "granitemoe", "deepseek_v3", "deepseek_v3_noq", "deepseek_v3_yarn"]
+                       "granite", "granitemoe", "deepseek_v3", "deepseek_v3_noq", "deepseek_v3_yarn",
+                       "deepseek_v2", "deepseek_v2_group"]
 
 
 @pytest.mark.parametrize("family", GENERATION_FAMILIES)

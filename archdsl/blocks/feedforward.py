@@ -41,6 +41,56 @@ class MLP(nn.Module):
         return self.drop(out) if self.drop is not None and self.training else out
 
 
+class Experts(nn.Module):
+    """`n` MLPs of one shape with their weights stacked, as transformers 5 stores experts:
+    up (n, hidden or 2 * hidden for gated, width) and down (n, width, hidden), biases (n, ...).
+
+    Two tensors instead of 2n Linear modules: DeepSeek-V3's 58 x 256 experts build in a fraction
+    of the time, and a checkpoint's 3-D expert tensors load as they are. run(e, x) is expert e's
+    MLP; `weights()` gives per-expert views (unbound once per forward when training, so the
+    backward stacks the gradients once rather than once per expert).
+    """
+
+    def __init__(self, n: int, width: int, hidden: int, activation: str, bias: bool, gated: bool):
+        super().__init__()
+        self.gated, self.act = gated, ACTIVATIONS[activation]
+        up = hidden * (2 if gated else 1)
+        self.up = nn.Parameter(torch.empty(n, up, width))
+        self.down = nn.Parameter(torch.empty(n, width, hidden))
+        self.up_bias = nn.Parameter(torch.zeros(n, up)) if bias else None
+        self.down_bias = nn.Parameter(torch.zeros(n, width)) if bias else None
+
+    def __len__(self) -> int:
+        return self.up.shape[0]
+
+    def weights(self) -> Any:
+        """weights()[e] = expert e's (up, up_bias, down, down_bias), views of the stacked tensors."""
+        tensors = (self.up, self.up_bias, self.down, self.down_bias)
+        if torch.is_grad_enabled() and not torch.compiler.is_compiling():  # one unbind each: one grad stack
+            return list(zip(*(t.unbind(0) if t is not None else (None,) * len(self) for t in tensors)))
+        return _Lazy(tensors)
+
+    def run(self, weights: Any, x: torch.Tensor) -> torch.Tensor:
+        up, up_bias, down, down_bias = weights
+        h = F.linear(x, up, up_bias)
+        if self.gated:
+            gate, value = h.chunk(2, dim=-1)
+            h = self.act(gate) * value
+        else:
+            h = self.act(h)
+        return F.linear(h, down, down_bias)
+
+
+class _Lazy:
+    """weights()[e] without unbinding every expert: index the stacked tensors on demand (inference)."""
+
+    def __init__(self, tensors: tuple):
+        self.tensors = tensors
+
+    def __getitem__(self, e: int) -> tuple:
+        return tuple(t[e] if t is not None else None for t in self.tensors)
+
+
 class Linear(nn.Linear):
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:  # type: ignore[override]
         return super().forward(x)
@@ -63,17 +113,19 @@ class MoE(nn.Module):
     def __init__(self, width: int, experts: int, top_k: int, hidden: int, activation: str, bias: bool,
                  router_bias: bool, normalize: bool, jitter: float, gated: bool, aux_loss_coef: float = 0.0,
                  shared_hidden: int | None = None, shared_gate: bool = False, scoring: str = "softmax",
-                 score_bias: bool = False, groups: int = 1, top_groups: int | None = None, routed_scale: float = 1.0):
+                 score_bias: bool = False, groups: int = 1, top_groups: int | None = None, routed_scale: float = 1.0,
+                 group_score: str = "top2_sum"):
         super().__init__()
         self.num_experts, self.top_k, self.normalize, self.jitter = experts, top_k, normalize, jitter
         self.aux_loss_coef = aux_loss_coef
         self.scoring, self.groups, self.top_groups, self.routed_scale = scoring, groups, top_groups, routed_scale
+        self.group_score = group_score
         if score_bias:  # a checkpoint's state (DeepSeek-V3's e_score_correction_bias), not trained by gradients
             self.register_buffer("score_bias", torch.zeros(experts))
         else:
             self.score_bias = None
         self.router = nn.Linear(width, experts, bias=router_bias)
-        self.experts = nn.ModuleList(MLP(width, hidden, activation, bias, 0.0, gated) for _ in range(experts))
+        self.experts = Experts(experts, width, hidden, activation, bias, gated)
         self.router_logits: torch.Tensor | None = None
         # an expert every token goes through, optionally scaled by a learned sigmoid gate (Qwen2-MoE)
         self.shared = MLP(width, shared_hidden, activation, bias, 0.0, gated) if shared_hidden else None
@@ -107,12 +159,13 @@ class MoE(nn.Module):
             if self.normalize:
                 weights = weights / weights.sum(dim=-1, keepdim=True)
             return logits, weights * self.routed_scale if self.routed_scale != 1.0 else weights, chosen
-        # DeepSeek-V3: choose by the (biased) scores within the best groups, weight by the unbiased scores
+        # DeepSeek-V2/V3: choose by the (biased) scores within the best groups, weight by the unbiased scores
         scores = torch.sigmoid(logits.float()) if self.scoring == "sigmoid" else torch.softmax(logits.float(), dim=-1)
         choice = scores if self.score_bias is None else scores + self.score_bias.float()
         if self.groups > 1:
             grouped = choice.view(-1, self.groups, self.num_experts // self.groups)
-            best = grouped.topk(2, dim=-1).values.sum(dim=-1).topk(self.top_groups, dim=-1).indices  # (N, top_groups)
+            group = grouped.topk(2, dim=-1).values.sum(dim=-1) if self.group_score == "top2_sum" else grouped.amax(dim=-1)
+            best = group.topk(self.top_groups, dim=-1).indices  # (N, top_groups)
             keep = torch.zeros(grouped.shape[:2], dtype=torch.bool, device=flat.device).scatter(1, best, True)
             choice = grouped.masked_fill(~keep[..., None], float("-inf")).view(-1, self.num_experts)
         chosen = torch.topk(choice, self.top_k, dim=-1).indices
@@ -129,17 +182,18 @@ class MoE(nn.Module):
         logits, weights, chosen = self.route(flat)
         self.router_logits = logits
         out = torch.zeros_like(flat)
+        params = self.experts.weights()
         if torch.compiler.is_compiling():
             # static shapes for torch.compile(fullgraph=True): every expert sees every token and is
             # weighted by a dense routing matrix (0 for the experts a token was not sent to)
             dense = torch.zeros(flat.shape[0], self.num_experts, dtype=weights.dtype, device=flat.device)
             dense = dense.scatter(1, chosen, weights)
-            for e, expert in enumerate(self.experts):
-                out = out + (expert(flat, ctx) * dense[:, e, None]).to(out.dtype)
+            for e in range(self.num_experts):
+                out = out + (self.experts.run(params[e], flat) * dense[:, e, None]).to(out.dtype)
             return self.add_shared(out, flat, ctx).view(shape)
         for expert in chosen.unique().tolist():  # only the experts some token chose, ascending as HF accumulates
             token, slot = torch.where(chosen == expert)
-            y = self.experts[expert](flat[token], ctx) * weights[token, slot, None]
+            y = self.experts.run(params[expert], flat[token]) * weights[token, slot, None]
             out.index_add_(0, token, y.to(out.dtype))
         return self.add_shared(out, flat, ctx).view(shape)
 

@@ -34,8 +34,8 @@ archdsl's layout: GPT-2's Conv1D weights are transposed; separate q/k/v projecti
 concatenated into the fused ``qkv`` ([q; k; v], heads major); NeoX's fused projection,
 interleaved per head as (heads, 3, head_dim), and Falcon's, grouped as (kv_heads,
 group + 2, head_dim), are reordered; gate and up projections are concatenated into the gated
-``up`` ([gate; up]); experts stored as 3-D tensors (transformers 5) or one module per expert
-(checkpoints on disk, transformers 4) are split into archdsl's per-expert MLPs. Every
+``up`` ([gate; up]); experts stored as 3-D tensors (transformers 5) load as they are into
+archdsl's stacked experts, and one module per expert (checkpoints on disk) is stacked. Every
 archdsl parameter must be filled and every checkpoint tensor used (up to rotary caches and
 masks): anything left over is an error naming the tensor.
 """
@@ -106,6 +106,7 @@ FAMILY_TRAITS: dict[str, dict[str, Any]] = {
     # DeepSeek-V3 (and Kimi K2): latent attention, sigmoid-scored group-limited experts with an ungated shared
     # expert, the first layers dense; read from the config by _deepseek_v3
     "deepseek_v3": dict(latent=True, handles=("n_shared_experts",)),
+    "deepseek_v2": dict(latent=True, handles=("n_shared_experts",)),
     "mpt": dict(gated=False, qkv_bias=False, out_bias=False, mlp_bias=False, positional="alibi", norm_bias=False,
                 activation="gelu"),
 }
@@ -115,7 +116,6 @@ FAMILY_TRAITS: dict[str, dict[str, Any]] = {
 UNSUPPORTED_FAMILIES: dict[str, str] = {
     "olmo": "LayerNorm without learned parameters",
     "gemma3": "a vision tower (import the text model, model_type gemma3_text)",
-    "deepseek_v2": "softmax experts chosen by the best single score per group (DeepSeek-V3 imports)",
 }
 
 # config keys that switch on something archdsl cannot express: error when truthy
@@ -342,6 +342,7 @@ class Features:
     score_bias: bool = False
     groups: int = 1
     top_groups: int | None = None
+    group_score: str = "top2_sum"
     routed_scale: float = 1.0
     residual_scale: float | None = None  # x + residual_scale * f(x) in every residual (Granite)
     norms: str = "pre"  # pre | sandwich (Gemma 2) | post (OLMo 2): where the layer norms sit in each residual
@@ -561,8 +562,8 @@ def features_from_config(config: Any) -> Features:
                            "residuals taken after the layer norm (apply_residual_connection_post_layernorm=True)")
     if model_type == "mpt":
         _mpt_attention(cfg, f)
-    if model_type == "deepseek_v3":
-        _deepseek_v3(cfg, f)
+    if model_type in ("deepseek_v2", "deepseek_v3"):
+        _deepseek(cfg, f)
     if model_type == "falcon":
         if getattr(cfg, "new_decoder_architecture", False):
             f.qkv_layout = "grouped"
@@ -597,15 +598,19 @@ def _mpt_attention(cfg: Any, f: Features) -> None:
     f.attn_dropout = f.resid_dropout = float(get("attn_pdrop", 0.0) or 0.0)
 
 
-def _deepseek_v3(cfg: Any, f: Features) -> None:
-    """DeepSeek-V3's latent attention and routing, as transformers' DeepseekV3Model computes them:
-    the softmax scale is 1/sqrt(qk_head_dim) times mscale(factor, mscale_all_dim)^2 under YaRN;
-    experts are scored by a sigmoid, chosen with e_score_correction_bias within the topk_group
-    best of n_group groups, weighted by the unbiased scores (renormalised when norm_topk_prob)
-    times routed_scaling_factor; n_shared_experts ungated shared experts act as one MLP of
-    n_shared_experts * moe_intermediate_size; layers below first_k_dense_replace are dense."""
-    if getattr(cfg, "topk_method", "noaux_tc") not in (None, "noaux_tc"):
-        raise _unsupported(cfg, "topk_method", f"expert choice '{cfg.topk_method}'", "DeepSeek-V3 uses noaux_tc")
+def _deepseek(cfg: Any, f: Features) -> None:
+    """DeepSeek-V2/V3's latent attention and routing, as transformers' DeepseekV2/V3 models compute
+    them: the softmax scale is 1/sqrt(qk_head_dim) times mscale(factor, mscale_all_dim)^2 under
+    YaRN; n_shared_experts ungated shared experts act as one MLP of n_shared_experts *
+    moe_intermediate_size; layers below first_k_dense_replace are dense. V3 scores experts by a
+    sigmoid, chooses them with e_score_correction_bias within the topk_group best of n_group
+    groups (a group's score: its two best), weights them by the unbiased scores (renormalised when
+    norm_topk_prob); V2 takes the softmax's top k, within the best groups by their best score
+    under topk_method group_limited_greedy, never renormalised. Both scale by routed_scaling_factor."""
+    v3 = f.model_type == "deepseek_v3"
+    method = getattr(cfg, "topk_method", None) or ("noaux_tc" if v3 else "greedy")
+    if method not in (("noaux_tc",) if v3 else ("greedy", "group_limited_greedy")):
+        raise _unsupported(cfg, "topk_method", f"expert choice '{method}' in '{f.model_type}'")
     if f.kv_heads != f.heads:  # transformers would repeat the per-head keys again: not a working model
         raise _unsupported(cfg, "num_key_value_heads", f"latent attention with {f.kv_heads} key/value heads for "
                            f"{f.heads} heads", "latent attention expands keys and values for every head")
@@ -626,9 +631,15 @@ def _deepseek_v3(cfg: Any, f: Features) -> None:
     f.ffn = int(cfg.moe_intermediate_size)
     shared = int(getattr(cfg, "n_shared_experts", 0) or 0)
     f.shared_hidden = shared * f.ffn or None
-    f.top_k, f.normalize = int(cfg.num_experts_per_tok), bool(cfg.norm_topk_prob)
-    f.scoring, f.score_bias = "sigmoid", True
-    f.groups, f.top_groups = int(cfg.n_group or 1), int(cfg.topk_group) if (cfg.n_group or 1) > 1 else None
+    if not getattr(cfg, "num_experts_per_tok", None):
+        raise _unsupported(cfg, "num_experts_per_tok", "experts without num_experts_per_tok")
+    f.top_k = int(cfg.num_experts_per_tok)
+    f.normalize = bool(cfg.norm_topk_prob) if v3 else False
+    f.scoring, f.score_bias = ("sigmoid", True) if v3 else ("softmax", False)
+    grouped = v3 or method == "group_limited_greedy"
+    f.groups = int(cfg.n_group or 1) if grouped else 1
+    f.top_groups = int(cfg.topk_group) if f.groups > 1 else None
+    f.group_score = "top2_sum" if v3 else "max"
     f.routed_scale = float(cfg.routed_scaling_factor)
     f.aux_loss_coef = 0.0
 
@@ -701,7 +712,8 @@ def _describe(f: Features) -> str:
     ff = f"{_ACT_NAMES[f.activation]} MLP (hidden {f.ffn})"
     if f.experts:
         routing = ("" if f.scoring == "softmax" else f", {f.scoring} scores" + (" with a choice bias" if f.score_bias else ""))
-        routing += f" within the best {f.top_groups} of {f.groups} groups" if f.groups > 1 else ""
+        routing += (f" within the best {f.top_groups} of {f.groups} groups"
+                    + (" (by their best score)" if f.group_score == "max" else "")) if f.groups > 1 else ""
         routing += f", weights × {f.routed_scale:g}" if f.routed_scale != 1.0 else ""
         routing += f", plus a shared expert (hidden {f.shared_hidden})" if f.shared_hidden else ""
         ff = f"mixture of {f.experts} {_ACT_NAMES[f.activation]} experts (top {f.top_k}{routing}, hidden {f.ffn})"
@@ -834,6 +846,8 @@ def spec_yaml_from_config(config: Any) -> str:
             moe.append(("score_bias", "true"))
         if f.groups > 1:
             moe += [("groups", "$groups"), ("top_groups", "$top_groups")]
+            if f.group_score != "top2_sum":
+                moe.append(("group_score", f.group_score))
         if f.routed_scale != 1.0:
             moe.append(("routed_scale", _scalar(f.routed_scale)))
         if f.shared_hidden:
@@ -1264,7 +1278,7 @@ class _Mapper:
                 if self.need(f"layer {i}'s shared expert gate", gkey):
                     self.put(f"{name}.shared_gate.weight", self.src.get(gkey))  # type: ignore[arg-type]
         experts = module.num_experts
-        if module.experts[0].up.bias is not None:
+        if module.experts.up_bias is not None:
             self.errors.append(f"layer {i}: experts with biases are not mapped")
             return
         # transformers 5 in memory, and GraniteMoE on disk (input_linear/output_linear): (E, 2I, D), (E, D, I)
@@ -1274,11 +1288,10 @@ class _Mapper:
             down_key = self.src.find(i, ["mlp.experts.down_proj", "mlp.output_linear.weight"])
             if self.need(f"layer {i}'s expert down projections", down_key) is None:
                 return
-            down = self.src.get(down_key)
-            for e in range(experts):
-                self.put(f"{name}.experts.{e}.up.weight", gate_up[e])
-                self.put(f"{name}.experts.{e}.down.weight", down[e])
+            self.put(f"{name}.experts.up", gate_up)
+            self.put(f"{name}.experts.down", self.src.get(down_key))
             return
+        ups, downs = [], []
         for e in range(experts):
             pair = next(((g, u, d) for g, u, d in (("w1", "w3", "w2"), ("gate_proj", "up_proj", "down_proj"))
                          if (i, f"mlp.experts.{e}.{g}.weight") in self.src.layer), None)
@@ -1289,8 +1302,10 @@ class _Mapper:
             if any(k is None for k in keys):
                 self.errors.append(f"layer {i}: expert {e} is incomplete")
                 return
-            self.put(f"{name}.experts.{e}.up.weight", torch.cat([self.src.get(keys[0]), self.src.get(keys[1])]))  # type: ignore[arg-type]
-            self.put(f"{name}.experts.{e}.down.weight", self.src.get(keys[2]))  # type: ignore[arg-type]
+            ups.append(torch.cat([self.src.get(keys[0]), self.src.get(keys[1])]))  # type: ignore[arg-type]
+            downs.append(self.src.get(keys[2]))  # type: ignore[arg-type]
+        self.put(f"{name}.experts.up", torch.stack(ups))
+        self.put(f"{name}.experts.down", torch.stack(downs))
 
     def layout(self) -> dict[str, tuple[int | None, str]]:
         """Module path -> (Hugging Face layer index or None, role), read from the spec's structure.

@@ -107,6 +107,9 @@ class MoE(NodeSpec):
                            "each token keeps the top_groups groups whose two best scores sum highest, then picks "
                            "its top_k experts among them.")
     top_groups: PosInt | None = Field(None, description="Groups each token may use (with groups > 1).")
+    group_score: Literal["top2_sum", "max"] = Field("top2_sum", description="How a group is scored for group-limited "
+                                                   "routing: the sum of its two best expert scores (DeepSeek-V3) or "
+                                                   "its best one (DeepSeek-V2).")
     routed_scale: PosFloat = Field(1.0, description="Multiply the routed experts' weights by this (DeepSeek-V3: 2.5).")
 
     @property
@@ -146,14 +149,16 @@ class MoE(NodeSpec):
             if self.top_groups is None or self.top_groups > self.groups:
                 scope.report("top_groups", "group-limited routing needs top_groups between 1 and groups",
                              f"e.g. top_groups: {max(self.groups // 2, 1)}")
-            elif self.experts // self.groups < 2:
+            elif self.experts // self.groups < 2 and self.group_score == "top2_sum":
                 scope.report("groups", "each group needs at least 2 experts (a group is scored by its two best)",
-                             "use fewer groups")
+                             "use fewer groups, or group_score: max")
             elif self.top_k > self.top_groups * (self.experts // self.groups):
                 scope.report("top_k", f"top_k {self.top_k} is more than the experts in {self.top_groups} groups",
                              "raise top_groups or lower top_k")
         elif self.top_groups is not None:
             scope.report("top_groups", "top_groups without groups", "set groups, or drop top_groups")
+        if "group_score" in self.model_fields_set and self.groups == 1:
+            scope.report("group_score", "group_score without groups", "set groups, or drop group_score")
 
     def summary_args(self) -> str:
         shared = f", shared {self.shared_hidden}" + (" gated" if self.shared_gate else "") if self.shared_hidden else ""
