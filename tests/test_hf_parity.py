@@ -89,6 +89,15 @@ def _configs() -> dict:
         "qwen2_moe": lambda: T.Qwen2MoeConfig(**COMMON, num_key_value_heads=2, intermediate_size=96,
                                               moe_intermediate_size=48, shared_expert_intermediate_size=80,
                                               num_experts=4, num_experts_per_tok=2, norm_topk_prob=False),
+        # dense and sparse layers mixed: every second layer sparse (a repeat pattern), and an irregular
+        # mlp_only_layers (a repeat per run of equal layers)
+        "qwen2_moe_step2": lambda: T.Qwen2MoeConfig(**{**COMMON, "num_hidden_layers": 4}, num_key_value_heads=2,
+                                                    intermediate_size=96, moe_intermediate_size=48,
+                                                    shared_expert_intermediate_size=80, num_experts=4,
+                                                    num_experts_per_tok=2, decoder_sparse_step=2),
+        "qwen3_moe_mixed": lambda: T.Qwen3MoeConfig(**{**COMMON, "num_hidden_layers": 12}, num_key_value_heads=2,
+                                                    head_dim=32, intermediate_size=96, moe_intermediate_size=48,
+                                                    num_experts=4, num_experts_per_tok=2, mlp_only_layers=[0, 1, 5]),
         "qwen3": lambda: T.Qwen3Config(**COMMON, num_key_value_heads=2, head_dim=32, intermediate_size=96),
         # parallel attention and MLP sharing one norm, partial rotary, biases everywhere, a biased LM head
         "phi": lambda: T.PhiConfig(**COMMON, intermediate_size=96, partial_rotary_factor=0.5),
@@ -313,7 +322,7 @@ def test_router_aux_loss_matches_transformers():
 GENERATION_FAMILIES = ["gpt2", "llama", "llama31", "llama_yarn", "mistral", "mixtral", "gpt_neox", "falcon", "falcon_new_mqa", "gemma",
                        "qwen3", "qwen3_moe", "qwen2_moe", "gemma2", "olmo2", "gemma3", "phi", "gptj", "cohere", "olmoe", "bloom", "mpt",
                        "granite", "granitemoe", "deepseek_v3", "deepseek_v3_noq", "deepseek_v3_yarn",
-                       "deepseek_v2", "deepseek_v2_group"]
+                       "deepseek_v2", "deepseek_v2_group", "qwen2_moe_step2", "qwen3_moe_mixed"]
 
 
 @pytest.mark.parametrize("family", GENERATION_FAMILIES)

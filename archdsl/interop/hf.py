@@ -336,7 +336,7 @@ class Features:
     logit_scale: float | None = None  # logits multiplied by this (Cohere; 1 / logits_scaling for Granite)
     embed_multiplier: float | None = None  # the embedding multiplied by this constant (Granite)
     latent: tuple[int | None, int, int, int, int] | None = None  # MLA (q_rank, kv_rank, head_dim, rope_dim, v_dim)
-    dense_layers: int = 0  # the first layers have a dense MLP of dense_ffn instead of experts (DeepSeek-V3)
+    mlp_kinds: list[str] | None = None  # per layer "dense" (an MLP of dense_ffn) or "moe", when they are mixed
     dense_ffn: int = 0
     scoring: str = "softmax"  # expert scores: softmax | sigmoid (DeepSeek-V3, with score_bias)
     score_bias: bool = False
@@ -504,15 +504,19 @@ def features_from_config(config: Any) -> Features:
 
     # experts
     experts = _get(cfg, "num_local_experts", "num_experts", "n_routed_experts")
-    top_k, normalize = 2, True
+    top_k, normalize, mlp_kinds, dense_ffn = 2, True, None, int(ffn)
     if experts:
         top_k = int(_get(cfg, "num_experts_per_tok", "moe_top_k", default=2))
         normalize = bool(_get(cfg, "norm_topk_prob", default=True))
         if _get(cfg, "moe_intermediate_size") not in (None, ffn):
             ffn = cfg.moe_intermediate_size
-        sparse_step = getattr(cfg, "decoder_sparse_step", 1)
-        if sparse_step not in (None, 1) or getattr(cfg, "mlp_only_layers", None):
-            raise _unsupported(cfg, "decoder_sparse_step", "dense and sparse feed-forward layers mixed")
+        # Qwen2/3-MoE: layer i has experts when (i + 1) % decoder_sparse_step == 0 and i is not in mlp_only_layers
+        sparse_step = int(getattr(cfg, "decoder_sparse_step", 1) or 1)
+        only = set(getattr(cfg, "mlp_only_layers", None) or [])
+        kinds = ["dense" if i in only or (i + 1) % sparse_step else "moe" for i in range(int(layers))]
+        if "moe" not in kinds:
+            raise _unsupported(cfg, "mlp_only_layers", "experts configured but no layer uses them")
+        mlp_kinds = kinds if "dense" in kinds else None
 
     # attention scale
     attn_scale = None
@@ -557,6 +561,7 @@ def features_from_config(config: Any) -> Features:
         known_family=known,
     )
     f.embed_norm = bool(traits.get("embed_norm", False))
+    f.mlp_kinds, f.dense_ffn = mlp_kinds, dense_ffn
     if model_type == "bloom" and getattr(cfg, "apply_residual_connection_post_layernorm", False):
         raise _unsupported(cfg, "apply_residual_connection_post_layernorm",
                            "residuals taken after the layer norm (apply_residual_connection_post_layernorm=True)")
@@ -626,7 +631,10 @@ def _deepseek(cfg: Any, f: Features) -> None:
         mscale = 0.1 * float(rope_params["mscale_all_dim"]) * math.log(factor) + 1.0 if factor > 1 else 1.0
         scale *= mscale * mscale
     f.attn_scale = scale
-    f.dense_layers = min(int(getattr(cfg, "first_k_dense_replace", 0) or 0), f.layers)
+    dense = min(int(getattr(cfg, "first_k_dense_replace", 0) or 0), f.layers)
+    if dense == f.layers:
+        raise _unsupported(cfg, "first_k_dense_replace", "experts configured but no layer uses them")
+    f.mlp_kinds = ["dense"] * dense + ["moe"] * (f.layers - dense) if dense else None
     f.dense_ffn = int(cfg.intermediate_size)
     f.ffn = int(cfg.moe_intermediate_size)
     shared = int(getattr(cfg, "n_shared_experts", 0) or 0)
@@ -717,8 +725,10 @@ def _describe(f: Features) -> str:
         routing += f", weights × {f.routed_scale:g}" if f.routed_scale != 1.0 else ""
         routing += f", plus a shared expert (hidden {f.shared_hidden})" if f.shared_hidden else ""
         ff = f"mixture of {f.experts} {_ACT_NAMES[f.activation]} experts (top {f.top_k}{routing}, hidden {f.ffn})"
-        if f.dense_layers:
-            ff += f", the first {f.dense_layers} layers dense (hidden {f.dense_ffn})"
+        if f.mlp_kinds:
+            dense, first = f.mlp_kinds.count("dense"), _leading_dense(f.mlp_kinds)
+            ff += (f", the first {dense} layers dense" if dense == first else f", {dense} of {f.layers} layers "
+                   "dense") + f" (hidden {f.dense_ffn})"
     parts.append(ff)
     biases = [n for n, b in (("q/k/v", f.qkv_bias), ("attention output", f.out_bias), ("MLP", f.mlp_bias)) if b]
     parts.append("biases on " + ", ".join(biases) if biases else "no biases")
@@ -770,8 +780,10 @@ def spec_yaml_from_config(config: Any) -> str:
             v["kv_heads"] = f.kv_heads
         if f.head_dim * f.heads != f.width:
             v["head_dim"] = f.head_dim
-    if f.dense_layers:
-        v.update(dense_layers=f.dense_layers, dense_ffn=f.dense_ffn)
+    if f.mlp_kinds:
+        if f.mlp_kinds.count("dense") == _leading_dense(f.mlp_kinds):
+            v["dense_layers"] = _leading_dense(f.mlp_kinds)
+        v["dense_ffn"] = f.dense_ffn
     v["ffn"] = f.ffn
     if f.experts:
         v.update(experts=f.experts, top_k=f.top_k)
@@ -786,6 +798,8 @@ def spec_yaml_from_config(config: Any) -> str:
         if f.rotary_fraction != 1.0:
             v["rotary_fraction"] = f.rotary_fraction
     windows = sorted({w for w in f.windows if w})
+    if f.mlp_kinds and windows and not all(f.windows):
+        raise _unsupported(None, "layer_types", "sliding-window and full layers mixed with dense and sparse layers")
     if len(windows) > 1:
         raise _unsupported(None, "sliding_window", f"several different window sizes ({windows})")
     if windows:
@@ -914,7 +928,7 @@ def spec_yaml_from_config(config: Any) -> str:
         lines += ["  decoder_layer:", "    params: {window: null}", "    layers:"]
         lines += ["      " + line for line in body]
         lines += ["  local:", "    - decoder_layer: {window: $local_window}", "  global:", "    - decoder_layer"]
-    elif f.dense_layers:  # the first layers have a dense MLP in place of the experts (DeepSeek-V3)
+    elif f.mlp_kinds:  # some layers have a dense MLP in place of the experts (DeepSeek's first ones, Qwen-MoE's)
         dense = f"mlp: {_args([('hidden', '$dense_ffn'), ('activation', f.activation)] + ([] if f.mlp_bias else [('bias', 'false')]))}"
         split = max(i for i, line in enumerate(body) if line.startswith("- residual:"))  # the feed-forward residual
         lines += ["  attention_block:"] + ["    " + line for line in body[:split]]
@@ -947,16 +961,14 @@ def spec_yaml_from_config(config: Any) -> str:
         model.append(f"    - positional: {_args([('kind', 'learned'), ('max_len', '$context'), ('name', 'positions')])}")
     if f.embed_dropout:
         model.append("    - dropout: $embed_dropout")
-    if f.dense_layers:
-        model += ["    - repeat: $dense_layers", "      name: dense_layers", "      body: dense_layer"]
-    model += ["    - repeat: " + ('"${layers - dense_layers}"' if f.dense_layers else "$layers"), "      name: layers"]
-    if per_layer_window:
+    if f.mlp_kinds:
+        model += _mixed_repeats(f.mlp_kinds)
+    elif per_layer_window:
         kinds = ["local" if w else "global" for w in f.windows]
-        period = next(p for p in range(1, len(kinds) + 1)
-                      if all(kinds[i] == kinds[i % p] for i in range(len(kinds))))
-        model.append(f"      pattern: [{', '.join(kinds[:period])}]")
+        model += ["    - repeat: $layers", "      name: layers",
+                  f"      pattern: [{', '.join(kinds[:_period(kinds)])}]"]
     else:
-        model.append("      body: decoder_layer")
+        model += ["    - repeat: $layers", "      name: layers", "      body: decoder_layer"]
     model.append(f"    - {norm('norm')}")
     head = [("vocab", "$vocab")] + ([("tie", "embed_tokens")] if f.tie else []) + ([("bias", "true")] if f.head_bias else [])
     if f.logit_scale is not None and f.logit_scale != 1.0:
@@ -967,6 +979,38 @@ def spec_yaml_from_config(config: Any) -> str:
         head.append(("softcap", _scalar(f.final_softcap)))
     model.append(f"    - lm_head: {_args(head)}")
     return "\n".join(lines + [""] + model) + "\n"
+
+
+def _leading_dense(kinds: list[str]) -> int:
+    return next((i for i, kind in enumerate(kinds) if kind != "dense"), len(kinds))
+
+
+def _mixed_repeats(kinds: list[str]) -> list[str]:
+    """Repeats for layers whose MLP is dense in some and experts in others: the first k dense then the
+    rest (DeepSeek), one repeat cycling a short pattern (Qwen-MoE's decoder_sparse_step), or else a
+    repeat per run of equal layers. Layer numbers continue across repeats."""
+    blocks = {"dense": "dense_layer", "moe": "decoder_layer"}
+    first = _leading_dense(kinds)
+    if kinds.count("dense") == first:
+        return ["    - repeat: $dense_layers", "      name: dense_layers", "      body: dense_layer",
+                '    - repeat: "${layers - dense_layers}"', "      name: layers", "      body: decoder_layer"]
+    period = _period(kinds)
+    if period <= 8:
+        return ["    - repeat: $layers", "      name: layers",
+                f"      pattern: [{', '.join(blocks[k] for k in kinds[:period])}]"]
+    runs: list[list] = []  # [kind, count] of each run of equal layers
+    for kind in kinds:
+        if runs and runs[-1][0] == kind:
+            runs[-1][1] += 1
+        else:
+            runs.append([kind, 1])
+    return [line for j, (kind, n) in enumerate(runs)
+            for line in (f"    - repeat: {n}", f"      name: layers_{j}", f"      body: {blocks[kind]}")]
+
+
+def _period(kinds: list[str]) -> int:
+    """The shortest p with kinds[i] == kinds[i % p] for every layer i."""
+    return next(p for p in range(1, len(kinds) + 1) if all(kinds[i] == kinds[i % p] for i in range(len(kinds))))
 
 
 def spec_from_config(config: Any) -> Any:
