@@ -317,7 +317,9 @@ class ArchModel(nn.Module):
 
     def save(self, path: str | Path) -> None:
         """Write spec and weights to one file; archdsl.load_model(path) restores an equal model."""
-        torch.save({"archdsl": 1, "spec": self.spec.to_yaml(), "state_dict": self.state_dict()}, str(path))
+        dtype = next((p.dtype for p in self.parameters() if p.is_floating_point()), torch.float32)
+        torch.save({"archdsl": 1, "spec": self.spec.to_yaml(), "dtype": str(dtype).removeprefix("torch."),
+                    "state_dict": self.state_dict()}, str(path))
 
 
 def load_model(path: str | Path, *, device: Any = None) -> ArchModel:
@@ -331,7 +333,8 @@ def load_model(path: str | Path, *, device: Any = None) -> ArchModel:
                          f"never runs code from the file) refused it with {type(exc).__name__}") from None
     if not isinstance(payload, dict) or "spec" not in payload or "state_dict" not in payload:
         raise ValueError(f"{path} is not a model written by ArchModel.save (no spec and state_dict in it)")
-    model = compile_spec(payload["spec"], device="meta").materialize(device or "cpu")
+    dtype = _DTYPES.get(payload.get("dtype", "float32"), torch.float32)  # the saved model's parameter dtype
+    model = compile_spec(payload["spec"], device="meta", dtype=dtype).materialize(device or "cpu")
     model.load_state_dict(payload["state_dict"], strict=True)
     return model.eval()
 

@@ -75,6 +75,7 @@ class _Builder:
     def __init__(self, spec: Spec, seq_len: int, budget: int):
         self.spec = spec
         self.budget, self.params = budget, 0  # the parameter budget, and the parameters of the nodes added so far
+        self.rotary_sizes: dict[str, tuple[int, str]] = {}  # rotary node id -> (dims per head, first attention)
         self.g = nx.DiGraph(name=spec.name)
         self.errors = ErrorCollector()
         self.seq_len = seq_len
@@ -90,6 +91,21 @@ class _Builder:
         self.order = 0
 
     # ------------------------------------------------------------------ helpers
+    def check_rotary_size(self, node: NodeSpec, node_id: str, scope: Scope, width: int, report) -> None:
+        """One rotary node computes one table of cos/sin: every attention it governs must rotate
+        the same number of dims per head (the first one sets it)."""
+        pos = scope.positional
+        if pos is None or pos.type != "rotary" or not isinstance(node, (Attention, LatentAttention)):
+            return
+        if isinstance(node, Attention) and node.cross:
+            return
+        rotated = node.rope_dim if isinstance(node, LatentAttention) else int(node.dims(width)[2] * pos.fraction)
+        first = self.rotary_sizes.setdefault(scope.positional_id, (rotated, node_id))
+        if first[0] != rotated:
+            field = "rope_dim" if isinstance(node, LatentAttention) else ("head_dim" if node.head_dim else "heads")
+            report(field, f"the rotary node {scope.positional_id} rotates {first[0]} dims per head (set by {first[1]}); "
+                   f"this layer would rotate {rotated}", "give layers of another head size their own "
+                   "`- positional: {kind: rotary}` node, or the same head size")
     def report_for(self, node: NodeSpec, path: str):
         def report(field: str | None, message: str, hint: str | None = None) -> None:
             self.errors.add(node.loc_of(field), f"{path}.{node.kind}" + (f".{field}" if field else ""), message, hint)
@@ -182,6 +198,7 @@ class _Builder:
                  positional=scope.positional_id if (isinstance(node, Attention) and not node.cross)
                  or isinstance(node, LatentAttention) else None)
         self.g.add_edge(source, node_id, role="data", width=width)
+        self.check_rotary_size(node, node_id, scope, in_width, report)
         if isinstance(node, Attention) and node.cross in self.stack_ends:
             memory = self.stack_ends[node.cross]
             self.g.add_edge(memory, node_id, role="memory", width=self.memory_widths[node.cross])

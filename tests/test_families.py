@@ -262,6 +262,8 @@ def test_tiny_spec_file_computes_the_transformers_logits(root, family):
     (lambda: T.MptConfig(attn_config={"alibi_bias_max": 16}), "alibi_bias_max=16"),
     (lambda: T.MptConfig(expansion_ratio=2), "expansion ratio of 2"),
     (lambda: T.DeepseekV2Config(), "experts without num_experts_per_tok"),
+    (lambda: T.DeepseekV3Config(n_routed_experts=8, n_group=3, topk_group=1), "expert groups that do not fit"),
+    (lambda: T.Qwen2MoeConfig(shared_expert_intermediate_size=0), "shared expert of width 0"),
     (lambda: T.DeepseekV2Config(num_experts_per_tok=2, topk_method="noaux_tc"), "expert choice 'noaux_tc'"),
     (lambda: T.DeepseekV3Config(num_key_value_heads=16), "latent attention with 16 key/value heads"),
     (lambda: T.LlamaConfig(hidden_act="relu"), "gated MLP with activation 'relu'"),
@@ -430,3 +432,21 @@ def test_router_aux_loss_refuses_sigmoid_routing(root):
     model(torch.randint(0, 97, (1, 5)))
     with pytest.raises(ValueError, match="score_bias"):
         router_aux_loss(model)
+
+
+def test_half_precision_keeps_deepseek_routing_state_in_float32(root, tmp_path):
+    """transformers keeps DeepSeek's gate.weight and e_score_correction_bias in float32: expert choice
+    hinges on small differences. archdsl keeps both (router_fp32, score_bias) through casts and save/load."""
+    from archdsl.blocks.feedforward import MoE
+
+    overrides, _ = TINY["deepseek-v3"]
+    model = archdsl.compile(root / "specs" / "deepseek-v3.yaml", overrides=overrides, seed=0, dtype=torch.bfloat16)
+    moe = next(m for m in model.modules() if isinstance(m, MoE))
+    assert moe.router.weight.dtype == moe.score_bias.dtype == torch.float32
+    assert moe.experts.up.dtype == torch.bfloat16
+    model.save(tmp_path / "m.pt")
+    loaded = archdsl.load_model(tmp_path / "m.pt")
+    tokens = torch.randint(0, 97, (2, 6), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(model.eval()(tokens), loaded(tokens))
+    assert next(m for m in loaded.modules() if isinstance(m, MoE)).router.weight.dtype == torch.float32

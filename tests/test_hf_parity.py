@@ -122,6 +122,8 @@ def _configs() -> dict:
         "deepseek_v3_yarn": lambda: T.DeepseekV3Config(**DEEPSEEK, q_lora_rank=24, rope_parameters={
             "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 4, "mscale": 1.0,
             "mscale_all_dim": 1.0, "beta_fast": 32, "beta_slow": 1, "rope_theta": 10000.0}),
+        # no shared expert: transformers keeps zero-width shared-expert weights, which hold nothing
+        "deepseek_v3_noshared": lambda: T.DeepseekV3Config(**DEEPSEEK, q_lora_rank=24, n_shared_experts=0),
         # DeepSeek-V2: softmax experts, top k not renormalised, scaled; greedy, or within groups by their best score
         "deepseek_v2": lambda: T.DeepseekV2Config(**{**DEEPSEEK, "n_routed_experts": 8}, q_lora_rank=None,
                                                   routed_scaling_factor=2.0),

@@ -101,7 +101,7 @@ BUILDERS: dict[str, Builder] = {
                                d["spec"].bias, d["spec"].router_bias, d["spec"].normalize, d["spec"].jitter,
                                d["spec"].gated, d["spec"].aux_loss_coef, d["spec"].shared_hidden, d["spec"].shared_gate,
                                d["spec"].scoring, d["spec"].score_bias, d["spec"].groups, d["spec"].top_groups,
-                               d["spec"].routed_scale, d["spec"].group_score),
+                               d["spec"].routed_scale, d["spec"].group_score, d["spec"].router_fp32),
     "linear": lambda d, g, b: Linear(d["in_width"], d["spec"].out, bias=d["spec"].bias),
     "dropout": lambda d, g, b: Dropout(d["spec"].p),
     "layernorm": lambda d, g, b: LayerNorm(d["in_width"], d["spec"].eps, d["spec"].bias),

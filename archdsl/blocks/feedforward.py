@@ -114,12 +114,12 @@ class MoE(nn.Module):
                  router_bias: bool, normalize: bool, jitter: float, gated: bool, aux_loss_coef: float = 0.0,
                  shared_hidden: int | None = None, shared_gate: bool = False, scoring: str = "softmax",
                  score_bias: bool = False, groups: int = 1, top_groups: int | None = None, routed_scale: float = 1.0,
-                 group_score: str = "top2_sum"):
+                 group_score: str = "top2_sum", router_fp32: bool = False):
         super().__init__()
         self.num_experts, self.top_k, self.normalize, self.jitter = experts, top_k, normalize, jitter
         self.aux_loss_coef = aux_loss_coef
         self.scoring, self.groups, self.top_groups, self.routed_scale = scoring, groups, top_groups, routed_scale
-        self.group_score = group_score
+        self.group_score, self.router_fp32 = group_score, router_fp32
         if score_bias:  # a checkpoint's state (DeepSeek-V3's e_score_correction_bias), not trained by gradients
             self.register_buffer("score_bias", torch.zeros(experts))
         else:
@@ -132,14 +132,25 @@ class MoE(nn.Module):
         self.shared_gate = nn.Linear(width, 1, bias=False) if shared_gate else None
 
     def _apply(self, fn: Any, recurse: bool = True) -> "MoE":
-        """Casts (model.to(torch.bfloat16)) leave score_bias in float32, as transformers keeps
-        e_score_correction_bias: the choice between experts hinges on small differences of it."""
-        bias = self.score_bias
+        """Casts (model.to(torch.bfloat16)) leave score_bias, and with router_fp32 the router, in
+        float32, as transformers keeps DeepSeek's e_score_correction_bias and gate.weight: the
+        choice between experts hinges on small differences of them."""
+        kept = {"score_bias": self.score_bias} if self.score_bias is not None else {}
+        if self.router_fp32:
+            kept.update({f"router.{n}": p.detach() for n, p in self.router.named_parameters()})
         super()._apply(fn, recurse)
-        if bias is not None and self.score_bias.dtype != torch.float32:
-            device = self.score_bias.device
-            self.score_bias = (torch.empty(bias.shape, dtype=torch.float32, device=device) if bias.is_meta or
-                               device.type == "meta" else bias.to(device=device, dtype=torch.float32))
+        for name, before in kept.items():
+            owner, attr = (self.router, name.split(".", 1)[1]) if name.startswith("router.") else (self, name)
+            now = getattr(owner, attr)
+            if now.dtype == torch.float32:
+                continue
+            device = now.device
+            value = (torch.empty(before.shape, dtype=torch.float32, device=device) if before.is_meta or
+                     device.type == "meta" else before.to(device=device, dtype=torch.float32))
+            if isinstance(now, nn.Parameter):
+                now.data = value
+            else:
+                setattr(owner, attr, value)
         return self
 
     def add_shared(self, out: torch.Tensor, flat: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
@@ -152,7 +163,11 @@ class MoE(nn.Module):
 
     def route(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(router logits (N, E), top-k weights (N, k) in float32, top-k expert ids (N, k))."""
-        logits = self.router(flat)
+        if self.router_fp32:  # float32 logits from a float32 router whatever the stream's dtype (DeepSeek)
+            logits = F.linear(flat.float(), self.router.weight.float(),
+                              None if self.router.bias is None else self.router.bias.float())
+        else:
+            logits = self.router(flat)
         if self.scoring == "softmax" and self.score_bias is None and self.groups == 1:
             probs = torch.softmax(logits.float(), dim=-1)
             weights, chosen = torch.topk(probs, self.top_k, dim=-1)

@@ -343,6 +343,7 @@ class Features:
     groups: int = 1
     top_groups: int | None = None
     group_score: str = "top2_sum"
+    router_fp32: bool = False  # the router stays float32 in half-precision models (DeepSeek)
     routed_scale: float = 1.0
     residual_scale: float | None = None  # x + residual_scale * f(x) in every residual (Granite)
     norms: str = "pre"  # pre | sandwich (Gemma 2) | post (OLMo 2): where the layer norms sit in each residual
@@ -369,6 +370,15 @@ def _bias(cfg: Any, traits: dict, key: str, *config_keys: str) -> bool:
 
 def _float_or_none(value: Any) -> float | None:
     return float(value) if value else None
+
+
+def _shared_expert(cfg: Any) -> int | None:
+    """Qwen2-MoE's gated shared expert width; a width of 0 would keep a gate that gates nothing."""
+    width = int(_get(cfg, "shared_expert_intermediate_size") or 0)
+    if width == 0 and getattr(cfg, "shared_expert_intermediate_size", None) == 0:
+        raise _unsupported(cfg, "shared_expert_intermediate_size", "a shared expert of width 0 with a gate "
+                           "(transformers keeps its gate weights, which archdsl's moe cannot hold without an expert)")
+    return width or None
 
 
 def _multiplier(cfg: Any, key: str) -> float | None:
@@ -551,7 +561,7 @@ def features_from_config(config: Any) -> Features:
         attn_softcap=_float_or_none(getattr(cfg, "attn_logit_softcapping", None)),
         final_softcap=_float_or_none(getattr(cfg, "final_logit_softcapping", None)),
         experts=int(experts) if experts else None, top_k=top_k, normalize=normalize,
-        shared_hidden=int(_get(cfg, "shared_expert_intermediate_size") or 0) or None if experts else None,
+        shared_hidden=_shared_expert(cfg) if experts else None,
         jitter=float(_get(cfg, "router_jitter_noise", default=0.0)),
         aux_loss_coef=float(_get(cfg, "router_aux_loss_coef", default=0.0)) if experts else 0.0,
         attn_dropout=float(_get(cfg, "attn_pdrop", "attention_dropout", default=0.0)),
@@ -649,6 +659,12 @@ def _deepseek(cfg: Any, f: Features) -> None:
     f.top_groups = int(cfg.topk_group) if f.groups > 1 else None
     f.group_score = "top2_sum" if v3 else "max"
     f.routed_scale = float(cfg.routed_scaling_factor)
+    f.router_fp32 = True  # transformers keeps DeepSeek's gate.weight in float32 (_keep_in_fp32_modules_strict)
+    per_group = (f.experts or 0) // f.groups if f.groups > 1 else 0
+    if f.groups > 1 and (f.experts % f.groups or f.top_k > f.top_groups * per_group):
+        raise _unsupported(cfg, "n_group", f"expert groups that do not fit: n_group={cfg.n_group} for {f.experts} "
+                           f"experts, topk_group={cfg.topk_group}, num_experts_per_tok={f.top_k}",
+                           "n_group must divide the experts and the kept groups must hold num_experts_per_tok")
     f.aux_loss_coef = 0.0
 
 
@@ -864,6 +880,8 @@ def spec_yaml_from_config(config: Any) -> str:
                 moe.append(("group_score", f.group_score))
         if f.routed_scale != 1.0:
             moe.append(("routed_scale", _scalar(f.routed_scale)))
+        if f.router_fp32:
+            moe.append(("router_fp32", "true"))
         if f.shared_hidden:
             moe += [("shared_hidden", "$shared_ffn")] + ([] if f.latent is not None else [("shared_gate", "true")])
         ffn_node = f"moe: {_args(moe)}"
@@ -1430,7 +1448,8 @@ class _Mapper:
                         self.put(f"{name}.bias", self.src.get(bkey))  # type: ignore[arg-type]
                 elif bkey is not None:
                     self.errors.append(f"the checkpoint has an output bias {bkey} that the spec lacks")
-        unused = sorted(k for k in self.src.loaders if k not in self.src.used and not _IGNORED.search(k))
+        unused = sorted(k for k in self.src.loaders if k not in self.src.used and not _IGNORED.search(k)
+                        and self.src.loaders[k]().numel() > 0)  # a zero-width part (n_shared_experts: 0) holds nothing
         if unused:
             shown = ", ".join(unused[:8]) + (f" and {len(unused) - 8} more" if len(unused) > 8 else "")
             self.errors.append(f"checkpoint tensors the spec does not use: {shown}")

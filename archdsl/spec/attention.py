@@ -164,8 +164,8 @@ class LatentAttention(NodeSpec):
     def check(self, scope: Scope) -> None:
         pos = scope.positional
         if pos is None or pos.type != "rotary":
-            what = "no positional node" if pos is None else f"an {pos.type} positional node" if pos.type[0] in "aeiou" \
-                else f"a {pos.type} positional node"
+            what = "no rotary positional node" if pos is None else f"an {pos.type} positional node" \
+                if pos.type[0] in "aeiou" else f"a {pos.type} positional node"
             scope.report("rope_dim", f"latent attention rotates rope_dim dims per head, but {what} governs it",
                          "put `- positional: {kind: rotary}` before the layers")
             return

@@ -110,6 +110,8 @@ class MoE(NodeSpec):
     group_score: Literal["top2_sum", "max"] = Field("top2_sum", description="How a group is scored for group-limited "
                                                    "routing: the sum of its two best expert scores (DeepSeek-V3) or "
                                                    "its best one (DeepSeek-V2).")
+    router_fp32: bool = Field(False, description="Keep the router's weights and logits in float32 when the model is "
+                              "cast to bf16/fp16 (DeepSeek-V2/V3, as transformers keeps gate.weight).")
     routed_scale: PosFloat = Field(1.0, description="Multiply the routed experts' weights by this (DeepSeek-V3: 2.5).")
 
     @property
@@ -162,6 +164,7 @@ class MoE(NodeSpec):
 
     def summary_args(self) -> str:
         shared = f", shared {self.shared_hidden}" + (" gated" if self.shared_gate else "") if self.shared_hidden else ""
-        routing = (", sigmoid" if self.scoring == "sigmoid" else "") + (
-            f", {self.top_groups}/{self.groups} groups" if self.groups > 1 else "")
+        routing = (", sigmoid" if self.scoring == "sigmoid" else "") + (" + bias" if self.score_bias else "") + (
+            f", {self.top_groups}/{self.groups} groups" + (" by max" if self.group_score == "max" else "")
+            if self.groups > 1 else "") + (f", × {self.routed_scale:g}" if self.routed_scale != 1.0 else "")
         return f"{self.experts} experts, top {self.top_k}{routing}, {self.activation}, hidden {self.hidden}{shared}"
