@@ -570,8 +570,9 @@ def load_spec(source: Any, *, overrides: Mapping[str, Any] | None = None,
         errors.extend(exc.errors)
     errors.raise_if_any()
     spec._source = str(path) if path else None
-    spec._origin, spec._overrides = (source if not isinstance(source, Mapping) else copy.deepcopy(dict(source))), \
-        dict(overrides or {})
+    # what to re-read for later overrides: the file (absolute, so a change of directory does not lose it) or the data
+    spec._origin = path.resolve() if path else copy.deepcopy(dict(source)) if isinstance(source, Mapping) else source
+    spec._overrides = dict(overrides or {})
     raw_model = final["model"]
     for name, stack in spec.model.stacks().items():
         raw_stack = raw_model["graph"][name] if name else raw_model

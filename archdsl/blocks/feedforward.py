@@ -46,8 +46,8 @@ class Experts(nn.Module):
     up (n, hidden or 2 * hidden for gated, width) and down (n, width, hidden), biases (n, ...).
 
     Two tensors instead of 2n Linear modules: DeepSeek-V3's 58 x 256 experts build in a fraction
-    of the time, and a checkpoint's 3-D expert tensors load as they are. run(e, x) is expert e's
-    MLP; `weights()` gives per-expert views (unbound once per forward when training, so the
+    of the time, and a checkpoint's 3-D expert tensors load as they are. run(weights()[e], x) is
+    expert e's MLP; `weights()` gives per-expert views (unbound once per forward when training, so the
     backward stacks the gradients once rather than once per expert).
     """
 
@@ -104,7 +104,8 @@ class Dropout(nn.Dropout):
 
 
 class MoE(nn.Module):
-    """Mixture of experts: softmax router over `experts` MLPs, each token mixed from its top_k experts.
+    """Mixture of experts: a router scores `experts` MLPs (softmax, or sigmoid with an optional choice
+    bias and expert groups for DeepSeek), each token is mixed from its top_k experts.
 
     After each forward the router logits (tokens, experts) are kept in ``router_logits`` so that
     :func:`router_aux_loss` can compute the load-balancing loss of the last forward.
@@ -135,12 +136,11 @@ class MoE(nn.Module):
         """Casts (model.to(torch.bfloat16)) leave score_bias, and with router_fp32 the router, in
         float32, as transformers keeps DeepSeek's e_score_correction_bias and gate.weight: the
         choice between experts hinges on small differences of them."""
-        kept = {"score_bias": self.score_bias} if self.score_bias is not None else {}
+        kept = [(self, "score_bias", self.score_bias)] if self.score_bias is not None else []
         if self.router_fp32:
-            kept.update({f"router.{n}": p.detach() for n, p in self.router.named_parameters()})
+            kept += [(self.router, name, p.detach()) for name, p in self.router.named_parameters()]
         super()._apply(fn, recurse)
-        for name, before in kept.items():
-            owner, attr = (self.router, name.split(".", 1)[1]) if name.startswith("router.") else (self, name)
+        for owner, attr, before in kept:  # put the float32 values back, on the new device
             now = getattr(owner, attr)
             if now.dtype == torch.float32:
                 continue

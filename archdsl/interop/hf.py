@@ -104,7 +104,7 @@ FAMILY_TRAITS: dict[str, dict[str, Any]] = {
     "granite": dict(qkv_bias="attention_bias", out_bias="attention_bias", mlp_bias="mlp_bias"),
     "granitemoe": dict(qkv_bias="attention_bias", out_bias="attention_bias"),
     # DeepSeek-V3 (and Kimi K2): latent attention, sigmoid-scored group-limited experts with an ungated shared
-    # expert, the first layers dense; read from the config by _deepseek_v3
+    # expert, the first layers dense; read from the config by _deepseek
     "deepseek_v3": dict(latent=True, handles=("n_shared_experts",)),
     "deepseek_v2": dict(latent=True, handles=("n_shared_experts",)),
     "mpt": dict(gated=False, qkv_bias=False, out_bias=False, mlp_bias=False, positional="alibi", norm_bias=False,
