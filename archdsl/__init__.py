@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import ErrorItem, SpecError
+from .kinds import KindError, kinds, register_kind, unregister_kind
 from .loader import load_spec
 from .spec import Spec
 
@@ -50,4 +51,4 @@ def __getattr__(name: str) -> Any:  # torch-backed names load lazily, so validat
 
 
 __all__ = ["load_spec", "compile", "graph", "summary", "render", "Spec", "SpecError", "ErrorItem", "ArchModel",
-           "EncoderOutput", "load_model", "__version__"]
+           "EncoderOutput", "load_model", "register_kind", "unregister_kind", "kinds", "KindError", "__version__"]

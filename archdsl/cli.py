@@ -132,13 +132,29 @@ def cmd_build(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 def cmd_schema(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .schema import json_schema_text
 
-    text = json_schema_text()
+    text = json_schema_text(include_plugins=not args.builtin)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
             f.write(text)
     else:
         sys.stdout.write(text)
     return 0
+
+
+def cmd_kinds(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .kinds import REGISTRY
+
+    problems = REGISTRY.load_all()  # installed plugins too
+    if args.reference:
+        from .reference import section
+
+        print(section(include_plugins=True))
+    else:
+        for kind in REGISTRY:
+            print(f"{kind.name:<18} {kind.spec.family:<15} {kind.origin}")
+    for problem in problems:
+        print(f"archdsl kinds: {problem}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 def cmd_import_hf(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -189,8 +205,14 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default=None, help="spec file to write (default: print it)")
     p.set_defaults(run=cmd_import_hf)
 
+    p = sub.add_parser("kinds", help="list the node kinds, built in and from installed plugins (no torch)")
+    p.add_argument("--reference", action="store_true",
+                   help="print the language reference of every kind, plugins included (markdown)")
+    p.set_defaults(run=cmd_kinds)
+
     p = sub.add_parser("schema", help="print the JSON Schema of the spec language (for editors)")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    p.add_argument("--builtin", action="store_true", help="only the built-in kinds (default: installed plugins too)")
     p.set_defaults(run=cmd_schema)
     return parser
 

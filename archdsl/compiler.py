@@ -14,15 +14,13 @@ import networkx as nx
 import torch
 from torch import nn
 
-from .blocks import BUILDERS, ForwardContext
-from .blocks.attention import Attention, CrossAttention, LatentAttention
-from .blocks.embedding import Embedding, LearnedPositional
-from .blocks.feedforward import MLP, Experts
-from .blocks.heads import LMHead
-from .generate import KVCache
+from .blocks.context import BuildContext, ForwardContext, InitScheme
+from .blocks.structure import Sequence
+from .cache import KVCache
 from .generate import generate as _generate
 from .generate import generate_encoder_decoder as _generate_encoder_decoder
 from .ir import build_graph
+from .kinds import REGISTRY
 from .loader import load_spec
 from .spec import Spec
 
@@ -43,19 +41,19 @@ class ArchModel(nn.Module):
         self.graph = graph
         self.returns_logits = graph.graph["output"] == "logits"
         self.has_pooler = graph.graph["has_pooler"]
-        self.max_positions = min((m.max_len for m in self.modules() if isinstance(m, LearnedPositional)), default=None)
-        self.vocab = next((m.weight.shape[0] for m in self.modules() if isinstance(m, Embedding) and m.input == "tokens"), None)
+        # per stack, the ranges of the inputs its nodes index (tokens: vocab, positions: learned max_len, ...)
+        self._limits: dict[str, dict[str, int]] = graph.graph["limits"]
+        self.max_positions = min((lim["positions"] for lim in self._limits.values() if "positions" in lim), default=None)
+        self.vocab = next((lim["tokens"] for lim in self._limits.values() if "tokens" in lim), None)  # the first table
         stacks = spec.model.stacks()
         # graph models (encoder-decoder): stack name -> the input it reads; None for one stack
         self.stack_inputs = None if "" in stacks else {name: stacks[name].input for name in graph.graph["stacks"]}
         # with a cache, stacks that read decoder_tokens decode incrementally; the others run once per cache
         cached = [self] if self.stack_inputs is None else [
             self.get_submodule(name) for name, kind in self.stack_inputs.items() if kind == "decoder_tokens"]
-        for slot, attention in enumerate(m for c in cached for m in c.modules()
-                                         if isinstance(m, (Attention, LatentAttention))):
-            attention.cache_slot = slot  # where its keys/values live in a KVCache
-        for slot, cross in enumerate(m for m in self.modules() if isinstance(m, CrossAttention)):
-            cross.cross_slot = slot  # where its memory keys/values live in a cache (computed once per cache)
+        self._stateful = [m for c in cached for m in c.modules() if hasattr(m, "new_state")]
+        for slot, module in enumerate(self._stateful):
+            module.cache_slot = slot  # where its decode state lives in a KVCache
 
     def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
                 position_ids: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None,
@@ -125,13 +123,13 @@ class ArchModel(nn.Module):
                 raise ValueError(f"position_ids must lie in [0, {self.max_positions}) (the learned positions of "
                                  f"'{self.spec.name}'), got {low}..{high}")
         if token_type_ids is not None:
-            types = [m for m in self.modules() if isinstance(m, Embedding) and m.input == "token_type_ids"]
-            if not types:
+            types = next((lim["token_type_ids"] for lim in self._limits.values() if "token_type_ids" in lim), None)
+            if types is None:
                 raise ValueError(f"'{self.spec.name}' has no token-type embedding, so token_type_ids would be "
                                  "ignored; drop them, or add - embedding: {input: token_type_ids, vocab: 2}")
             low, high = torch.stack(torch.aminmax(token_type_ids)).tolist()
-            if low < 0 or high >= types[0].weight.shape[0]:
-                raise ValueError(f"token_type_ids must lie in [0, {types[0].weight.shape[0]}), got {low}..{high}")
+            if low < 0 or high >= types:
+                raise ValueError(f"token_type_ids must lie in [0, {types}), got {low}..{high}")
 
     def _check_tokens(self, tokens: torch.Tensor, cache: KVCache | None = None) -> None:
         """Shape, length and vocabulary checks of forward (skipped for the steps of generate)."""
@@ -168,9 +166,10 @@ class ArchModel(nn.Module):
         ctx = ForwardContext(positions=position_ids, key_padding=key_padding, token_type_ids=token_type_ids,
                              cache=cache)
         x = tokens
-        for module in self._modules.values():
-            if last_only and isinstance(module, LMHead):
-                x = x[:, -1:]  # generate needs the last position's logits only
+        head = len(self._modules) - 1 if last_only and self.returns_logits else -1
+        for i, module in enumerate(self._modules.values()):
+            if i == head:
+                x = x[:, -1:]  # generate needs the last position's logits only: slice before the head
             x = module(x, ctx)
         if cache is not None:
             cache.length += S
@@ -196,16 +195,14 @@ class ArchModel(nn.Module):
                 raise ValueError(f"{kind} must be (batch, seq) integer ids, got shape {tuple(ids.shape)}")
             B, S = ids.shape
             end = S + (cache.length if incremental else 0)  # type: ignore[union-attr]
-            stack = self.get_submodule(name)
-            limit = min((m.max_len for m in stack.modules() if isinstance(m, LearnedPositional)), default=None)
+            limit = self._limits.get(name, {}).get("positions")
             if limit is not None and end > limit:
                 raise ValueError(f"{kind}: a sequence of {end} tokens is longer than the {limit} learned positions of "
                                  f"stack '{name}' of '{self.spec.name}'")
             if cache is not None and (B != cache.batch or (incremental and end > cache.max_len)):
                 raise ValueError(f"a cache of batch {cache.batch} holding {cache.length} of {cache.max_len} positions "
                                  f"cannot take {S} more {kind} in a batch of {B}")
-            vocab = next((m.weight.shape[0] for m in stack.modules() if isinstance(m, Embedding) and m.input == "tokens"),
-                         None)
+            vocab = self._limits.get(name, {}).get("tokens")
             if vocab is not None and not torch.compiler.is_compiling() and ids.numel():
                 low, high = torch.stack(torch.aminmax(ids)).tolist()  # one reduction, one host sync
                 if low < 0 or high >= vocab:
@@ -243,9 +240,10 @@ class ArchModel(nn.Module):
                                  token_type_ids=token_type_ids if kind == "tokens" else None,
                                  cache=cache if incremental else None, memory=memory)
             x = ids
-            for module in stack._modules.values():
-                if last_only and name == output and isinstance(module, LMHead):
-                    x = x[:, -1:]  # generate needs the last position's logits only
+            head = len(stack._modules) - 1 if last_only and name == output and self.returns_logits else -1
+            for i, module in enumerate(stack._modules.values()):
+                if i == head:
+                    x = x[:, -1:]  # generate needs the last position's logits only: slice before the head
                 x = module(x, ctx)
             memory[name] = (x, key_padding)
             if cache is not None and not incremental:
@@ -259,19 +257,18 @@ class ArchModel(nn.Module):
         return result
 
     def new_cache(self, batch: int, max_len: int, device: Any = None, dtype: torch.dtype | None = None) -> KVCache:
-        """An empty static KV cache for `batch` sequences of up to `max_len` positions (prompt + new tokens).
+        """An empty cache for `batch` sequences of up to `max_len` positions (prompt + new tokens): each
+        stateful layer's decode state (attention keys/values, recurrent and convolution state), in the
+        dtype of the layer's weights unless `dtype` is given.
 
         For an encoder-decoder, max_len counts decoder positions; the encoder's output and the
         cross-attention keys/values are added to the cache by its first forward."""
         if self.max_positions is not None and max_len > self.max_positions:
             raise ValueError(f"a cache of {max_len} positions is longer than the {self.max_positions} learned positions "
                              f"of '{self.spec.name}'")
-        layers = sorted(((m.cache_slot, m) for m in self.modules() if isinstance(m, (Attention, LatentAttention))
-                         and m.cache_slot is not None), key=lambda t: t[0])
-        reference = layers[0][1].out.weight if layers else next(self.parameters())
-        return KVCache([m.cache_shapes() for _, m in layers], batch, max_len,
-                       device=reference.device if device is None else device,
-                       dtype=reference.dtype if dtype is None else dtype)
+        if device is None:
+            device = next((p.device for p in self.parameters()), torch.device("cpu"))
+        return KVCache.for_modules(self._stateful, batch, max_len, device=device, dtype=dtype)
 
     def generate(self, tokens: torch.Tensor, max_new_tokens: int, *, temperature: float = 0.0,
                  top_k: int | None = None, top_p: float | None = None, eos_token_id: int | list[int] | None = None,
@@ -344,19 +341,24 @@ def _retie(model: ArchModel) -> None:
     their embeddings again."""
     g = model.graph
     for node, data in g.nodes(data=True):
-        if data["kind"] in ("lm_head", "embedding") and data["spec"].tie:
-            head = model.get_submodule(node)
-            head.weight = model.get_submodule(g.graph["embeddings"][data["spec"].tie]).weight
+        tie = data["spec"].tied_to() if "spec" in data else None
+        if tie:  # a kind that ties shares its table's Parameter as `weight`
+            model.get_submodule(node).weight = model.get_submodule(g.graph["embeddings"][tie]).weight
 
 
 def _build(g: nx.DiGraph, node: str, built: dict[str, nn.Module]) -> nn.Module:
-    data = dict(g.nodes[node], id=node)
-    if data["composite"]:
-        children = [(child.rsplit(".", 1)[-1], _build(g, child, built)) for child in data.get("children", ())
-                    if g.nodes[child]["kind"] not in ("add", "sum")]
-        module = BUILDERS[data["kind"]](data, g, {"children": children})
+    """The module of one IR node, from its kind's builder (composites: after their children)."""
+    data = g.nodes[node]
+    children = [(child.rsplit(".", 1)[-1], _build(g, child, built)) for child in data.get("children", ())
+                if "spec" in g.nodes[child] or g.nodes[child]["composite"]] if data["composite"] else []
+    if "spec" not in data:  # a repeated layer, a parallel branch or a graph stack: its children in order
+        module: nn.Module = Sequence(children)
     else:
-        module = BUILDERS[data["kind"]](data, g, built)
+        context = BuildContext(node, data["spec"], data.get("in_width"), data.get("out_width"), g, built, children)
+        module = REGISTRY.get(data["kind"]).builder()(context)
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"the builder of kind '{data['kind']}' returned {type(module).__name__} for {node}, "
+                            "not a torch.nn.Module")
     built[node] = module
     return module
 
@@ -364,38 +366,31 @@ def _build(g: nx.DiGraph, node: str, built: dict[str, nn.Module]) -> nn.Module:
 @torch.no_grad()
 def initialise(model: ArchModel, generator: torch.Generator | None = None) -> None:
     """GPT-2's scheme: N(0, std) for projections and embeddings, zero biases, unit norms, and
-    projections that write into a residual scaled by 1/sqrt(number of residual branches)."""
-    init = model.spec.model.init
-    residual_std = init.std / math.sqrt(model.graph.graph["residual_branches"]) if init.residual_scaling else init.std
-    residual_out = {id(m.out) for m in model.modules() if isinstance(m, (Attention, CrossAttention, LatentAttention))}
-    residual_out |= {id(m.down) for m in model.modules() if isinstance(m, MLP)}
+    projections that write into a residual scaled by 1/sqrt(number of residual branches).
+
+    Modules are visited in order; one with its own ``init_weights(init)`` draws its parameters
+    (and its children's) itself. Otherwise a Linear is N(0, std) (the residual std when it is
+    marked ``writes_residual``) with a zero bias, and a 1-D ``weight`` (a norm) is one, its bias zero.
+    """
+    spec_init = model.spec.model.init
+    residual_std = (spec_init.std / math.sqrt(model.graph.graph["residual_branches"]) if spec_init.residual_scaling
+                    else spec_init.std)
+    init = InitScheme(spec_init.std, residual_std, generator)
+    done: set[int] = set()  # modules initialised by an ancestor's init_weights
     for module in model.modules():
-        if isinstance(module, Experts):  # stacked expert MLPs: up as any projection, down writes the residual
-            module.up.normal_(0.0, init.std, generator=generator)
-            module.down.normal_(0.0, residual_std, generator=generator)
-            for bias in (module.up_bias, module.down_bias):
-                if bias is not None:
-                    bias.zero_()
+        if id(module) in done:
+            continue
+        if hasattr(module, "init_weights"):
+            module.init_weights(init)
+            done.update(id(m) for m in module.modules())
         elif isinstance(module, nn.Linear):
-            std = residual_std if id(module) in residual_out else init.std
+            std = init.residual_std if getattr(module, "writes_residual", False) else init.std
             module.weight.normal_(0.0, std, generator=generator)
             if module.bias is not None:
                 module.bias.zero_()
-        elif isinstance(module, (Embedding, LearnedPositional)):
-            module.weight.normal_(0.0, init.std, generator=generator)
-            if getattr(module, "padding_idx", None) is not None:
-                module.weight[module.padding_idx].zero_()
-        elif hasattr(module, "init_weights"):  # blocks with their own scheme (conv1d, lstm, gru), seeded too
-            module.init_weights(init.std, generator)
-        elif hasattr(module, "weight") and isinstance(getattr(module, "weight"), nn.Parameter) and module.weight.dim() == 1:
+        elif isinstance(getattr(module, "weight", None), nn.Parameter) and module.weight.dim() == 1:
             module.weight.fill_(1.0)  # norms
             if getattr(module, "bias", None) is not None:
-                module.bias.zero_()
-    for module in model.modules():  # LM-head biases (tied weights were set with the embedding)
-        if module.__class__.__name__ == "LMHead":
-            if not module.tied:
-                module.weight.normal_(0.0, init.std, generator=generator)
-            if module.bias is not None:
                 module.bias.zero_()
 
 

@@ -89,15 +89,14 @@ THEMES: dict[str, dict[str, str]] = {
              "memory": "#000000", "stack_line": "#444444"},
 }
 
-#: How a node kind is titled in a diagram (default: the kind itself).
-KIND_TITLES: dict[str, str] = {
-    "embedding": "Embedding", "positional": "Positional", "attention": "Attention",
-    "latent_attention": "Latent attention", "mlp": "MLP",
-    "linear": "Linear", "dropout": "Dropout", "layernorm": "LayerNorm", "rmsnorm": "RMSNorm",
-    "lm_head": "LM head", "pooler": "Pooler", "moe": "MoE", "conv1d": "Conv1d", "lstm": "LSTM", "gru": "GRU",
-    "patch_embedding": "Patch embedding", "classifier": "Classifier",
-}  # composite kinds (residual, parallel, repeat) are drawn as junctions and clusters, not titled boxes
+# A block's title is its kind's `title` (NodeSpec.display_title); composite kinds (residual, parallel,
+# repeat) are drawn as junctions and clusters, not titled boxes.
 JUNCTIONS = {"add": "+", "sum": "+"}
+
+
+def _title(d: dict) -> str:
+    spec = d.get("spec")
+    return spec.display_title() if spec is not None else str(d.get("kind", "?"))
 
 
 def family_style(family: str | None) -> FamilyStyle:
@@ -125,6 +124,9 @@ class DNode:
     shape: Any = None
     params: int = 0
     rows: list[tuple[str, str, str]] = field(default_factory=list)  # layers view: (family, title, args)
+    side_output: str | None = None  # the second output the block writes (a pooler's "pooled")
+    configures: bool = False  # it configures later blocks (rotary, ALiBi) rather than adding to the stream
+    reads_input: bool = False  # it reads a model input (an embedding), for the links between tied tables
 
 
 @dataclass
@@ -286,9 +288,12 @@ def _leaf_node(node_id: str, d: dict, cluster: str | None) -> DNode:
     elif kind in ("input", "output"):
         title, args = str(d.get("label") or kind), ""
     else:
-        title, args = KIND_TITLES.get(kind, kind), str(d.get("label") or "")
+        title, args = _title(d), str(d.get("label") or "")
+    spec = d.get("spec")
     return DNode(node_id, kind, d.get("family") or "other", d.get("order", 0), cluster, title, args,
-                 _explicit_name(d), d.get("out_shape"), int(d.get("params") or 0))
+                 _explicit_name(d), d.get("out_shape"), int(d.get("params") or 0),
+                 side_output=getattr(spec, "side_output", None), configures=bool(d.get("configures")),
+                 reads_input=getattr(spec, "reads_input", None) is not None)
 
 
 def build_view(g, detail: str = "blocks", *, merge_runs: bool = True, residual_clusters: bool = False) -> View:
@@ -424,7 +429,7 @@ def build_view(g, detail: str = "blocks", *, merge_runs: bool = True, residual_c
 
 def _side_outputs(nodes: dict[str, DNode], edges: list[DEdge]) -> None:
     """A pooler is a side output: the stream bypasses it, and it feeds its own output node."""
-    for pooler in [n for n in nodes.values() if n.kind == "pooler"]:
+    for pooler in [n for n in nodes.values() if n.side_output]:
         sources = [e.u for e in edges if e.v == pooler.id and e.role == "data"]
         outs = [e for e in edges if e.u == pooler.id]
         if len(sources) != 1 or not outs:
@@ -436,7 +441,7 @@ def _side_outputs(nodes: dict[str, DNode], edges: list[DEdge]) -> None:
                 e.v, e.role = side_id, "data"
             else:
                 e.u = sources[0]
-        nodes[side_id] = DNode(side_id, "output", "io", pooler.order, pooler.cluster, "pooled", "",
+        nodes[side_id] = DNode(side_id, "output", "io", pooler.order, pooler.cluster, pooler.side_output, "",
                                shape=pooler.shape)
     seen: set[tuple[str, str]] = set()
     unique = []
@@ -453,7 +458,7 @@ def _tied_embeddings(g, nodes: dict[str, DNode]) -> list[DEdge]:
     out = []
     tables = g.graph.get("embeddings") or {}
     for node in list(nodes.values()):
-        if node.kind != "embedding":
+        if not node.reads_input:
             continue
         tie = getattr(g.nodes[node.id].get("spec"), "tie", None)
         source = tables.get(tie) if tie else None
@@ -510,7 +515,7 @@ def _box_node(g, n: str, c: _Collapser, cluster: str | None) -> DNode:
         elif md["kind"] == "sum":
             rows.append(("structure", "+ sum of branches", ""))
         else:
-            rows.append((md.get("family") or "other", KIND_TITLES.get(md["kind"], md["kind"]), str(md.get("label") or "")))
+            rows.append((md.get("family") or "other", _title(md), str(md.get("label") or "")))
     last = g.nodes[inside[-1]] if inside else d
     node = DNode(n, d["kind"], "structure", d.get("order", 0), cluster, title, "", None,
                  last.get("out_shape"), params, rows)
@@ -640,7 +645,7 @@ def _node_dot(node: DNode, o: _Opts) -> str:
         return _attrs(label=_box_label(node, o), shape="box", style="rounded,filled", fillcolor=t["repeat_fill"],
                       color=t["repeat_line"], margin="0.05,0.05")
     style = "rounded,filled"
-    if node.kind == "positional" and node.args.split(" ")[0] in ("rotary", "alibi"):
+    if node.configures:
         style = "rounded,filled,dashed"  # configures the attention rather than adding to the stream
     return _attrs(label=_node_label(node, o), style=style, fillcolor=fill, color=line, penwidth=1.3,
                   fontcolor=t["text"])
@@ -1110,5 +1115,5 @@ def run_render(args: argparse.Namespace, parser: argparse.ArgumentParser | None 
 
 
 __all__ = ["render", "render_image", "build_view", "to_dot", "to_mermaid", "View", "RenderError", "FAMILY_STYLES",
-           "KIND_TITLES", "THEMES", "FORMATS", "DETAILS", "add_render_arguments", "run_render", "find_engine",
+           "THEMES", "FORMATS", "DETAILS", "add_render_arguments", "run_render", "find_engine",
            "clean_svg", "dot_digest", "INSTALL_HINT", "ENV_VAR"]

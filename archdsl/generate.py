@@ -4,15 +4,17 @@
     out = model.generate(prompt, 32)                                  # greedy
     out = model.generate(prompt, 32, temperature=0.8, top_p=0.9, generator=torch.Generator().manual_seed(0))
 
-The cache (:class:`KVCache`) holds, for every attention layer, one key and one value buffer of
-shape ``(batch, kv_heads, max_len, head_dim)`` allocated once; each forward writes its new
-keys/values in place at ``[length, length + S)`` and attends over the view ``[:length + S]``.
-Nothing is concatenated or reallocated while decoding, so the Python work per step is the same at
-step 1 and at step 10,000. See docs/generation.md.
+The cache (:class:`archdsl.cache.KVCache`) holds every layer's decode state: for an attention
+layer one key and one value buffer of shape ``(batch, kv_heads, max_len, head_dim)``, allocated
+once; each forward writes its new keys/values in place at ``[length, length + S)`` and attends
+over the view ``[:length + S]``. Nothing is concatenated or reallocated while decoding (unless
+the cache is too large to allocate up front, see archdsl/cache.py), so the Python work per step
+is the same at step 1 and at step 10,000. Recurrent and convolutional layers keep a fixed-size
+state in the same cache. See docs/generation.md.
 
 Encoder-decoder graphs (:func:`generate_encoder_decoder`, docs/encoder-decoder.md): the source is
 encoded once; the cache then also holds the encoder's output (``cache.memory``) and every
-cross-attention layer's keys/values of it (``cache.cross``), computed on the first step.
+cross-attention layer's keys/values of it, computed on the first step.
 """
 from __future__ import annotations
 
@@ -21,80 +23,10 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
+from .cache import KVCache  # noqa: F401  (archdsl.generate.KVCache, as before)
+
 if TYPE_CHECKING:  # pragma: no cover
     from .compiler import ArchModel
-
-
-class KVCache:
-    """Preallocated per-layer key/value buffers plus the key-padding mask of the cached timeline.
-
-    * ``keys[i]`` / ``values[i]``: ``(batch, kv_heads_i, max_len, head_dim_i)``, contiguous, for the
-      attention layer whose ``cache_slot`` is ``i`` (GQA/MQA layers cache their kv heads only; a
-      latent_attention layer caches its latent as "keys" and its rotated key part as "values");
-    * ``padding``: ``(batch, max_len)`` bool, True where a real token sits (new columns start True);
-    * ``length``: how many positions are filled; ``ArchModel.forward(..., cache=c)`` advances it;
-    * ``memory`` / ``cross`` (encoder-decoder models): the output and padding of each stack that runs
-      once per cache (stack name -> (hidden, padding)), and each cross-attention layer's keys and
-      values of it (``cross_slot`` -> (k, v)), both filled by the first forward.
-
-    Create one with ``model.new_cache(batch, max_len)``; ``reset()`` makes it reusable.
-    """
-
-    def __init__(self, layers: Sequence[tuple[tuple[int, int], tuple[int, int]]], batch: int, max_len: int, *,
-                 device: Any = None, dtype: torch.dtype = torch.float32):
-        """layers: per cached attention layer, the (heads, dims) of its keys and of its values."""
-        if batch < 1 or max_len < 1:
-            raise ValueError(f"a KV cache needs batch >= 1 and max_len >= 1, got {batch} and {max_len}")
-        self.batch, self.max_len = batch, max_len
-        self.keys = [torch.zeros(batch, kh, max_len, kd, device=device, dtype=dtype) for (kh, kd), _ in layers]
-        self.values = [torch.zeros(batch, vh, max_len, vd, device=device, dtype=dtype) for _, (vh, vd) in layers]
-        self.padding = torch.ones(batch, max_len, dtype=torch.bool, device=device)
-        self.has_padding = False  # once a mask was given, every later step attends through `padding`
-        self.length = 0
-        self.memory: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
-        self.cross: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def __len__(self) -> int:
-        return self.length
-
-    def reset(self) -> "KVCache":
-        self.length, self.has_padding = 0, False
-        self.padding.fill_(True)
-        self.memory, self.cross = {}, {}
-        return self
-
-    def update(self, slot: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k/v (B, kv, S, hd) at [length, length + S) of layer `slot`; return views of [0, length + S)."""
-        start = self.length
-        end = start + k.shape[2]
-        keys, values = self.keys[slot], self.values[slot]
-        keys[:, :, start:end].copy_(k)
-        values[:, :, start:end].copy_(v)
-        return keys[:, :, :end], values[:, :, :end]
-
-    def key_padding(self, attention_mask: torch.Tensor | None, new: int) -> torch.Tensor | None:
-        """Record the padding of `new` positions about to be written; the mask over [0, length + new).
-
-        attention_mask is (B, new) for the new tokens or (B, length + new) for the whole timeline
-        (the Hugging Face convention); None means the new tokens are real.
-        """
-        end = self.length + new
-        if attention_mask is not None:
-            width = attention_mask.shape[-1]
-            if attention_mask.dim() != 2 or attention_mask.shape[0] != self.batch or width not in (new, end):
-                raise ValueError(f"attention_mask must be (batch, {new}) or (batch, {end}) with a cache holding "
-                                 f"{self.length} positions, got {tuple(attention_mask.shape)}")
-            self.padding[:, end - width:end].copy_(attention_mask)
-            self.has_padding = True
-        return self.padding[:, :end] if self.has_padding else None
-
-    def nbytes(self) -> int:
-        cross = [t for kv in self.cross.values() for t in kv]
-        return sum(t.numel() * t.element_size() for t in self.keys + self.values + cross)
-
-    def __repr__(self) -> str:
-        return (f"KVCache(layers={len(self.keys)}, batch={self.batch}, length={self.length}/{self.max_len}, "
-                f"{self.nbytes() / 2**20:.1f} MiB)")
 
 
 def sample(logits: torch.Tensor, *, temperature: float = 0.0, top_k: int | None = None,
@@ -137,6 +69,15 @@ def _check_sampling(max_new_tokens: int, temperature: float, top_k: int | None, 
         raise ValueError(f"top_p must lie in (0, 1], got {top_p}")
 
 
+def _check_decodes(model: "ArchModel") -> None:
+    """Every layer that keeps decode state must be able to run one token at a time."""
+    for name, module in model.named_modules():
+        if getattr(module, "cache_slot", None) is not None and not module.decodes:
+            raise ValueError(f"{name} of '{model.spec.name}' cannot decode one token at a time: it reads later "
+                             "positions (bidirectional attention or recurrence, or a centred convolution), so a "
+                             "cached prefix would not be the same model; generate needs it causal")
+
+
 def outside_inference_mode(decode: Any) -> Any:
     """Run a decoding loop under torch.inference_mode() and hand back ordinary tensors.
 
@@ -161,10 +102,7 @@ def generate(model: "ArchModel", tokens: torch.Tensor, max_new_tokens: int, *, t
     _check_sampling(max_new_tokens, temperature, top_k, top_p, eos_token_id)
     if not model.returns_logits:
         raise ValueError(f"'{model.spec.name}' does not end in an lm_head; generate needs logits")
-    bidirectional = [name for name, m in model.named_modules() if getattr(m, "cache_slot", None) is not None
-                     and not m.causal]
-    if bidirectional:
-        raise ValueError(f"generate needs causal attention; {bidirectional[0]} of '{model.spec.name}' is bidirectional")
+    _check_decodes(model)
     model._check_tokens(tokens)
     B, S = tokens.shape
     if S == 0:
@@ -173,10 +111,8 @@ def generate(model: "ArchModel", tokens: torch.Tensor, max_new_tokens: int, *, t
     if model.max_positions is not None and total > model.max_positions:
         raise ValueError(f"{S} prompt + {max_new_tokens} new tokens exceed the {model.max_positions} learned "
                          f"positions of '{model.spec.name}'")
-    out = torch.empty(B, total, dtype=torch.long, device=tokens.device)
-    out[:, :S] = tokens
     if max_new_tokens == 0:
-        return out
+        return tokens.clone()
 
     if attention_mask is not None:
         if tuple(attention_mask.shape) != (B, S):
@@ -211,20 +147,24 @@ def generate(model: "ArchModel", tokens: torch.Tensor, max_new_tokens: int, *, t
             next_pos = next_pos + 1
             return logits
 
-        n = _decode(logits, step, out, S, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                    generator=generator, eos_token_id=eos_token_id, pad_token_id=pad_token_id)
+        new = _decode(logits, step, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                      generator=generator, eos_token_id=eos_token_id, pad_token_id=pad_token_id)
     finally:
         model.train(was_training)
-    return out[:, :S + n]
+    return torch.cat([tokens.to(torch.long), new], dim=1)
 
 
-def _decode(logits: torch.Tensor, step: Any, out: torch.Tensor, start: int, max_new_tokens: int, *,
-            temperature: float, top_k: int | None, top_p: float | None, generator: torch.Generator | None,
-            eos_token_id: int | Sequence[int] | None, pad_token_id: int | None) -> int:
-    """The sampling loop: pick a token from `logits`, write it to out[:, start + i], get the next
-    logits from step(token); stop after max_new_tokens or when every row has emitted an eos id
-    (later tokens of a finished row are pad_token_id, default the first eos id). Returns n."""
-    B = out.shape[0]
+def _decode(logits: torch.Tensor, step: Any, max_new_tokens: int, *, temperature: float, top_k: int | None,
+            top_p: float | None, generator: torch.Generator | None, eos_token_id: int | Sequence[int] | None,
+            pad_token_id: int | None) -> torch.Tensor:
+    """The sampling loop: pick a token from `logits`, append it, get the next logits from
+    step(token); stop after max_new_tokens or when every row has emitted an eos id (later tokens
+    of a finished row are pad_token_id, default the first eos id). Returns the (B, n) new ids.
+
+    The ids go into a buffer that doubles when full, so a huge max_new_tokens that eos cuts short
+    costs nothing up front."""
+    B = logits.shape[0]
+    out = torch.empty(B, min(max_new_tokens, 256), dtype=torch.long, device=logits.device)
     eos = None
     if eos_token_id is not None:
         eos_ids = [eos_token_id] if isinstance(eos_token_id, int) else (
@@ -238,12 +178,15 @@ def _decode(logits: torch.Tensor, step: Any, out: torch.Tensor, start: int, max_
         if eos is not None:
             token = torch.where(done, pad, token)
             done = done | torch.isin(token, eos)
-        out[:, start + i] = token
+        if i == out.shape[1]:
+            out = torch.cat([out, torch.empty(B, min(out.shape[1], max_new_tokens - i), dtype=out.dtype,
+                                              device=out.device)], dim=1)
+        out[:, i] = token
         n = i + 1
         if n == max_new_tokens or (eos is not None and bool(done.all())):
             break
         logits = step(token)
-    return n
+    return out[:, :n]
 
 
 @outside_inference_mode
@@ -267,22 +210,24 @@ def generate_encoder_decoder(model: "ArchModel", tokens: torch.Tensor, max_new_t
         raise ValueError(f"'{model.spec.name}' is an encoder-decoder: generate needs decoder_start_token_id (the "
                          "first decoder token, e.g. T5's pad id 0 or BART's eos id 2)")
     decoders = [name for name, kind in model.stack_inputs.items() if kind == "decoder_tokens"]
-    bidirectional = [name for name, m in model.named_modules() if getattr(m, "cache_slot", None) is not None
-                     and not m.causal]
-    if bidirectional:
-        raise ValueError(f"generate needs causal self-attention in the decoder; {bidirectional[0]} of "
-                         f"'{model.spec.name}' is bidirectional")
+    _check_decodes(model)
     if not decoders:
         raise ValueError(f"no stack of '{model.spec.name}' reads decoder_tokens: nothing to decode")
     total = 1 + max_new_tokens
-    out = torch.full((tokens.shape[0], total), int(decoder_start_token_id), dtype=torch.long, device=tokens.device)
-    model._check_graph_inputs(tokens, out, None)  # shapes, vocabularies, and the longest decoder sequence
+    if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2:
+        model._check_graph_inputs(tokens, tokens, None)  # names what is wrong with them
+    start = torch.full((tokens.shape[0], 1), int(decoder_start_token_id), dtype=torch.long, device=tokens.device)
+    model._check_graph_inputs(tokens, start, None)  # shapes and vocabularies
+    for name in decoders:
+        limit = model._limits.get(name, {}).get("positions")
+        if limit is not None and total > limit:
+            raise ValueError(f"decoder_tokens: a sequence of {total} tokens is longer than the {limit} learned "
+                             f"positions of stack '{name}' of '{model.spec.name}'")
     B, S = tokens.shape
     if S == 0:
         raise ValueError("generate needs a source of at least one token")
-    start = out[:, :1].clone()
     if max_new_tokens == 0:
-        return out
+        return start
     if attention_mask is not None:
         if tuple(attention_mask.shape) != (B, S):
             raise ValueError(f"attention_mask must have the source's shape {(B, S)}, got {tuple(attention_mask.shape)}")
@@ -301,8 +246,8 @@ def generate_encoder_decoder(model: "ArchModel", tokens: torch.Tensor, max_new_t
             return model._forward_graph(None, None, None, None, cache, token[:, None], None, None,
                                         last_only=True)[:, -1]
 
-        n = _decode(logits, step, out, 1, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                    generator=generator, eos_token_id=eos_token_id, pad_token_id=pad_token_id)
+        new = _decode(logits, step, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                      generator=generator, eos_token_id=eos_token_id, pad_token_id=pad_token_id)
     finally:
         model.train(was_training)
-    return out[:, :1 + n]
+    return torch.cat([start, new], dim=1)

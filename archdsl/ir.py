@@ -24,13 +24,9 @@ from typing import Any, Callable
 import networkx as nx
 
 from .errors import ErrorCollector, Loc
-from .spec import NodeSpec, Positional, Repeat, Scope, Spec
-from .spec.attention import Attention, LatentAttention
-from .spec.embedding import Embedding
-from .spec.feedforward import MLP
-from .spec.heads import LMHead, Pooler
+from .kinds import REGISTRY
+from .spec import NodeSpec, Repeat, Scope, Spec
 from .spec.structure import Parallel, Residual
-from .spec.vision import Classifier, PatchEmbedding
 
 DEFAULT_MAX_PARAMS = 10**12
 MAX_REPEAT = 100_000  # layers in one repeat: each is a graph node and a module, whatever its size
@@ -84,28 +80,59 @@ class _Builder:
         self.memory_widths: dict[str, int] = {}  # stack name -> output width, once resolved
         self.stack_ends: dict[str, str] = {}  # stack name -> id of its last node
         self.stack_id, self.stack_width = "model", 0  # the stack being resolved
-        self.poolers: list[str] = []
         self.stack_input = "tokens"  # the input of the stack being resolved
-        self.classifiers: list[str] = []
-        self.image_seq: int | None = None  # tokens after the patch_embedding of the stack being resolved
+        self.placed: dict[str, list[str]] = {}  # kind -> ids of its nodes, for kinds placed once per model
+        self.limits: dict[str, dict[str, int]] = {}  # stack -> model input -> its range (vocab, max positions)
         self.order = 0
 
     # ------------------------------------------------------------------ helpers
-    def check_rotary_size(self, node: NodeSpec, node_id: str, scope: Scope, width: int, report) -> None:
-        """One rotary node computes one table of cos/sin: every attention it governs must rotate
-        the same number of dims per head (the first one sets it)."""
+    def check_rotary_size(self, node: NodeSpec, node_id: str, scope: Scope, width: int, report) -> int | None:
+        """One rotary node computes one table of cos/sin: every node it governs must rotate the same
+        number of dims per head (the first one sets it). Returns the dims this node rotates."""
         pos = scope.positional
-        if pos is None or pos.type != "rotary" or not isinstance(node, (Attention, LatentAttention)):
-            return
-        if isinstance(node, Attention) and node.cross:
-            return
-        rotated = node.rope_dim if isinstance(node, LatentAttention) else int(node.dims(width)[2] * pos.fraction)
+        if pos is None or pos.type != "rotary" or not node.uses_positional():
+            return None
+        rotation = node.rotary_dims(width, pos)
+        if rotation is None:
+            return None
+        rotated, field = rotation
         first = self.rotary_sizes.setdefault(scope.positional_id, (rotated, node_id))
         if first[0] != rotated:
-            field = "rope_dim" if isinstance(node, LatentAttention) else ("head_dim" if node.head_dim else "heads")
             report(field, f"the rotary node {scope.positional_id} rotates {first[0]} dims per head (set by {first[1]}); "
                    f"this layer would rotate {rotated}", "give layers of another head size their own "
                    "`- positional: {kind: rotary}` node, or the same head size")
+        return rotated
+
+    def check_input(self, node: NodeSpec, width: int | None, report) -> bool:
+        """A stack starts from a raw input (token ids or pixels): its first node must be one that reads
+        that input, and a node that reads it cannot come later. Returns False to skip the node."""
+        own = "image" if self.stack_input == "image" else "tokens"
+        reads = node.reads()
+        if reads is not None and reads != own and (width is not None or self.stack_input == "tokens"):
+            # a stack that left its input at the default (tokens) probably means the input this node reads
+            report(None, f"{_article(node.kind)} {node.kind} reads {INPUT_LABELS[reads]}: it must be the first node of a stack with "
+                   f"input: {reads}", f"set input: {reads} beside width and layers, and put the {node.kind} first")
+            return False
+        if width is None and reads != own:
+            reader = next((k.name for k in REGISTRY if k.spec.reads_input == own), "node that reads it")
+            report(None, f"the input is {INPUT_WORDS[own]}: the first node that transforms it must be "
+                   f"{_article(reader)} {reader}", f"start the stack with - {reader}: {{...}}")
+            return False
+        if reads is not None and width is not None:
+            report(None, f"{_article(node.kind)} {node.kind} reads the {INPUT_LABELS[reads]} and must be the first node of its stack: "
+                   "here it would discard the stream built so far",
+                   "move it first (an embedding with input: token_type_ids adds a second table to the stream)")
+            return False
+        return True
+
+    def check_placement(self, node: NodeSpec, node_id: str, parent: str, report) -> None:
+        """Kinds that end the model or write a side output go at the top level of a stack, once per model."""
+        if "top_level" in node.placement and parent != self.stack_id:
+            last = "last" in node.placement
+            report(None, f"{_article(node.kind)} {node.kind} must be at the top level of its stack",
+                   "make it the last node of the model" if last else "move it after the last layer")
+        if "once" in node.placement:
+            self.placed.setdefault(node.kind, []).append(node_id)
     def report_for(self, node: NodeSpec, path: str):
         def report(field: str | None, message: str, hint: str | None = None) -> None:
             self.errors.add(node.loc_of(field), f"{path}.{node.kind}" + (f".{field}" if field else ""), message, hint)
@@ -160,71 +187,42 @@ class _Builder:
         report = self.report_for(node, path)
         common = dict(kind=node.kind, spec=node, family=node.family, parent=parent, loc=node.loc_of(), path=f"{path}.{node.kind}",
                       copy=copy, label=node.summary_args(), config=node.model_dump(by_alias=True, exclude={"body", "branches", "pattern"}))
-        if self.stack_input == "image" and width is None and not isinstance(node, PatchEmbedding):
-            report(None, "the input is an image: the first node that transforms it must be a patch_embedding",
-                   "start the stack with - patch_embedding: {image_size: ..., patch_size: ...}")
+        if not self.check_input(node, width, report):
             return source, width, scope
-        if isinstance(node, PatchEmbedding) and (width is not None or self.stack_input != "image"):
-            report(None, "a patch_embedding reads pixel values: it must be the first node of a stack with input: image",
-                   "set input: image beside width and layers, and put the patch_embedding first")
-            return source, width, scope
-        if width is None and self.stack_input != "image" and not (isinstance(node, Embedding) and node.input == "tokens"):
-            report(None, "the input is token ids: the first node that transforms it must be an embedding",
-                   "start the model with - embedding: {vocab: ...}")
-            return source, width, scope
-        if isinstance(node, Embedding) and node.input == "tokens" and width is not None:
-            report(None, "a token embedding here would discard the stream built so far",
-                   "use input: token_type_ids to add a second table, or move the embedding first")
         if isinstance(node, Residual):
             return self.residual(node, node_id, parent, source, width, scope, path, copy, common), width, scope
         if isinstance(node, Parallel):
             return self.parallel(node, node_id, parent, source, width, scope, path, copy, common), width, scope
         if isinstance(node, Repeat):
             return self.repeat(node, node_id, parent, source, width, scope, path, copy, common)
-        in_width = width if width is not None else (node.dim or self.stack_width)  # type: ignore[attr-defined]
+        in_width = width if width is not None else node.start_width(self.stack_width)
         scope = replace(scope, width=in_width, report=report, embeddings=dict(self.embeddings),
-                        memory_widths=dict(self.memory_widths))
+                        memory_widths=dict(self.memory_widths), top_level=parent == self.stack_id)
         node.check(scope)
+        self.check_placement(node, node_id, parent, report)
         out_width = node.out_width(in_width)
-        in_shape = ("batch", "seq") if width is None else ("batch", "seq", width)  # token ids have no width
-        out_shape = ("batch", "seq", out_width)
-        if isinstance(node, PatchEmbedding):  # pixels (batch, channels, height, width) -> patch tokens
-            in_shape, out_shape = ("batch", node.channels, node.image_size, node.image_size), ("batch", node.seq_len, out_width)
-            self.image_seq = node.seq_len
-        elif isinstance(node, Classifier):  # one vector of logits per sequence
-            out_shape = ("batch", out_width)
+        in_shape, out_shape = node.shapes(width, out_width, scope)
+        governed = node.uses_positional()
         self.add(node_id, **common, in_width=in_width, out_width=out_width, in_shape=in_shape, out_shape=out_shape,
                  params=node.param_count(scope), flops=node.flops_per_token(scope),
-                 positional=scope.positional_id if (isinstance(node, Attention) and not node.cross)
-                 or isinstance(node, LatentAttention) else None)
+                 decode_state=node.decode_state(scope), memory=node.memory(),
+                 positional=scope.positional_id if governed else None)
         self.g.add_edge(source, node_id, role="data", width=width)
-        self.check_rotary_size(node, node_id, scope, in_width, report)
-        if isinstance(node, Attention) and node.cross in self.stack_ends:
-            memory = self.stack_ends[node.cross]
-            self.g.add_edge(memory, node_id, role="memory", width=self.memory_widths[node.cross])
-        if isinstance(node, Embedding) and node.input == "tokens" and node.tie is None:
-            self.embeddings[node.name or node_id] = (node.vocab, out_width)
-            self.embedding_ids[node.name or node_id] = node_id
-        if isinstance(node, Positional) and node.type in ("rotary", "alibi", "relative", "none"):
-            scope = replace(scope, positional=None if node.type == "none" else node,
-                            positional_id=None if node.type == "none" else node_id)
-        if isinstance(node, Pooler):
-            if parent != self.stack_id:
-                report(None, "a pooler must be at the top level of its stack", "move it after the last layer")
-            self.poolers.append(node_id)
-            return node_id, out_width, scope
-        if isinstance(node, Classifier):
-            if parent != self.stack_id:
-                report(None, "a classifier must be at the top level of its stack", "make it the last node of the model")
-            if node.reduce == "pooled" and not self.poolers:
-                report("reduce", "reduce: pooled reads a pooler's output, and no pooler comes before this classifier",
-                       "add - pooler before it, or use reduce: first")
-            self.classifiers.append(node_id)
-        if (isinstance(node, Positional) and node.type == "learned" and self.image_seq is not None
-                and node.max_len < self.image_seq):  # type: ignore[operator]
-            report("max_len", f"{node.max_len} learned positions cannot cover the {self.image_seq} patch tokens",
-                   f"max_len: {self.image_seq} (patches, plus 1 for the class token)")
-        return node_id, out_width, scope
+        self.g.nodes[node_id]["rotary_dims"] = self.check_rotary_size(node, node_id, scope, in_width, report)
+        memory = node.memory()
+        if memory in self.stack_ends:
+            self.g.add_edge(self.stack_ends[memory], node_id, role="memory", width=self.memory_widths[memory])
+        table = node.table()
+        if table is not None:
+            name = table[0] or node_id
+            self.embeddings[name] = (table[1], out_width)
+            self.embedding_ids[name] = node_id
+        limits = self.limits.setdefault(self.stack_id, {})
+        for what, limit in node.input_limits(in_width).items():
+            limits[what] = min(limits.get(what, limit), limit)  # the tightest table bounds the input
+        after = node.next_scope(scope, node_id)
+        self.g.nodes[node_id]["configures"] = after.positional_id == node_id  # it governs the nodes after it
+        return node_id, out_width, after
 
     def residual(self, node: Residual, node_id, parent, source, width, scope, path, copy, common) -> str:
         self.add(node_id, **{**common, "composite": True}, in_width=width, out_width=width)
@@ -319,36 +317,34 @@ def build_graph(spec: Spec, *, max_params: int | None = None, seq_len: int | Non
                   width=stack.width, input=stack.input)
             b.g.nodes["model"].setdefault("children", []).append(name)
         b.stack_id, b.stack_width = (name if graph_form else "model"), stack.width
-        b.stack_input, b.image_seq = stack.input, None
+        b.stack_input = stack.input
         scope = Scope(width=stack.width, seq_len=seq_len)
         end, width = b.sequence(stack.layers, name, b.stack_id, input_id, None, scope, path, ())
         b.stack_ends[name], b.memory_widths[name] = end, width or stack.width
     output_stack = spec.model.output if graph_form else ""
     end, width = b.stack_ends.get(output_stack, "input"), b.memory_widths.get(output_stack)
     if graph_form:
-        readers = {b.g.nodes[v]["spec"].cross for u, v, d in b.g.edges(data=True) if d["role"] == "memory"}
+        readers = {b.g.nodes[v]["memory"] for u, v, d in b.g.edges(data=True) if d["role"] == "memory"}
         for name in stacks:
             if name != output_stack and name not in readers:
                 b.errors.add(None, f"model.graph.{name}", f"stack '{name}' is neither the output nor read by any "
                              "cross-attention", f"add attention: {{cross: {name}}} to another stack, or remove it")
-    if len(b.poolers) > 1:
-        second = b.g.nodes[b.poolers[1]]
-        b.errors.add(second["loc"], second["path"], "a model has at most one pooler", "remove one of them")
-    for extra in b.classifiers[1:]:
-        b.errors.add(b.g.nodes[extra]["loc"], b.g.nodes[extra]["path"], "a model has at most one classifier",
-                     "remove one of them")
-    if b.classifiers and b.classifiers[0] != end:
-        first = b.g.nodes[b.classifiers[0]]
-        b.errors.add(first["loc"], first["path"], "a classifier reduces the sequence to class logits, so it must be "
-                     "the last node of the model's output", "move it to the end, after the final norm")
-    is_lm = b.g.nodes[end].get("kind") == "lm_head" if end in b.g else False
-    classes = b.g.nodes[end].get("kind") == "classifier" if end in b.g else False
+    for kind, placed in b.placed.items():
+        for extra in placed[1:]:
+            b.errors.add(b.g.nodes[extra]["loc"], b.g.nodes[extra]["path"], f"a model has at most one {kind}",
+                         "remove one of them")
+        last = b.g.nodes[placed[0]]
+        if "last" in last["spec"].placement and placed[0] != end:
+            b.errors.add(last["loc"], last["path"], f"{_article(kind)} {kind} ends the model (it returns {last['spec'].output}), so "
+                         "it must be the last node of the model's output", "move it to the end, after the final norm")
+    returns = b.g.nodes[end]["spec"].output if end in b.g and "spec" in b.g.nodes[end] else None
+    side_outputs = [n for n, d in b.g.nodes(data=True) if "spec" in d and d["spec"].side_output]
     b.add("output", kind="output", parent="model", family="io", copy=(), loc=None, params=0, flops=0,
-          label="logits" if is_lm else "class logits" if classes else "hidden states",
-          out_shape=("batch", width) if classes else ("batch", "seq", width), out_width=width)
+          label={"logits": "logits", "classes": "class logits"}.get(returns or "", "hidden states"),
+          out_shape=("batch", width) if returns == "classes" else ("batch", "seq", width), out_width=width)
     b.g.add_edge(end, "output", role="data", width=width)
-    for pooler in b.poolers:
-        b.g.add_edge(pooler, "output", role="pooled", width=width)
+    for node in side_outputs:
+        b.g.add_edge(node, "output", role=b.g.nodes[node]["spec"].side_output, width=width)
     b.errors.raise_if_any()
 
     total = sum(d.get("params", 0) for _, d in b.g.nodes(data=True))
@@ -360,24 +356,30 @@ def build_graph(spec: Spec, *, max_params: int | None = None, seq_len: int | Non
                      "check the sizes, or raise the budget with max_params= / --max-params / ARCHDSL_MAX_PARAMS")
         b.errors.raise_if_any()
     residual_branches = sum(1 for n, d in b.g.nodes(data=True)
-                            if d["kind"] in ("attention", "latent_attention", "mlp", "moe") and _inside_residual(b.g, n))
+                            if "spec" in d and d["spec"].residual_branch and _inside_residual(b.g, n))
     b.g.graph.update(spec=spec, total_params=total, embeddings=b.embedding_ids, stacks=b.stack_ends,
                      inputs=[d["input"] for _, d in b.g.nodes(data=True) if d["kind"] == "input"], seq_len=seq_len,
-                     output="logits" if is_lm else "classes" if classes else "hidden",
-                     has_pooler=bool(b.poolers), residual_branches=max(residual_branches, 1),
+                     output=returns or "hidden", limits=b.limits,
+                     has_pooler=any(b.g.nodes[n]["spec"].side_output == "pooled" for n in side_outputs),
+                     residual_branches=max(residual_branches, 1),
                      flops_per_token=sum(d.get("flops", 0) for _, d in b.g.nodes(data=True)))
     return b.g
 
 
 INPUT_NODES = {"tokens": "input", "decoder_tokens": "decoder_input", "image": "image_input"}
 INPUT_LABELS = {"tokens": "token ids", "decoder_tokens": "decoder token ids", "image": "pixel values"}
+INPUT_WORDS = {"tokens": "token ids", "image": "an image"}
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
 
 
 def _cross_references(nodes: list) -> set[str]:
     found: set[str] = set()
     for node in nodes:
-        if isinstance(node, Attention) and node.cross:
-            found.add(node.cross)
+        if node.memory():
+            found.add(node.memory())
         for child in ("body",):
             if isinstance(getattr(node, child, None), list):
                 found |= _cross_references(getattr(node, child))
@@ -418,8 +420,7 @@ def _context_length(spec: Spec) -> int:
     """Sequence length used for attention FLOPs: the learned positions' max_len or the patch tokens of an
     image, else 2048."""
     nodes = [n for stack in spec.model.stacks().values() for n in _walk(stack.layers)]
-    lengths = [n.max_len for n in nodes if isinstance(n, Positional) and n.max_len]
-    lengths += [n.seq_len for n in nodes if isinstance(n, PatchEmbedding) and n.image_size % n.patch_size == 0]
+    lengths = [n.context_length() for n in nodes if n.context_length()]
     return max(lengths, default=2048)
 
 

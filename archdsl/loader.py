@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from . import expr
 from .errors import ErrorCollector, ErrorItem, Loc, SpecError, choices_hint, did_you_mean
+from .kinds import REGISTRY
 from .spec import MODEL_TAGS, NODE_KINDS, GraphModel, Init, NodeSpec, SingleStack, Spec
 from .yaml_source import LDict, LList, from_python, load_yaml, loc_of
 
@@ -342,9 +343,17 @@ class _Expander:
             self.block_stack.pop()
 
     def unknown_kind(self, kind: Any, loc: Loc | None, path: str) -> None:
+        problem = REGISTRY.problem(kind)
+        if problem:  # an installed plugin declares it but cannot be used
+            self.errors.add(loc, path, problem, "fix or reinstall that package (pip show it), or uninstall it")
+            return
         hint = did_you_mean(kind, list(NODE_KINDS) + list(self.blocks))
+        plugins = REGISTRY.installed()
+        installed = ("; installed plugins: " + ", ".join(f"{k} ({dist})" for k, dist in sorted(plugins.items()))
+                     if plugins else "")
         self.errors.add(loc, path, f"unknown node kind '{kind}'",
-                        hint or "kinds: " + ", ".join(NODE_KINDS) + (("; blocks: " + ", ".join(self.blocks)) if self.blocks else ""))
+                        hint or "kinds: " + ", ".join(NODE_KINDS) + (("; blocks: " + ", ".join(self.blocks))
+                                                                      if self.blocks else "") + installed)
 
 
 def _block_label(body: Any, blocks: LDict) -> str | None:

@@ -10,7 +10,8 @@ import copy
 import json
 from typing import Any, get_args
 
-from .spec import NODE_KINDS, Init, InputName
+from .kinds import REGISTRY
+from .spec import Init, InputName
 
 EXPRESSION = {"type": "string", "pattern": r"\$", "description": "A $var reference or ${...} expression."}
 _NODE_LIST_FIELDS = {"body": "nodes", "branches": "node_lists", "pattern": "node_lists"}
@@ -60,8 +61,13 @@ def _args_schema(cls) -> dict:
     return node
 
 
-def json_schema() -> dict:
-    node_variants = [_args_schema(cls) for cls in NODE_KINDS.values()]
+def json_schema(include_plugins: bool = True) -> dict:
+    """The schema of the language with every registered kind (installed plugins included), or only
+    the built-in kinds (the committed schema/archdsl.schema.json)."""
+    if include_plugins:
+        REGISTRY.load_all()
+    classes = [k.spec for k in REGISTRY if k.builtin or include_plugins]
+    node_variants = [_args_schema(cls) for cls in classes]
     repeat_short = {
         "type": "object", "required": ["repeat"],
         "properties": {"repeat": {"anyOf": [{"type": "integer", "minimum": 1}, {"$ref": "#/$defs/Expression"}]},
@@ -71,7 +77,7 @@ def json_schema() -> dict:
         "description": "repeat: N with body: BLOCK (or pattern: [BLOCK, ...]) alongside.",
     }
     block_call = {"type": "object", "minProperties": 1, "maxProperties": 1,
-                  "not": {"anyOf": [{"required": [kind]} for kind in NODE_KINDS]},
+                  "not": {"anyOf": [{"required": [cls.kind]} for cls in classes]},
                   "description": "A block defined under blocks:, optionally with parameters."}
     stack_properties = {"width": {"type": "integer", "minimum": 1},
                         "input": {"enum": list(get_args(InputName)),
@@ -119,5 +125,5 @@ def json_schema() -> dict:
     return _allow_expressions(schema)
 
 
-def json_schema_text() -> str:
-    return json.dumps(json_schema(), indent=2, sort_keys=False) + "\n"
+def json_schema_text(include_plugins: bool = True) -> str:
+    return json.dumps(json_schema(include_plugins), indent=2, sort_keys=False) + "\n"

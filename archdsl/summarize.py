@@ -31,7 +31,12 @@ class Summary:
     total_params: int = 0
     flops_per_token: int = 0
     seq_len: int = 0
-    kv_cache_bytes_per_token: int = 0  # at 2 bytes per value (bf16/fp16)
+    kv_cache_bytes_per_token: int = 0  # decode state that grows with the context, at 2 bytes per value (bf16)
+    state_bytes: int = 0  # decode state that does not (convolution, recurrent state), bf16, per sequence
+
+    def decode_state_bytes(self, context: int) -> int:
+        """Memory one sequence's decode state takes at `context` positions (bf16)."""
+        return self.kv_cache_bytes_per_token * context + self.state_bytes
 
     def param_bytes(self, bytes_per_param: int = 4) -> int:
         return self.total_params * bytes_per_param
@@ -57,6 +62,11 @@ class Summary:
             f"forward FLOPs/token   {_si(self.flops_per_token)} (attention at context {self.seq_len})",
             f"KV cache per token    {_bytes(self.kv_cache_bytes_per_token)} (bf16)",
         ]
+        if self.state_bytes:
+            lines.append(f"fixed decode state    {_bytes(self.state_bytes)} per sequence (bf16)")
+        if self.kv_cache_bytes_per_token or self.state_bytes:
+            lines.append(f"decode state          {_bytes(self.decode_state_bytes(self.seq_len))} per sequence at "
+                         f"context {self.seq_len} (bf16)")
         return "\n".join(lines)
 
 
@@ -93,12 +103,11 @@ def data_index(data: dict, repeat_id: str) -> int:
 def summarize(g: nx.DiGraph) -> Summary:
     out = Summary(name=g.graph["spec"].name, total_params=g.graph["total_params"],
                   flops_per_token=g.graph["flops_per_token"], seq_len=g.graph["seq_len"])
-    for node, data in g.nodes(data=True):
-        if data["kind"] == "attention":
-            _, kv, hd = data["spec"].dims(data["in_width"])
-            out.kv_cache_bytes_per_token += 2 * kv * hd * 2
-        elif data["kind"] == "latent_attention":  # the latent and the shared rotary key part
-            out.kv_cache_bytes_per_token += (data["spec"].kv_rank + data["spec"].rope_dim) * 2
+    for node, data in g.nodes(data=True):  # every copy of every layer is a node of the graph
+        state = data.get("decode_state")
+        if state is not None:
+            out.kv_cache_bytes_per_token += state.per_token * 2
+            out.state_bytes += state.fixed * 2
     shown = [n for n in leaves(g) if in_first_cycle(g.nodes[n]) and g.nodes[n]["kind"] not in ("add", "sum")]
     seen_repeats: set[str] = set()
     for node in shown:

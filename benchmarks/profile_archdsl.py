@@ -111,7 +111,7 @@ def patched(names: set[str]):
 
 
 def drop_zero_dropout(model: torch.nn.Module) -> torch.nn.Module:
-    """blocks/__init__.py BUILDERS["dropout"]: build nothing for p == 0 (here: swap in a pass-through)."""
+    """blocks/feedforward.py build_dropout: build nothing for p == 0 (here: swap in a pass-through)."""
     class Skip(torch.nn.Module):
         def forward(self, x, ctx):
             return x

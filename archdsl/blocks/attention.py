@@ -3,12 +3,14 @@ stack's output (paired with spec/attention.py)."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .context import ForwardContext
+from ..cache import KVState, ValueState
+from .context import BuildContext, ForwardContext
 from .embedding import apply_rotary, fill_buffers
 from .norm import RMSNorm
 
@@ -78,9 +80,10 @@ class Attention(nn.Module):
         self.softcap = softcap
         self.rotary = rotary  # (positional node id, interleaved) or None
         self.relative = relative  # id of the relative position bias node that governs this layer, or None
-        self.cache_slot: int | None = None  # index of this layer's buffers in a KVCache (set by ArchModel)
+        self.cache_slot: int | None = None  # index of this layer's state in a KVCache (set by ArchModel)
         self.qkv = nn.Linear(width, (heads + 2 * kv_heads) * head_dim, bias=bias)
         self.out = nn.Linear(heads * head_dim, width, bias=out_bias)
+        self.out.writes_residual = True  # initialised with the residual std (archdsl.compiler.initialise)
         self.qk_norm_over = qk_norm_over
         if qk_norm_eps is not None:  # RMSNorm of queries and keys, named as transformers names them
             q_size, k_size = (head_dim, head_dim) if qk_norm_over == "head" else (heads * head_dim, kv_heads * head_dim)
@@ -94,9 +97,14 @@ class Attention(nn.Module):
         else:
             self.alibi_slopes = None
 
-    def cache_shapes(self) -> tuple[tuple[int, int], tuple[int, int]]:
-        """(heads, dims) of the keys and of the values a KV cache stores per position."""
-        return (self.kv_heads, self.head_dim), (self.kv_heads, self.head_dim)
+    @property
+    def decodes(self) -> bool:
+        return self.causal  # a bidirectional layer's cached prefix could not see later tokens
+
+    def new_state(self, batch: int, max_len: int, *, device: Any = None, dtype: Any = None) -> KVState:
+        """The keys and values of the kv heads, per position."""
+        shape = (self.kv_heads, self.head_dim)
+        return KVState(batch, max_len, shape, shape, device=device, dtype=dtype or self.out.weight.dtype)
 
     def fill_buffers(self) -> None:
         if self.alibi_slopes is not None:
@@ -143,10 +151,17 @@ class CrossAttention(nn.Module):
         assert heads % kv_heads == 0, "the spec validator guarantees kv_heads divides heads"
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
         self.memory, self.dropout, self.scale = memory, dropout, scale
-        self.cross_slot: int | None = None  # index of this layer's memory keys/values in a cache (set by ArchModel)
+        self.cache_slot: int | None = None  # index of this layer's state in a cache (set by ArchModel)
         self.q = nn.Linear(width, heads * head_dim, bias=bias)
         self.kv = nn.Linear(memory_width, 2 * kv_heads * head_dim, bias=bias)
         self.out = nn.Linear(heads * head_dim, width, bias=out_bias)
+        self.out.writes_residual = True  # initialised with the residual std (archdsl.compiler.initialise)
+
+    decodes = True  # its keys come from the memory, computed once per cache
+
+    def new_state(self, batch: int, max_len: int, *, device: Any = None, dtype: Any = None) -> ValueState:
+        """The memory's keys and values, computed by the first forward with the cache."""
+        return ValueState()
 
     def memory_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The memory (B, S_m, D_m) projected to keys and values (B, kv, S_m, hd)."""
@@ -161,9 +176,10 @@ class CrossAttention(nn.Module):
         q = self.q(x).view(B, S, h, hd).transpose(1, 2)
         cache = ctx.cache
         if cache is not None:
-            if self.cross_slot not in cache.cross:
-                cache.cross[self.cross_slot] = self.memory_kv(ctx.memory[self.memory][0])
-            k, v = cache.cross[self.cross_slot]
+            state = cache.states[self.cache_slot]
+            if state.value is None:
+                state.value = self.memory_kv(ctx.memory[self.memory][0])
+            k, v = state.value
         else:
             k, v = self.memory_kv(ctx.memory[self.memory][0])
         mask = ctx.memory_mask(self.memory)
@@ -188,7 +204,7 @@ class LatentAttention(nn.Module):
         self.heads, self.kv_rank, self.head_dim, self.rope_dim, self.v_dim = heads, kv_rank, head_dim, rope_dim, v_dim
         self.causal, self.dropout, self.rotary = causal, dropout, rotary
         self.scale = scale if scale is not None else (head_dim + rope_dim) ** -0.5
-        self.cache_slot: int | None = None  # index of this layer's buffers in a KVCache (set by ArchModel)
+        self.cache_slot: int | None = None  # index of this layer's state in a KVCache (set by ArchModel)
         qk = heads * (head_dim + rope_dim)
         if q_rank:
             self.q_a = nn.Linear(width, q_rank, bias=bias)
@@ -201,10 +217,16 @@ class LatentAttention(nn.Module):
         self.kv_norm = RMSNorm(kv_rank, latent_eps)
         self.kv_b = nn.Linear(kv_rank, heads * (head_dim + v_dim), bias=False)
         self.out = nn.Linear(heads * v_dim, width, bias=bias)
+        self.out.writes_residual = True
 
-    def cache_shapes(self) -> tuple[tuple[int, int], tuple[int, int]]:
-        """What a KV cache stores per position: the normalised latent and the rotated key part."""
-        return (1, self.kv_rank), (1, self.rope_dim)
+    @property
+    def decodes(self) -> bool:
+        return self.causal
+
+    def new_state(self, batch: int, max_len: int, *, device: Any = None, dtype: Any = None) -> KVState:
+        """What the cache stores per position: the normalised latent ("keys") and the rotated key part."""
+        return KVState(batch, max_len, (1, self.kv_rank), (1, self.rope_dim), device=device,
+                       dtype=dtype or self.out.weight.dtype)
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         B, S, _ = x.shape
@@ -226,3 +248,29 @@ class LatentAttention(nn.Module):
         mask, is_causal = ctx.attention_mask(S, L, self.causal, None, None, q.dtype)
         y = sdpa(q, k, v, mask, is_causal, self.scale, self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(B, S, h * self.v_dim))
+
+
+# ------------------------------------------------------------------------------------ builders
+def build_attention(node: BuildContext) -> nn.Module:
+    s = node.spec
+    heads, kv_heads, head_dim = s.dims(node.in_width)
+    out_bias = s.bias if s.out_bias is None else s.out_bias
+    if s.cross:
+        return CrossAttention(node.in_width, node.memory_width(), heads, kv_heads, head_dim, memory=s.cross,
+                              dropout=s.dropout, bias=s.bias, out_bias=out_bias, scale=s.scale)
+    pos = node.positional
+    rotary = (node.positional_id, pos.interleaved) if pos is not None and pos.type == "rotary" else None
+    return Attention(node.in_width, heads, kv_heads, head_dim, causal=s.causal, window=s.window, dropout=s.dropout,
+                     bias=s.bias, out_bias=out_bias, scale=s.scale, rotary=rotary,
+                     alibi=pos is not None and pos.type == "alibi",
+                     relative=node.positional_id if pos is not None and pos.type == "relative" else None,
+                     qk_norm_eps=s.qk_norm_eps if s.qk_norm else None, qk_norm_over=s.qk_norm_over,
+                     qk_norm_unit_offset=s.qk_norm_unit_offset, softcap=s.softcap)
+
+
+def build_latent_attention(node: BuildContext) -> nn.Module:
+    s = node.spec
+    interleaved = node.positional.interleaved  # the validator guarantees a rotary node governs it
+    return LatentAttention(node.in_width, s.heads, kv_rank=s.kv_rank, q_rank=s.q_rank, head_dim=s.head_dim,
+                           rope_dim=s.rope_dim, v_dim=s.value_dim, causal=s.causal, dropout=s.dropout, bias=s.bias,
+                           scale=s.scale, latent_eps=s.latent_eps, rotary=(node.positional_id, interleaved))

@@ -1,7 +1,8 @@
-"""Per-forward state shared by the blocks: positions, padding and the masks built from them.
+"""What a block sees: while it is built (:class:`BuildContext`) and on every forward
+(:class:`ForwardContext`: positions, padding and the masks built from them).
 
-Built once per call of the model; attention layers ask it for masks so that a 24-layer model
-builds each distinct mask once, not 24 times.
+The forward context is built once per call of the model; attention layers ask it for masks so
+that a 24-layer model builds each distinct mask once, not 24 times.
 """
 from __future__ import annotations
 
@@ -80,3 +81,78 @@ class ForwardContext:
         distance = distance if causal else -distance.abs()
         bias = slopes.to(torch.float32)[None, :, None, None] * distance[None, None]  # (1, H, Sq, Sk)
         return bias.masked_fill(~keep, float("-inf")).to(dtype)
+
+
+@dataclass
+class BuildContext:
+    """What a kind's builder receives: one resolved IR node, and what it may need of the rest of the
+    graph (the modules built before it, for tied weights; the positional node that governs it).
+
+    ``build(node: BuildContext) -> nn.Module`` is the one place where a kind's configuration becomes
+    constructor arguments; the module's ``forward(x, ctx: ForwardContext)`` then maps the stream.
+    """
+
+    id: str  # the IR node id = the module's path in the compiled model (h.3.attention)
+    spec: Any  # the kind's validated NodeSpec
+    in_width: int | None
+    out_width: int | None
+    graph: Any  # the resolved block graph (networkx.DiGraph), see archdsl.ir
+    built: dict[str, Any]  # node id -> module, for the nodes built so far
+    children: list[tuple[str, Any]] = field(default_factory=list)  # composites: (name, module) of the body
+
+    @property
+    def data(self) -> dict:
+        """The IR node's attributes (params, shapes, loc, copy, ...)."""
+        return self.graph.nodes[self.id]
+
+    @property
+    def positional_id(self) -> str | None:
+        """Id of the rotary/alibi/relative node that governs this node (see NodeSpec.uses_positional)."""
+        return self.data.get("positional")
+
+    @property
+    def positional(self) -> Any:
+        """The spec of that positional node, or None."""
+        return self.graph.nodes[self.positional_id]["spec"] if self.positional_id else None
+
+    def memory_width(self) -> int:
+        """Width of the stack output this node reads (cross-attention's memory)."""
+        return next(e["width"] for _, _, e in self.graph.in_edges(self.id, data=True) if e["role"] == "memory")
+
+    def tied_weight(self) -> Any:
+        """The weight Parameter of the embedding table this node shares (NodeSpec.tied_to), or None."""
+        name = self.spec.tied_to()
+        return self.built[self.graph.graph["embeddings"][name]].weight if name else None
+
+    def layer_index(self) -> int | None:
+        """Which repeated layer of its stack the node sits in (0, 1, ..., counting the layers of every
+        top-level repeat in order, as checkpoints number them), or None outside repeats. For blocks
+        whose initialisation or constants depend on depth (DIFF Transformer's lambda_init)."""
+        from ..ir import layer_numbering
+
+        stack, parent = "model", self.data.get("parent")
+        while parent is not None and parent != "model":
+            if self.graph.nodes[parent]["kind"] == "stack":
+                stack = parent
+                break
+            parent = self.graph.nodes[parent].get("parent")
+        numberings = self.graph.graph.setdefault("_layer_numbering", {})
+        if stack not in numberings:
+            numberings[stack] = layer_numbering(self.graph, stack)
+        return numberings[stack](self.id)
+
+    def governed(self) -> list[dict]:
+        """The IR nodes this (positional) node governs, in order."""
+        return [d for _, d in sorted(self.graph.nodes(data=True), key=lambda t: t[1].get("order", 0))
+                if d.get("positional") == self.id]
+
+
+@dataclass
+class InitScheme:
+    """How weights are drawn (GPT-2's scheme, from the spec's model.init): a module's
+    ``init_weights(init)`` draws its own parameters from ``generator`` with these deviations;
+    modules without one get the generic rules of archdsl.compiler.initialise."""
+
+    std: float  # projections and embeddings
+    residual_std: float  # projections that write into a residual (scaled by 1/sqrt(residual branches))
+    generator: Any = None  # a torch.Generator, or None for the global RNG

@@ -7,7 +7,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .context import ForwardContext
+from .context import BuildContext, ForwardContext, InitScheme
 
 
 def fill_buffers(module: nn.Module) -> None:
@@ -31,6 +31,14 @@ class Embedding(nn.Module):
         self.input, self.scale, self.padding_idx = input, scale, padding_idx
         self.tied = tied is not None  # shares another embedding's table (one tensor, two names)
 
+    @torch.no_grad()
+    def init_weights(self, init: InitScheme) -> None:
+        # a tied table is drawn again by each embedding that shares it, as archdsl always did, so that
+        # a seeded model keeps the same weights across versions
+        self.weight.normal_(0.0, init.std, generator=init.generator)
+        if self.padding_idx is not None:
+            self.weight[self.padding_idx].zero_()
+
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         if self.input == "tokens":
             out = nn.functional.embedding(x, self.weight, self.padding_idx)  # (B, S) -> (B, S, D)
@@ -50,6 +58,10 @@ class LearnedPositional(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(max_len + offset, dim))
         self.max_len, self.offset = max_len, offset
+
+    @torch.no_grad()
+    def init_weights(self, init: InitScheme) -> None:
+        self.weight.normal_(0.0, init.std, generator=init.generator)
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         positions = ctx.positions + self.offset if self.offset else ctx.positions
@@ -89,10 +101,10 @@ class RelativePositionBias(nn.Module):
         self.node_id, self.heads, self.buckets, self.max_distance = node_id, heads, buckets, max_distance
         self.weight = nn.Parameter(torch.empty(buckets, heads))
 
-    def init_weights(self, std: float = 0.02, generator: torch.Generator | None = None) -> None:
+    def init_weights(self, init: InitScheme) -> None:
         """N(0, std), as the other embeddings (called by archdsl.compiler.initialise)."""
         with torch.no_grad():
-            self.weight.normal_(0.0, std, generator=generator)
+            self.weight.normal_(0.0, init.std, generator=init.generator)
 
     def bias(self, distance: torch.Tensor, causal: bool) -> torch.Tensor:
         """distance (Sq, Sk) = key index - query index -> float32 bias (1, heads, Sq, Sk)."""
@@ -135,7 +147,7 @@ class RotaryScaling(NamedTuple):
     (`_compute_llama3_parameters`, `_compute_yarn_parameters`), so the frequencies are equal.
     """
 
-    kind: str  # linear | llama3 | yarn
+    method: str  # linear | llama3 | yarn
     factor: float
     low_freq_factor: float = 1.0
     high_freq_factor: float = 4.0
@@ -148,7 +160,7 @@ class RotaryScaling(NamedTuple):
     @property
     def attention_factor(self) -> float:
         """What cos and sin are multiplied by (1 but for yarn: by default 0.1 · ln(factor) + 1)."""
-        if self.kind != "yarn":
+        if self.method != "yarn":
             return 1.0
         if self.yarn_attention_factor is not None:
             return self.yarn_attention_factor
@@ -156,9 +168,9 @@ class RotaryScaling(NamedTuple):
 
     def apply(self, inv_freq: torch.Tensor, base: float) -> torch.Tensor:
         """The rescaled frequencies of inv_freq = 1 / base ** (2i / dim), i < dim / 2."""
-        if self.kind == "linear":
+        if self.method == "linear":
             return inv_freq / self.factor
-        if self.kind == "yarn":
+        if self.method == "yarn":
             return self._yarn(inv_freq, base)
         old = self.original_max_len
         low_wavelen, high_wavelen = old / self.low_freq_factor, old / self.high_freq_factor
@@ -238,3 +250,28 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, interlea
         rotated = torch.cat((-x_rot[..., half:], x_rot[..., :half]), dim=-1)
     out = x_rot * cos + rotated * sin
     return torch.cat((out, x_pass), dim=-1) if x_pass.shape[-1] else out
+
+
+# ------------------------------------------------------------------------------------ builders
+def build_embedding(node: BuildContext) -> nn.Module:
+    s = node.spec
+    return Embedding(s.vocab, node.out_width, input=s.input, scale=s.scale, padding_idx=s.padding_idx,
+                     tied=node.tied_weight())  # a tied table is one Parameter shared across stacks
+
+
+def build_positional(node: BuildContext) -> nn.Module:
+    s, width = node.spec, node.in_width
+    if s.type == "learned":
+        return LearnedPositional(s.max_len, width, s.offset)
+    if s.type == "relative":
+        return RelativePositionBias(node.id, s.heads, s.buckets, s.max_distance)
+    if s.type == "sinusoidal":
+        return SinusoidalPositional(width)
+    if s.type == "rotary":
+        scaling = None if s.scaling == "none" else RotaryScaling(
+            s.scaling, s.factor, s.low_freq_factor, s.high_freq_factor, s.original_max_len, s.beta_fast, s.beta_slow,
+            s.attention_factor, s.truncate)
+        # rotated dims per head, from the nodes it governs (the IR checked that they agree)
+        dims = next((d["rotary_dims"] for d in node.governed() if d.get("rotary_dims")), 2)
+        return Rotary(node.id, dims, s.base, s.interleaved, scaling)
+    return PositionMarker()

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .context import ForwardContext
+from .context import BuildContext, ForwardContext, InitScheme
 
 ACTIVATIONS = {
     "gelu": F.gelu,
@@ -28,6 +28,7 @@ class MLP(nn.Module):
         self.act = ACTIVATIONS[activation]
         self.up = nn.Linear(width, hidden * (2 if gated else 1), bias=bias)
         self.down = nn.Linear(hidden, width, bias=bias)
+        self.down.writes_residual = True  # initialised with the residual std (archdsl.compiler.initialise)
         self.drop = nn.Dropout(dropout) if dropout else None
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
@@ -62,6 +63,15 @@ class Experts(nn.Module):
 
     def __len__(self) -> int:
         return self.up.shape[0]
+
+    @torch.no_grad()
+    def init_weights(self, init: InitScheme) -> None:
+        """up as any projection, down (which writes the residual) with the residual std, zero biases."""
+        self.up.normal_(0.0, init.std, generator=init.generator)
+        self.down.normal_(0.0, init.residual_std, generator=init.generator)
+        for bias in (self.up_bias, self.down_bias):
+            if bias is not None:
+                bias.zero_()
 
     def weights(self) -> Any:
         """weights()[e] = expert e's (up, up_bias, down, down_bias), views of the stacked tensors."""
@@ -244,3 +254,24 @@ def router_aux_loss(model: nn.Module, attention_mask: torch.Tensor | None = None
         rows = rows + weight.sum()
     loss = experts * torch.sum((counts / rows) * (prob_sum / rows))
     return loss * layers[0].aux_loss_coef if scaled else loss
+
+
+# ------------------------------------------------------------------------------------ builders
+def build_mlp(node: BuildContext) -> nn.Module:
+    s = node.spec
+    return MLP(node.in_width, s.hidden, s.activation, s.bias, s.dropout, s.gated)
+
+
+def build_moe(node: BuildContext) -> nn.Module:
+    s = node.spec
+    return MoE(node.in_width, s.experts, s.top_k, s.hidden, s.activation, s.bias, s.router_bias, s.normalize,
+               s.jitter, s.gated, s.aux_loss_coef, s.shared_hidden, s.shared_gate, s.scoring, s.score_bias, s.groups,
+               s.top_groups, s.routed_scale, s.group_score, s.router_fp32)
+
+
+def build_linear(node: BuildContext) -> nn.Module:
+    return Linear(node.in_width, node.spec.out, bias=node.spec.bias)
+
+
+def build_dropout(node: BuildContext) -> nn.Module:
+    return Dropout(node.spec.p)

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .context import ForwardContext
+from .context import BuildContext, ForwardContext, InitScheme
 
 
 class LMHead(nn.Module):
@@ -19,6 +19,13 @@ class LMHead(nn.Module):
         self.tied = tied is not None
         self.scale = scale  # multiplies the stream before the projection (T5 v1.0: d_model ** -0.5)
         self.softcap = softcap  # logits -> softcap * tanh(logits / softcap) (Gemma 2)
+
+    @torch.no_grad()
+    def init_weights(self, init: InitScheme) -> None:
+        if not self.tied:  # a tied weight is the embedding's, drawn there
+            self.weight.normal_(0.0, init.std, generator=init.generator)
+        if self.bias is not None:
+            self.bias.zero_()
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         if self.scale is not None:
@@ -51,3 +58,14 @@ class Pooler(nn.Module):
             pooled = torch.tanh(pooled)
         ctx.pooled = pooled
         return x
+
+
+# ------------------------------------------------------------------------------------ builders
+def build_lm_head(node: BuildContext) -> nn.Module:
+    s = node.spec
+    return LMHead(node.in_width, s.vocab, s.bias, node.tied_weight(), s.scale, s.softcap)
+
+
+def build_pooler(node: BuildContext) -> nn.Module:
+    s = node.spec
+    return Pooler(node.in_width, s.reduce, s.dense, s.activation)

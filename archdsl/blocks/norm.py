@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .context import ForwardContext
+from .context import BuildContext, ForwardContext
 
 
 class LayerNorm(nn.Module):
@@ -51,3 +51,12 @@ class RMSNorm(nn.Module):
         if self.unit_offset:
             return (normed * (1.0 + self.weight.float())).to(x.dtype)
         return self.weight * normed.to(x.dtype)
+
+
+# ------------------------------------------------------------------------------------ builders
+def build_layernorm(node: BuildContext) -> nn.Module:
+    return LayerNorm(node.in_width, node.spec.eps, node.spec.bias)
+
+
+def build_rmsnorm(node: BuildContext) -> nn.Module:
+    return RMSNorm(node.in_width, node.spec.eps, node.spec.unit_offset)

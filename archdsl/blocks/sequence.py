@@ -14,21 +14,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import networkx as nx
 import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .context import ForwardContext
+from ..cache import ValueState
+from .context import BuildContext, ForwardContext, InitScheme
 
 ACTIVATIONS = {"none": None, "relu": F.relu, "gelu": F.gelu, "silu": F.silu, "glu": lambda y: F.glu(y, dim=-1)}
-
-
-def _cache_state(cache: Any, module: nn.Module) -> tuple[dict, Any]:
-    """(store, this module's state or None) kept on the cache; a cache at length 0 starts afresh."""
-    store = cache.__dict__.setdefault("sequence_state", {})
-    return store, store.get(id(module)) if cache.length > 0 else None
 
 
 class Conv1d(nn.Conv1d):
@@ -42,6 +36,15 @@ class Conv1d(nn.Conv1d):
         self.activation = activation
         self.act = ACTIVATIONS[activation]
         self.node_name = name
+        self.cache_slot: int | None = None  # index of its state (the last inputs) in a cache (set by ArchModel)
+
+    @property
+    def decodes(self) -> bool:
+        return self.causal  # a centred window needs later positions
+
+    def new_state(self, batch: int, max_len: int, *, device: Any = None, dtype: Any = None) -> ValueState:
+        """Its last dilation × (kernel − 1) inputs (batch, width, left)."""
+        return ValueState()
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:  # type: ignore[override]
         S = x.shape[1]
@@ -52,23 +55,23 @@ class Conv1d(nn.Conv1d):
             if not self.causal:
                 raise ValueError(f"{self.node_name} sees {self.right} later position(s) (padding: same), so it cannot "
                                  "decode one token at a time; use causal: true for a decoder")
-            store, previous = _cache_state(ctx.cache, self)
+            previous = ctx.cache.state(self.cache_slot)
             if previous is None:
                 previous = h.new_zeros(h.shape[0], h.shape[1], self.left)
             h = torch.cat([previous, h], dim=2)
-            store[id(self)] = h[:, :, h.shape[2] - self.left:]
+            ctx.cache.states[self.cache_slot].value = h[:, :, h.shape[2] - self.left:]
         else:
             h = F.pad(h, (self.left, self.right))
         y = F.conv1d(h, self.weight, self.bias, 1, 0, self.dilation, self.groups).transpose(1, 2)
         return self.act(y) if self.act is not None else y
 
     @torch.no_grad()
-    def init_weights(self, std: float, generator: torch.Generator | None = None) -> None:
+    def init_weights(self, init: InitScheme) -> None:
         """torch's default (uniform ±1/sqrt(fan_in), as kaiming_uniform(a=√5)), drawn from `generator`."""
         bound = 1.0 / math.sqrt(self.weight.shape[1] * self.weight.shape[2])
-        self.weight.uniform_(-bound, bound, generator=generator)
+        self.weight.uniform_(-bound, bound, generator=init.generator)
         if self.bias is not None:
-            self.bias.uniform_(-bound, bound, generator=generator)
+            self.bias.uniform_(-bound, bound, generator=init.generator)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", pad=({self.left}, {self.right}), activation={self.activation}"
@@ -102,6 +105,14 @@ class _Recurrent(nn.Module):
                 for kind, shape in shapes.items():
                     self.register_parameter(kind + suffix, nn.Parameter(torch.empty(shape)))
                     self._flat_names.append(kind + suffix)
+        self.cache_slot: int | None = None  # index of its state (h, or (h, c)) in a cache (set by ArchModel)
+
+    @property
+    def decodes(self) -> bool:
+        return not self.bidirectional  # the reverse direction reads the sequence from its end
+
+    def new_state(self, batch: int, max_len: int, *, device: Any = None, dtype: Any = None) -> ValueState:
+        return ValueState()
 
     def _flat_weights(self) -> list[torch.Tensor]:
         return [getattr(self, n) for n in self._flat_names]
@@ -128,12 +139,12 @@ class _Recurrent(nn.Module):
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:  # type: ignore[override]
         S = x.shape[1]
-        state, store = None, None
+        state = None
         if ctx.cache is not None:
             if self.bidirectional:  # type: ignore[attr-defined]
                 raise ValueError(f"{self.node_name} is bidirectional: it reads the future, so it cannot decode "
                                  "one token at a time")
-            store, state = _cache_state(ctx.cache, self)  # type: ignore[arg-type]
+            state = ctx.cache.state(self.cache_slot)
         mask = ctx.key_padding[:, -S:].bool() if ctx.key_padding is not None else None
         if torch.compiler.is_compiling():  # Dynamo does not trace nn.LSTM / nn.GRU, nor a data-dependent branch
             out, state = self._unrolled(x, mask, state)
@@ -141,8 +152,8 @@ class _Recurrent(nn.Module):
             out, state = self._packed(x, mask, state)
         else:
             out, state = self._run(x, state)
-        if store is not None:
-            store[id(self)] = state
+        if ctx.cache is not None:
+            ctx.cache.states[self.cache_slot].value = state
         return out
 
     def _unrolled(self, x: torch.Tensor, mask: torch.Tensor | None, state: Any) -> tuple[torch.Tensor, Any]:
@@ -220,11 +231,11 @@ class _Recurrent(nn.Module):
         return back * mask[..., None].to(back.dtype), new_state  # padding positions output zeros
 
     @torch.no_grad()
-    def init_weights(self, std: float, generator: torch.Generator | None = None) -> None:
+    def init_weights(self, init: InitScheme) -> None:
         """torch's default (uniform ±1/sqrt(hidden) for every weight and bias), drawn from `generator`."""
         bound = 1.0 / math.sqrt(self.hidden_size)
         for p in self.parameters():
-            p.uniform_(-bound, bound, generator=generator)
+            p.uniform_(-bound, bound, generator=init.generator)
 
 
 def _index_state(state: Any, index: torch.Tensor | None) -> Any:
@@ -242,15 +253,15 @@ class GRU(_Recurrent):
     mode, gates = "GRU", 3  # reset, update, new
 
 
-def build_conv1d(d: dict, g: nx.DiGraph, built: dict) -> nn.Module:
-    s, width = d["spec"], d["in_width"]
+def build_conv1d(node: BuildContext) -> nn.Module:
+    s, width = node.spec, node.in_width
     left, right = s.pads()
     return Conv1d(width, s.channels(width), s.kernel, left, right, dilation=s.dilation, groups=s.groups,
-                  bias=s.bias, activation=s.activation, name=d["id"])
+                  bias=s.bias, activation=s.activation, name=node.id)
 
 
-def build_recurrent(d: dict, g: nx.DiGraph, built: dict) -> nn.Module:
-    s, width = d["spec"], d["in_width"]
-    cls = LSTM if s.kind == "lstm" else GRU
+def build_recurrent(node: BuildContext) -> nn.Module:
+    s, width = node.spec, node.in_width
+    cls = LSTM if s.gates == 4 else GRU  # the spec's gate count says which cell
     return cls(width, s.size(width), s.layers, bidirectional=s.bidirectional, dropout=s.dropout, bias=s.bias,
-               name=d["id"])
+               name=node.id)

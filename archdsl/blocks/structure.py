@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .context import ForwardContext
+from .context import BuildContext, ForwardContext
 
 
 class Sequence(nn.Module):
@@ -49,3 +49,16 @@ class Parallel(nn.Module):
         for branch in branches[1:]:
             out = out + branch(x, ctx)
         return out
+
+
+# ------------------------------------------------------------------------------------ builders
+def build_residual(node: BuildContext) -> nn.Module:
+    return Residual(node.children, node.spec.scale)
+
+
+def build_parallel(node: BuildContext) -> nn.Module:
+    return Parallel(node.children)
+
+
+def build_repeat(node: BuildContext) -> nn.Module:
+    return Sequence(node.children)

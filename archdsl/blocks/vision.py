@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import networkx as nx
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .context import ForwardContext
+from .context import BuildContext, ForwardContext, InitScheme
 
 
 class PatchEmbedding(nn.Module):
@@ -53,11 +52,11 @@ class PatchEmbedding(nn.Module):
         return h
 
     @torch.no_grad()
-    def init_weights(self, std: float, generator: torch.Generator | None = None) -> None:
+    def init_weights(self, init: InitScheme) -> None:
         """N(0, std) for the projection, the class token and the positions; a zero bias."""
         for p in (self.projection.weight, self.class_token, self.row_positions, self.column_positions):
             if p is not None:
-                p.normal_(0.0, std, generator=generator)
+                p.normal_(0.0, init.std, generator=init.generator)
         if self.projection.bias is not None:
             self.projection.bias.zero_()
 
@@ -90,21 +89,21 @@ class Classifier(nn.Module):
         return F.linear(pooled, self.weight, self.bias)
 
     @torch.no_grad()
-    def init_weights(self, std: float, generator: torch.Generator | None = None) -> None:
-        self.weight.normal_(0.0, std, generator=generator)
+    def init_weights(self, init: InitScheme) -> None:
+        self.weight.normal_(0.0, init.std, generator=init.generator)
         if self.bias is not None:
             self.bias.zero_()
 
 
-def build_patch_embedding(d: dict, g: nx.DiGraph, built: dict) -> nn.Module:
-    s = d["spec"]
-    return PatchEmbedding(s.image_size, s.patch_size, s.channels, d["out_width"], class_token=s.class_token,
-                          positions=s.positions, bias=s.bias, name=d["id"])
+def build_patch_embedding(node: BuildContext) -> nn.Module:
+    s = node.spec
+    return PatchEmbedding(s.image_size, s.patch_size, s.channels, node.out_width, class_token=s.class_token,
+                          positions=s.positions, bias=s.bias, name=node.id)
 
 
-def build_classifier(d: dict, g: nx.DiGraph, built: dict) -> nn.Module:
-    s = d["spec"]
-    return Classifier(d["in_width"], s.classes, s.reduce, s.bias)
+def build_classifier(node: BuildContext) -> nn.Module:
+    s = node.spec
+    return Classifier(node.in_width, s.classes, s.reduce, s.bias)
 
 
 def forward_image(model: Any, pixel_values: torch.Tensor, attention_mask: torch.Tensor | None = None,

@@ -3,12 +3,15 @@ and the top-level Spec. Importing this package never imports torch.
 """
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from collections.abc import Mapping
+from typing import Annotated, Any, Iterator, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, Discriminator, Field, PrivateAttr, Tag, model_validator
+from pydantic import BaseModel, Discriminator, Field, PrivateAttr, Tag, create_model, model_validator
+from pydantic_core import PydanticCustomError, core_schema
 
+from ..kinds import BUILTIN, REGISTRY, KindError, register_kind
 from .attention import Attention, LatentAttention
-from .base import STRICT, Name, NodeSpec, PosFloat, PosInt, Scope
+from .base import STRICT, DecodeState, Name, NodeSpec, PosFloat, PosInt, Scope
 from .embedding import Embedding, Positional
 from .feedforward import MLP, Dropout, Linear, MoE
 from .heads import LMHead, Pooler
@@ -17,33 +20,82 @@ from .sequence import GRU, LSTM, Conv1d
 from .structure import Parallel, Repeat, Residual
 from .vision import Classifier, PatchEmbedding
 
-NODE_KINDS: dict[str, type[NodeSpec]] = {
-    cls.kind: cls for cls in (Embedding, Positional, Attention, LatentAttention, MLP, MoE, Linear, Dropout,
-                              LayerNorm, RMSNorm, Residual, Parallel, Repeat, LMHead, Pooler,
-                              Conv1d, LSTM, GRU, PatchEmbedding, Classifier)
-}
+# The built-in kinds enter the registry through the same door as users' kinds (archdsl/kinds.py).
+for _cls in (Embedding, Positional, Attention, LatentAttention, MLP, MoE, Linear, Dropout, LayerNorm, RMSNorm,
+             Residual, Parallel, Repeat, LMHead, Pooler, Conv1d, LSTM, GRU, PatchEmbedding, Classifier):
+    register_kind(_cls, origin=BUILTIN)
 
 
-def _node_tag(value: Any) -> str | None:
+class _KindClasses(Mapping):
+    """kind name -> spec class, live over the registry: users' kinds and installed plugins included
+    (a plugin is imported when its name is first looked up)."""
+
+    def __getitem__(self, name: str) -> type[NodeSpec]:
+        try:
+            kind = REGISTRY.get(name)
+        except KindError:
+            kind = None
+        if kind is None:
+            raise KeyError(name)
+        return kind.spec
+
+    def __contains__(self, name: object) -> bool:
+        try:
+            return REGISTRY.get(name) is not None
+        except KindError:
+            return False
+
+    def __iter__(self) -> Iterator[str]:  # every usable kind: installed plugins are imported first
+        REGISTRY.load_all()
+        return iter([kind.name for kind in REGISTRY])
+
+    def __len__(self) -> int:
+        return len(list(iter(self)))
+
+
+NODE_KINDS: Mapping[str, type[NodeSpec]] = _KindClasses()
+_wrappers: dict[type, type[BaseModel]] = {}  # spec class -> a one-field model {kind: args}
+
+
+def _wrapper(cls: type[NodeSpec]) -> type[BaseModel]:
+    """A model with one field named after the kind, so that validation errors carry the kind in their
+    path (model.layers[3].attention.heads) exactly as the YAML nests it."""
+    if cls not in _wrappers:
+        _wrappers[cls] = create_model(f"{cls.__name__}Node", __config__=STRICT, **{cls.kind: (cls, ...)})
+    return _wrappers[cls]
+
+
+def _validate_node(value: Any) -> NodeSpec:
     if isinstance(value, NodeSpec):
-        return value.kind
-    if isinstance(value, dict) and len(value) == 1:
-        return str(next(iter(value)))
-    return None
+        if NODE_KINDS.get(value.kind) is not type(value):
+            raise PydanticCustomError("node_kind", "'{kind}' is not a registered node kind", {"kind": value.kind})
+        return value
+    if not (isinstance(value, dict) and len(value) == 1):
+        raise PydanticCustomError("node_kind", "a node is a one-key mapping {kind: {args}}")
+    kind, args = next(iter(value.items()))
+    try:
+        found = REGISTRY.get(kind)
+    except KindError as exc:
+        raise PydanticCustomError("node_kind", "{why}", {"why": str(exc)}) from None
+    if found is None:
+        raise PydanticCustomError("node_kind", "unknown node kind '{kind}'", {"kind": str(kind)[:80]})
+    return getattr(_wrapper(found.spec).model_validate({kind: args}), kind)
 
 
-def _node_args(value: Any) -> Any:
-    """`{attention: {heads: 12}}` -> `{heads: 12}` (the tag was used to pick the class)."""
-    if isinstance(value, dict) and len(value) == 1 and not isinstance(value, NodeSpec):
-        return next(iter(value.values()))
-    return value
+class _NodeType:
+    """The type of a node in a list of nodes: `{kind: {args}}`, dispatched on the kind through the
+    registry at validation time (so kinds registered later — users' and plugins' — validate too)."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(_validate_node)
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, schema: Any, handler: Any) -> dict:
+        return {"type": "object", "description": "a node: {kind: {args}} (see archdsl.schema for every kind)"}
 
 
-Node = Annotated[
-    Union[tuple(Annotated[cls, BeforeValidator(_node_args), Tag(kind)] for kind, cls in NODE_KINDS.items())],  # type: ignore[misc]
-    Discriminator(_node_tag, custom_error_type="node_kind",
-                  custom_error_message="a node is a one-key mapping {kind: {args}}"),
-]
+Node = _NodeType
 
 for _cls in (Residual, Parallel, Repeat):
     _cls.model_rebuild(_types_namespace={"Node": Node})
@@ -136,4 +188,7 @@ class Spec(BaseModel):
         return spec_to_yaml(self)
 
 
-__all__ = ["NODE_KINDS", "MODEL_TAGS", "Node", "NodeSpec", "Scope", "Spec", "Stack", "SingleStack", "GraphModel", "Init"] + [c.__name__ for c in NODE_KINDS.values()]
+__all__ = ["NODE_KINDS", "MODEL_TAGS", "Node", "NodeSpec", "Scope", "DecodeState", "Spec", "Stack", "SingleStack",
+           "GraphModel", "Init", "Embedding", "Positional", "Attention", "LatentAttention", "MLP", "MoE", "Linear",
+           "Dropout", "LayerNorm", "RMSNorm", "Residual", "Parallel", "Repeat", "LMHead", "Pooler", "Conv1d", "LSTM",
+           "GRU", "PatchEmbedding", "Classifier"]

@@ -1,11 +1,11 @@
 """Self-attention: multi-head, multi-query and grouped-query, causal or bidirectional."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
-from .base import Name, NodeSpec, PosFloat, PosInt, Probability, Scope, linear_params
+from .base import DecodeState, Name, NodeSpec, PosFloat, PosInt, Probability, Scope, linear_params
 
 
 class Attention(NodeSpec):
@@ -13,6 +13,9 @@ class Attention(NodeSpec):
 
     kind = "attention"
     family = "attention"
+    title = "Attention"
+    builder = "archdsl.blocks.attention:build_attention"
+    residual_branch = True
 
     heads: PosInt = Field(description="Number of query heads.")
     kv_heads: PosInt | None = Field(None, description="Key/value heads: = heads (MHA, default), 1 (MQA), or a divisor of heads (GQA).")
@@ -97,6 +100,19 @@ class Attention(NodeSpec):
                 scope.report(field, f"rotary rotates {rotated} of {hd} head dims; it needs an even, non-zero number",
                              "change positional.fraction or the head size")
 
+    def uses_positional(self) -> bool:
+        return self.cross is None  # cross-attention's keys come from another timeline
+
+    def rotary_dims(self, width: int, positional: Any) -> tuple[int, str] | None:
+        return int(self.dims(width)[2] * positional.fraction), "head_dim" if self.head_dim else "heads"
+
+    def memory(self) -> str | None:
+        return self.cross
+
+    def decode_state(self, scope: Scope) -> DecodeState:
+        _, kv, hd = self.dims(scope.width)  # keys and values of the kv heads (cross-attention: of the memory)
+        return DecodeState(per_token=2 * kv * hd)
+
     def summary_args(self) -> str:
         h, kv, _ = self.heads, self.kv_heads or self.heads, None
         parts = [f"{h} heads"]
@@ -123,6 +139,9 @@ class LatentAttention(NodeSpec):
 
     kind = "latent_attention"
     family = "attention"
+    title = "Latent attention"
+    builder = "archdsl.blocks.attention:build_latent_attention"
+    residual_branch = True
 
     heads: PosInt = Field(description="Number of heads.")
     kv_rank: PosInt = Field(description="Width of the compressed key/value latent (DeepSeek-V3: 512).")
@@ -173,6 +192,15 @@ class LatentAttention(NodeSpec):
         if rotated != self.rope_dim or rotated % 2:
             scope.report("rope_dim", f"rotary must turn all {self.rope_dim} rope dims, an even number "
                          f"(positional.fraction is {pos.fraction:g})", "use fraction 1 and an even rope_dim")
+
+    def uses_positional(self) -> bool:
+        return True
+
+    def rotary_dims(self, width: int, positional: Any) -> tuple[int, str] | None:
+        return self.rope_dim, "rope_dim"  # only the rope part rotates
+
+    def decode_state(self, scope: Scope) -> DecodeState:
+        return DecodeState(per_token=self.kv_rank + self.rope_dim)  # the latent and the shared rotary key part
 
     def summary_args(self) -> str:
         q = f", q rank {self.q_rank}" if self.q_rank else ""

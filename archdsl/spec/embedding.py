@@ -1,6 +1,7 @@
 """Token embeddings and positional encodings."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -13,6 +14,9 @@ class Embedding(NodeSpec):
 
     kind = "embedding"
     family = "embedding"
+    title = "Embedding"
+    builder = "archdsl.blocks.embedding:build_embedding"
+    reads_input = "tokens"  # with input: tokens (the default); a token-type table adds to the stream
     shorthand = "vocab"
 
     vocab: PosInt = Field(description="Number of rows (vocabulary size, or number of token types).")
@@ -26,6 +30,21 @@ class Embedding(NodeSpec):
 
     def out_width(self, width: int) -> int:
         return self.dim or width
+
+    def reads(self) -> str | None:
+        return "tokens" if self.input == "tokens" else None
+
+    def start_width(self, stack_width: int) -> int:
+        return self.dim or stack_width
+
+    def input_limits(self, width: int) -> dict[str, int]:
+        return {self.input: self.vocab}
+
+    def table(self) -> tuple[str | None, int] | None:
+        return (self.name, self.vocab) if self.input == "tokens" and self.tie is None else None
+
+    def tied_to(self) -> str | None:
+        return self.tie
 
     def param_count(self, scope: Scope) -> int:
         return 0 if self.tie else self.vocab * (self.dim or scope.width)
@@ -68,6 +87,8 @@ class Positional(NodeSpec):
 
     kind = "positional"
     family = "positional"
+    title = "Positional"
+    builder = "archdsl.blocks.embedding:build_positional"
     shorthand = "kind"
 
     type: Literal["learned", "sinusoidal", "rotary", "alibi", "relative", "none"] = Field(
@@ -147,6 +168,23 @@ class Positional(NodeSpec):
                 raise ValueError(f"max_distance {self.max_distance} must exceed half the buckets ({self.buckets // 2}): "
                                  "the first half of the buckets hold exact distances")
         return self
+
+    def next_scope(self, scope: Scope, node_id: str) -> Scope:
+        if self.type in ("learned", "sinusoidal"):  # these add to the stream; the others configure attention
+            return scope
+        governs = self.type != "none"
+        return replace(scope, positional=self if governs else None, positional_id=node_id if governs else None)
+
+    def input_limits(self, width: int) -> dict[str, int]:
+        return {"positions": self.max_len} if self.type == "learned" else {}  # type: ignore[dict-item]
+
+    def context_length(self) -> int | None:
+        return self.max_len
+
+    def check(self, scope: Scope) -> None:
+        if self.type == "learned" and scope.tokens is not None and self.max_len < scope.tokens:  # type: ignore[operator]
+            scope.report("max_len", f"{self.max_len} learned positions cannot cover the {scope.tokens} patch tokens",
+                         f"max_len: {scope.tokens} (patches, plus 1 for the class token)")
 
     def param_count(self, scope: Scope) -> int:
         if self.type == "learned":

@@ -16,6 +16,9 @@ class MLP(NodeSpec):
 
     kind = "mlp"
     family = "feedforward"
+    title = "MLP"
+    builder = "archdsl.blocks.feedforward:build_mlp"
+    residual_branch = True
 
     hidden: PosInt = Field(description="Inner width (e.g. 4 × width; for gated activations, the width of each half).")
     activation: Activation = Field("gelu", description="gelu, gelu_tanh, relu, silu, or gated swiglu / geglu.")
@@ -42,6 +45,8 @@ class Linear(NodeSpec):
 
     kind = "linear"
     family = "feedforward"
+    title = "Linear"
+    builder = "archdsl.blocks.feedforward:build_linear"
     shorthand = "out"
 
     out: PosInt = Field(description="Output width.")
@@ -65,6 +70,8 @@ class Dropout(NodeSpec):
 
     kind = "dropout"
     family = "regularization"
+    title = "Dropout"
+    builder = "archdsl.blocks.feedforward:build_dropout"
     shorthand = "p"
 
     p: Probability = Field(description="Drop probability.")
@@ -80,6 +87,9 @@ class MoE(NodeSpec):
 
     kind = "moe"
     family = "feedforward"
+    title = "MoE"
+    builder = "archdsl.blocks.feedforward:build_moe"
+    residual_branch = True
 
     experts: PosInt = Field(description="Number of expert MLPs.")
     top_k: PosInt = Field(2, description="Experts each token is sent to.")

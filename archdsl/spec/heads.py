@@ -1,6 +1,7 @@
 """Output heads: the language-model head and the encoder pooler."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 from pydantic import Field
@@ -13,6 +14,9 @@ class LMHead(NodeSpec):
 
     kind = "lm_head"
     family = "head"
+    title = "LM head"
+    builder = "archdsl.blocks.heads:build_lm_head"
+    output = "logits"
     shorthand = "vocab"
 
     vocab: PosInt = Field(description="Number of logits.")
@@ -47,6 +51,9 @@ class LMHead(NodeSpec):
             scope.report("tie", f"cannot tie a {scope.width}→{self.vocab} head to embedding '{self.tie}' "
                          f"of shape {vocab}×{dim}", "vocab and width must match the embedding")
 
+    def tied_to(self) -> str | None:
+        return self.tie
+
     def summary_args(self) -> str:
         return (f"vocab {self.vocab}" + (f", tied to {self.tie}" if self.tie else "")
                 + (f", × {self.scale:.4g}" if self.scale is not None else "")
@@ -58,10 +65,17 @@ class Pooler(NodeSpec):
 
     kind = "pooler"
     family = "head"
+    title = "Pooler"
+    builder = "archdsl.blocks.heads:build_pooler"
+    placement = frozenset({"top_level", "once"})
+    side_output = "pooled"
 
     reduce: Literal["first", "mean"] = Field("first", description="first token (BERT's [CLS]) or masked mean.")
     dense: bool = Field(True, description="A width→width projection after reducing.")
     activation: Literal["tanh", "none"] = Field("tanh", description="Activation after the projection.")
+
+    def next_scope(self, scope: Scope, node_id: str) -> Scope:
+        return replace(scope, side_outputs=scope.side_outputs | {"pooled"})
 
     def param_count(self, scope: Scope) -> int:
         return linear_params(scope.width, scope.width, True) if self.dense else 0

@@ -11,6 +11,8 @@ class LayerNorm(NodeSpec):
 
     kind = "layernorm"
     family = "norm"
+    title = "LayerNorm"
+    builder = "archdsl.blocks.norm:build_layernorm"
 
     eps: PosFloat = Field(1e-5, description="Added to the variance.")
     bias: bool = Field(True, description="Learned shift.")
@@ -27,6 +29,8 @@ class RMSNorm(NodeSpec):
 
     kind = "rmsnorm"
     family = "norm"
+    title = "RMSNorm"
+    builder = "archdsl.blocks.norm:build_rmsnorm"
 
     eps: PosFloat = Field(1e-6, description="Added to the mean square.")
     unit_offset: bool = Field(False, description="Store the scale as an offset from 1: apply (1 + weight), initialised "

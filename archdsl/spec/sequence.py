@@ -10,7 +10,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from .base import NodeSpec, NonNegInt, PosInt, Probability, Scope
+from .base import DecodeState, NodeSpec, NonNegInt, PosInt, Probability, Scope
 
 
 class Conv1d(NodeSpec):
@@ -20,6 +20,8 @@ class Conv1d(NodeSpec):
 
     kind = "conv1d"
     family = "conv"
+    title = "Conv1d"
+    builder = "archdsl.blocks.sequence:build_conv1d"
     shorthand = "kernel"
 
     kernel: PosInt = Field(description="Window size in positions.")
@@ -66,6 +68,9 @@ class Conv1d(NodeSpec):
     def flops_per_token(self, scope: Scope) -> int:
         return 2 * self.channels(scope.width) * (scope.width // self.groups) * self.kernel
 
+    def decode_state(self, scope: Scope) -> DecodeState | None:
+        return DecodeState(fixed=scope.width * self.pads()[0]) if self.is_causal else None  # its last inputs
+
     def check(self, scope: Scope) -> None:
         total = self.dilation * (self.kernel - 1)
         if self.causal and self.padding is not None and self.padding != "causal":
@@ -109,6 +114,7 @@ class _Recurrent(NodeSpec):
 
     family = "recurrent"
     shorthand = "hidden"
+    builder = "archdsl.blocks.sequence:build_recurrent"
     gates: ClassVar[int]
 
     hidden: PosInt | None = Field(None, description="Hidden size of each direction; default: the stream width.")
@@ -145,6 +151,12 @@ class _Recurrent(NodeSpec):
     def flops_per_token(self, scope: Scope) -> int:
         return 2 * self._weights(scope.width)
 
+    def decode_state(self, scope: Scope) -> DecodeState | None:
+        if self.bidirectional:
+            return None  # it reads the sequence from the end: no incremental decoding
+        states = 2 if self.gates == 4 else 1  # an LSTM keeps (h, c), a GRU h
+        return DecodeState(fixed=self.layers * states * self.size(scope.width))
+
     def check(self, scope: Scope) -> None:
         if self.dropout and self.layers == 1:
             scope.report("dropout", f"dropout {self.dropout:g} acts between stacked layers, and there is one layer",
@@ -166,6 +178,7 @@ class LSTM(_Recurrent):
     changes a real position's output."""
 
     kind = "lstm"
+    title = "LSTM"
     gates = 4
 
 
@@ -175,4 +188,5 @@ class GRU(_Recurrent):
     are skipped, as for lstm."""
 
     kind = "gru"
+    title = "GRU"
     gates = 3

@@ -16,6 +16,7 @@ class Residual(NodeSpec):
 
     kind = "residual"
     family = "structure"
+    builder = "archdsl.blocks.structure:build_residual"
     shorthand = "body"
     leaf = False
 
@@ -29,6 +30,7 @@ class Parallel(NodeSpec):
 
     kind = "parallel"
     family = "structure"
+    builder = "archdsl.blocks.structure:build_parallel"
     shorthand = "branches"
     leaf = False
 
@@ -40,6 +42,7 @@ class Repeat(NodeSpec):
 
     kind = "repeat"
     family = "structure"
+    builder = "archdsl.blocks.structure:build_repeat"
     shorthand = "times"
     leaf = False
 

@@ -11,6 +11,7 @@ becomes (batch, classes) and ends there.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Literal
 
 from pydantic import Field
@@ -29,6 +30,9 @@ class PatchEmbedding(NodeSpec):
 
     kind = "patch_embedding"
     family = "embedding"
+    title = "Patch embedding"
+    builder = "archdsl.blocks.vision:build_patch_embedding"
+    reads_input = "image"
 
     image_size: PosInt = Field(description="Height and width of the (square) input image, in pixels.")
     patch_size: PosInt = Field(description="Height and width of a patch, in pixels; must divide image_size.")
@@ -58,6 +62,19 @@ class PatchEmbedding(NodeSpec):
 
     def out_width(self, width: int) -> int:
         return self.dim or width
+
+    def start_width(self, stack_width: int) -> int:
+        return self.dim or stack_width
+
+    def shapes(self, in_width: int | None, out_width: int, scope: Scope) -> tuple[tuple, tuple]:
+        # pixels (batch, channels, height, width) -> patch tokens
+        return ("batch", self.channels, self.image_size, self.image_size), ("batch", self.seq_len, out_width)
+
+    def next_scope(self, scope: Scope, node_id: str) -> Scope:
+        return replace(scope, tokens=self.seq_len)
+
+    def context_length(self) -> int | None:
+        return self.seq_len if self.image_size % self.patch_size == 0 else None
 
     def param_count(self, scope: Scope) -> int:
         dim = self.dim or scope.width
@@ -103,6 +120,10 @@ class Classifier(NodeSpec):
 
     kind = "classifier"
     family = "head"
+    title = "Classifier"
+    builder = "archdsl.blocks.vision:build_classifier"
+    output = "classes"
+    placement = frozenset({"top_level", "last", "once"})
     shorthand = "classes"
 
     classes: PosInt = Field(description="Number of classes (logits).")
@@ -115,12 +136,20 @@ class Classifier(NodeSpec):
     def out_width(self, width: int) -> int:
         return self.classes
 
+    def shapes(self, in_width: int | None, out_width: int, scope: Scope) -> tuple[tuple, tuple]:
+        return ("batch", "seq", in_width), ("batch", out_width)  # one vector of logits per sequence
+
     def param_count(self, scope: Scope) -> int:
         return linear_params(scope.width, self.classes, self.bias)
 
     def flops_per_token(self, scope: Scope) -> int:
         # one projection per sequence, spread over its tokens
         return math.ceil(2 * scope.width * self.classes / max(scope.seq_len, 1))
+
+    def check(self, scope: Scope) -> None:
+        if self.reduce == "pooled" and "pooled" not in scope.side_outputs:
+            scope.report("reduce", "reduce: pooled reads a pooler's output, and no pooler comes before this classifier",
+                         "add - pooler before it, or use reduce: first")
 
     def summary_args(self) -> str:
         return f"{self.classes} classes, {self.reduce}"
