@@ -23,6 +23,7 @@ from typing import Any, Sequence
 import torch
 
 STATIC_BYTES = 256 * 2**20  # a cache up to this size is allocated whole, once
+MIN_CAPACITY = 256  # positions a larger cache starts with (at least)
 
 
 class KVState:
@@ -132,7 +133,7 @@ class KVCache:
         per_position = sum(s.per_position_bytes() for s in kv)
         capacity = max_len  # allocated once; a large cache starts smaller and grows by doubling
         if per_position * max_len > STATIC_BYTES:
-            capacity = max(256, STATIC_BYTES // max(per_position, 1))
+            capacity = max(MIN_CAPACITY, STATIC_BYTES // max(per_position, 1))
         for state in kv:
             state.allocate(capacity)
         return cls(states, batch, max_len, device=device)
@@ -190,4 +191,4 @@ class KVCache:
 
 DecodeCache = KVCache  # the name says what it holds: not only keys and values
 
-__all__ = ["KVCache", "DecodeCache", "KVState", "ValueState", "STATIC_BYTES"]
+__all__ = ["KVCache", "DecodeCache", "KVState", "ValueState", "STATIC_BYTES", "MIN_CAPACITY"]
