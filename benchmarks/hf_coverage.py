@@ -4,6 +4,7 @@
     HF_HUB_OFFLINE=1 python benchmarks/hf_coverage.py                 # every model type (minutes)
     HF_HUB_OFFLINE=1 python benchmarks/hf_coverage.py llama glm4      # some
     HF_HUB_OFFLINE=1 python benchmarks/hf_coverage.py --json benchmarks/hf_coverage.json --markdown table.md
+    HF_HUB_OFFLINE=1 python benchmarks/hf_coverage.py --time-70b      # seconds of the meta check at 70B
 
 For each model type: the config class's defaults, shrunk to a tiny size (width 64, 2 layers, 4 heads,
 vocab 97, ...; the layer pattern kept), become a transformers model with random weights (every parameter
@@ -273,19 +274,52 @@ def model_types() -> list[str]:
 
 
 def markdown(results: list[Result]) -> str:
+    """The counts, the exact types, a table of the refused ones with their reasons, and the rest."""
     import transformers
 
-    counts: dict[str, int] = {}
-    for r in results:
-        counts[r.status] = counts.get(r.status, 0) + 1
     order = ["exact", "refused", "differs", "crashed", "transformers-cannot-build", "skipped"]
+    by: dict[str, list[Result]] = {s: sorted((r for r in results if r.status == s), key=lambda r: r.model_type)
+                                   for s in order}
     lines = [f"transformers {transformers.__version__}, torch {torch.__version__}: {len(results)} model types; "
-             + ", ".join(f"{counts.get(s, 0)} {s}" for s in order), "",
-             "| model type | result | detail |", "|---|---|---|"]
-    for r in sorted(results, key=lambda r: (order.index(r.status), r.model_type)):
-        detail = r.detail.replace("|", "\\|")
-        lines.append(f"| `{r.model_type}` | {r.status} | {detail} |")
+             + ", ".join(f"{len(by[s])} {s}" for s in order) + ".", ""]
+    lines += ["**exact** (logits within 1e-4 on a left-padded batch, and the class-default config verified at full "
+              "size): " + ", ".join(f"`{r.model_type}`" for r in by["exact"]) + ".", ""]
+    for status in ("differs", "crashed"):
+        lines += [f"**{status}**: " + "; ".join(f"`{r.model_type}` ({r.detail})" for r in by[status]) + ".", ""] \
+            if by[status] else []
+    lines += ["| refused | why |", "|---|---|"]
+    lines += [f"| `{r.model_type}` | {r.detail.replace('|', '/')} |" for r in by["refused"]]
+    for status, what in (("transformers-cannot-build", "transformers cannot build the shrunk class-default config "
+                          "here"), ("skipped", "the shrunk config is still large (sizes in sub-configs)")):
+        lines += ["", f"**{status}** ({what}): " + ", ".join(f"`{r.model_type}`" for r in by[status]) + "."]
     return "\n".join(lines) + "\n"
+
+
+def time_70b(repeats: int = 5) -> None:
+    """Best and median seconds of the meta check for Llama 3 70B's config, after a first (importing) call."""
+    import statistics
+
+    import transformers
+
+    from archdsl.compiler import compile_spec
+    from archdsl.interop import hf, hf_verify
+
+    cfg = transformers.LlamaConfig(vocab_size=128256, hidden_size=8192, intermediate_size=28672, num_hidden_layers=80,
+                                   num_attention_heads=64, num_key_value_heads=8, rope_theta=500000.0)
+    start = time.perf_counter()
+    spec = hf.spec_from_config(cfg)
+    print(f"first spec_from_config (imports the modelling code): {time.perf_counter() - start:.3f} s")
+    for what, run in (("transformers model on meta", lambda: hf_verify.transformers_model_on_meta(cfg)),
+                      ("archdsl model on meta", lambda: compile_spec(spec, device="meta")),
+                      ("hf_verify.check", lambda: hf_verify.check(cfg, spec)),
+                      ("spec_from_config", lambda: hf.spec_from_config(cfg)),
+                      ("spec_from_config(verify=False)", lambda: hf.spec_from_config(cfg, verify=False))):
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+        print(f"{what}: best {min(times):.3f} s, median {statistics.median(times):.3f} s")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -293,7 +327,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("types", nargs="*", help="model types (default: all of MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)")
     parser.add_argument("--json", type=Path, help="write the results as JSON")
     parser.add_argument("--markdown", type=Path, help="write the table as Markdown")
+    parser.add_argument("--time-70b", action="store_true", help="time the meta check of a 70B config instead")
     args = parser.parse_args(argv)
+    if args.time_70b:
+        time_70b()
+        return 0
     logging.disable(logging.WARNING)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     torch.set_num_threads(1)
@@ -307,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         import transformers
         args.json.write_text(json.dumps({"transformers": transformers.__version__,
-                                         "results": [asdict(r) for r in results]}, indent=1) + "\n")
+                                         "results": [{k: v for k, v in asdict(r).items() if k != "seconds"}
+                                                     for r in results]}, indent=1) + "\n")
     if args.markdown:
         args.markdown.write_text(table)
     return 1 if any(r.status in ("differs", "crashed") for r in results) else 0

@@ -840,7 +840,9 @@ def spec_yaml_from_config(config: Any, *, verify: bool = True) -> str:
 
     Given a config (not Features), the spec is compared with the transformers model of the
     config on the meta device unless ``verify=False``, as spec_from_config does."""
-    if isinstance(config, Features) or not verify:
+    from .hf_seq2seq import Seq2SeqFeatures
+
+    if isinstance(config, (Features, Seq2SeqFeatures)) or not verify:  # features: already read, by from_hf
         return _spec_yaml(config)
     cfg = load_config(config)
     text = _read_features(cfg, lambda: _spec_yaml(cfg))

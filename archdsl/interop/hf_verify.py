@@ -21,6 +21,7 @@ roles everywhere means equal parameter counts; the weights themselves are checke
 """
 from __future__ import annotations
 
+import copy
 import re
 import warnings
 from collections import Counter, defaultdict
@@ -87,7 +88,7 @@ def transformers_model_on_meta(cfg: Any) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with torch.device("meta"):
-            return auto.from_config(cfg)
+            return auto.from_config(copy.deepcopy(cfg))  # some models change the config they are given
 
 
 def check(cfg: Any, spec: Any) -> Verdict:
@@ -115,6 +116,10 @@ def check(cfg: Any, spec: Any) -> Verdict:
     ours = compile_spec(spec, device="meta")
     name = type(theirs).__name__
     total_ours, total_theirs = ours.num_parameters(), sum(p.numel() for p in theirs.parameters())
+    head = getattr(theirs, "lm_head", None)
+    if getattr(cfg, "scale_decoder_outputs", True) is False and head is not None and \
+            head.weight is theirs.get_input_embeddings().weight:
+        total_theirs += head.weight.numel()  # transformers 5 ties T5 v1.1's head, which its checkpoints store apart
     if _is_decoder(ours):
         difference = _first_difference(_our_roles(ours), _their_roles(theirs))
     else:  # T5, BART, ViT: their mappers check the layout; here the totals
@@ -145,10 +150,11 @@ def _our_roles(model: Any) -> dict[Role, Tensors]:
     from .hf import _Mapper
 
     layout = _Mapper(None, None, model).layout()  # type: ignore[arg-type]
-    paths = sorted(layout, key=len, reverse=True)
     roles: dict[Role, Tensors] = defaultdict(list)
     for name, p in model.named_parameters():
-        owner = next((path for path in paths if name.startswith(path + ".")), None)
+        parts = name.split(".")  # the owner: the longest module path in the layout that the name starts with
+        owner = next((path for path in (".".join(parts[:k]) for k in range(len(parts) - 1, 0, -1)) if path in layout),
+                     None)
         if owner is None:
             roles[(None, f"other ({name})")].append((name, tuple(p.shape)))
             continue
