@@ -164,7 +164,7 @@ def cmd_import_hf(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         print(f"archdsl import-hf needs transformers: pip install 'archdsl[hf]' ({exc})", file=sys.stderr)
         return 1
     try:
-        return import_hf_main(args.config, args.output)
+        return import_hf_main(args.config, args.output, verify=not args.no_verify)
     except ImportError as exc:
         print(f"archdsl import-hf needs transformers: pip install 'archdsl[hf]' ({exc})", file=sys.stderr)
         return 1
@@ -203,6 +203,8 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("import-hf", help="write a spec from a Hugging Face config.json (needs transformers)")
     p.add_argument("config", metavar="CONFIG_JSON")
     p.add_argument("-o", "--output", default=None, help="spec file to write (default: print it)")
+    p.add_argument("--no-verify", action="store_true",
+                   help="do not compare the spec with the transformers model of the config (built on meta)")
     p.set_defaults(run=cmd_import_hf)
 
     p = sub.add_parser("kinds", help="list the node kinds, built in and from installed plugins (no torch)")

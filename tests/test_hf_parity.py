@@ -135,6 +135,21 @@ def _configs() -> dict:
         "starcoder2": lambda: T.Starcoder2Config(**COMMON, num_key_value_heads=2, intermediate_size=96, sliding_window=5),
         "stablelm": lambda: T.StableLmConfig(**COMMON, num_key_value_heads=2, intermediate_size=96,
                                              use_parallel_residual=True, partial_rotary_factor=0.25),
+        # GLM and GLM-4: biases on q/k/v only, rotary on adjacent pairs of half of each head; GLM-4 with
+        # norms after attention and MLP too
+        "glm": lambda: T.GlmConfig(**COMMON, num_key_value_heads=2, head_dim=16, intermediate_size=96,
+                                   partial_rotary_factor=0.5, attention_bias=True, pad_token_id=0, eos_token_id=2),
+        "glm4": lambda: T.Glm4Config(**COMMON, num_key_value_heads=2, head_dim=16, intermediate_size=96,
+                                     partial_rotary_factor=0.5, attention_bias=True, pad_token_id=0, eos_token_id=2),
+        # GPT-Neo: unscaled scores, a global and a local layer (window 5 < the 12-token sequences)
+        "gpt_neo": lambda: T.GPTNeoConfig(num_layers=2, hidden_size=64, num_heads=4, vocab_size=VOCAB,
+                                          max_position_embeddings=64, attention_types=[[["global", "local"], 1]],
+                                          window_size=5),
+        "ernie4_5": lambda: T.Ernie4_5Config(**COMMON, num_key_value_heads=2, head_dim=16, intermediate_size=96),
+        "helium": lambda: T.HeliumConfig(**COMMON, num_key_value_heads=2, head_dim=16, intermediate_size=96),
+        "vaultgemma": lambda: T.VaultGemmaConfig(**COMMON, num_key_value_heads=2, head_dim=16, intermediate_size=96,
+                                                 sliding_window=5, query_pre_attn_scalar=24,
+                                                 attn_logit_softcapping=0.5, final_logit_softcapping=2.0),
     }
 
 
@@ -246,6 +261,11 @@ def test_a_wrongly_mapped_weight_is_detected():
     ("gemma2", "softcap: 0.5", "softcap: 5.0"),
     ("gemma2", "softcap: 2.0", "softcap: 20.0"),
     ("gemma2", "pattern: [local, global]", "pattern: [global, local]"),
+    ("gpt_neo", "scale: 1.0", "scale: 0.25"),
+    ("gpt_neo", "pattern: [global, local]", "pattern: [local, global]"),
+    ("glm4", "interleaved: true", "interleaved: false"),
+    ("glm4", "rotary_fraction: 0.5", "rotary_fraction: 1.0"),
+    ("helium", "interleaved: true", "interleaved: false"),
 ])
 def test_each_family_setting_matters(family, setting, changed):
     reference = hf_model(family)
@@ -324,7 +344,7 @@ def test_router_aux_loss_matches_transformers():
 GENERATION_FAMILIES = ["gpt2", "llama", "llama31", "llama_yarn", "mistral", "mixtral", "gpt_neox", "falcon", "falcon_new_mqa", "gemma",
                        "qwen3", "qwen3_moe", "qwen2_moe", "gemma2", "olmo2", "gemma3", "phi", "gptj", "cohere", "olmoe", "bloom", "mpt",
                        "granite", "granitemoe", "deepseek_v3", "deepseek_v3_noq", "deepseek_v3_yarn",
-                       "deepseek_v2", "deepseek_v2_group", "qwen2_moe_step2", "qwen3_moe_mixed"]
+                       "deepseek_v2", "deepseek_v2_group", "qwen2_moe_step2", "qwen3_moe_mixed", "glm4", "gpt_neo"]
 
 
 @pytest.mark.parametrize("family", GENERATION_FAMILIES)

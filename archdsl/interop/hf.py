@@ -24,7 +24,9 @@ against the original by default). A feature archdsl cannot express raises a
 
 The spec is written as readable YAML (vars, one block per layer kind, ``repeat``), then loaded
 with :func:`archdsl.load_spec`, so the text that ``archdsl import-hf`` writes and the Spec that
-:func:`spec_from_config` returns are the same thing.
+:func:`spec_from_config` returns are the same thing. Both then build the transformers model of
+the config on the meta device and compare parameters role by role (:mod:`.hf_verify`): a family
+whose code differs from what its config says is refused, naming the first role that differs.
 
 How weights are mapped
 ----------------------
@@ -109,6 +111,18 @@ FAMILY_TRAITS: dict[str, dict[str, Any]] = {
     "deepseek_v2": dict(latent=True, handles=("n_shared_experts",)),
     "mpt": dict(gated=False, qkv_bias=False, out_bias=False, mlp_bias=False, positional="alibi", norm_bias=False,
                 activation="gelu"),
+    # GLM and GLM-4: biases on q/k/v only, rotary on adjacent pairs of the first part of each head (partial
+    # rotary); GLM-4 adds a norm after attention and after the MLP, inside each residual
+    "glm": dict(qkv_bias="attention_bias", out_bias=False, mlp_bias=False, rotary_interleaved=True),
+    "glm4": dict(qkv_bias="attention_bias", out_bias=False, mlp_bias=False, rotary_interleaved=True, norms="sandwich"),
+    # GPT-Neo: learned positions, an ungated MLP with biases, q/k/v without biases, scores not scaled by
+    # 1/sqrt(head_dim), global and local (sliding-window) layers as config.attention_layers says (_gpt_neo)
+    "gpt_neo": dict(gated=False, qkv_bias=False, out_bias=True, mlp_bias=True, positional="learned"),
+    # Ernie 4.5 and Helium: Llama blocks with rotary on adjacent pairs
+    "ernie4_5": dict(qkv_bias="use_bias", out_bias="use_bias", mlp_bias="use_bias", rotary_interleaved=True),
+    "helium": dict(qkv_bias="attention_bias", out_bias=False, mlp_bias="mlp_bias", rotary_interleaved=True),
+    # VaultGemma: Gemma's embedding scale and (1 + w) norms, one norm per sub-layer, soft-capped scores
+    "vaultgemma": dict(embed_scale=True, unit_offset=True, qkv_bias="attention_bias", out_bias="attention_bias"),
 }
 
 # Families transformers knows whose modelling code does something archdsl cannot express yet,
@@ -157,7 +171,10 @@ def load_config(config: Any) -> Any:
     """A transformers config from a config object, a dict, a config.json path or a checkpoint folder."""
     if hasattr(config, "to_dict") and hasattr(config, "model_type"):
         return config
-    transformers = _transformers()
+    try:
+        transformers = _transformers()
+    except ImportError:  # read the keys as they are; spec_from_config and import-hf then say the spec is unverified
+        transformers = None
     source = "<dict>"
     if isinstance(config, (str, Path)):
         path = Path(config)
@@ -183,10 +200,13 @@ def load_config(config: Any) -> Any:
     if not model_type:
         raise SpecError([ErrorItem.at(Loc(source), "model_type", "the config has no model_type",
                                       "a Hugging Face config.json names its model_type")])
-    try:
-        cls = transformers.CONFIG_MAPPING[model_type]
-    except KeyError:  # a family transformers does not know: read the keys as they are
-        cls = transformers.PretrainedConfig
+    if transformers is None:
+        cls: Any = PlainConfig
+    else:
+        try:
+            cls = transformers.CONFIG_MAPPING[model_type]
+        except KeyError:  # a family transformers does not know: read the keys as they are
+            cls = transformers.PretrainedConfig
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -201,6 +221,34 @@ def load_config(config: Any) -> Any:
     if source != "<dict>" and not getattr(cfg, "name_or_path", None):
         cfg.name_or_path = Path(source).resolve().parent.name  # the checkpoint folder names the spec
     return cfg
+
+
+class PlainConfig:
+    """A config.json read without transformers: its keys as attributes, no family defaults filled in."""
+
+    def __init__(self, data: Mapping[str, Any]):
+        self.__dict__.update(data)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "PlainConfig":
+        return cls(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+
+def _read_features(cfg: Any, read: Callable[[], Any]) -> Any:
+    """read(), with a named error for a key a PlainConfig lacks (transformers would fill in its default)."""
+    try:
+        return read()
+    except AttributeError as exc:
+        if not isinstance(cfg, PlainConfig):
+            raise
+        key = getattr(exc, "name", None) or str(exc)
+        raise SpecError([ErrorItem.at(Loc(getattr(cfg, "_archdsl_source", "<config>")), str(key),
+                                      f"the config has no '{key}', and without transformers its family's default "
+                                      "is unknown", "install transformers (pip install 'archdsl[hf]') or add the "
+                                      "key to the config")]) from None
 
 
 def _get(cfg: Any, *names: str, default: Any = None) -> Any:
@@ -565,8 +613,8 @@ def features_from_config(config: Any) -> Features:
         jitter=float(_get(cfg, "router_jitter_noise", default=0.0)),
         aux_loss_coef=float(_get(cfg, "router_aux_loss_coef", default=0.0)) if experts else 0.0,
         attn_dropout=float(_get(cfg, "attn_pdrop", "attention_dropout", default=0.0)),
-        resid_dropout=float(_get(cfg, "resid_pdrop", "hidden_dropout", "residual_dropout", default=0.0)),
-        embed_dropout=float(_get(cfg, "embd_pdrop", "embedding_dropout", default=0.0)),
+        resid_dropout=float(_get(cfg, "resid_pdrop", "hidden_dropout", "residual_dropout", "resid_dropout", default=0.0)),
+        embed_dropout=float(_get(cfg, "embd_pdrop", "embedding_dropout", "embed_dropout", default=0.0)),
         qkv_layout=traits.get("qkv_layout", "concat"),
         known_family=known,
     )
@@ -579,6 +627,11 @@ def features_from_config(config: Any) -> Features:
         _mpt_attention(cfg, f)
     if model_type in ("deepseek_v2", "deepseek_v3"):
         _deepseek(cfg, f)
+    if model_type == "gpt_neo":
+        _gpt_neo(cfg, f)
+    no_rope = getattr(cfg, "no_rope_layers", None)  # SmolLM3: 0 marks a layer without rotary positions
+    if no_rope and not all(no_rope):
+        raise _unsupported(cfg, "no_rope_layers", "layers without rotary positions (NoPE) among rotary ones")
     if model_type == "falcon":
         if getattr(cfg, "new_decoder_architecture", False):
             f.qkv_layout = "grouped"
@@ -611,6 +664,18 @@ def _mpt_attention(cfg: Any, f: Features) -> None:
     if get("softmax_scale"):
         f.attn_scale = float(get("softmax_scale"))
     f.attn_dropout = f.resid_dropout = float(get("attn_pdrop", 0.0) or 0.0)
+
+
+def _gpt_neo(cfg: Any, f: Features) -> None:
+    """GPT-Neo's attention: scores not scaled (softmax of q·k), and each layer global or local as
+    config.attention_layers lists them, a local one seeing the last window_size tokens."""
+    kinds = list(getattr(cfg, "attention_layers", None) or ["global"] * f.layers)
+    unknown = sorted(set(kinds) - {"global", "local"})
+    if unknown or len(kinds) != f.layers:
+        raise _unsupported(cfg, "attention_types", f"attention layer kinds {kinds}",
+                           "GPT-Neo layers are 'global' or 'local', one per layer")
+    f.windows = [int(cfg.window_size) if kind == "local" else None for kind in kinds]
+    f.attn_scale = 1.0
 
 
 def _deepseek(cfg: Any, f: Features) -> None:
@@ -770,8 +835,22 @@ def _is_vision(cfg: Any) -> bool:
     return getattr(cfg, "model_type", None) in VISION_MODEL_TYPES
 
 
-def spec_yaml_from_config(config: Any) -> str:
-    """The readable YAML spec (vars, blocks, repeat) of a transformers config."""
+def spec_yaml_from_config(config: Any, *, verify: bool = True) -> str:
+    """The readable YAML spec (vars, blocks, repeat) of a transformers config.
+
+    Given a config (not Features), the spec is compared with the transformers model of the
+    config on the meta device unless ``verify=False``, as spec_from_config does."""
+    from .hf_seq2seq import Seq2SeqFeatures
+
+    if isinstance(config, (Features, Seq2SeqFeatures)) or not verify:  # features: already read, by from_hf
+        return _spec_yaml(config)
+    cfg = load_config(config)
+    text = _read_features(cfg, lambda: _spec_yaml(cfg))
+    _verify_spec(cfg, text)
+    return text
+
+
+def _spec_yaml(config: Any) -> str:
     from .hf_seq2seq import Seq2SeqFeatures, is_seq2seq, seq2seq_features, seq2seq_yaml
 
     if isinstance(config, Seq2SeqFeatures):
@@ -1031,26 +1110,43 @@ def _period(kinds: list[str]) -> int:
     return next(p for p in range(1, len(kinds) + 1) if all(kinds[i] == kinds[i % p] for i in range(len(kinds))))
 
 
-def spec_from_config(config: Any) -> Any:
+def spec_from_config(config: Any, *, verify: bool = True) -> Any:
     """An archdsl.Spec from a transformers config object, a dict, or a config.json path (or its folder).
 
     Raises SpecError naming the feature when the config uses something archdsl cannot express.
-    A model_type outside FAMILY_TRAITS converts from its config features with a warning.
+    A model_type outside FAMILY_TRAITS converts from its config features with a warning. Unless
+    ``verify=False``, the spec is compared with the transformers model of the same config, built
+    on the meta device (hf_verify.check): a SpecError names the first role whose parameters
+    differ; an UnverifiedSpecWarning says when transformers cannot build the config.
     """
     from ..loader import load_spec
     from .hf_seq2seq import is_seq2seq
 
     cfg = load_config(config)
     if is_seq2seq(cfg) or _is_vision(cfg):
-        return load_spec(spec_yaml_from_config(cfg))
-    f = features_from_config(cfg)
-    if not f.known_family:
-        warnings.warn(f"model_type '{f.model_type}' is not one of archdsl's tested families "
-                      f"({', '.join(FAMILY_TRAITS)}); it was converted from its config features with "
-                      "Llama-style defaults for what the config does not state. Check the converted model "
-                      "against the original (from_hf verifies logits by default for such families).",
-                      stacklevel=2)
-    return load_spec(spec_yaml_from_config(f))
+        text = _read_features(cfg, lambda: _spec_yaml(cfg))
+    else:
+        f = _read_features(cfg, lambda: features_from_config(cfg))
+        if not f.known_family:
+            warnings.warn(f"model_type '{f.model_type}' is not one of archdsl's tested families "
+                          f"({', '.join(FAMILY_TRAITS)}); it was converted from its config features with "
+                          "Llama-style defaults for what the config does not state. Check the converted model "
+                          "against the original (from_hf verifies logits by default for such families).",
+                          stacklevel=2)
+        text = _spec_yaml(f)
+    return _verify_spec(cfg, text) if verify else load_spec(text)
+
+
+def _verify_spec(cfg: Any, text: str) -> Any:
+    """The Spec of `text`, compared with the transformers model of `cfg` (a SpecError if they differ)."""
+    from ..loader import load_spec
+    from .hf_verify import UnverifiedSpecWarning, check
+
+    spec = load_spec(text)
+    verdict = check(cfg, spec)
+    if not verdict.verified:
+        warnings.warn(f"the spec is unverified: {verdict.reason}", UnverifiedSpecWarning, stacklevel=3)
+    return spec
 
 
 # ---------------------------------------------------------------------------------------- weights
@@ -1071,10 +1167,10 @@ _LAYER_NORMS = {
     "attn_norm": ["input_layernorm", "ln_1", "ln_attn", "attention_norm", "norm_1"],
     # a checkpoint with pre_feedforward_layernorm (Gemma 2) uses post_attention_layernorm after the attention
     "mlp_norm": ["pre_feedforward_layernorm", "post_attention_layernorm", "ln_2", "ln_mlp", "ffn_norm", "norm_2"],
-    "post_attn_norm": ["post_attention_layernorm"],
-    "post_mlp_norm": ["post_feedforward_layernorm"],
+    "post_attn_norm": ["post_self_attn_layernorm", "post_attention_layernorm"],  # GLM-4's first, then Gemma 2's
+    "post_mlp_norm": ["post_feedforward_layernorm", "post_mlp_layernorm"],
 }
-_ATTN = ["self_attn", "attn", "attention", "self_attention"]
+_ATTN = ["attn.attention", "self_attn", "attn", "attention", "self_attention"]  # GPT-Neo's first
 _QKV_SPLIT = [("q_proj", "k_proj", "v_proj")]
 _QKV_FUSED = ["qkv_proj", "c_attn", "query_key_value", "Wqkv"]
 _OUT = ["o_proj", "c_proj", "dense", "out_proj"]
@@ -1624,23 +1720,35 @@ def from_pretrained(local_dir: str | Path, *, spec: Any = None, overrides: Mappi
 
 
 # ---------------------------------------------------------------------------------------- CLI
-def import_hf_main(config_json: str | Path, output_path: str | Path | None = None) -> int:
+def import_hf_main(config_json: str | Path, output_path: str | Path | None = None, *, verify: bool = True) -> int:
     """`archdsl import-hf CONFIG_JSON -o spec.yaml`: write the readable spec of a Hugging Face config.
 
-    Without output_path (or with "-") the YAML goes to stdout. The written spec is checked to load
-    and to have the parameter count implied by the config. Returns 0 (errors raise SpecError).
+    Without output_path (or with "-") the YAML goes to stdout. The spec is compared with the
+    transformers model of the same config on the meta device (hf_verify.check) unless ``verify``
+    is False: a difference raises SpecError and nothing is written. What was or was not verified
+    is said on stderr (stdout stays the YAML alone). Returns 0.
     """
     import sys
 
     from .. import summary
     from ..loader import load_spec
+    from .hf_verify import check
 
-    text = spec_yaml_from_config(config_json)
+    cfg = load_config(config_json)
+    text = _read_features(cfg, lambda: spec_yaml_from_config(cfg, verify=False))
     spec = load_spec(text)
     total = summary(spec).total_params
+    if verify:
+        verdict = check(cfg, spec)
+        note = (f"verified: the same parameters, role by role, as transformers' {verdict.model_class} of this config"
+                if verdict.verified else f"warning: the spec is unverified: {verdict.reason}")
+    else:
+        note = "warning: not compared with the transformers model (--no-verify); the spec may describe a different model"
     if output_path in (None, "-"):
         sys.stdout.write(text)
+        print(note, file=sys.stderr)
         return 0
     Path(output_path).write_text(text, encoding="utf-8")
     print(f"wrote {output_path}: {spec.name}, {total:,} parameters")
+    print(note, file=sys.stdout if verify and verdict.verified else sys.stderr)
     return 0

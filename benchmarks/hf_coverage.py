@@ -1,0 +1,356 @@
+#!/usr/bin/env python
+"""Which transformers causal LMs archdsl imports exactly: a sweep of MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.
+
+    HF_HUB_OFFLINE=1 python benchmarks/hf_coverage.py                 # every model type (minutes)
+    HF_HUB_OFFLINE=1 python benchmarks/hf_coverage.py llama glm4      # some
+    HF_HUB_OFFLINE=1 python benchmarks/hf_coverage.py --json benchmarks/hf_coverage.json --markdown table.md
+    HF_HUB_OFFLINE=1 python benchmarks/hf_coverage.py --time-70b      # seconds of the meta check at 70B
+
+For each model type: the config class's defaults, shrunk to a tiny size (width 64, 2 layers, 4 heads,
+vocab 97, ...; the layer pattern kept), become a transformers model with random weights (every parameter
+perturbed, so that a misplaced norm or bias shows); ``spec_from_config`` (which compares the spec with
+the transformers model on meta) and ``from_hf`` convert it, and the logits of a left-padded batch are
+compared. Each type is then one of
+
+- ``exact``: logits within 1e-4 (and the class-default config, at full size, verified on meta);
+- ``refused``: a SpecError naming what archdsl does not express (a config feature, or the first role
+  whose parameters differ from transformers'), or the weights refused by name;
+- ``differs``: converted without an error but the logits differ (a silently different model: a bug);
+- ``crashed``: another exception in archdsl (a bug);
+- ``transformers-cannot-build``: transformers itself cannot make the config or the model here;
+- ``skipped``: the shrunk config is still large (sizes in sub-configs the sweep does not shrink).
+
+A type that verification refuses although its converted logits are exact is reported as ``crashed``
+(verification is then wrong). tests/test_hf_verify.py runs a fast subset and checks that every type
+recorded as exact in benchmarks/hf_coverage.json verifies at full size.
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import logging
+import os
+import re
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+VOCAB, WIDTH, HEADS, HEAD_DIM, LAYERS, TOL = 97, 64, 4, 16, 2, 1e-4
+
+# config key -> tiny value, set where the class has the key with an int value
+_SIZES = {
+    "vocab_size": VOCAB, "hidden_size": WIDTH, "n_embd": WIDTH, "d_model": WIDTH,
+    "num_attention_heads": HEADS, "n_head": HEADS, "n_heads": HEADS, "num_heads": HEADS,
+    "head_dim": HEAD_DIM, "intermediate_size": 96, "ffn_hidden_size": 96, "ffn_dim": 96, "n_inner": 96,
+    "moe_intermediate_size": 32, "shared_expert_intermediate_size": 48, "expert_intermediate_size": 32,
+    "num_local_experts": 4, "num_experts": 4, "n_routed_experts": 4, "num_experts_per_tok": 2, "moe_top_k": 2,
+    "n_group": 2, "topk_group": 1, "kv_lora_rank": 16, "q_lora_rank": 24, "qk_nope_head_dim": 8,
+    "qk_rope_head_dim": 8, "v_head_dim": 16, "sliding_window": 5, "window_size": 5, "rotary_dim": 8,
+}
+_LAYER_KEYS = ("num_hidden_layers", "n_layer", "n_layers", "num_layers")
+_KV_KEYS = ("num_key_value_heads", "num_kv_heads", "n_kv_heads")
+
+
+class TooBig(Exception):
+    pass
+
+
+@dataclass
+class Result:
+    model_type: str
+    status: str  # exact | refused | differs | crashed | transformers-cannot-build
+    detail: str = ""
+    full_size: str = ""  # verified | refused: ... | unverified: ... (the class-default config on meta)
+    seconds: float = 0.0
+
+
+def _short(exc: BaseException, limit: int = 220) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _reason(exc: BaseException) -> str:
+    """The message of a SpecError without its location and hint; a verification's role and shapes."""
+    text = " ".join(str(exc).split())
+    text = re.sub(r" \(hint: .*\)$", "", re.sub(r"^<[^>]*>: ", "", text))
+    m = re.search(r"is not transformers' \S+ of the same config \((archdsl [\d,]+ parameters, transformers [\d,]+)\): (.*)", text)
+    if m:
+        text = f"verification: {re.sub(r' [(]archdsl: .*$', '', m.group(2))} ({m.group(1)})"
+    return text if len(text) <= 300 else text[:299] + "…"
+
+
+def shrink(cls: Any) -> Any:
+    """The class-default config of `cls` at a tiny size, its layer pattern kept (both kinds of layer)."""
+    data = cls().to_dict()
+    depth = next((data[k] for k in _LAYER_KEYS if isinstance(data.get(k), int) and not isinstance(data[k], bool)), None)
+    # per-layer lists (layer_types, mlp_layer_types, ...): keep enough layers for every kind to appear once
+    per_layer = [k for k, v in data.items() if isinstance(v, list) and depth and len(v) == depth]
+    layers = LAYERS
+    for key in per_layer:
+        values = [json.dumps(v, sort_keys=True) for v in data[key]]
+        layers = max(layers, max(values.index(v) for v in set(values)) + 1)
+    for key in per_layer:
+        data[key] = data[key][:layers]
+    for key, value in list(data.items()):  # per-layer settings keyed by layer index
+        if key.startswith("per_layer") and isinstance(value, dict) and all(str(k).isdigit() for k in value):
+            data[key] = {k: v for k, v in value.items() if int(k) < layers}
+    for key in _LAYER_KEYS:
+        if isinstance(data.get(key), int) and not isinstance(data[key], bool):
+            data[key] = layers
+    for key, value in _SIZES.items():
+        if isinstance(data.get(key), int) and not isinstance(data[key], bool):
+            data[key] = value
+    if "qk_rope_head_dim" in data and "head_dim" in data:  # latent attention: the rotary part is the head_dim
+        data["head_dim"] = data["qk_rope_head_dim"]
+    heads = HEADS
+    for key in _KV_KEYS:
+        kv = data.get(key)
+        if isinstance(kv, int) and not isinstance(kv, bool):
+            data[key] = 1 if kv == 1 else 2 if kv < cls().to_dict().get("num_attention_heads", kv) else heads
+    if isinstance(data.get("mlp_only_layers"), list):
+        data["mlp_only_layers"] = [i for i in data["mlp_only_layers"] if i < layers]
+    if isinstance(data.get("first_k_dense_replace"), int):
+        data["first_k_dense_replace"] = min(data["first_k_dense_replace"], 1)
+    if "attention_types" in data:  # GPT-Neo: [[["global", "local"], n]]
+        data["attention_types"] = [[["global", "local"], layers // 2]]
+        data.pop("attention_layers", None)
+    for key, value in list(data.items()):  # token ids inside the tiny vocabulary
+        if key.endswith("token_id") and isinstance(value, int) and value >= VOCAB:
+            data[key] = min(value, VOCAB - 1) if key == "pad_token_id" else 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return cls.from_dict(data)
+
+
+MAX_TINY = 20_000_000  # a shrunk model above this still has sizes the sweep does not know (sub-configs)
+
+
+def random_model(cfg: Any, seed: int = 0) -> Any:
+    import transformers
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.device("meta"):
+            meta = transformers.AutoModelForCausalLM.from_config(cfg)
+        n = sum(p.numel() for p in meta.parameters())
+        if n > MAX_TINY:
+            raise TooBig(f"the shrunk config still has {n:,} parameters (sizes in sub-configs)")
+        torch.manual_seed(seed)
+        model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g, dtype=torch.float32).to(p.dtype) * 0.05)
+        for name, b in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):
+                b.add_(torch.randn(b.shape, generator=g) * 0.05)
+    return model
+
+
+def left_padded_batch(hf_model: Any) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Tokens (3, 12), rows 1 and 2 left-padded, and position ids counting real tokens (where taken)."""
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(3, VOCAB, (3, 12), generator=g)
+    mask = torch.ones(3, 12, dtype=torch.long)
+    mask[1, :5] = 0
+    mask[2, :2] = 0
+    tokens = tokens.masked_fill(mask == 0, 0)
+    kwargs = {}
+    if "position_ids" in inspect.signature(type(hf_model).forward).parameters:
+        kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+    return tokens, mask, kwargs
+
+
+def hf_logits(hf_model: Any) -> torch.Tensor:
+    tokens, mask, kwargs = left_padded_batch(hf_model)
+    with torch.no_grad():
+        return hf_model(tokens, attention_mask=mask, **kwargs).logits
+
+
+def max_diff(hf_model: Any, theirs: torch.Tensor, model: Any) -> float:
+    """Max |archdsl - transformers| over the real tokens of the left-padded batch."""
+    tokens, mask, kwargs = left_padded_batch(hf_model)
+    with torch.no_grad():
+        ours = model(tokens, mask, **kwargs)
+    real = mask.bool()
+    return (ours[real].float() - theirs[real].float()).abs().max().item()
+
+
+def full_size(cls: Any) -> str:
+    """spec_from_config of the class-default config, compared with transformers on meta."""
+    from archdsl.errors import SpecError
+    from archdsl.interop import hf
+    from archdsl.interop.hf_verify import UnverifiedSpecWarning
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            hf.spec_from_config(cls())
+    except SpecError as exc:
+        return "refused: " + _reason(exc)
+    except Exception as exc:  # noqa: BLE001 - reported, not hidden
+        return f"crashed: {type(exc).__name__}: {_short(exc)}"
+    unverified = [w for w in caught if issubclass(w.category, UnverifiedSpecWarning)]
+    return "unverified: " + _short(unverified[0].message) if unverified else "verified"
+
+
+def run_one(model_type: str) -> Result:
+    import transformers
+
+    from archdsl.errors import SpecError
+    from archdsl.interop import hf
+
+    start = time.perf_counter()
+    result = Result(model_type, "crashed")
+    try:
+        cls = transformers.CONFIG_MAPPING[model_type]
+        cfg = shrink(cls)
+        hf_model = random_model(cfg)
+        theirs = hf_logits(hf_model)
+    except TooBig as exc:
+        result.status, result.detail = "skipped", str(exc)
+        result.seconds = time.perf_counter() - start
+        return result
+    except Exception as exc:  # noqa: BLE001 - transformers (or a package it needs) cannot make this model here
+        result.status, result.detail = "transformers-cannot-build", f"{type(exc).__name__}: {_short(exc)}"
+        result.seconds = time.perf_counter() - start
+        return result
+    verify_refusal = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            hf.spec_from_config(hf_model.config)  # the model's own (BartForCausalLM changes it: a decoder alone)
+    except SpecError as exc:
+        if "is not transformers'" not in str(exc):  # a config feature archdsl cannot express
+            result.status, result.detail = "refused", _reason(exc)
+            result.seconds = time.perf_counter() - start
+            return result
+        verify_refusal = _reason(exc)
+    except Exception as exc:  # noqa: BLE001
+        result.detail = f"spec_from_config: {type(exc).__name__}: {_short(exc)}"
+        result.seconds = time.perf_counter() - start
+        return result
+    try:  # converted without the meta check, to see whether a refusal was right
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = hf.from_hf(hf_model, verify=False)
+        diff = max_diff(hf_model, theirs, model)
+    except (SpecError, ValueError) as exc:
+        result.status, result.detail = "refused", verify_refusal or "weights: " + _short(exc)
+    except Exception as exc:  # noqa: BLE001
+        result.status = "refused" if verify_refusal else "crashed"
+        result.detail = verify_refusal or f"from_hf: {type(exc).__name__}: {_short(exc)}"
+    else:
+        if verify_refusal is not None:
+            result.status, result.detail = ("refused", verify_refusal) if not diff <= TOL else (
+                "crashed", f"verification refused a model whose logits match ({diff:.2g}): {verify_refusal}")
+        elif diff <= TOL:
+            result.status, result.detail = "exact", f"max |diff| {diff:.2g}"
+        else:
+            result.status, result.detail = "differs", f"max |diff| {diff:.3g} with no error"
+    if result.status == "exact":
+        result.full_size = full_size(cls)
+        if result.full_size != "verified":
+            result.status, result.detail = "crashed", f"tiny exact, but full size {result.full_size}"
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def model_types() -> list[str]:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    return sorted(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+
+
+def markdown(results: list[Result]) -> str:
+    """The counts, the exact types, a table of the refused ones with their reasons, and the rest."""
+    import transformers
+
+    order = ["exact", "refused", "differs", "crashed", "transformers-cannot-build", "skipped"]
+    by: dict[str, list[Result]] = {s: sorted((r for r in results if r.status == s), key=lambda r: r.model_type)
+                                   for s in order}
+    lines = [f"transformers {transformers.__version__}, torch {torch.__version__}: {len(results)} model types; "
+             + ", ".join(f"{len(by[s])} {s}" for s in order) + ".", ""]
+    lines += ["**exact** (logits within 1e-4 on a left-padded batch, and the class-default config verified at full "
+              "size): " + ", ".join(f"`{r.model_type}`" for r in by["exact"]) + ".", ""]
+    for status in ("differs", "crashed"):
+        lines += [f"**{status}**: " + "; ".join(f"`{r.model_type}` ({r.detail})" for r in by[status]) + ".", ""] \
+            if by[status] else []
+    lines += ["| refused | why |", "|---|---|"]
+    lines += [f"| `{r.model_type}` | {r.detail.replace('|', '/')} |" for r in by["refused"]]
+    for status, what in (("transformers-cannot-build", "transformers cannot build the shrunk class-default config "
+                          "here"), ("skipped", "the shrunk config is still large (sizes in sub-configs)")):
+        lines += ["", f"**{status}** ({what}): " + ", ".join(f"`{r.model_type}`" for r in by[status]) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def time_70b(repeats: int = 5) -> None:
+    """Best and median seconds of the meta check for Llama 3 70B's config, after a first (importing) call."""
+    import statistics
+
+    import transformers
+
+    from archdsl.compiler import compile_spec
+    from archdsl.interop import hf, hf_verify
+
+    cfg = transformers.LlamaConfig(vocab_size=128256, hidden_size=8192, intermediate_size=28672, num_hidden_layers=80,
+                                   num_attention_heads=64, num_key_value_heads=8, rope_theta=500000.0)
+    start = time.perf_counter()
+    spec = hf.spec_from_config(cfg)
+    print(f"first spec_from_config (imports the modelling code): {time.perf_counter() - start:.3f} s")
+    for what, run in (("transformers model on meta", lambda: hf_verify.transformers_model_on_meta(cfg)),
+                      ("archdsl model on meta", lambda: compile_spec(spec, device="meta")),
+                      ("hf_verify.check", lambda: hf_verify.check(cfg, spec)),
+                      ("spec_from_config", lambda: hf.spec_from_config(cfg)),
+                      ("spec_from_config(verify=False)", lambda: hf.spec_from_config(cfg, verify=False))):
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+        print(f"{what}: best {min(times):.3f} s, median {statistics.median(times):.3f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("types", nargs="*", help="model types (default: all of MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)")
+    parser.add_argument("--json", type=Path, help="write the results as JSON")
+    parser.add_argument("--markdown", type=Path, help="write the table as Markdown")
+    parser.add_argument("--time-70b", action="store_true", help="time the meta check of a 70B config instead")
+    args = parser.parse_args(argv)
+    if args.time_70b:
+        time_70b()
+        return 0
+    logging.disable(logging.WARNING)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    torch.set_num_threads(1)
+    results = []
+    for model_type in args.types or model_types():
+        r = run_one(model_type)
+        results.append(r)
+        print(f"{r.model_type:28s} {r.status:26s} {r.seconds:5.1f}s  {r.detail[:110]}", flush=True)
+    table = markdown(results)
+    print("\n" + table.splitlines()[0])
+    if args.json:
+        import transformers
+        args.json.write_text(json.dumps({"transformers": transformers.__version__,
+                                         "results": [{k: v for k, v in asdict(r).items() if k != "seconds"}
+                                                     for r in results]}, indent=1) + "\n")
+    if args.markdown:
+        args.markdown.write_text(table)
+    return 1 if any(r.status in ("differs", "crashed") for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
