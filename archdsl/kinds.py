@@ -25,10 +25,7 @@ from __future__ import annotations
 import importlib
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .spec.base import NodeSpec
+from typing import Any, Callable, Iterator, Mapping
 
 ENTRY_POINT_GROUP = "archdsl.kinds"
 BUILTIN = "archdsl"  # the origin of the kinds that ship with archdsl
