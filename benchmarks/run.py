@@ -37,6 +37,7 @@ import torch  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
 import archdsl  # noqa: E402
+from archdsl.atomic import replacing, write_text  # noqa: E402
 import bench_models  # noqa: E402
 import competitors  # noqa: E402
 from bench_models import ARCHS, IMPLS, LABEL  # noqa: E402
@@ -393,7 +394,8 @@ def plot(res: Results, path: Path, title: str) -> None:
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")  # long row labels are not cut off
+    with replacing(path) as tmp:  # atomic, as every file archdsl writes
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")  # long row labels are not cut off
     plt.close(fig)
 
 
@@ -417,7 +419,7 @@ def write_doc(out: Path, res: Results, command: str, info: dict, mode: str, size
         text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
-    out.write_text(text)
+    write_text(out, text)
     print(f"wrote {out} and {png}")
 
 
@@ -470,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     print(res.table())
     print(f"\ntotal {elapsed:.0f} s")
     if args.json:
-        args.json.write_text(json.dumps({"mode": mode, "machine": info, "rows": res.rows}, indent=1, default=str))
+        write_text(args.json, json.dumps({"mode": mode, "machine": info, "rows": res.rows}, indent=1, default=str))
     if args.out:
         key = f"{mode}-{args.device}-{threads}t-{args.clock}" + ("-compile" if compile_ else "") + \
             (f"-only-{'-'.join(sorted(sections))}" if args.only else "")

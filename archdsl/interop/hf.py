@@ -1566,6 +1566,25 @@ def _verify(hf_model: Any, model: Any, length: int = 8) -> None:
                          "its config does not state")
 
 
+def _shard_names(index: Path) -> list[str]:
+    """The shard files named by a model.safetensors.index.json; a malformed index is an error naming it."""
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise ValueError(f"{index}: not valid JSON ({exc}); re-download the checkpoint or remove the index "
+                         "of a single-file checkpoint") from None
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise ValueError(f"{index}: a shard index needs a non-empty 'weight_map' mapping tensor names to "
+                         "shard files")
+    values = list(weight_map.values())
+    bad = [repr(n)[:80] for n in values if not isinstance(n, str) or Path(n).name != n or not n.endswith(".safetensors")]
+    if bad:
+        raise ValueError(f"{index}: 'weight_map' names shards that are not .safetensors files in the same "
+                         f"folder: {', '.join(sorted(set(bad))[:3])}")
+    return sorted(set(values))
+
+
 def load_safetensors(local_dir: str | Path) -> dict[str, Callable[[], Any]]:
     """Lazy loaders for every tensor of a folder's *.safetensors files (following the shard index if any)."""
     from safetensors import safe_open
@@ -1573,8 +1592,7 @@ def load_safetensors(local_dir: str | Path) -> dict[str, Callable[[], Any]]:
     root = Path(local_dir)
     index = root / "model.safetensors.index.json"
     if index.is_file():
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        files = sorted({root / name for name in weight_map.values()})
+        files = sorted({root / name for name in _shard_names(index)})
     else:
         files = sorted(root.glob("*.safetensors"))
     if not files:
@@ -1633,6 +1651,7 @@ def import_hf_main(config_json: str | Path, output_path: str | Path | None = Non
     import sys
 
     from .. import summary
+    from ..atomic import write_text
     from ..loader import load_spec
 
     text = spec_yaml_from_config(config_json)
@@ -1641,6 +1660,6 @@ def import_hf_main(config_json: str | Path, output_path: str | Path | None = Non
     if output_path in (None, "-"):
         sys.stdout.write(text)
         return 0
-    Path(output_path).write_text(text, encoding="utf-8")
+    write_text(output_path, text)
     print(f"wrote {output_path}: {spec.name}, {total:,} parameters")
     return 0
