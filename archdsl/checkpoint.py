@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,124 @@ def _metadata_digest(metadata: dict[str, str]) -> str:
 
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
+
+
+# ---------------------------------------------------------------------------- reading safetensors
+_TAGS = {tag: getattr(torch, name) for tag, name in (
+    ("F64", "float64"), ("F32", "float32"), ("F16", "float16"), ("BF16", "bfloat16"), ("I64", "int64"),
+    ("I32", "int32"), ("I16", "int16"), ("I8", "int8"), ("U8", "uint8"), ("BOOL", "bool"), ("U16", "uint16"),
+    ("U32", "uint32"), ("U64", "uint64"), ("F8_E4M3", "float8_e4m3fn"), ("F8_E5M2", "float8_e5m2"))
+    if hasattr(torch, name)}
+_MAX_HEADER = 100_000_000  # the safetensors library's own limit
+
+
+class TensorFile:
+    """A safetensors file read one tensor at a time with plain reads from one open descriptor, into
+    fresh memory or straight into a given tensor (a model's own storage). Unlike a memory map,
+    nothing of the file stays resident after a read, so loading a model peaks at the model plus at
+    most one tensor; and every read comes from the file that was opened, even if the path is
+    replaced meanwhile (an atomic save). The header is checked as the safetensors format defines
+    it (size, JSON, dtypes, shapes, offsets that tile the data exactly) before anything is read.
+    Use as a context manager, or call close()."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.file = open(self.path, "rb", buffering=0)
+        try:
+            self._read_header()
+        except BaseException:
+            self.file.close()
+            raise
+
+    def _bad(self, what: str) -> ModelFileError:
+        return ModelFileError(f"{self.path}: not a readable safetensors file ({what}); it may be truncated or damaged")
+
+    def _read_header(self) -> None:
+        import os
+
+        total = os.fstat(self.file.fileno()).st_size
+        head = self.file.read(8)
+        if len(head) < 8:
+            raise self._bad("shorter than the 8-byte header length")
+        size = int.from_bytes(head, "little")
+        if size > min(_MAX_HEADER, total - 8):
+            raise self._bad(f"a header of {size:,} bytes in a file of {total:,}")
+        try:
+            header = json.loads(self.file.read(size))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise self._bad(f"the header is not JSON: {exc}") from None
+        if not isinstance(header, dict):
+            raise self._bad("the header is not a JSON object")
+        metadata = header.pop("__metadata__", None) or {}
+        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+            raise self._bad("__metadata__ is not a mapping of strings")
+        self.metadata: dict[str, str] = metadata
+        self.base, data_size = 8 + size, total - 8 - size
+        spans = []
+        for name, info in header.items():
+            ok = (isinstance(info, dict) and info.get("dtype") in _TAGS and isinstance(info.get("shape"), list)
+                  and all(isinstance(d, int) and d >= 0 for d in info["shape"])
+                  and isinstance(info.get("data_offsets"), list) and len(info["data_offsets"]) == 2
+                  and all(isinstance(o, int) for o in info["data_offsets"]))
+            if not ok:
+                raise self._bad(f"tensor '{str(name)[:80]}' has no valid dtype, shape and data_offsets")
+            start, end = info["data_offsets"]
+            numel = 1
+            for d in info["shape"]:
+                numel *= d
+            if not 0 <= start <= end or end - start != numel * _TAGS[info["dtype"]].itemsize:
+                raise self._bad(f"invalid shape, data type, or offset for tensor '{str(name)[:80]}'")
+            spans.append((start, end))
+        position = 0
+        for start, end in sorted(spans):  # the tensors tile the data: no gap, no overlap, nothing beyond the end
+            if start != position:
+                raise self._bad("tensor data overlaps or leaves gaps")
+            position = end
+        if position != data_size:
+            raise self._bad(f"the header describes {position:,} bytes of tensor data, the file holds {data_size:,}")
+        self.entries = header
+
+    def __enter__(self) -> "TensorFile":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.file.close()
+
+    def keys(self) -> list[str]:
+        return list(self.entries)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self.entries[name]["shape"])
+
+    def dtype(self, name: str) -> torch.dtype:
+        return _TAGS[self.entries[name]["dtype"]]
+
+    def read(self, name: str, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The tensor `name`, read into `out` (contiguous, on the CPU, of its shape and dtype) if given."""
+        import os
+
+        dtype, shape = self.dtype(name), self.shape(name)
+        if out is None:
+            out = torch.empty(shape, dtype=dtype)
+        elif out.dtype != dtype or tuple(out.shape) != shape or out.device.type != "cpu" or not out.is_contiguous():
+            raise ValueError(f"{self.path}: cannot read '{name}' ({dtype}, {shape}) into a {out.dtype} tensor "
+                             f"of shape {tuple(out.shape)} on {out.device}")
+        start, end = self.entries[name]["data_offsets"]
+        if end > start:
+            view = memoryview(out.detach().reshape(-1).view(torch.uint8).numpy()).cast("B")
+            done = 0
+            while done < end - start:  # one read returns at most ~2 GiB
+                n = os.preadv(self.file.fileno(), [view[done:]], self.base + start + done)
+                if not n:
+                    raise self._bad(f"the file ends inside tensor '{name}'")
+                done += n
+        if sys.byteorder != "little" and dtype.itemsize > 1:  # the format is little-endian
+            raw = out.detach().reshape(-1).view(torch.uint8).reshape(-1, dtype.itemsize)
+            raw.copy_(raw.flip(-1))
+        return out
 
 
 # ---------------------------------------------------------------------------- save
@@ -126,16 +245,22 @@ def _build(path: Path, spec_text: Any, dtype_name: Any, device: Any) -> Any:
     return model.materialize(device or "cpu")  # allocated, untouched: pages become resident as tensors land
 
 
+def _check_tensor(path: Path, name: str, target: torch.Tensor, shape: tuple, dtype: torch.dtype,
+                  dtype_name: str) -> None:
+    """A file tensor must have exactly the shape and dtype the model built from the file's spec gives it."""
+    if tuple(shape) != tuple(target.shape):
+        raise ModelFileError(f"{path}: tensor '{name}' has shape {tuple(shape)}, the model's spec gives "
+                             f"{tuple(target.shape)}")
+    if dtype != target.dtype:
+        raise ModelFileError(f"{path}: tensor '{name}' is {_dtype_name(dtype)} but the file says the model "
+                             f"is {dtype_name}, which stores it as {_dtype_name(target.dtype)}")
+
+
 def _place(path: Path, name: str, target: torch.Tensor, tensor: Any, dtype_name: str) -> None:
     """Copy one checked tensor into the model's storage."""
     if not isinstance(tensor, torch.Tensor):
         raise ModelFileError(f"{path}: '{name}' is a {type(tensor).__name__}, not a tensor")
-    if tuple(tensor.shape) != tuple(target.shape):
-        raise ModelFileError(f"{path}: tensor '{name}' has shape {tuple(tensor.shape)}, the model's spec gives "
-                             f"{tuple(target.shape)}")
-    if tensor.dtype != target.dtype:
-        raise ModelFileError(f"{path}: tensor '{name}' is {_dtype_name(tensor.dtype)} but the file says the model "
-                             f"is {dtype_name}, which stores it as {_dtype_name(target.dtype)}")
+    _check_tensor(path, name, target, tuple(tensor.shape), tensor.dtype, dtype_name)
     with torch.no_grad():
         target.copy_(tensor)
 
@@ -153,43 +278,43 @@ def _check_keys(path: Path, have: set[str], want: set[str]) -> None:
 
 
 def _load_safetensors(path: Path, device: Any) -> Any:
-    from safetensors import SafetensorError, safe_open
+    with TensorFile(path) as file:
+        return _load_from(path, file, device)
 
+
+def _load_from(path: Path, file: TensorFile, device: Any) -> Any:
+    metadata = file.metadata
+    if metadata.get("format") != FORMAT:
+        raise ModelFileError(f"{path}: a safetensors file, but not a model written by ArchModel.save (no "
+                             f"'format: {FORMAT}' in its metadata); for a Hugging Face checkpoint folder use "
+                             "archdsl.interop.hf.from_pretrained")
+    version = metadata.get("format_version", "")
+    if version != str(FORMAT_VERSION):
+        raise ModelFileError(f"{path}: model file format version {version[:20]!r}; this archdsl reads version "
+                             f"{FORMAT_VERSION} (a newer archdsl may have written it: upgrade)")
+    if metadata.get("sha256") != _metadata_digest(metadata):
+        raise ModelFileError(f"{path}: its metadata (spec, dtype or checksums) does not match its sha256: the "
+                             "file was damaged or changed after it was saved")
     try:
-        handle = safe_open(str(path), framework="pt", device="cpu")
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelFileError(f"{path}: not a readable safetensors file ({exc}); it may be truncated or damaged") from None
-    with handle:
-        metadata = handle.metadata() or {}
-        if metadata.get("format") != FORMAT:
-            raise ModelFileError(f"{path}: a safetensors file, but not a model written by ArchModel.save (no "
-                                 f"'format: {FORMAT}' in its metadata); for a Hugging Face checkpoint folder use "
-                                 "archdsl.interop.hf.from_pretrained")
-        version = metadata.get("format_version", "")
-        if version != str(FORMAT_VERSION):
-            raise ModelFileError(f"{path}: model file format version {version[:20]!r}; this archdsl reads version "
-                                 f"{FORMAT_VERSION} (a newer archdsl may have written it: upgrade)")
-        if metadata.get("sha256") != _metadata_digest(metadata):
-            raise ModelFileError(f"{path}: its metadata (spec, dtype or checksums) does not match its sha256: the "
-                                 "file was damaged or changed after it was saved")
-        try:
-            checksums = json.loads(metadata.get("checksums", ""))
-        except ValueError:
-            checksums = None
-        if not isinstance(checksums, dict):
-            raise ModelFileError(f"{path}: its checksums are not a JSON mapping of tensor names to digests")
-        model = _build(path, metadata.get("spec"), metadata.get("dtype"), device)
-        targets = unique_state(model)
-        keys = set(handle.keys())
-        _check_keys(path, keys, set(targets))
-        _check_keys(path, set(checksums), keys)
-        for name, target in targets.items():
-            tensor = handle.get_tensor(name)
-            if tensor_digest(tensor) != checksums[name]:
-                raise ModelFileError(f"{path}: tensor '{name}' does not match its checksum: the file was damaged "
-                                     "or changed after it was saved")
+        checksums = json.loads(metadata.get("checksums", ""))
+    except ValueError:
+        checksums = None
+    if not isinstance(checksums, dict):
+        raise ModelFileError(f"{path}: its checksums are not a JSON mapping of tensor names to digests")
+    model = _build(path, metadata.get("spec"), metadata.get("dtype"), device)
+    targets = unique_state(model)
+    keys = set(file.keys())
+    _check_keys(path, keys, set(targets))
+    _check_keys(path, set(checksums), keys)
+    for name, target in targets.items():
+        _check_tensor(path, name, target, file.shape(name), file.dtype(name), metadata["dtype"])
+        direct = target.device.type == "cpu" and target.is_contiguous()
+        tensor = file.read(name, out=target.detach() if direct else None)  # straight into the model's storage
+        if tensor_digest(tensor) != checksums[name]:
+            raise ModelFileError(f"{path}: tensor '{name}' does not match its checksum: the file was damaged "
+                                 "or changed after it was saved")
+        if not direct:
             _place(path, name, target, tensor, metadata["dtype"])
-            del tensor
     return model.eval()
 
 

@@ -37,12 +37,16 @@ def small(seed: int = 0, dtype=None):
     return archdsl.compile(SMALL, seed=seed, dtype=dtype).eval()
 
 
-def assert_same_model(a, b):
+def assert_same_state(a, b):
     sa, sb = a.state_dict(), b.state_dict()
     assert list(sa) == list(sb)
     for name in sa:
         assert sa[name].dtype == sb[name].dtype, name
         assert torch.equal(sa[name], sb[name]), name
+
+
+def assert_same_model(a, b):
+    assert_same_state(a, b)
     assert a.spec == b.spec
 
 
@@ -144,7 +148,7 @@ def test_a_bfloat16_tag_over_float32_data_is_an_error(saved):
     header, body = read_parts(saved)
     retagged = {k: (v if k == "__metadata__" else {**v, "dtype": "BF16"}) for k, v in header.items()}
     write_parts(saved, retagged, body)  # the tag alone: half the bytes a tensor of that shape needs
-    with pytest.raises(ModelFileError, match="not a readable safetensors file.*invalid shape, data type"):
+    with pytest.raises(ModelFileError, match="not a readable safetensors file.*invalid shape, data type, or offset for tensor"):
         archdsl.load_model(saved)
     meta = header.pop("__metadata__")
     checksums = json.loads(meta["checksums"])
@@ -461,3 +465,116 @@ def test_a_malformed_shard_index_is_an_error_naming_it(tmp_path, index, message)
     (tmp_path / "model.safetensors.index.json").write_text(index)
     with pytest.raises(ValueError, match=re.escape(str(tmp_path / "model.safetensors.index.json")) + ".*" + re.escape(message)):
         load_safetensors(tmp_path)
+
+
+# ------------------------------------------------------------------------------ reading safetensors in place
+def test_tensor_file_reads_what_the_safetensors_library_reads(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from archdsl.checkpoint import TensorFile
+
+    g = torch.Generator().manual_seed(0)
+    tensors = {"f32": torch.randn(3, 5, generator=g), "bf16": torch.randn(7, generator=g).bfloat16(),
+               "f16": torch.randn(2, 2, generator=g).half(), "f64": torch.randn(4, generator=g).double(),
+               "i64": torch.arange(6).reshape(2, 3), "i32": torch.arange(3, dtype=torch.int32),
+               "u8": torch.arange(5, dtype=torch.uint8), "bool": torch.tensor([True, False, True]),
+               "scalar": torch.tensor(2.5), "empty": torch.zeros(0, 4)}
+    save_file(tensors, str(tmp_path / "t.safetensors"), metadata={"k": "v"})
+    expected = load_file(str(tmp_path / "t.safetensors"))
+    with TensorFile(tmp_path / "t.safetensors") as f:
+        assert f.metadata == {"k": "v"} and set(f.keys()) == set(tensors)
+        for name, t in expected.items():
+            got = f.read(name)
+            assert got.dtype == t.dtype and got.shape == t.shape and torch.equal(got, t), name
+            into = torch.empty_like(t)
+            assert f.read(name, out=into) is into and torch.equal(into, t)
+        with pytest.raises(ValueError, match="cannot read 'f32'"):
+            f.read("f32", out=torch.empty(3, 5, dtype=torch.float64))
+
+
+def test_tensor_file_checks_the_header_as_the_format_defines_it(tmp_path):
+    from safetensors.torch import save_file
+
+    from archdsl.checkpoint import TensorFile
+
+    path = tmp_path / "t.safetensors"
+    save_file({"a": torch.zeros(4), "b": torch.ones(2)}, str(path))
+    header, body = read_parts(path)
+    a, b = header["a"], header["b"]
+    cases = {
+        "overlaps or leaves gaps": {"a": {**a, "data_offsets": [0, 16]}, "b": {**b, "data_offsets": [8, 16]}},
+        "invalid shape, data type, or offset": {"a": {**a, "shape": [5]}, "b": b},
+        "no valid dtype": {"a": {**a, "dtype": "F33"}, "b": b},
+        "describes": {"a": a},
+    }
+    for message, changed in cases.items():
+        write_parts(path, changed, body)
+        with pytest.raises(ModelFileError, match=message):
+            TensorFile(path)
+    path.write_bytes(struct.pack("<Q", 10**12) + b"{}")
+    with pytest.raises(ModelFileError, match="a header of"):
+        TensorFile(path)
+    path.write_bytes(struct.pack("<Q", 3) + b"{x}")
+    with pytest.raises(ModelFileError, match="not JSON"):
+        TensorFile(path)
+
+
+def test_a_file_replaced_while_it_is_read_is_read_whole_from_the_one_opened(tmp_path):
+    from archdsl.checkpoint import TensorFile
+
+    path = tmp_path / "m.safetensors"
+    small(seed=0).save(path)
+    with TensorFile(path) as f:
+        small(seed=1).save(path)  # atomic: a new file under the same name
+        assert torch.equal(f.read("tok.weight"), small(seed=0).tok.weight)
+
+
+def _family_checkpoints():
+    pytest.importorskip("transformers")
+    from test_hf_parity import hf_model
+
+    return hf_model
+
+
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("family", ["gpt2", "llama", "mixtral", "qwen2_moe", "deepseek_v3", "granitemoe"])
+def test_in_place_loading_gives_the_state_dict_of_the_copying_converter(tmp_path, family, dtype):
+    """from_pretrained reads each tensor into place (fused projections straight into their slices); it must give
+    exactly what from_hf gives by copying from the live transformers model, ties kept, no storage shared."""
+    from archdsl.interop import hf
+
+    hf_model = _family_checkpoints()
+    reference = hf_model(family)
+    reference.save_pretrained(tmp_path, max_shard_size="50KB")
+    loaded = hf.from_pretrained(tmp_path, dtype=dtype)
+    expected = hf.from_hf(reference, dtype=dtype)
+    assert_same_state(expected, loaded)  # (the specs differ in name only: from_hf names it from the model)
+    params = dict(loaded.named_parameters())  # tied names once
+    storages = [p.untyped_storage().data_ptr() for p in params.values() if p.numel()]
+    assert len(storages) == len(set(storages)), "two parameters share one storage"
+    for name, p in expected.named_parameters(remove_duplicate=False):
+        for other, q in expected.named_parameters(remove_duplicate=False):
+            if p is q:
+                assert loaded.get_parameter(name) is loaded.get_parameter(other)
+
+
+def test_in_place_loading_of_an_encoder_decoder(tmp_path):
+    pytest.importorskip("transformers")
+    from test_encoder_decoder import _hf_model
+
+    from archdsl.interop import hf
+
+    for name in ("t5", "bart"):
+        reference = _hf_model(name)
+        reference.save_pretrained(tmp_path / name)
+        assert_same_state(hf.from_hf(reference), hf.from_pretrained(tmp_path / name))
+
+
+def test_from_pretrained_closes_its_files(tmp_path):
+    from archdsl.interop import hf
+
+    hf_model = _family_checkpoints()
+    hf_model("llama").save_pretrained(tmp_path, max_shard_size="50KB")
+    before = len(os.listdir("/proc/self/fd"))
+    hf.from_pretrained(tmp_path)
+    assert len(os.listdir("/proc/self/fd")) == before
