@@ -3,18 +3,18 @@
 
     python benchmarks/load.py make DIR [--layers 16 --hidden 1024 --ffn 2816 --vocab 32000]
         a Llama checkpoint saved by transformers' save_pretrained (5 shards of <= 200 MB at the
-        default size: ~246M parameters, 938 MiB of float32), and DIR/archdsl.safetensors, the same
-        model saved by archdsl's model.save
+        default size: ~246M parameters, 938 MiB of float32), and DIR/archdsl/model.safetensors, the
+        same model saved by archdsl's model.save
     python benchmarks/load.py measure LOADER DIR [--dtype bfloat16]
         LOADER: archdsl (interop.hf.from_pretrained), transformers (AutoModelForCausalLM.from_pretrained),
         safetensors (safetensors.torch.load_file of every shard), archdsl-file (archdsl.load_model of
-        DIR/archdsl.safetensors); prints one JSON line
+        DIR/archdsl/model.safetensors); prints one JSON line
     python benchmarks/load.py compare DIR [--dtype bfloat16] [--runs 2]
         every loader, each in its own process, alternating; prints a table (run.py's `load` row uses this)
 
-What is reported: the process's peak resident set during the load (getrusage ru_maxrss, its
-high-water mark reset through /proc/self/clear_refs just before), minus the resident set after the
-imports, so the figure is what loading costs and not torch's own libraries (the total is printed too); the load's wall time; and the resident set after touching every weight
+What is reported: the process's peak resident set during the load (VmHWM, which is ru_maxrss of
+this process's memory, its high-water mark reset through /proc/self/clear_refs just before), minus
+the resident set after the imports, so the figure is what loading costs and not torch's own libraries (the total is printed too); the load's wall time; and the resident set after touching every weight
 (summing each tensor), since a loader that leaves tensors memory-mapped and unread looks smaller
 until the first forward reads them.
 """
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -33,15 +32,22 @@ HERE = Path(__file__).resolve().parent
 LOADERS = ("archdsl", "transformers", "safetensors", "archdsl-file")
 
 
-def _rss() -> int:
+def _status(field: str) -> int:
     for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
     return 0
 
 
+def _rss() -> int:
+    return _status("VmRSS")
+
+
 def _maxrss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    """The peak resident set of this process's memory: VmHWM. (getrusage's ru_maxrss is the same in a
+    process started from a small one, but Linux carries it across exec: in a child of a large process,
+    such as run.py after making the checkpoint, it reports the parent's size.)"""
+    return _status("VmHWM")
 
 
 def make(directory: Path, layers: int, hidden: int, ffn: int, vocab: int) -> None:
@@ -56,11 +62,13 @@ def make(directory: Path, layers: int, hidden: int, ffn: int, vocab: int) -> Non
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM(config)
     model.save_pretrained(directory, max_shard_size="200MB")
-    from_hf(model).save(directory / "archdsl.safetensors")
-    shards = sorted(directory.glob("model-*.safetensors"))
+    own = directory / "archdsl" / "model.safetensors"  # a subfolder: from_pretrained reads DIR/*.safetensors
+    own.parent.mkdir(exist_ok=True)
+    from_hf(model).save(own)
+    shards = sorted(directory.glob("*.safetensors"))
     size = sum(p.stat().st_size for p in shards)
-    print(f"wrote {directory}: {sum(p.numel() for p in model.parameters()):,} parameters, {len(shards)} shards, "
-          f"{size / 2**20:.0f} MiB; archdsl.safetensors {(directory / 'archdsl.safetensors').stat().st_size / 2**20:.0f} MiB")
+    print(f"wrote {directory}: {sum(p.numel() for p in model.parameters()):,} parameters, {len(shards)} file(s), "
+          f"{size / 2**20:.0f} MiB; {own.relative_to(directory)} {own.stat().st_size / 2**20:.0f} MiB")
 
 
 def measure(loader: str, directory: Path, dtype_name: str | None) -> dict:
@@ -81,19 +89,19 @@ def measure(loader: str, directory: Path, dtype_name: str | None) -> dict:
         from archdsl import checkpoint  # noqa: F401
         if dtype not in (None, torch.float32):
             raise SystemExit("archdsl-file loads the file's own dtype (float32 here)")
-        load = lambda: archdsl.load_model(directory / "archdsl.safetensors")  # noqa: E731
+        load = lambda: archdsl.load_model(directory / "archdsl" / "model.safetensors")  # noqa: E731
     elif loader == "safetensors":
         from safetensors.torch import load_file
 
         def load():
             out = {}
-            for p in sorted(directory.glob("model-*.safetensors")):
+            for p in sorted(directory.glob("*.safetensors")):
                 out.update({k: (v.to(dtype) if dtype else v) for k, v in load_file(str(p)).items()})
             return out
     else:
         raise SystemExit(f"unknown loader {loader}; one of {', '.join(LOADERS)}")
     base_max = _maxrss()
-    with open("/proc/self/clear_refs", "w") as f:  # reset the high-water mark (ru_maxrss too) to the current RSS
+    with open("/proc/self/clear_refs", "w") as f:  # reset the high-water mark VmHWM to the current RSS
         f.write("5")
     base_rss = _rss()
     start = time.perf_counter()
