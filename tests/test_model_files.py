@@ -195,7 +195,7 @@ def test_a_safetensors_file_from_elsewhere_is_refused_with_a_hint(tmp_path):
     from safetensors.torch import save_file
 
     save_file({"w": torch.zeros(2)}, str(tmp_path / "model.safetensors"))
-    with pytest.raises(ModelFileError, match="not a model written by ArchModel.save.*from_pretrained"):
+    with pytest.raises(archdsl.ModelFileError, match="not a model written by ArchModel.save.*from_pretrained"):
         archdsl.load_model(tmp_path / "model.safetensors")
 
 
