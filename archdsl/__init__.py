@@ -47,8 +47,12 @@ def __getattr__(name: str) -> Any:  # torch-backed names load lazily, so validat
     if name in ("ArchModel", "EncoderOutput", "load_model"):
         from . import compiler as _compiler
         return getattr(_compiler, name)
+    if name == "ModelFileError":  # a damaged, tampered or foreign model file (a ValueError)
+        from .checkpoint import ModelFileError
+        return ModelFileError
     raise AttributeError(f"module 'archdsl' has no attribute '{name}'")
 
 
 __all__ = ["load_spec", "compile", "graph", "summary", "render", "Spec", "SpecError", "ErrorItem", "ArchModel",
-           "EncoderOutput", "load_model", "register_kind", "unregister_kind", "kinds", "KindError", "__version__"]
+           "EncoderOutput", "load_model", "ModelFileError", "register_kind", "unregister_kind", "kinds", "KindError",
+           "__version__"]

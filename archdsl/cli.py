@@ -44,6 +44,21 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    """--seed: an integer torch's generator takes (64 bits), a usage error otherwise."""
+    from .compiler import check_seed
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got '{text[:40]}'") from None
+    try:
+        check_seed(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
 def _add_spec_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", metavar="VAR=VALUE", help="override a var (repeatable)")
     p.add_argument("--max-params", type=_budget, default=None, help="refuse specs with more parameters than this")
@@ -134,8 +149,9 @@ def cmd_schema(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
 
     text = json_schema_text(include_plugins=not args.builtin)
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(text)
+        from .atomic import write_text
+
+        write_text(args.output, text)
     else:
         sys.stdout.write(text)
     return 0
@@ -192,7 +208,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--batch", type=_positive_int, default=1)
     p.add_argument("--seq-len", type=_positive_int, default=64)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0, help="initialisation seed (default 0)")
     _add_spec_options(p)
     p.set_defaults(run=cmd_build)
 

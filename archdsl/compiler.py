@@ -25,6 +25,14 @@ from .loader import load_spec
 from .spec import Spec
 
 
+def check_id_dtype(name: str, ids: torch.Tensor) -> None:
+    """Ids are torch.long or torch.int32, as nn.Embedding (and so transformers) takes them. Other integer
+    dtypes are refused by name: uint8 ids would index as a boolean mask, int8/int16 overflow silently."""
+    if ids.dtype not in (torch.long, torch.int32):
+        raise ValueError(f"{name} must be integer ids of dtype torch.long or torch.int32, got {ids.dtype} "
+                         f"(hint: {name}.long())")
+
+
 class EncoderOutput(NamedTuple):
     last_hidden_state: torch.Tensor  # (B, S, D)
     pooler_output: torch.Tensor  # (B, D)
@@ -113,8 +121,8 @@ class ArchModel(nn.Module):
                 wanted = " or ".join(str(s) for s in sorted(shapes))
                 raise ValueError(f"{name} must have shape {wanted} for {prefix or ''}tokens of shape {(B, S)}, got "
                                  f"{tuple(value.shape)}")
-            if name != f"{prefix}attention_mask" and value.is_floating_point():
-                raise ValueError(f"{name} must hold integer ids, got {value.dtype}")
+            if name != f"{prefix}attention_mask":
+                check_id_dtype(name, value)
         if torch.compiler.is_compiling():
             return
         if position_ids is not None and self.max_positions is not None and position_ids.numel():
@@ -135,8 +143,7 @@ class ArchModel(nn.Module):
         """Shape, length and vocabulary checks of forward (skipped for the steps of generate)."""
         if not isinstance(tokens, torch.Tensor):
             raise TypeError(f"tokens must be a torch.Tensor of integer ids (batch, seq), got {type(tokens).__name__}")
-        if tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool:
-            raise ValueError(f"tokens must be integer ids (torch.long), got {tokens.dtype}")
+        check_id_dtype("tokens", tokens)
         if tokens.dim() != 2:
             raise ValueError(f"tokens must be (batch, seq) integer ids, got shape {tuple(tokens.shape)}")
         B, S = tokens.shape
@@ -188,9 +195,9 @@ class ArchModel(nn.Module):
                 if cache is not None and name in cache.memory:
                     continue  # computed by an earlier call with this cache
                 raise ValueError(f"stack '{name}' of '{self.spec.name}' reads {kind}, and none were given")
-            if not isinstance(ids, torch.Tensor) or ids.is_floating_point() or ids.dtype == torch.bool:
-                raise ValueError(f"{kind} must be a torch.Tensor of integer ids (batch, seq), got "
-                                 f"{getattr(ids, 'dtype', type(ids).__name__)}")
+            if not isinstance(ids, torch.Tensor):
+                raise ValueError(f"{kind} must be a torch.Tensor of integer ids (batch, seq), got {type(ids).__name__}")
+            check_id_dtype(kind, ids)
             if ids.dim() != 2:
                 raise ValueError(f"{kind} must be (batch, seq) integer ids, got shape {tuple(ids.shape)}")
             B, S = ids.shape
@@ -313,27 +320,19 @@ class ArchModel(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def save(self, path: str | Path) -> None:
-        """Write spec and weights to one file; archdsl.load_model(path) restores an equal model."""
-        dtype = next((p.dtype for p in self.parameters() if p.is_floating_point()), torch.float32)
-        torch.save({"archdsl": 1, "spec": self.spec.to_yaml(), "dtype": str(dtype).removeprefix("torch."),
-                    "state_dict": self.state_dict()}, str(path))
+        """Write spec and weights to one safetensors file (``.safetensors``), atomically and with checksums;
+        archdsl.load_model(path) restores an equal model. See archdsl.checkpoint for the format."""
+        from .checkpoint import save_model
+
+        save_model(self, path)
 
 
 def load_model(path: str | Path, *, device: Any = None) -> ArchModel:
-    """Load a model written by ArchModel.save (weights_only: the file cannot run code)."""
-    try:
-        payload = torch.load(str(path), map_location=device or "cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # not a torch file, or one that would need code to unpickle
-        raise ValueError(f"{path} is not a model written by ArchModel.save: torch.load (weights only, which "
-                         f"never runs code from the file) refused it with {type(exc).__name__}") from None
-    if not isinstance(payload, dict) or "spec" not in payload or "state_dict" not in payload:
-        raise ValueError(f"{path} is not a model written by ArchModel.save (no spec and state_dict in it)")
-    dtype = _DTYPES.get(payload.get("dtype", "float32"), torch.float32)  # the saved model's parameter dtype
-    model = compile_spec(payload["spec"], device="meta", dtype=dtype).materialize(device or "cpu")
-    model.load_state_dict(payload["state_dict"], strict=True)
-    return model.eval()
+    """Load a model written by ArchModel.save: safetensors, or a ``.pt`` file of an earlier archdsl
+    (torch.load weights_only). Nothing in the file can run code; damage or tampering is a ModelFileError."""
+    from .checkpoint import load_model as _load
+
+    return _load(path, device=device)
 
 
 def _retie(model: ArchModel) -> None:
@@ -413,6 +412,7 @@ def compile_spec(source: Any, *, overrides: Mapping[str, Any] | None = None, dev
         raise TypeError(f"dtype must be a floating torch.dtype such as torch.bfloat16, got {dtype!r}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise TypeError(f"seed must be an int, got {seed!r}")
+    check_seed(seed)
     spec = source if isinstance(source, Spec) and not overrides else load_spec(source, overrides=overrides, max_params=max_params)
     g = build_graph(spec, max_params=max_params)
     device = torch.device(device) if device is not None else torch.device("cpu")
@@ -426,6 +426,16 @@ def compile_spec(source: Any, *, overrides: Mapping[str, Any] | None = None, dev
     if dtype is not None:
         model = keep_derived_buffers_float32(model.to(dtype=dtype))
     return model
+
+
+SEED_RANGE = (-(2 ** 63), 2 ** 64)  # what torch.Generator.manual_seed takes
+
+
+def check_seed(seed: int | None) -> None:
+    """A seed torch can use (it wraps negatives, refuses anything outside 64 bits with 'Overflow')."""
+    if seed is not None and not SEED_RANGE[0] <= seed < SEED_RANGE[1]:
+        shown = str(seed) if seed.bit_length() <= 128 else f"of {seed.bit_length()} bits"  # str() of huge ints fails
+        raise ValueError(f"seed {shown} does not fit torch's 64-bit generator; use a seed in [-2**63, 2**64)")
 
 
 def keep_derived_buffers_float32(model: ArchModel) -> ArchModel:

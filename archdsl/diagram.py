@@ -35,6 +35,7 @@ from html import escape as _html_escape
 from pathlib import Path
 from typing import Any, Sequence
 
+from .atomic import write_bytes, write_text
 from .render_engine import (ENV_VAR, INSTALL_HINT, Engine, RenderError, find_engine, require_engine,
                             run_engine)
 
@@ -1034,7 +1035,7 @@ def render(source_or_spec: Any, path: str | Path | None = None, *, format: str |
         text = to_mermaid(view, theme=theme, direction=direction, show_shapes=show_shapes, show_params=show_params)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
+            write_text(path, text)
         return text
     dot_source = to_dot(view, theme=theme, direction=direction, show_shapes=show_shapes,
                         show_params=show_params, legend=legend, title=title)
@@ -1043,9 +1044,9 @@ def render(source_or_spec: Any, path: str | Path | None = None, *, format: str |
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         if fmt == "dot":
-            path.write_text(dot_source, encoding="utf-8")
+            write_text(path, dot_source)
         else:
-            path.write_bytes(render_image(dot_source, fmt))
+            write_bytes(path, render_image(dot_source, fmt))
     return dot_source
 
 

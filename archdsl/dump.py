@@ -63,5 +63,25 @@ def _escape(value: Any) -> Any:
     return value
 
 
+def _escape_var(value: Any) -> Any:
+    """The loader evaluates a var only when it is a string; a list or mapping var is kept as
+    written, so its strings are written as they are (escaping them would double each '$' per round trip)."""
+    return value.replace("$", "$$") if isinstance(value, str) else _plain(value)
+
+
+def _plain(value: Any) -> Any:
+    """Plain lists and dicts (the loader's are located subclasses that yaml cannot dump)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
 def spec_to_yaml(spec: Spec) -> str:
-    return yaml.safe_dump(_escape(spec_to_data(spec)), sort_keys=False, width=100)
+    """YAML text with ``load_spec(spec_to_yaml(spec)) == spec``: '$' is escaped exactly where the loader
+    reads expressions (every string of the model, name and description, and string vars)."""
+    data = spec_to_data(spec)
+    escaped = {key: ({k: _escape_var(v) for k, v in value.items()} if key == "vars" else _escape(value))
+               for key, value in data.items()}
+    return yaml.safe_dump(escaped, sort_keys=False, width=100)

@@ -499,11 +499,13 @@ def _attach_locations(nodes: list[NodeSpec], data: LList) -> None:
 
 # ---------------------------------------------------------------------------- public entry point
 def load_spec(source: Any, *, overrides: Mapping[str, Any] | None = None,
-              max_params: int | None = None) -> Spec:
+              max_params: int | None = None, text_name: str | None = None) -> Spec:
     """Load, validate and check a spec from a path, YAML text or a dict.
 
     ``overrides`` replaces vars (``{"layers": 2}``). ``max_params`` (default: the
     ``ARCHDSL_MAX_PARAMS`` environment variable, else 10^12) refuses specs above a parameter budget.
+    ``text_name``: ``source`` is YAML text, never a path (a one-line string is not looked up on disk),
+    and errors cite this name; for specs read from untrusted data such as a model file.
     Raises :class:`SpecError` listing every problem found.
     """
     if overrides is not None and not isinstance(overrides, Mapping):
@@ -517,8 +519,13 @@ def load_spec(source: Any, *, overrides: Mapping[str, Any] | None = None,
             return load_spec(source._origin, overrides={**source._overrides, **overrides}, max_params=max_params)
         _check(source, max_params)
         return source
-    raw, path = _read_source(source)
-    file = _display(path) if path else ("<dict>" if isinstance(source, Mapping) else "<string>")
+    if text_name is not None:
+        if not isinstance(source, str):
+            raise TypeError(f"{text_name}: a spec given as text must be a str, not {type(source).__name__}")
+        raw, path = load_yaml(source, text_name), None
+    else:
+        raw, path = _read_source(source)
+    file = _display(path) if path else text_name or ("<dict>" if isinstance(source, Mapping) else "<string>")
     if not isinstance(raw, LDict):
         raise SpecError([ErrorItem.at(getattr(raw, "loc", None) or Loc(file, 1, 1), "",
                                       f"a spec is a mapping with name, vars, blocks and model; got {_describe(raw)}")])
@@ -581,6 +588,8 @@ def load_spec(source: Any, *, overrides: Mapping[str, Any] | None = None,
     spec._source = str(path) if path else None
     # what to re-read for later overrides: the file (absolute, so a change of directory does not lose it) or the data
     spec._origin = path.resolve() if path else copy.deepcopy(dict(source)) if isinstance(source, Mapping) else source
+    if text_name is not None and "\n" not in source:  # text stays text when re-read for overrides, never a path
+        spec._origin = source + "\n"
     spec._overrides = dict(overrides or {})
     raw_model = final["model"]
     for name, stack in spec.model.stacks().items():

@@ -11,6 +11,7 @@ import re
 import sys
 from pathlib import Path
 
+from .atomic import write_text
 from .kinds import REGISTRY
 from .spec import Init
 
@@ -92,7 +93,7 @@ def main(argv: list[str]) -> int:
             print(f"{PAGE} is stale: run python -m archdsl.reference", file=sys.stderr)
             return 1
         return 0
-    PAGE.write_text(new, encoding="utf-8")
+    write_text(PAGE, new)
     return 0
 
 

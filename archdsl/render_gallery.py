@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .atomic import write_text
 from .diagram import build_view, dot_digest, render_image, to_dot
 from .render_engine import require_engine
 
@@ -118,10 +119,10 @@ def write(root: Path) -> list[Path]:
             old.unlink()
     for e in items:
         path = out_dir / f"{e.stem}.svg"
-        path.write_text(svg_for(e), encoding="utf-8")
+        write_text(path, svg_for(e))
         written.append(path)
     md = root / "docs" / "gallery.md"
-    md.write_text(markdown(items), encoding="utf-8")
+    write_text(md, markdown(items))
     written.append(md)
     return written
 

@@ -37,6 +37,7 @@ import torch  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
 import archdsl  # noqa: E402
+from archdsl.atomic import replacing, write_text  # noqa: E402
 import bench_models  # noqa: E402
 import competitors  # noqa: E402
 from bench_models import ARCHS, IMPLS, LABEL  # noqa: E402
@@ -345,6 +346,55 @@ def memory(res: Results, size: dict, device: torch.device, threads: int) -> None
                 note=f"{what} around one step, fresh process per model")
 
 
+LOAD_SIZES = {  # the Llama checkpoint the `load` rows read (load.py make); full: the ~1 GB of issue 14
+    "smoke": dict(layers=1, hidden=64, ffn=176, vocab=512),
+    "quick": dict(layers=4, hidden=1024, ffn=2816, vocab=32000),
+    "full": dict(layers=16, hidden=1024, ffn=2816, vocab=32000),
+}
+
+
+def loading(res: Results, mode: str) -> None:
+    """Checkpoint loading, each loader in a fresh process (benchmarks/load.py): archdsl's from_pretrained
+    against transformers' from_pretrained on one save_pretrained checkpoint (shards of <= 200 MB), in
+    float32 and converted to bfloat16, and archdsl.load_model of the same weights saved by model.save."""
+    import tempfile
+
+    import load as load_bench
+
+    if not competitors.HAVE_HF:
+        print("  load: needs transformers, skipped", flush=True)
+        return
+    runs = 1 if mode == "smoke" else 2
+    with tempfile.TemporaryDirectory(prefix="archdsl-load-") as tmp:
+        directory = Path(tmp)
+        shape = LOAD_SIZES[mode]
+        load_bench.make(directory, **shape)
+        shards = sorted(directory.glob("*.safetensors"))
+        mib = sum(p.stat().st_size for p in shards) / 2**20
+        what = f"Llama {shape['layers']} layers × {shape['hidden']}, {mib:.0f} MiB in {len(shards)} file(s)"
+        for dtype in (None,) if mode == "smoke" else (None, "bfloat16"):
+            rows = load_bench.compare(directory, dtype, runs, loaders=("archdsl", "transformers"))
+            errors = [r for r in rows if "error" in r]
+            for r in errors:
+                print(f"  load {r['loader']}: {r['error']}", file=sys.stderr)
+            by = {"archdsl": [r for r in rows if r.get("loader") == "archdsl" and "error" not in r],
+                  "hf-sdpa": [r for r in rows if r.get("loader") == "transformers" and "error" not in r]}
+            tag = "" if dtype is None else ", to bfloat16"
+            touched = {k: max((r["resident_after_touch_mib"] for r in v), default=0) for k, v in by.items()}
+            res.add(f"load from_pretrained {what}{tag}: peak RSS", "MiB",
+                    {k: [r["peak_mib"] for r in v] for k, v in by.items()},
+                    note=f"over the RSS after imports; resident after touching every weight: archdsl "
+                         f"{touched['archdsl']:.0f}, transformers {touched['hf-sdpa']:.0f} (it leaves weights "
+                         "memory-mapped and unread)")
+            res.add(f"load from_pretrained {what}{tag}: time", "s",
+                    {k: [r["seconds"] for r in v] for k, v in by.items()}, fmt="{:.2f}")
+        own = [r for r in load_bench.compare(directory, None, runs, loaders=("archdsl-file",)) if "error" not in r]
+        if own:
+            res.add(f"load_model of the same weights saved by model.save ({own[0]['weights_mib']:.0f} MiB), "
+                    "checksums verified: peak RSS", "MiB", {"archdsl": [r["peak_mib"] for r in own]},
+                    note=f"time {statistics.median(r['seconds'] for r in own):.2f} s")
+
+
 def size_model(size: dict) -> dict:
     return {k: size[k] for k in ("layers", "d_model", "heads", "kv_heads", "ffn", "vocab", "batch", "seq")}
 
@@ -393,7 +443,8 @@ def plot(res: Results, path: Path, title: str) -> None:
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")  # long row labels are not cut off
+    with replacing(path) as tmp:  # atomic, as every file archdsl writes
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")  # long row labels are not cut off
     plt.close(fig)
 
 
@@ -417,7 +468,7 @@ def write_doc(out: Path, res: Results, command: str, info: dict, mode: str, size
         text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
-    out.write_text(text)
+    write_text(out, text)
     print(f"wrote {out} and {png}")
 
 
@@ -430,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="write the results block of this markdown file and a PNG next to it")
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                     help="also time a torch.compile (inductor) training step (default: on for the full run only)")
-    ap.add_argument("--only", nargs="+", choices=["train", "generate", "build", "memory"],
+    ap.add_argument("--only", nargs="+", choices=["train", "generate", "build", "memory", "load"],
                     help="run only these sections")
     ap.add_argument("--json", type=Path, help="write every sample as JSON")
     ap.add_argument("--threads", type=int, help="intra-op threads (default: every core this process may use)")
@@ -443,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     threads = args.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
     torch.set_num_threads(threads)
-    sections = set(args.only or ["train", "generate", "build", "memory"])
+    sections = set(args.only or ["train", "generate", "build", "memory", "load"])
     command = "python benchmarks/run.py " + " ".join(sys.argv[1:] if argv is None else argv)
     load0 = os.getloadavg()
     info = machine()
@@ -459,7 +510,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, fn in (("train", lambda: training_and_inference(res, size, device, timer, compile_)),
                      ("generate", lambda: generation(res, size, device, timer)),
                      ("build", lambda: construction(res, size, timer)),
-                     ("memory", lambda: memory(res, size, device, threads))):
+                     ("memory", lambda: memory(res, size, device, threads)),
+                     ("load", lambda: loading(res, mode))):
         if name in sections:
             t = time.perf_counter()
             fn()
@@ -470,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     print(res.table())
     print(f"\ntotal {elapsed:.0f} s")
     if args.json:
-        args.json.write_text(json.dumps({"mode": mode, "machine": info, "rows": res.rows}, indent=1, default=str))
+        write_text(args.json, json.dumps({"mode": mode, "machine": info, "rows": res.rows}, indent=1, default=str))
     if args.out:
         key = f"{mode}-{args.device}-{threads}t-{args.clock}" + ("-compile" if compile_ else "") + \
             (f"-only-{'-'.join(sorted(sections))}" if args.only else "")

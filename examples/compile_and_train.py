@@ -32,6 +32,6 @@ for step in range(30):
         print(f"step {step:2d}  loss {loss.item():.3f}")
 
 # 4. Save spec + weights in one file and load them back.
-model.save("/tmp/llama-small.pt")
-restored = archdsl.load_model("/tmp/llama-small.pt")
+model.save("/tmp/llama-small.safetensors")  # safetensors: tensors and the spec as data, no pickle
+restored = archdsl.load_model("/tmp/llama-small.safetensors")
 print("restored:", restored.num_parameters(), "parameters")

@@ -165,8 +165,8 @@ def test_seeded_initialisation_is_deterministic_and_save_load_round_trips(root, 
     for name in ("conv1d.weight", "lstm.weight_hh_l1", "gru.bias_ih_l0"):
         assert torch.equal(a.state_dict()[name], b.state_dict()[name])
         assert not torch.equal(a.state_dict()[name], c.state_dict()[name])
-    a.save(tmp_path / "m.pt")
-    loaded = archdsl.load_model(tmp_path / "m.pt")
+    a.save(tmp_path / "m.safetensors")
+    loaded = archdsl.load_model(tmp_path / "m.safetensors")
     tokens = torch.randint(0, 50, (2, 5))
     torch.testing.assert_close(loaded(tokens), a.eval()(tokens), rtol=0, atol=0)
 

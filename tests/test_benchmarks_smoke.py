@@ -32,6 +32,9 @@ def test_benchmark_harness_smoke():
     hf = importlib.util.find_spec("transformers") is not None
     if hf:  # the reference and HF models got archdsl's weights and were checked equal before timing
         assert "equal archdsl's (checked)" in out
+        load = next(r for r in rows if "load from_pretrained" in r and "peak RSS" in r)  # each loader ran
+        assert [c.strip() for c in load.strip("|").split("|")][1] != "–"
+        assert "load_model of the same weights" in labels
     train = next(r for r in rows if "train step" in r)
     cells = [c.strip() for c in train.strip("|").split("|")]
     assert cells[1] != "–" and cells[2] != "–"  # archdsl and reference timed

@@ -444,8 +444,8 @@ def test_half_precision_keeps_deepseek_routing_state_in_float32(root, tmp_path):
     moe = next(m for m in model.modules() if isinstance(m, MoE))
     assert moe.router.weight.dtype == moe.score_bias.dtype == torch.float32
     assert moe.experts.up.dtype == torch.bfloat16
-    model.save(tmp_path / "m.pt")
-    loaded = archdsl.load_model(tmp_path / "m.pt")
+    model.save(tmp_path / "m.safetensors")
+    loaded = archdsl.load_model(tmp_path / "m.safetensors")
     tokens = torch.randint(0, 97, (2, 6), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(model.eval()(tokens), loaded(tokens))

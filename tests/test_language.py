@@ -160,8 +160,8 @@ def test_scaled_residual_adds_the_scaled_branch_and_round_trips():
 
 def test_model_save_load_round_trip(tmp_path):
     model = archdsl.compile(BASE, seed=3).eval()
-    model.save(tmp_path / "m.pt")
-    loaded = archdsl.load_model(tmp_path / "m.pt")
+    model.save(tmp_path / "m.safetensors")
+    loaded = archdsl.load_model(tmp_path / "m.safetensors")
     tokens = torch.randint(0, 101, (2, 7))
     torch.testing.assert_close(model(tokens), loaded(tokens), rtol=0, atol=0)
     assert loaded.lm_head.weight is loaded.tok.weight

@@ -55,7 +55,7 @@ from typing import Any, Callable, Iterable, Mapping
 from ..errors import ErrorItem, Loc, SpecError
 
 __all__ = ["Features", "FAMILY_TRAITS", "features_from_config", "spec_yaml_from_config", "spec_from_config",
-           "from_hf", "from_pretrained", "import_hf_main", "load_config", "load_safetensors"]
+           "from_hf", "from_pretrained", "import_hf_main", "load_config", "load_safetensors", "Shards"]
 
 
 # ---------------------------------------------------------------------------------------- traits
@@ -1187,6 +1187,8 @@ class _Source:
 
     def __init__(self, tensors: Mapping[str, Callable[[], Any]], conv1d: set[str] | None):
         self.loaders = dict(tensors)
+        self.shapes: Mapping[str, tuple] | None = getattr(tensors, "shapes", None)  # a checkpoint folder's, unread
+        self.shards = tensors if isinstance(tensors, Shards) else None
         self.used: set[str] = set()
         self.conv1d = conv1d  # exact module names when known (from_hf); else inferred from shapes
         self.top: dict[str, str] = {}
@@ -1219,14 +1221,34 @@ class _Source:
         c_attn = self.find(int(m.group(1)), ["attn.c_attn.weight"])
         if c_attn is None:
             return False
-        shape = self.loaders[c_attn]().shape
+        shape = self.shape(c_attn)
         return shape[0] < shape[1]
+
+    def cat(self, keys: list[str]) -> Any:
+        """torch.cat of the tensors along dim 0. From a checkpoint folder each part is read straight into
+        its slice of the result (no parts in memory next to it, no copy)."""
+        import torch
+
+        shapes = [self.shape(k) for k in keys]
+        if (self.shards is None or any(len(s) < 1 or s[1:] != shapes[0][1:] for s in shapes)
+                or len({self.shards.dtype(k) for k in keys}) != 1):
+            return torch.cat([self.get(k) for k in keys])  # (raises its own error for parts that do not fit)
+        out = torch.empty((sum(s[0] for s in shapes), *shapes[0][1:]), dtype=self.shards.dtype(keys[0]))
+        start = 0
+        for key, shape in zip(keys, shapes):
+            self.used.add(key)
+            self.shards.read_into(key, out[start:start + shape[0]])
+            start += shape[0]
+        return out
+
+    def shape(self, key: str) -> tuple:
+        return tuple(self.shapes[key]) if self.shapes is not None else tuple(self.loaders[key]().shape)
 
 
 class _Mapper:
-    def __init__(self, f: Features, src: _Source, model: Any):
+    def __init__(self, f: Features, src: _Source, model: Any, owned: bool = False):
         self.f, self.src, self.model = f, src, model
-        self.out: dict[str, Any] = {}
+        self.out: dict[str, Any] = _Sink(model, owned)  # owned: the tensors are fresh reads of a checkpoint
         self.errors: list[str] = []
 
     # -- helpers ------------------------------------------------------------------------------
@@ -1253,7 +1275,7 @@ class _Mapper:
                     self.errors.append(f"layer {i}: the checkpoint has a bias {k} that the spec lacks")
             return None
         import torch
-        return torch.cat([self.src.get(k) for k in keys])  # type: ignore[arg-type]
+        return self.src.cat(keys)  # type: ignore[arg-type]
 
     # -- roles --------------------------------------------------------------------------------
     def norm(self, name: str, i: int | None, role: str, module: Any) -> None:
@@ -1290,7 +1312,7 @@ class _Mapper:
             if any(w is None for w in ws):
                 self.errors.append(f"layer {i}: incomplete q/k/v projections under {a}")
                 return
-            self.put(f"{name}.qkv.weight", torch.cat([self.src.get(w) for w in ws]))  # type: ignore[arg-type]
+            self.put(f"{name}.qkv.weight", self.src.cat(ws))  # type: ignore[arg-type]
             b = self.bias(i, [f"{a}.{p}" for p in (q, k, v)], qkv_bias, "the qkv projection")
             if b is not None:
                 self.put(f"{name}.qkv.bias", b)
@@ -1374,7 +1396,7 @@ class _Mapper:
                 gk, uk = self.src.find(i, [f"{m}.{g}.weight"]), self.src.find(i, [f"{m}.{u}.weight"])
                 if self.need(f"layer {i}'s up projection", uk) is None:
                     return
-                self.put(f"{name}.up.weight", torch.cat([self.src.get(gk), self.src.get(uk)]))  # type: ignore[arg-type]
+                self.put(f"{name}.up.weight", self.src.cat([gk, uk]))  # type: ignore[arg-type]
                 b = self.bias(i, [f"{m}.{g}", f"{m}.{u}"], bias, "the gated up projection")
                 if b is not None:
                     self.put(f"{name}.up.bias", b)
@@ -1428,8 +1450,8 @@ class _Mapper:
             if any(k is None for k in keys):
                 self.errors.append(f"layer {i}: the shared expert's projections are missing from the checkpoint")
             else:
-                up = [self.src.get(k) for k in keys[:2]] if module.shared.gated else [self.src.get(keys[1])]
-                self.put(f"{name}.shared.up.weight", torch.cat(up))  # type: ignore[arg-type]
+                up_keys = keys[:2] if module.shared.gated else [keys[1]]
+                self.put(f"{name}.shared.up.weight", self.src.cat(up_keys))  # type: ignore[arg-type]
                 self.put(f"{name}.shared.down.weight", self.src.get(keys[2]))  # type: ignore[arg-type]
             if module.shared_gate is not None:
                 gkey = self.src.find(i, ["mlp.shared_expert_gate.weight"])
@@ -1460,7 +1482,7 @@ class _Mapper:
             if any(k is None for k in keys):
                 self.errors.append(f"layer {i}: expert {e} is incomplete")
                 return
-            ups.append(torch.cat([self.src.get(keys[0]), self.src.get(keys[1])]))  # type: ignore[arg-type]
+            ups.append(self.src.cat([keys[0], keys[1]]))  # type: ignore[arg-type]
             downs.append(self.src.get(keys[2]))  # type: ignore[arg-type]
         self.put(f"{name}.experts.up", torch.stack(ups))
         self.put(f"{name}.experts.down", torch.stack(downs))
@@ -1545,7 +1567,7 @@ class _Mapper:
                 elif bkey is not None:
                     self.errors.append(f"the checkpoint has an output bias {bkey} that the spec lacks")
         unused = sorted(k for k in self.src.loaders if k not in self.src.used and not _IGNORED.search(k)
-                        and self.src.loaders[k]().numel() > 0)  # a zero-width part (n_shared_experts: 0) holds nothing
+                        and math.prod(self.src.shape(k)) > 0)  # a zero-width part (n_shared_experts: 0) holds nothing
         if unused:
             shown = ", ".join(unused[:8]) + (f" and {len(unused) - 8} more" if len(unused) > 8 else "")
             self.errors.append(f"checkpoint tensors the spec does not use: {shown}")
@@ -1554,21 +1576,60 @@ class _Mapper:
         return self.out
 
 
-def _assign(model: Any, tensors: dict[str, Any]) -> None:
-    import torch
+class _Sink(dict):
+    """archdsl name -> tensor for the mappers, put into the model the moment it is set and not kept:
+    a checkpoint is never held in memory next to the model, and each tensor is converted to the
+    model's dtype on its own.
 
-    # parameters, and the buffers that belong to a checkpoint (persistent ones: DeepSeek's expert score bias)
-    persistent = set(model.state_dict())
-    params = {**{k: b for k, b in model.named_buffers() if k in persistent}, **dict(model.named_parameters())}
-    missing = sorted(set(params) - set(tensors))
+    With ``owned`` (tensors freshly read from files, or computed from such), a tensor of the model's
+    dtype and device that owns its whole storage becomes the parameter's storage (``p.data = t``:
+    the Parameter object stays, so ties stay; the allocated but never touched storage it replaces
+    was never resident); the peak is then the model plus the inputs of one fused tensor. Otherwise
+    (tensors of a live transformers model) the values are copied."""
+
+    def __init__(self, model: Any, owned: bool = False):
+        super().__init__()
+        self.owned = owned
+        self.taken: set[int] = set()  # storages already given to a parameter: never two parameters on one
+        # parameters, and the buffers that belong to a checkpoint (persistent ones: DeepSeek's expert score bias)
+        persistent = set(model.state_dict())
+        self.params = {**{k: b for k, b in model.named_buffers() if k in persistent}, **dict(model.named_parameters())}
+
+    def __setitem__(self, name: str, tensor: Any) -> None:
+        import torch
+
+        if name not in self.params:
+            raise ValueError(f"{name}: no such archdsl parameter to load a checkpoint tensor into")
+        p = self.params[name]
+        if tuple(p.shape) != tuple(tensor.shape):
+            raise ValueError(f"{name}: the checkpoint gives shape {tuple(tensor.shape)}, the spec {tuple(p.shape)}")
+        with torch.no_grad():
+            if self.owned:
+                t = tensor.to(device=p.device, dtype=p.dtype)
+                storage = t.untyped_storage()
+                if (t.is_contiguous() and storage.nbytes() == t.numel() * t.element_size()
+                        and storage.data_ptr() not in self.taken):
+                    if t.numel():
+                        self.taken.add(storage.data_ptr())
+                    p.data = t
+                    super().__setitem__(name, None)
+                    return
+            p.copy_(tensor)  # copy_ converts dtype and device on the way, without a converted copy first
+        super().__setitem__(name, None)
+
+    def missing(self) -> list[str]:
+        return sorted(set(self.params) - set(self))
+
+
+def _assign(model: Any, tensors: dict[str, Any]) -> None:
+    """Put mapped tensors into the model (a _Sink has done so already) and require every parameter."""
+    sink = tensors if isinstance(tensors, _Sink) else _Sink(model)
+    if sink is not tensors:
+        for name, tensor in tensors.items():
+            sink[name] = tensor
+    missing = sink.missing()
     if missing:
         raise ValueError("archdsl parameters left without a checkpoint tensor: " + ", ".join(missing[:8]))
-    with torch.no_grad():
-        for name, tensor in tensors.items():
-            p = params[name]
-            if tuple(p.shape) != tuple(tensor.shape):
-                raise ValueError(f"{name}: the checkpoint gives shape {tuple(tensor.shape)}, the spec {tuple(p.shape)}")
-            p.copy_(tensor.to(device=p.device, dtype=p.dtype))
 
 
 def _build(spec: Any, dtype: Any, device: Any) -> Any:
@@ -1662,39 +1723,93 @@ def _verify(hf_model: Any, model: Any, length: int = 8) -> None:
                          "its config does not state")
 
 
-def load_safetensors(local_dir: str | Path) -> dict[str, Callable[[], Any]]:
+def _shard_names(index: Path) -> list[str]:
+    """The shard files named by a model.safetensors.index.json; a malformed index is an error naming it."""
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise ValueError(f"{index}: not valid JSON ({exc}); re-download the checkpoint or remove the index "
+                         "of a single-file checkpoint") from None
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise ValueError(f"{index}: a shard index needs a non-empty 'weight_map' mapping tensor names to "
+                         "shard files")
+    values = list(weight_map.values())
+    bad = [repr(n)[:80] for n in values if not isinstance(n, str) or Path(n).name != n or not n.endswith(".safetensors")]
+    if bad:
+        raise ValueError(f"{index}: 'weight_map' names shards that are not .safetensors files in the same "
+                         f"folder: {', '.join(sorted(set(bad))[:3])}")
+    return sorted(set(values))
+
+
+class Shards(dict):
+    """Tensor name -> a function that reads it, over a checkpoint folder's *.safetensors files (each
+    opened once, read with plain reads: archdsl.checkpoint.TensorFile). A context manager; close()
+    closes the files."""
+
+    def __init__(self, files: list[Any]):
+        super().__init__()
+        self.files = files
+        self.shapes: dict[str, tuple[int, ...]] = {}  # known without reading a tensor
+        self.owner: dict[str, Any] = {}
+        for file in files:
+            for key in file.keys():
+                self[key] = (lambda k=key, file=file: file.read(k))
+                self.shapes[key] = file.shape(key)
+                self.owner[key] = file
+
+    def read_into(self, key: str, out: Any) -> None:
+        """Read tensor `key` straight into `out` (contiguous, CPU, of its shape and dtype)."""
+        self.owner[key].read(key, out=out)
+
+    def dtype(self, key: str) -> Any:
+        return self.owner[key].dtype(key)
+
+    def close(self) -> None:
+        for file in self.files:
+            file.close()
+
+    def __enter__(self) -> "Shards":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def load_safetensors(local_dir: str | Path) -> Shards:
     """Lazy loaders for every tensor of a folder's *.safetensors files (following the shard index if any)."""
-    from safetensors import safe_open
+    from ..checkpoint import TensorFile
 
     root = Path(local_dir)
     index = root / "model.safetensors.index.json"
     if index.is_file():
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        files = sorted({root / name for name in weight_map.values()})
+        paths = sorted({root / name for name in _shard_names(index)})
     else:
-        files = sorted(root.glob("*.safetensors"))
-    if not files:
+        paths = sorted(root.glob("*.safetensors"))
+    if not paths:
         raise FileNotFoundError(f"no *.safetensors files in {root}")
-    loaders: dict[str, Callable[[], Any]] = {}
-    for path in files:
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is named in the shard index but missing")
-        with safe_open(str(path), framework="pt") as handle:
-            keys = list(handle.keys())
-
-        def load(key: str, path: Path = path) -> Any:
-            with safe_open(str(path), framework="pt") as h:
-                return h.get_tensor(key)
-        for key in keys:
-            loaders[key] = (lambda k=key, load=load: load(k))
-    return loaders
+    files: list[Any] = []
+    try:
+        for path in paths:
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} is named in the shard index but missing")
+            files.append(TensorFile(path))
+    except BaseException:
+        for file in files:
+            file.close()
+        raise
+    return Shards(files)
 
 
 def from_pretrained(local_dir: str | Path, *, spec: Any = None, overrides: Mapping[str, Any] | None = None,
                     dtype: Any = None, device: Any = "cpu") -> Any:
     """An ArchModel from a local Hugging Face checkpoint folder: config.json and *.safetensors (one
     file, or shards listed in model.safetensors.index.json). Reads nothing from the network and
-    never builds the transformers model; tensors are read one at a time into the archdsl model.
+    never builds the transformers model.
+
+    The model is built on `meta` and allocated without being touched; each checkpoint tensor is read
+    (plain reads, no memory map), converted to the model's dtype on its own, and copied into place
+    before the next is read, so the peak memory is the model plus about one tensor.
 
     ``spec``/``overrides`` as for from_hf. ``dtype``: a torch dtype, ``"auto"`` for the config's
     dtype, or None for float32.
@@ -1711,11 +1826,11 @@ def from_pretrained(local_dir: str | Path, *, spec: Any = None, overrides: Mappi
         dtype = _get(cfg, "dtype", "torch_dtype") or torch.float32
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     model = _build(target, dtype or torch.float32, device)
-    if seq2seq:
-        _assign(model, hf_seq2seq.map_seq2seq(f, load_safetensors(local_dir), model))
-        return model.eval()
-    src = _Source(load_safetensors(local_dir), None)
-    _assign(model, _Mapper(f, src, model).run())
+    with load_safetensors(local_dir) as shards:
+        if seq2seq:
+            _assign(model, hf_seq2seq.map_seq2seq(f, shards, model, owned=True))
+        else:
+            _assign(model, _Mapper(f, _Source(shards, None), model, owned=True).run())
     return model.eval()
 
 
@@ -1731,6 +1846,7 @@ def import_hf_main(config_json: str | Path, output_path: str | Path | None = Non
     import sys
 
     from .. import summary
+    from ..atomic import write_text
     from ..loader import load_spec
     from .hf_verify import check
 
@@ -1748,7 +1864,7 @@ def import_hf_main(config_json: str | Path, output_path: str | Path | None = Non
         sys.stdout.write(text)
         print(note, file=sys.stderr)
         return 0
-    Path(output_path).write_text(text, encoding="utf-8")
+    write_text(output_path, text)
     print(f"wrote {output_path}: {spec.name}, {total:,} parameters")
     print(note, file=sys.stdout if verify and verdict.verified else sys.stderr)
     return 0

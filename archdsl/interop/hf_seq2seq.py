@@ -358,7 +358,8 @@ class _Names:
 _IGNORED_SUFFIXES = ("EncDecAttention.relative_attention_bias.weight",)
 
 
-def map_seq2seq(f: Seq2SeqFeatures, tensors: dict[str, Callable[[], Any]], model: Any) -> dict[str, Any]:
+def map_seq2seq(f: Seq2SeqFeatures, tensors: dict[str, Callable[[], Any]], model: Any,
+                owned: bool = False) -> dict[str, Any]:
     """archdsl parameter name -> tensor, for every parameter of `model`; raises naming what does not map."""
     import torch
 
@@ -367,9 +368,11 @@ def map_seq2seq(f: Seq2SeqFeatures, tensors: dict[str, Callable[[], Any]], model
     from ..blocks.feedforward import MLP
     from ..blocks.heads import LMHead
 
+    from .hf import _Sink
+
     names = _Names(f)
     used: set[str] = set()
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = _Sink(model, owned)  # puts each tensor into the model as it goes
     errors: list[str] = []
 
     def get(key: str) -> Any:
