@@ -16,9 +16,8 @@ from typing import Any
 
 import yaml
 
-from .errors import ErrorItem, Loc, SpecError
-
-MAX_NODES = 200_000  # after alias expansion; a real spec has a few thousand at most
+from .errors import ErrorItem, Loc, SpecError, shorten
+from .limits import MAX_YAML_NODES as MAX_NODES  # after alias expansion; a real spec has a few thousand
 _STANDARD_TAGS = {
     "tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
     "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null", "tag:yaml.org,2002:map",
@@ -131,13 +130,7 @@ class _Builder:
         if id(node) in self.active:
             raise self.fail(node, "recursive YAML alias", "an alias may not contain itself")
         if isinstance(node, yaml.ScalarNode):
-            try:
-                return self.loader.construct_object(node, deep=True)
-            except yaml.YAMLError as exc:
-                raise self.fail(node, f"invalid YAML value: {exc}") from None
-            except ValueError as exc:  # e.g. an integer of more digits than Python converts
-                raise self.fail(node, f"invalid YAML value: {exc}".split(";")[0],
-                                "no size needs that many digits") from None
+            return self.scalar(node)
         self.active.add(id(node))
         try:
             if isinstance(node, yaml.SequenceNode):
@@ -148,6 +141,19 @@ class _Builder:
             return self.build_mapping(node)
         finally:
             self.active.discard(id(node))
+
+    def scalar(self, node: yaml.ScalarNode) -> Any:
+        """A scalar's value. An explicit tag whose text does not fit it (``!!bool maybe``,
+        ``!!float abc``) and an integer of more digits than Python converts are located errors."""
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, KeyError, TypeError, OverflowError) as exc:
+            if isinstance(exc, ValueError) and "digits" in str(exc):  # int('1' * 5000)
+                raise self.fail(node, f"invalid YAML value: a number of {len(node.value):,} digits",
+                                "no size needs that many digits") from None
+            tag = node.tag.rsplit(":", 1)[-1]
+            raise self.fail(node, f"invalid YAML value: '{shorten(node.value)}' is not a valid !!{tag}",
+                            f"remove the !!{tag} tag, or write {_TAG_WORDS.get(tag, 'a ' + tag)}") from None
 
     def build_mapping(self, node: yaml.MappingNode) -> LDict:
         out = LDict(loc=self.loc(node))
@@ -176,6 +182,8 @@ class _Builder:
         return out
 
 
+_TAG_WORDS = {"bool": "true or false", "int": "a whole number", "float": "a number such as 0.1 or 1e-5",
+              "null": "null"}
 _OPENERS = {"flow mapping": ("'{'", "'}'"), "flow sequence": ("'['", "']'"), "quoted scalar": ("quote", "quote")}
 
 
@@ -208,12 +216,27 @@ def _syntax_error(exc: yaml.MarkedYAMLError, file: str) -> ErrorItem:
     return ErrorItem.at(loc, "", f"invalid YAML: {text.strip()}", hint)
 
 
+def _reader_error(exc: yaml.reader.ReaderError, text: str, file: str) -> ErrorItem:
+    """A character YAML does not allow (NUL, a control character), cited at its line and column."""
+    position = exc.position if isinstance(exc.position, int) else 0
+    line = text.count("\n", 0, position) + 1
+    column = position - (text.rfind("\n", 0, position) + 1) + 1
+    char = exc.character if isinstance(exc.character, str) else chr(exc.character)
+    return ErrorItem.at(Loc(file, line, column), "", f"invalid YAML: the character U+{ord(char):04X} is not allowed "
+                        "in a YAML file", 'remove it; inside a double-quoted string, write it as an escape ("\\x07")')
+
+
 def load_yaml(text: str, file: str = "<string>") -> Any:
     """Parse one YAML document into located plain data; raise SpecError on any problem."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # checks the first characters at once: a NUL raises here
+    except yaml.reader.ReaderError as exc:
+        raise SpecError([_reader_error(exc, text, file)]) from None
     try:
         try:
             node = loader.get_single_node()
+        except yaml.reader.ReaderError as exc:  # a control character further on
+            raise SpecError([_reader_error(exc, text, file)]) from None
         except yaml.MarkedYAMLError as exc:
             raise SpecError([_syntax_error(exc, file)]) from None
         except yaml.YAMLError as exc:
