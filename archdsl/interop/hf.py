@@ -158,11 +158,11 @@ def load_config(config: Any) -> Any:
     if hasattr(config, "to_dict") and hasattr(config, "model_type"):
         return config
     transformers = _transformers()
-    source = "<dict>"
+    source, folder = "<dict>", None
     if isinstance(config, (str, Path)):
         path = Path(config)
         if path.is_dir():
-            path = path / "config.json"
+            folder, path = path, path / "config.json"
         if not path.is_file():
             raise FileNotFoundError(f"no Hugging Face config at {path}")
         source = str(path)
@@ -198,8 +198,10 @@ def load_config(config: Any) -> Any:
     if getattr(cfg, "model_type", None) in (None, ""):
         cfg.model_type = model_type
     cfg._archdsl_source = source  # for error locations
-    if source != "<dict>" and not getattr(cfg, "name_or_path", None):
-        cfg.name_or_path = Path(source).resolve().parent.name  # the checkpoint folder names the spec
+    if folder is not None and not getattr(cfg, "name_or_path", None):
+        # a checkpoint folder names the spec; a config.json given by itself is named by its _name_or_path or
+        # model_type (the folder that happens to hold it, `path/to/config.json` -> "to", says nothing)
+        cfg.name_or_path = folder.resolve().name
     return cfg
 
 
