@@ -216,6 +216,8 @@ def evaluate(ast: Any, lookup: Callable[[str], Any]) -> Any:
     """Evaluate an AST; ``lookup(name)`` returns a var's value or raises ExprError."""
     tag = ast[0]
     if tag == "num":
+        if abs(ast[1]) > _MAX_RESULT:
+            raise _too_large(f"the number {shorten(ast[1], 20)}")
         return ast[1]
     if tag == "name":
         return lookup(ast[1])

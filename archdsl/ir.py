@@ -378,7 +378,7 @@ def _where(spec: Spec, path: str) -> Loc | None:
 
 
 def _count(n: int) -> str:
-    return f"{n:,}" if n < 10**15 else f"about 10^{len(str(n)) - 1}"
+    return f"{n:,}" if n <= 10**30 else f"about 10^{len(str(n)) - 1}"
 
 
 def _footprint(nodes: list, path: str, depth: int = 0) -> tuple[int, int]:

@@ -271,8 +271,8 @@ def _parse_override(value: Any, known: Any = ()) -> Any:
         return value
     try:
         parsed = load_yaml(value, "<override>")
-    except SpecError:
-        return value
+    except SpecError:  # not YAML (a control character, a number too large): arithmetic, or a string
+        parsed = value
     if isinstance(parsed, (LDict, LList)):
         return value
     if not isinstance(parsed, str) or "$" in parsed or len(parsed) > MAX_EXPRESSION_CHARS:
@@ -342,6 +342,7 @@ class _Expander:
             wrapped.append_at(items, loc)
             items = wrapped
         out = LList(loc=items.loc)
+        reported = len(self.errors.locs)
         for i, item in enumerate(items):
             for node, node_loc, origin in self.node(item, scope, items.loc_of(i), _path(path, i)):
                 here = _path(path, len(out))
@@ -349,7 +350,7 @@ class _Expander:
                     self.origins[here] = origin
                     self.sites[here] = _path(path, i)  # the block's name, as written, that put it here
                 out.append_at(node, node_loc)
-        if items and not out:
+        if items and not out and len(self.errors.locs) > reported:  # emptied by mistakes already reported
             self.emptied |= {items.loc, loc} - {None}
         return out
 
@@ -450,7 +451,14 @@ class _Expander:
         layers = definition
         if isinstance(definition, LDict) and "layers" in definition:
             if isinstance(definition.get("params"), LDict):
-                params = definition["params"]
+                params = LDict(loc=definition["params"].loc)
+                for key, default in definition["params"].items():
+                    if _is_name(key):
+                        params.copy_from(definition["params"], key, default)
+                    else:
+                        self.errors.add(definition["params"].key_locs.get(key), _path("blocks", name, "params"),
+                                        f"'{shorten(key)}' is not a parameter name",
+                                        "letters, digits and _, not starting with a digit")
             elif definition.get("params") is not None:
                 got = _describe(definition["params"])
                 self.errors.add(definition.loc_of("params"), _path("blocks", name, "params"),
@@ -624,6 +632,13 @@ def _fold_block_errors(items: list[ErrorItem], origins: dict[str, str], sites: d
             item = replace(item, message=f"{item.message} (used by {where}{more})")
         out.append(item)
     return out
+
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _is_name(key: Any) -> bool:
+    return isinstance(key, str) and _NAME.match(key) is not None
 
 
 def _block_label(body: Any, blocks: LDict) -> str | None:
@@ -819,8 +834,12 @@ def load_spec(source: Any, *, overrides: Mapping[str, Any] | None = None,
     if not isinstance(blocks, LDict):
         errors.add(doc.loc_of("blocks"), "blocks", "blocks must be a mapping of block names to lists of nodes")
         blocks = LDict()
-    for name in blocks:
-        if name in NODE_KINDS:
+    for name in list(blocks):
+        if not _is_name(name):  # a block is named where a kind could be: `- 3` or `- .nan` is no name
+            errors.add(blocks.key_locs.get(name), f"blocks.{shorten(name)}", f"'{shorten(name)}' is not a block name",
+                       "letters, digits and _, not starting with a digit")
+            del blocks[name]
+        elif name in NODE_KINDS:
             errors.add(blocks.key_locs.get(name), f"blocks.{name}", f"block name '{name}' is already a node kind",
                        "rename the block")
 

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from .errors import ErrorItem, Loc, SpecError, shorten
-from .limits import MAX_YAML_NODES as MAX_NODES  # after alias expansion; a real spec has a few thousand
+from .limits import MAX_VALUE, MAX_YAML_NODES as MAX_NODES  # after alias expansion; a real spec has a few thousand
 _STANDARD_TAGS = {
     "tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
     "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null", "tag:yaml.org,2002:map",
@@ -71,6 +71,15 @@ def loc_of(container: Any, key: Any) -> Loc | None:
     if isinstance(container, (LDict, LList)):
         return container.loc_of(key)
     return None
+
+
+_TOO_LARGE_HINT = f"sizes above 1e{len(str(int(MAX_VALUE))) - 1} are not meaningful"
+
+
+def too_large(value: Any) -> bool:
+    """An integer beyond MAX_VALUE, as no size is: refused where it is written, as expressions refuse
+    results beyond it, so later arithmetic (float conversions, products) never overflows."""
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_VALUE
 
 
 def _mark_loc(file: str, mark: yaml.Mark) -> Loc:
@@ -146,7 +155,7 @@ class _Builder:
         """A scalar's value. An explicit tag whose text does not fit it (``!!bool maybe``,
         ``!!float abc``) and an integer of more digits than Python converts are located errors."""
         try:
-            return self.loader.construct_object(node, deep=True)
+            value = self.loader.construct_object(node, deep=True)
         except (yaml.YAMLError, ValueError, KeyError, TypeError, OverflowError) as exc:
             if isinstance(exc, ValueError) and "digits" in str(exc):  # int('1' * 5000)
                 raise self.fail(node, f"invalid YAML value: a number of {len(node.value):,} digits",
@@ -154,6 +163,9 @@ class _Builder:
             tag = node.tag.rsplit(":", 1)[-1]
             raise self.fail(node, f"invalid YAML value: '{shorten(node.value)}' is not a valid !!{tag}",
                             f"remove the !!{tag} tag, or write {_TAG_WORDS.get(tag, 'a ' + tag)}") from None
+        if too_large(value):
+            raise self.fail(node, f"the number {shorten(node.value, 20)} is too large", _TOO_LARGE_HINT)
+        return value
 
     def build_mapping(self, node: yaml.MappingNode) -> LDict:
         out = LDict(loc=self.loc(node))
@@ -271,4 +283,6 @@ def from_python(value: Any, file: str = "<dict>") -> Any:
         for i, v in enumerate(value):
             out_list.append_at(from_python(v, file), value.loc_of(i) if isinstance(value, LList) else None)
         return out_list
+    if too_large(value):
+        raise SpecError([ErrorItem.at(Loc(file), "", f"the number {shorten(value, 20)} is too large", _TOO_LARGE_HINT)])
     return value
