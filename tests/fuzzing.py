@@ -32,7 +32,8 @@ from archdsl.render_engine import RenderError
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = sorted((ROOT / "specs").glob("*.yaml"))
-CASE_SECONDS = 20.0  # a step of a case that takes longer is a hang (real specs load in milliseconds)
+CASE_SECONDS = 60.0  # a step of a case that takes longer is a hang (real specs load in milliseconds; a valid
+# spec of thousands of layers, from --set layers=4*d_model, takes seconds, more on a loaded machine)
 
 # pieces that broke or could break a parser: control characters, YAML syntax and tags, expression
 # syntax, huge and odd numbers, long and odd names
