@@ -23,7 +23,9 @@ def graph(spec: Any, *, overrides=None, max_params: int | None = None, seq_len: 
     """The resolved block graph (networkx.DiGraph) of a spec; see archdsl.ir for its attributes."""
     from .ir import build_graph
 
-    return build_graph(load_spec(spec, overrides=overrides, max_params=max_params), max_params=max_params, seq_len=seq_len)
+    if not (isinstance(spec, Spec) and not overrides):  # a Spec is checked by building its graph, done below
+        spec = load_spec(spec, overrides=overrides, max_params=max_params)
+    return build_graph(spec, max_params=max_params, seq_len=seq_len)
 
 
 def summary(spec: Any, *, overrides=None, seq_len: int | None = None, max_params: int | None = None):

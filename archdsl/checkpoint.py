@@ -199,7 +199,7 @@ def save_model(model: Any, path: str | Path) -> None:
 
     path = Path(path)
     if path.suffix != SUFFIX:
-        hint = (f"; archdsl.load_model still reads the .pt files of earlier versions"
+        hint = ("; archdsl.load_model still reads the .pt files of earlier versions"
                 if path.suffix in _LEGACY_SUFFIXES else "")
         raise ValueError(f"{path}: model.save writes safetensors, so name the file with the {SUFFIX} suffix "
                          f"(e.g. {path.with_suffix(SUFFIX)}){hint}")

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import SpecError
+from .errors import SpecError, printable
 
 
 def _parse_sets(items: Sequence[str] | None, parser: argparse.ArgumentParser) -> dict[str, Any]:
@@ -97,16 +97,30 @@ def cmd_validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
             for error in exc.errors:
                 print(error, file=sys.stderr)
             continue
-        print(f"{path}: ok ({spec.name})")
+        print(_safe(f"{path}: ok ({spec.name})"))
     return 1 if failed else 0
+
+
+def _safe(text: str) -> str:
+    """Text for the terminal: a name from a spec may hold ANSI escapes or other control characters,
+    which are printed as visible escapes (``\x1b[31m``) instead of acting on the terminal."""
+    return "\n".join(printable(line) for line in str(text).split("\n"))
 
 
 def cmd_summary(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from . import summary
 
-    print(summary(Path(args.spec), overrides=_parse_sets(args.set, parser), seq_len=args.seq_len,
-                  max_params=_max_params(args)))
-    return 0
+    overrides, failed = _parse_sets(args.set, parser), 0
+    for k, path in enumerate(args.specs):
+        try:
+            table = summary(Path(path), overrides=overrides, seq_len=args.seq_len, max_params=_max_params(args))
+        except SpecError as exc:
+            failed += 1
+            for error in exc.errors:
+                print(error, file=sys.stderr)
+            continue
+        print(("\n" if k else "") + _safe(str(table)))
+    return 1 if failed else 0
 
 
 def cmd_build(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -187,8 +201,11 @@ def cmd_import_hf(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 
 
 def make_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="archdsl", description="Write transformer architectures as YAML; "
                                      "validate, summarise, build and draw them.")
+    parser.add_argument("--version", action="version", version=f"archdsl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("validate", help="check specs (no torch)")
@@ -197,7 +214,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_validate)
 
     p = sub.add_parser("summary", help="parameters, shapes and FLOPs per block (no torch)")
-    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("specs", nargs="+", metavar="SPEC")
     p.add_argument("--seq-len", type=_positive_int, default=None, help="context length for attention FLOPs")
     _add_spec_options(p)
     p.set_defaults(run=cmd_summary)
@@ -205,10 +222,14 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("build", help="compile to PyTorch and run one forward pass on random tokens")
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--device", default="cpu", help="cpu, cuda, or meta (build without weights)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--batch", type=_positive_int, default=1)
-    p.add_argument("--seq-len", type=_positive_int, default=64)
-    p.add_argument("--seed", type=_seed, default=0, help="initialisation seed (default 0)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="dtype of the weights and of the forward pass (default: float32)")
+    p.add_argument("--batch", type=_positive_int, default=1, help="rows of random input in the timed forward pass "
+                   "(default: 1)")
+    p.add_argument("--seq-len", type=_positive_int, default=64, help="tokens per row of the random input (default: 64); "
+                   "an image model reads one image per row instead")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the weight initialisation and of the random input "
+                   "(default: 0)")
     _add_spec_options(p)
     p.set_defaults(run=cmd_build)
 

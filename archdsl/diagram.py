@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .atomic import write_bytes, write_text
+from .errors import printable, shorten
+from .limits import MAX_DRAWN_NODES
 from .render_engine import (ENV_VAR, INSTALL_HINT, Engine, RenderError, find_engine, require_engine,
                             run_engine)
 
@@ -525,11 +527,14 @@ def _box_node(g, n: str, c: _Collapser, cluster: str | None) -> DNode:
 
 # ================================================================================ DOT
 def _q(text: str) -> str:
-    return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    """A quoted DOT string. A newline stays a line break; other control characters are written as
+    visible escapes (``\x1b``), so nothing from a spec reaches a terminal that prints the DOT."""
+    text = "\n".join(printable(line) for line in str(text).split("\n"))
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
 def _h(text: Any) -> str:
-    return _html_escape(str(text), quote=True)
+    return _html_escape(printable(text), quote=True)
 
 
 def _attrs(**attrs: Any) -> str:
@@ -893,7 +898,11 @@ def _mid(node_id: str, taken: dict[str, str]) -> str:
 
 
 def _mtext(text: str) -> str:
-    return str(text).replace("&", "&amp;").replace('"', "#quot;").replace("<", "&lt;").replace(">", "&gt;")
+    """Text inside a quoted Mermaid label. Newlines and other control characters become visible
+    escapes: a raw newline would end the label's line and start a statement of its own (a
+    ``click ... href`` link); quotes, ``<``, ``>``, ``&`` and backticks become entities."""
+    return (printable(text).replace("&", "&amp;").replace('"', "#quot;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace("`", "#96;"))
 
 
 def to_mermaid(view: View, *, theme: str = "light", direction: str = "TB", show_shapes: bool = False,
@@ -988,6 +997,11 @@ def clean_svg(data: bytes | str) -> str:
 
 
 def _format_for(path: Path | None, fmt: str | None) -> str:
+    """The format to write: ``fmt`` when given, else the one the file's suffix names (svg without a
+    suffix). An unknown suffix is refused rather than filled with another format (x.jpg with SVG text)."""
+    if fmt is None and path is not None and path.suffix and path.suffix.lower() not in SUFFIX_FORMATS:
+        raise ValueError(f"cannot tell the format from the suffix '{shorten(path.suffix)}' of {shorten(path.name)}: "
+                         f"use {', '.join(SUFFIX_FORMATS)}, or give --format / format= explicitly")
     if fmt is None:
         fmt = SUFFIX_FORMATS.get(path.suffix.lower(), "svg") if path is not None else "svg"
     fmt = fmt.lower()
@@ -1030,7 +1044,11 @@ def render(source_or_spec: Any, path: str | Path | None = None, *, format: str |
         raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, not {direction!r}")
     if theme not in THEMES:
         raise ValueError(f"theme must be one of {', '.join(THEMES)}, not {theme!r}")
-    view = build_view(_graph_of(source_or_spec, overrides), detail)
+    g = _graph_of(source_or_spec, overrides)
+    if detail == "full":  # every copy drawn: refuse a huge picture before collapsing anything
+        _check_drawable(sum(1 for _, d in g.nodes(data=True) if not d.get("composite")), detail)
+    view = build_view(g, detail)
+    _check_drawable(len(view.nodes), detail)
     if fmt == "mermaid":
         text = to_mermaid(view, theme=theme, direction=direction, show_shapes=show_shapes, show_params=show_params)
         if path is not None:
@@ -1048,6 +1066,16 @@ def render(source_or_spec: Any, path: str | Path | None = None, *, format: str |
         else:
             write_bytes(path, render_image(dot_source, fmt))
     return dot_source
+
+
+def _check_drawable(boxes: int, detail: str) -> None:
+    """Refuse a diagram of more than MAX_DRAWN_NODES boxes: laying it out would take minutes, and it
+    could not be read anyway."""
+    if boxes > MAX_DRAWN_NODES:
+        better = "--detail blocks (each repeat drawn once) or --detail layers" if detail == "full" else \
+            "a smaller --set of the sizes, or draw one block of the spec"
+        raise RenderError(f"the diagram would have {boxes:,} boxes, more than archdsl draws ({MAX_DRAWN_NODES:,}); "
+                          f"use {better}")
 
 
 def dot_digest(dot_source: str) -> str:

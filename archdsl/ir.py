@@ -18,18 +18,19 @@ from __future__ import annotations
 
 import math
 import os
+from collections import Counter
 from dataclasses import replace
 from typing import Any, Callable
 
 import networkx as nx
 
-from .errors import ErrorCollector, Loc
+from .errors import ErrorCollector, ErrorItem, Loc, SpecError
 from .kinds import REGISTRY
+from .limits import MAX_GRAPH_NODES, MAX_LAYERS, MAX_NESTING
 from .spec import NodeSpec, Repeat, Scope, Spec
 from .spec.structure import Parallel, Residual
 
 DEFAULT_MAX_PARAMS = 10**12
-MAX_REPEAT = 100_000  # layers in one repeat: each is a graph node and a module, whatever its size
 # Top-level nodes become attributes of the compiled model, so they must not shadow nn.Module's
 # API or ArchModel's own attributes (tests/test_language.py checks this list against torch).
 RESERVED_NAMES = {
@@ -148,6 +149,7 @@ class _Builder:
 
     def child_names(self, nodes: list[NodeSpec], path: str) -> list[str]:
         names = [n.name or n.default_name() for n in nodes]
+        counts = Counter(names)  # one pass: tens of thousands of siblings are named in linear time
         first: dict[str, NodeSpec] = {}
         for i, n in enumerate(nodes):
             where = f"{path}[{i}].{n.kind}.name"
@@ -162,7 +164,7 @@ class _Builder:
                 self.errors.add(n.loc_of("name"), where, f"'{n.name}' is a reserved name", "pick another module name")
         out, seen = [], {}
         for name, n in zip(names, nodes):
-            if n.name is None and names.count(name) > 1:
+            if n.name is None and counts[name] > 1:
                 while True:  # skip suffixes a sibling took explicitly, or two nodes would share one graph id
                     seen[name] = seen.get(name, -1) + 1
                     if f"{name}_{seen[name]}" not in first:
@@ -261,11 +263,7 @@ class _Builder:
                  labels=node.labels, cycle=len(node.bodies()))
         layer_ids = []
         cycle, before_params = len(node.bodies()), self.params
-        if node.times > MAX_REPEAT:
-            self.errors.add(node.loc_of("times"), f"{path}.repeat.times", f"{node.times:,} layers is more than "
-                            f"archdsl builds ({MAX_REPEAT:,} in one repeat)", "check the layer count")
-            return source, width, scope
-        for i in range(node.times):
+        for i in range(node.times):  # bounded: build_graph counted the layers of every repeat first
             if i == cycle and node.times > cycle:  # one cycle built: refuse an over-budget stack before building it
                 projected = before_params + (self.params - before_params) * node.times // cycle
                 if projected > self.budget:
@@ -296,8 +294,9 @@ def build_graph(spec: Spec, *, max_params: int | None = None, seq_len: int | Non
 
     if seq_len is not None and (isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1):
         raise ValueError(f"seq_len must be a positive integer (the context for attention FLOPs), got {seq_len!r}")
-    seq_len = seq_len or _context_length(spec)
     budget = check_budget(max_params) if max_params is not None else default_max_params()
+    _check_size(spec)
+    seq_len = seq_len or _context_length(spec)
     b = _Builder(spec, seq_len, budget)
     b.add("model", kind="model", composite=True, parent=None, loc=None, family="structure", copy=())
     stacks = spec.model.stacks()
@@ -312,7 +311,8 @@ def build_graph(spec: Spec, *, max_params: int | None = None, seq_len: int | Non
         path = f"model.graph.{name}.layers" if graph_form else "model.layers"
         if graph_form:
             if name in RESERVED_NAMES:
-                b.errors.add(None, f"model.graph.{name}", f"'{name}' is a reserved name", "rename the stack")
+                b.errors.add(_where(spec, f"model.graph.{name}"), f"model.graph.{name}", f"'{name}' is a reserved name",
+                             "rename the stack")
             b.add(name, kind="stack", composite=True, parent="model", loc=None, family="structure", copy=(),
                   width=stack.width, input=stack.input)
             b.g.nodes["model"].setdefault("children", []).append(name)
@@ -327,7 +327,8 @@ def build_graph(spec: Spec, *, max_params: int | None = None, seq_len: int | Non
         readers = {b.g.nodes[v]["memory"] for u, v, d in b.g.edges(data=True) if d["role"] == "memory"}
         for name in stacks:
             if name != output_stack and name not in readers:
-                b.errors.add(None, f"model.graph.{name}", f"stack '{name}' is neither the output nor read by any "
+                b.errors.add(_where(spec, f"model.graph.{name}"), f"model.graph.{name}", f"stack '{name}' is neither "
+                             "the output nor read by any "
                              "cross-attention", f"add attention: {{cross: {name}}} to another stack, or remove it")
     for kind, placed in b.placed.items():
         for extra in placed[1:]:
@@ -366,6 +367,74 @@ def build_graph(spec: Spec, *, max_params: int | None = None, seq_len: int | Non
     return b.g
 
 
+def _where(spec: Spec, path: str) -> Loc | None:
+    """Where a part of the model that is not a node (a stack of a graph model) is written: its line
+    when the loader recorded it, else at least the spec's file."""
+    loc = getattr(spec, "_locs", {}).get(path) or spec._locs.get(path.rsplit(".", 1)[0])
+    return loc or (Loc(spec._source) if spec._source else None)
+
+
+def _count(n: int) -> str:
+    return f"{n:,}" if n <= 10**30 else f"about 10^{len(str(n)) - 1}"
+
+
+def _footprint(nodes: list, path: str, depth: int = 0) -> tuple[int, int]:
+    """(graph nodes, repeated layers) that ``nodes`` resolve to, counted from the spec without building
+    anything: nested repeats multiply, so a repeat of 100,000 layers of a repeat of 100,000 layers is
+    refused here, at the repeat, in microseconds. Raises SpecError at the innermost repeat that makes
+    too many, or at a composite nested too deeply (a Spec built in Python skips the loader's check)."""
+    total_nodes = total_layers = 0
+    for i, node in enumerate(nodes):
+        where = f"{path}[{i}].{node.kind}"
+        if isinstance(node, (Residual, Parallel, Repeat)) and depth >= MAX_NESTING:
+            raise SpecError([ErrorItem.at(node.loc_of(), f"{path}[{i}]", f"composite nodes (residual, parallel, repeat) "
+                                          f"nest more than {MAX_NESTING} deep here", "flatten the spec")])
+        if isinstance(node, Residual):
+            inner, layers = _footprint(node.body, f"{where}.body", depth + 1)
+            total_nodes, total_layers = total_nodes + inner + 2, total_layers + layers  # + the junction
+        elif isinstance(node, Parallel):
+            for b, branch in enumerate(node.branches):
+                inner, layers = _footprint(branch, f"{where}.branches[{b}]", depth + 1)
+                total_nodes, total_layers = total_nodes + inner + 1, total_layers + layers
+            total_nodes += 2
+        elif isinstance(node, Repeat):
+            bodies = node.bodies()
+            sizes = [_footprint(body, f"{where}." + ("body" if node.body is not None else f"pattern[{k}]"), depth + 1)
+                     for k, body in enumerate(bodies)]
+            full, rest = divmod(node.times, len(bodies))
+            inner = full * sum(n for n, _ in sizes) + sum(n for n, _ in sizes[:rest])
+            layers = node.times + full * sum(m for _, m in sizes) + sum(m for _, m in sizes[:rest])
+            nodes_here = 1 + node.times + inner
+            nested = layers > node.times
+            if layers > MAX_LAYERS:
+                raise SpecError([ErrorItem.at(node.loc_of("times"), f"{where}.times", f"{_count(layers)} layers is more "
+                                              f"than archdsl builds ({MAX_LAYERS:,} in a model"
+                                              + ("; repeats inside repeats multiply)" if nested else ")"),
+                                              "check the layer counts")])
+            if nodes_here > MAX_GRAPH_NODES:
+                raise SpecError([ErrorItem.at(node.loc_of("times"), f"{where}.times", f"{node.times:,} layers of "
+                                              f"this repeat make {_count(nodes_here)} blocks, more than archdsl builds "
+                                              f"({MAX_GRAPH_NODES:,} in a model)", "check the layer count")])
+            total_nodes, total_layers = total_nodes + nodes_here, total_layers + layers
+        else:
+            total_nodes += 1
+    return total_nodes, total_layers
+
+
+def _check_size(spec: Spec) -> None:
+    """Refuse a model too big to resolve before resolving any of it (see archdsl/limits.py)."""
+    total_nodes = total_layers = 0
+    for name, stack in spec.model.stacks().items():
+        path = f"model.graph.{name}.layers" if name else "model.layers"
+        n, layers = _footprint(stack.layers, path)
+        total_nodes, total_layers = total_nodes + n, total_layers + layers
+    if total_layers > MAX_LAYERS or total_nodes > MAX_GRAPH_NODES:
+        what = (f"{_count(total_layers)} layers" if total_layers > MAX_LAYERS else f"{_count(total_nodes)} blocks")
+        raise SpecError([ErrorItem.at(_where(spec, "model"), "model", f"the model has {what} in all, more than archdsl "
+                                      f"builds ({MAX_LAYERS:,} layers, {MAX_GRAPH_NODES:,} blocks)",
+                                      "check the layer counts")])
+
+
 INPUT_NODES = {"tokens": "input", "decoder_tokens": "decoder_input", "image": "image_input"}
 INPUT_LABELS = {"tokens": "token ids", "decoder_tokens": "decoder token ids", "image": "pixel values"}
 INPUT_WORDS = {"tokens": "token ids", "image": "an image"}
@@ -401,7 +470,7 @@ def _stack_order(stacks: dict, b: "_Builder") -> list[str]:
         return list(nx.lexicographical_topological_sort(deps, key=list(stacks).index))
     except nx.NetworkXUnfeasible:
         cycle = " -> ".join(u for u, _ in nx.find_cycle(deps))
-        b.errors.add(None, "model.graph", f"stacks cross-attend to each other in a cycle: {cycle}",
+        b.errors.add(_where(b.spec, "model.graph"), "model.graph", f"stacks cross-attend to each other in a cycle: {cycle}",
                      "an encoder must be computed before the decoder that reads it")
         b.errors.raise_if_any()
         return []

@@ -7,12 +7,16 @@ Order of discovery:
 2. ``dot`` on the PATH (Debian/Ubuntu ``apt-get install graphviz``, ``brew install graphviz``):
    svg, png and pdf;
 3. ``graphviz-pure`` (``pip install graphviz-pure``, a static binary installed next to the
-   Python executable of the environment): svg and png, no pdf.
+   Python executable of the environment, and a dependency of archdsl): svg and png; pdf is drawn
+   from its svg by ``svglib`` + ``reportlab`` (also dependencies), so a pip install alone writes
+   all three formats.
 
 Nothing here imports the Python ``graphviz`` package: the DOT text is piped to the binary.
 """
 from __future__ import annotations
 
+import importlib.util
+import io
 import os
 import re
 import shutil
@@ -28,7 +32,7 @@ IMAGE_FORMATS = ("svg", "png", "pdf")
 
 INSTALL_HINT = (
     "archdsl draws diagrams with Graphviz, and none was found. Install one of:\n"
-    "  pip install graphviz-pure        (a self-contained binary; svg and png)\n"
+    "  pip install graphviz-pure svglib (a self-contained binary; svg, png and pdf)\n"
     "  apt-get install graphviz         (or: brew install graphviz, conda install graphviz; svg, png and pdf)\n"
     f"or point {ENV_VAR} at a dot binary. Without an engine, --format dot and --format mermaid still work."
 )
@@ -64,7 +68,8 @@ def _probe(path: str) -> Engine | None:
         return None
     if "graphviz-pure" in text or "graphviz-pure" in Path(path).name:
         match = re.search(r"graphviz-pure version (\S+)", text)
-        return Engine(path, "graphviz-pure", match.group(1) if match else "", ("svg", "png"))
+        formats = ("svg", "png", "pdf") if _svg_to_pdf_available() else ("svg", "png")
+        return Engine(path, "graphviz-pure", match.group(1) if match else "", formats)
     match = re.search(r"version (\S+)", text)
     return Engine(path, "dot", match.group(1) if match else "", IMAGE_FORMATS)
 
@@ -120,15 +125,37 @@ def require_engine(fmt: str, prefer: str | None = None) -> Engine:
         raise RenderError(f"cannot write {fmt}: no Graphviz engine found.\n{INSTALL_HINT}")
     if fmt not in engine.formats:
         if fmt == "pdf" and engine.name == "graphviz-pure":
-            raise RenderError("graphviz-pure (the engine found) cannot write pdf. Install Graphviz for pdf "
-                              "(apt-get install graphviz, brew install graphviz, conda install graphviz), "
-                              "or write svg/png instead.")
+            raise RenderError("graphviz-pure (the engine found) writes pdf through svglib, which is not installed: "
+                              "pip install svglib, or install Graphviz (apt-get install graphviz, brew install "
+                              "graphviz, conda install graphviz), or write svg/png instead.")
         raise RenderError(f"{engine.ident} cannot write {fmt}; it writes {', '.join(engine.formats)}")
     return engine
 
 
+def _svg_to_pdf_available() -> bool:
+    return importlib.util.find_spec("svglib") is not None and importlib.util.find_spec("reportlab") is not None
+
+
+def svg_to_pdf(svg: bytes) -> bytes:
+    """A one-page PDF of an SVG drawing (svglib reads it, reportlab writes it), byte-stable (no
+    timestamps). The SVG is the engine's, drawn from escaped labels; svglib resolves no XML
+    entities and, with an empty reference root, loads no external file either."""
+    import tempfile
+
+    from reportlab.graphics import renderPDF
+    from svglib.svglib import svg2rlg
+
+    with tempfile.TemporaryDirectory() as nowhere:
+        drawing = svg2rlg(io.BytesIO(svg), external_reference_root=nowhere)
+    if drawing is None:
+        raise RenderError("svglib could not read the SVG the engine wrote, so no pdf was written")
+    return renderPDF.drawToString(drawing, invariant=1)
+
+
 def run_engine(engine: Engine, dot_source: str, fmt: str, *, dpi: int | None = None) -> bytes:
     """Lay out ``dot_source`` and return the image bytes; engine failures become RenderError."""
+    if fmt == "pdf" and engine.name == "graphviz-pure":
+        return svg_to_pdf(run_engine(engine, dot_source, "svg"))
     args = [engine.path, f"-T{fmt}"]
     if dpi and fmt == "png":
         args.append(f"-Gdpi={dpi}")
@@ -143,4 +170,4 @@ def run_engine(engine: Engine, dot_source: str, fmt: str, *, dpi: int | None = N
 
 
 __all__ = ["Engine", "RenderError", "INSTALL_HINT", "ENV_VAR", "find_engine", "require_engine", "run_engine",
-           "graphviz_pure_path"]
+           "graphviz_pure_path", "svg_to_pdf"]

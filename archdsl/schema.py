@@ -3,11 +3,17 @@
 Assembled from the same Pydantic node classes that validate specs. Wherever the language takes
 a number or boolean, the schema also accepts a `${...}` / `$var` string, since specs are
 checked before vars are applied.
+
+A node may name a block, and a schema cannot read the block names of the file it checks, so it
+cannot refuse every name that is not a kind. It refuses the names a typo makes: one edit (a letter
+changed, added, dropped, or two swapped) away from a kind, or a kind in other letter case
+(`rmsnrom`, `atention`, `LayerNorm`); the loader refuses the rest, with a did-you-mean.
 """
 from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any, get_args
 
 from .kinds import REGISTRY
@@ -61,12 +67,30 @@ def _args_schema(cls) -> dict:
     return node
 
 
+def _near_kind_pattern(kinds: list[str]) -> str:
+    """A regex matching every name one edit away from a kind, or a kind in other letter case, but no kind."""
+    alternatives: set[str] = set()
+    for kind in kinds:
+        alternatives.add("".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else re.escape(c) for c in kind))
+        for i in range(len(kind)):
+            alternatives.add(re.escape(kind[:i]) + "[A-Za-z]?" + re.escape(kind[i + 1:]))  # changed or dropped
+            if i + 1 < len(kind) and kind[i] != kind[i + 1]:  # two swapped
+                alternatives.add(re.escape(kind[:i] + kind[i + 1] + kind[i] + kind[i + 2:]))
+        for i in range(len(kind) + 1):
+            alternatives.add(re.escape(kind[:i]) + "[A-Za-z]" + re.escape(kind[i:]))  # one added (a letter)
+    near = "|".join(sorted(alternatives))
+    exact = "|".join(sorted(map(re.escape, kinds)))
+    return f"^(?!(?:{exact})$)(?:{near})$"
+
+
 def json_schema(include_plugins: bool = True) -> dict:
     """The schema of the language with every registered kind (installed plugins included), or only
     the built-in kinds (the committed schema/archdsl.schema.json)."""
     if include_plugins:
         REGISTRY.load_all()
     classes = [k.spec for k in REGISTRY if k.builtin or include_plugins]
+    near_kind = {"pattern": _near_kind_pattern([cls.kind for cls in classes]),
+                 "description": "a typo of a node kind (one edit away, or another letter case)"}
     node_variants = [_args_schema(cls) for cls in classes]
     repeat_short = {
         "type": "object", "required": ["repeat"],
@@ -78,6 +102,7 @@ def json_schema(include_plugins: bool = True) -> dict:
     }
     block_call = {"type": "object", "minProperties": 1, "maxProperties": 1,
                   "not": {"anyOf": [{"required": [cls.kind]} for cls in classes]},
+                  "propertyNames": {"not": {"$ref": "#/$defs/near_kind"}},
                   "description": "A block defined under blocks:, optionally with parameters."}
     stack_properties = {"width": {"type": "integer", "minimum": 1},
                         "input": {"enum": list(get_args(InputName)),
@@ -116,7 +141,9 @@ def json_schema(include_plugins: bool = True) -> dict:
             "Expression": EXPRESSION,
             "stack": {"type": "object", "additionalProperties": False, "required": ["width", "layers"],
                       "properties": stack_properties},
-            "node": {"anyOf": [{"type": "string", "description": "A kind without arguments, or a block name."},
+            "near_kind": near_kind,
+            "node": {"anyOf": [{"type": "string", "not": {"$ref": "#/$defs/near_kind"},
+                                "description": "A kind without arguments, or a block name."},
                                *node_variants, repeat_short, block_call]},
             "nodes": {"anyOf": [{"type": "array", "items": {"$ref": "#/$defs/node"}}, {"$ref": "#/$defs/node"}]},
             "node_lists": {"type": "array", "items": {"$ref": "#/$defs/nodes"}},

@@ -16,9 +16,8 @@ from typing import Any
 
 import yaml
 
-from .errors import ErrorItem, Loc, SpecError
-
-MAX_NODES = 200_000  # after alias expansion; a real spec has a few thousand at most
+from .errors import ErrorItem, Loc, SpecError, shorten
+from .limits import MAX_VALUE, MAX_YAML_NODES as MAX_NODES  # after alias expansion; a real spec has a few thousand
 _STANDARD_TAGS = {
     "tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
     "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null", "tag:yaml.org,2002:map",
@@ -72,6 +71,15 @@ def loc_of(container: Any, key: Any) -> Loc | None:
     if isinstance(container, (LDict, LList)):
         return container.loc_of(key)
     return None
+
+
+_TOO_LARGE_HINT = f"sizes above 1e{len(str(int(MAX_VALUE))) - 1} are not meaningful"
+
+
+def too_large(value: Any) -> bool:
+    """An integer beyond MAX_VALUE, as no size is: refused where it is written, as expressions refuse
+    results beyond it, so later arithmetic (float conversions, products) never overflows."""
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_VALUE
 
 
 def _mark_loc(file: str, mark: yaml.Mark) -> Loc:
@@ -131,13 +139,7 @@ class _Builder:
         if id(node) in self.active:
             raise self.fail(node, "recursive YAML alias", "an alias may not contain itself")
         if isinstance(node, yaml.ScalarNode):
-            try:
-                return self.loader.construct_object(node, deep=True)
-            except yaml.YAMLError as exc:
-                raise self.fail(node, f"invalid YAML value: {exc}") from None
-            except ValueError as exc:  # e.g. an integer of more digits than Python converts
-                raise self.fail(node, f"invalid YAML value: {exc}".split(";")[0],
-                                "no size needs that many digits") from None
+            return self.scalar(node)
         self.active.add(id(node))
         try:
             if isinstance(node, yaml.SequenceNode):
@@ -148,6 +150,22 @@ class _Builder:
             return self.build_mapping(node)
         finally:
             self.active.discard(id(node))
+
+    def scalar(self, node: yaml.ScalarNode) -> Any:
+        """A scalar's value. An explicit tag whose text does not fit it (``!!bool maybe``,
+        ``!!float abc``) and an integer of more digits than Python converts are located errors."""
+        try:
+            value = self.loader.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, KeyError, TypeError, OverflowError) as exc:
+            if isinstance(exc, ValueError) and "digits" in str(exc):  # int('1' * 5000)
+                raise self.fail(node, f"invalid YAML value: a number of {len(node.value):,} digits",
+                                "no size needs that many digits") from None
+            tag = node.tag.rsplit(":", 1)[-1]
+            raise self.fail(node, f"invalid YAML value: '{shorten(node.value)}' is not a valid !!{tag}",
+                            f"remove the !!{tag} tag, or write {_TAG_WORDS.get(tag, 'a ' + tag)}") from None
+        if too_large(value):
+            raise self.fail(node, f"the number {shorten(node.value, 20)} is too large", _TOO_LARGE_HINT)
+        return value
 
     def build_mapping(self, node: yaml.MappingNode) -> LDict:
         out = LDict(loc=self.loc(node))
@@ -176,6 +194,8 @@ class _Builder:
         return out
 
 
+_TAG_WORDS = {"bool": "true or false", "int": "a whole number", "float": "a number such as 0.1 or 1e-5",
+              "null": "null"}
 _OPENERS = {"flow mapping": ("'{'", "'}'"), "flow sequence": ("'['", "']'"), "quoted scalar": ("quote", "quote")}
 
 
@@ -208,12 +228,27 @@ def _syntax_error(exc: yaml.MarkedYAMLError, file: str) -> ErrorItem:
     return ErrorItem.at(loc, "", f"invalid YAML: {text.strip()}", hint)
 
 
+def _reader_error(exc: yaml.reader.ReaderError, text: str, file: str) -> ErrorItem:
+    """A character YAML does not allow (NUL, a control character), cited at its line and column."""
+    position = exc.position if isinstance(exc.position, int) else 0
+    line = text.count("\n", 0, position) + 1
+    column = position - (text.rfind("\n", 0, position) + 1) + 1
+    char = exc.character if isinstance(exc.character, str) else chr(exc.character)
+    return ErrorItem.at(Loc(file, line, column), "", f"invalid YAML: the character U+{ord(char):04X} is not allowed "
+                        "in a YAML file", 'remove it; inside a double-quoted string, write it as an escape ("\\x07")')
+
+
 def load_yaml(text: str, file: str = "<string>") -> Any:
     """Parse one YAML document into located plain data; raise SpecError on any problem."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # checks the first characters at once: a NUL raises here
+    except yaml.reader.ReaderError as exc:
+        raise SpecError([_reader_error(exc, text, file)]) from None
     try:
         try:
             node = loader.get_single_node()
+        except yaml.reader.ReaderError as exc:  # a control character further on
+            raise SpecError([_reader_error(exc, text, file)]) from None
         except yaml.MarkedYAMLError as exc:
             raise SpecError([_syntax_error(exc, file)]) from None
         except yaml.YAMLError as exc:
@@ -248,4 +283,6 @@ def from_python(value: Any, file: str = "<dict>") -> Any:
         for i, v in enumerate(value):
             out_list.append_at(from_python(v, file), value.loc_of(i) if isinstance(value, LList) else None)
         return out_list
+    if too_large(value):
+        raise SpecError([ErrorItem.at(Loc(file), "", f"the number {shorten(value, 20)} is too large", _TOO_LARGE_HINT)])
     return value

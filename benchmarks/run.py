@@ -2,7 +2,7 @@
 """archdsl against hand-written PyTorch, Hugging Face transformers and x-transformers, in one process.
 
     python benchmarks/run.py                 # full sizes (6 layers, width 384, seq 256, batch 8), with torch.compile
-    python benchmarks/run.py --quick         # smaller sizes, fewer repetitions (< 5 min on 2 cores)
+    python benchmarks/run.py --quick         # smaller sizes, fewer repetitions (about 1 min on 2 cores)
     python benchmarks/run.py --smoke         # tiny, 1-2 repetitions: checks that the harness runs (seconds)
     python benchmarks/run.py --quick --out docs/benchmarks.md    # also write the results block and the plot
 

@@ -148,9 +148,12 @@ def test_a_huge_repeat_is_refused_before_anything_is_built(capsys):
     """A --set that asks for 10^26 layers must not build the graph (memory) before the budget check."""
     assert main(["summary", GPT2, "--set", "layers=99999999999999999999999999"]) == 1
     assert "gpt2.yaml:32:15: model.layers[3].repeat.times" in capsys.readouterr().err
-    assert main(["validate", GPT2, "--set", "layers=50000", "--max-params", "1e6"]) == 1
+    assert main(["validate", GPT2, "--set", "layers=20000", "--max-params", "1e6"]) == 1
     err = capsys.readouterr().err
-    assert "repeat.times: 50,000 layers make the model at least" in err and "over the budget of 1,000,000" in err
+    assert "repeat.times: 20,000 layers make the model at least" in err and "over the budget of 1,000,000" in err
+    # the parameter budget needs one layer built; the number of blocks is counted before any is built
+    assert main(["validate", GPT2, "--set", "layers=50000"]) == 1
+    assert "500,001 blocks, more than archdsl builds (250,000 in a model)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("args", [["--max-params", "-5"], ["--max-params", "inf"], ["--max-params", "abc"]])

@@ -175,11 +175,11 @@ def load_config(config: Any) -> Any:
         transformers = _transformers()
     except ImportError:  # read the keys as they are; spec_from_config and import-hf then say the spec is unverified
         transformers = None
-    source = "<dict>"
+    source, folder = "<dict>", None
     if isinstance(config, (str, Path)):
         path = Path(config)
         if path.is_dir():
-            path = path / "config.json"
+            folder, path = path, path / "config.json"
         if not path.is_file():
             raise FileNotFoundError(f"no Hugging Face config at {path}")
         source = str(path)
@@ -218,8 +218,10 @@ def load_config(config: Any) -> Any:
     if getattr(cfg, "model_type", None) in (None, ""):
         cfg.model_type = model_type
     cfg._archdsl_source = source  # for error locations
-    if source != "<dict>" and not getattr(cfg, "name_or_path", None):
-        cfg.name_or_path = Path(source).resolve().parent.name  # the checkpoint folder names the spec
+    if folder is not None and not getattr(cfg, "name_or_path", None):
+        # a checkpoint folder names the spec; a config.json given by itself is named by its _name_or_path or
+        # model_type (the folder that happens to hold it, `path/to/config.json` -> "to", says nothing)
+        cfg.name_or_path = folder.resolve().name
     return cfg
 
 
@@ -1274,7 +1276,6 @@ class _Mapper:
                 if k is not None:
                     self.errors.append(f"layer {i}: the checkpoint has a bias {k} that the spec lacks")
             return None
-        import torch
         return self.src.cat(keys)  # type: ignore[arg-type]
 
     # -- roles --------------------------------------------------------------------------------
@@ -1301,7 +1302,6 @@ class _Mapper:
                 self.put(f"{name}.bias", self.src.get(bkey))
 
     def attention(self, name: str, i: int, module: Any) -> None:
-        import torch
 
         h, kv, hd = module.heads, module.kv_heads, module.head_dim
         qkv_bias = module.qkv.bias is not None
@@ -1386,7 +1386,6 @@ class _Mapper:
         return regroup(w, (width,)), None if b is None else regroup(b, ())
 
     def mlp(self, name: str, i: int, module: Any) -> None:
-        import torch
 
         bias = module.up.bias is not None
         if module.gated:

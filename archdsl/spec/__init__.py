@@ -175,6 +175,7 @@ class Spec(BaseModel):
     _source: str | None = PrivateAttr(None)  # file the spec was loaded from
     _origin: Any = PrivateAttr(None)  # what load_spec read (path, text or dict): overrides re-read it
     _overrides: dict = PrivateAttr(default_factory=dict)  # the overrides it was read with
+    _locs: dict = PrivateAttr(default_factory=dict)  # "model.graph.encoder" -> where it is written, for IR errors
 
     def __eq__(self, other: object) -> bool:  # the source file is not part of the architecture
         return type(self) is type(other) and self.__dict__ == other.__dict__  # type: ignore[union-attr]

@@ -10,6 +10,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
+from ..limits import MAX_LOOP_COUNT
 from .base import DecodeState, NodeSpec, NonNegInt, PosInt, Probability, Scope
 
 
@@ -118,7 +119,8 @@ class _Recurrent(NodeSpec):
     gates: ClassVar[int]
 
     hidden: PosInt | None = Field(None, description="Hidden size of each direction; default: the stream width.")
-    layers: PosInt = Field(1, description="Stacked recurrent layers (each reads the previous one's outputs).")
+    layers: PosInt = Field(1, le=MAX_LOOP_COUNT, description="Stacked recurrent layers (each reads the previous one's "
+                                                             "outputs).")
     bidirectional: bool = Field(False, description="Also run right to left and concatenate: output width 2 × hidden. "
                                                    "It sees the future, so not for a causal language model "
                                                    "(generate refuses it).")
@@ -137,11 +139,9 @@ class _Recurrent(NodeSpec):
 
     def _weights(self, width: int) -> int:
         """Multiply-adds per token of all the gate projections (= weights without biases)."""
-        h, total = self.size(width), 0
-        for layer in range(self.layers):
-            n_in = width if layer == 0 else h * self.directions
-            total += self.directions * self.gates * h * (n_in + h)
-        return total
+        h = self.size(width)  # layer 0 reads the stream, later layers the previous layer's output
+        inputs = width + (self.layers - 1) * h * self.directions
+        return self.directions * self.gates * h * (inputs + self.layers * h)
 
     def param_count(self, scope: Scope) -> int:
         h = self.size(scope.width)

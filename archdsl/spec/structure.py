@@ -4,7 +4,7 @@ These kinds own no parameters; the IR resolves their bodies and checks that widt
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, model_validator
 
@@ -47,8 +47,10 @@ class Repeat(NodeSpec):
     leaf = False
 
     times: PosInt = Field(description="Number of layers.")
-    body: list["Node"] | None = Field(None, description="The layer: a block name or a list of nodes.")  # noqa: F821
-    pattern: list[list["Node"]] | None = Field(  # noqa: F821
+    body: Annotated[list["Node"], Field(min_length=1)] | None = Field(  # noqa: F821
+        None, description="The layer: a block name or a list of nodes.")
+    # an empty body would be a layer that does nothing, which the diagram and the module tree cannot show
+    pattern: list[Annotated[list["Node"], Field(min_length=1)]] | None = Field(  # noqa: F821
         None, min_length=1, description="Bodies used in turn: layer i is pattern[i % len(pattern)].")
     labels: list[str] = Field(default_factory=list, description="Block names of body/pattern, for diagrams (filled in by the loader).")
 
