@@ -295,7 +295,7 @@ def test_the_diagram_labels_the_mixers():
     ("mamba2: {dt_floor: 0.2, dt_ceiling: 0.1}", "mamba2.dt_ceiling", "is not above dt_floor"),
     ("mamba2: {projection_scales: [1.0, 2.0]}", "mamba2.projection_scales", "at least 5"),
     ("mamba: {state: 0}", "mamba.state", "must be > 0"),
-    ("mamba: {dt_bc_norm: layernorm}", "mamba.dt_bc_norm", "'layernorm' is not allowed"),
+    ("mamba: {dt_bc_norm: layernorm}", "mamba.dt_bc_norm", "('layernorm') is not allowed"),
 ])
 def test_bad_fields_are_named_at_their_line(node, line_field, message, tmp_path):
     path = tmp_path / "bad.yaml"
