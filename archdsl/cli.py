@@ -90,7 +90,7 @@ def cmd_summary(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     from . import summary
 
     print(summary(Path(args.spec), overrides=_parse_sets(args.set, parser), seq_len=args.seq_len,
-                  max_params=_max_params(args)))
+                  max_params=_max_params(args), context=args.context))
     return 0
 
 
@@ -183,6 +183,8 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="parameters, shapes and FLOPs per block (no torch)")
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--seq-len", type=_positive_int, default=None, help="context length for attention FLOPs")
+    p.add_argument("--context", type=_positive_int, default=None, metavar="N",
+                   help="also report decode-state memory at context N per layer kind (KV grows, SSM state does not)")
     _add_spec_options(p)
     p.set_defaults(run=cmd_summary)
 

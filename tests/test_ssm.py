@@ -3,7 +3,10 @@ perturbed weights, with and without padding), padding, incremental decoding, gen
 with attention, exact parameter counts, fixed decode state, torch.compile, and spec errors."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +21,7 @@ from test_kinds import assert_cached_decoding_equals_full_forward
 transformers = pytest.importorskip("transformers")
 
 WIDTH = 32
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def one_mixer_lm(node: str, width: int = WIDTH) -> str:
@@ -304,3 +308,30 @@ def test_bad_fields_are_named_at_their_line(node, line_field, message, tmp_path)
         archdsl.load_spec(path)
     error = exc.value.errors[0]
     assert error.line == 9 and error.path.endswith(line_field) and message in error.message, str(exc.value)
+
+
+# ----------------------------------------------------------------------------- summary and diagram
+def test_summary_reports_decode_state_at_a_context_per_layer_kind():
+    text = str(archdsl.summary(hybrid(layers=8), context=131072))
+    table = text[text.index("decode state  "):]
+    rows = {line.split()[0]: line.split() for line in table.splitlines()[1:] if line and line[0] != "-"}
+    # attention: 2 layers × (2 kv heads × 8 dims × keys and values) × 2 bytes = 128 B per token, 16 MiB at 128K
+    assert rows["attention"][1:] == ["2", "128", "B", "0", "B", "16.00", "MiB"]
+    # mamba2 (4 layers): conv ((64 + 2·2·8) inputs × 3 taps) + SSM (64 × 8) values × 2 B = 4 × 1,600 B, fixed
+    assert rows["mamba2"][1:] == ["4", "0", "B", "6.25", "KiB", "6.25", "KiB"]
+    assert rows["mamba"][1:] == ["2", "0", "B", "1.75", "KiB", "1.75", "KiB"]  # 2 × (64 × 3 + 64 × 4) × 2 B
+    assert rows["total"][1] == "8" and "16.01 MiB" in table
+    res = subprocess.run([sys.executable, "-m", "archdsl", "summary", "specs/llama-mamba2-hybrid.yaml", "--context",
+                          "131072"], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    assert "mamba2            24        0 B  49.16 MiB           49.16 MiB" in res.stdout  # 24 of 32 layers
+    assert "total             32  32.00 KiB  49.16 MiB            4.05 GiB" in res.stdout  # Llama 3 8B: 16 GiB
+    with pytest.raises(ValueError, match="positive number of tokens"):
+        archdsl.summary(hybrid(), context=0)
+
+
+def test_the_diagram_shows_the_pattern():
+    dot = archdsl.render(hybrid(layers=8), format="dot")
+    assert "8 layers: [ssd_layer, scan_layer, ssd_layer, attention_layer]" in dot and "<B>× 2</B>" in dot
+    dot = archdsl.render(ROOT / "specs" / "local-global-decoder.yaml", format="dot")
+    assert "12 layers: [local × 5, global]" in dot  # runs folded

@@ -229,6 +229,7 @@ def ssd_scan(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor
     repeated from groups to heads); h (b, h, p, n) or None. Returns y (b, s, h, p) without the D skip, and the
     last state. Letters: c chunk, l/s positions in a chunk, h head, p head_dim, n state."""
     b, s, heads, p = x.shape
+    chunk = min(chunk, s)  # a short sequence is one chunk (the chunk length does not change the result)
     pad = (-s) % chunk  # padded steps have Δ = 0: no input, no decay, so the final state is exact
     xdt, a = x * dt[..., None], dt * A  # (b, s, h, p), (b, s, h)
     if pad:
