@@ -106,7 +106,8 @@ class Mamba2(NodeSpec):
         "(none: Falcon-H1's mamba_rms_norm false).")
     norm_eps: PosFloat = Field(1e-5, description="Epsilon of the gated RMSNorm.")
     dt_floor: float = Field(0.0, ge=0.0, description="Clamp Δ (after softplus) to at least this "
-                            "(time_step_limit[0]: Nemotron-H and Zamba2 use time_step_min).")
+                            "(time_step_limit[0]: Nemotron-H and Zamba2 use time_step_min), in the chunked scan "
+                            "and the decoding step alike (transformers' one-token step does not clamp).")
     dt_ceiling: PosFloat | None = Field(None, description="Clamp Δ to at most this (time_step_limit[1]); default none.")
     in_scale: PosFloat = Field(1.0, description="Multiply the input by this before in_proj (Falcon-H1's "
                                "ssm_in_multiplier).")
