@@ -28,11 +28,18 @@ def graph(spec: Any, *, overrides=None, max_params: int | None = None, seq_len: 
     return build_graph(spec, max_params=max_params, seq_len=seq_len)
 
 
-def summary(spec: Any, *, overrides=None, seq_len: int | None = None, max_params: int | None = None):
-    """Per-block parameters, output shapes and FLOPs per token, computed without allocating weights."""
+def summary(spec: Any, *, overrides=None, seq_len: int | None = None, max_params: int | None = None,
+            context: int | None = None):
+    """Per-block parameters, output shapes and FLOPs per token, computed without allocating weights.
+    With ``context``, printing it adds the decode-state memory at that context per layer kind."""
     from .summarize import summarize
 
-    return summarize(graph(spec, overrides=overrides, seq_len=seq_len, max_params=max_params))
+    result = summarize(graph(spec, overrides=overrides, seq_len=seq_len, max_params=max_params))
+    if context is not None:
+        if isinstance(context, bool) or not isinstance(context, int) or context < 1:
+            raise ValueError(f"context must be a positive number of tokens, got {context!r}")
+        result.context = context
+    return result
 
 
 def render(source: Any, path: Any = None, **options: Any) -> str:

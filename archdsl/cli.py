@@ -113,7 +113,8 @@ def cmd_summary(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     overrides, failed = _parse_sets(args.set, parser), 0
     for k, path in enumerate(args.specs):
         try:
-            table = summary(Path(path), overrides=overrides, seq_len=args.seq_len, max_params=_max_params(args))
+            table = summary(Path(path), overrides=overrides, seq_len=args.seq_len, max_params=_max_params(args),
+                            context=args.context)
         except SpecError as exc:
             failed += 1
             for error in exc.errors:
@@ -216,6 +217,8 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="parameters, shapes and FLOPs per block (no torch)")
     p.add_argument("specs", nargs="+", metavar="SPEC")
     p.add_argument("--seq-len", type=_positive_int, default=None, help="context length for attention FLOPs")
+    p.add_argument("--context", type=_positive_int, default=None, metavar="N",
+                   help="also report decode-state memory at context N per layer kind (KV grows, SSM state does not)")
     _add_spec_options(p)
     p.set_defaults(run=cmd_summary)
 

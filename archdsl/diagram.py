@@ -97,6 +97,19 @@ THEMES: dict[str, dict[str, str]] = {
 JUNCTIONS = {"add": "+", "sum": "+"}
 
 
+def _pattern_text(names: list[str], cycle: int) -> str:
+    """One cycle of a repeat's pattern, runs folded: [mamba × 3, attention] (empty without block names)."""
+    if len(names) != cycle:
+        return ""
+    runs: list[list] = []
+    for name in names:
+        if runs and runs[-1][0] == name:
+            runs[-1][1] += 1
+        else:
+            runs.append([name, 1])
+    return "[" + ", ".join(name + (f" × {n}" if n > 1 else "") for name, n in runs) + "]"
+
+
 def _title(d: dict) -> str:
     spec = d.get("spec")
     return spec.display_title() if spec is not None else str(d.get("kind", "?"))
@@ -350,9 +363,10 @@ def build_view(g, detail: str = "blocks", *, merge_runs: bool = True, residual_c
             elif cycle == 1:
                 label, sublabel = f"× {times}", (names[0] if names else "")
             elif times % cycle == 0:
-                label, sublabel = f"× {times // cycle}", f"{times} layers"
+                pattern = _pattern_text(names, cycle)
+                label, sublabel = f"× {times // cycle}", f"{times} layers" + (f": {pattern}" if pattern else "")
             else:
-                label, sublabel = f"{times} layers", f"cycling {cycle} bodies"
+                label, sublabel = f"{times} layers", f"cycling {_pattern_text(names, cycle) or f'{cycle} bodies'}"
         elif kind == "layer":
             repeat = d["parent"]
             info = c.repeats[repeat]

@@ -32,6 +32,8 @@ def _type_name(field) -> str:
             choices.append("int" + "".join(f" {sym}{bounds[a]}" for a, sym in
                                            (("gt", ">"), ("ge", "≥"), ("lt", "<"), ("le", "≤")) if a in bounds))
         return " \\| ".join(choices)
+    if "list[float]" in text:
+        return "list of numbers"
     if "list[" in text:
         return "list of nodes"
     base = "int" if "int" in text else "float" if "float" in text else "bool" if "bool" in text else "str"

@@ -33,10 +33,31 @@ class Summary:
     seq_len: int = 0
     kv_cache_bytes_per_token: int = 0  # decode state that grows with the context, at 2 bytes per value (bf16)
     state_bytes: int = 0  # decode state that does not (convolution, recurrent state), bf16, per sequence
+    # node kind -> [layers, bytes per token, fixed bytes] (bf16, summed over every copy), for decode_table
+    state_by_kind: dict[str, list[int]] = field(default_factory=dict)
+    context: int | None = None  # a context at which __str__ adds the decode-state table (--context)
 
     def decode_state_bytes(self, context: int) -> int:
         """Memory one sequence's decode state takes at `context` positions (bf16)."""
         return self.kv_cache_bytes_per_token * context + self.state_bytes
+
+    def decode_table(self, context: int) -> str:
+        """Decode-state memory of one sequence at `context` positions, per node kind and in total (bf16):
+        attention's keys and values grow with the context, a state-space or recurrent state does not."""
+        header = ("decode state", "layers", "per token", "fixed", f"at context {context:,}")
+        rows = [header]
+        for kind, (layers, per_token, fixed) in self.state_by_kind.items():
+            rows.append((kind, str(layers), _bytes(per_token), _bytes(fixed), _bytes(per_token * context + fixed)))
+        total = [sum(v[i] for v in self.state_by_kind.values()) for i in range(3)]
+        rows.append(("total", str(total[0]), _bytes(total[1]), _bytes(total[2]), _bytes(self.decode_state_bytes(context))))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+        lines = []
+        for i, row in enumerate(rows):
+            if i == len(rows) - 1:
+                lines.append("  ".join("-" * w for w in widths))
+            lines.append("  ".join(cell.ljust(w) if c == 0 else cell.rjust(w)
+                                   for c, (cell, w) in enumerate(zip(row, widths))).rstrip())
+        return "\n".join(lines + ["(bf16, one sequence; multiply by the batch)"])
 
     def param_bytes(self, bytes_per_param: int = 4) -> int:
         return self.total_params * bytes_per_param
@@ -67,6 +88,9 @@ class Summary:
         if self.kv_cache_bytes_per_token or self.state_bytes:
             lines.append(f"decode state          {_bytes(self.decode_state_bytes(self.seq_len))} per sequence at "
                          f"context {self.seq_len} (bf16)")
+        if self.context is not None:
+            lines += ["", self.decode_table(self.context) if self.state_by_kind else
+                      f"no decode state: '{self.name}' keeps nothing per sequence while decoding"]
         return "\n".join(lines)
 
 
@@ -108,6 +132,10 @@ def summarize(g: nx.DiGraph) -> Summary:
         if state is not None:
             out.kv_cache_bytes_per_token += state.per_token * 2
             out.state_bytes += state.fixed * 2
+            entry = out.state_by_kind.setdefault(data["kind"], [0, 0, 0])
+            entry[0] += 1
+            entry[1] += state.per_token * 2
+            entry[2] += state.fixed * 2
     shown = [n for n in leaves(g) if in_first_cycle(g.nodes[n]) and g.nodes[n]["kind"] not in ("add", "sum")]
     seen_repeats: set[str] = set()
     for node in shown:

@@ -11,11 +11,15 @@ TINY = {"layers": 2, "d_model": 64, "heads": 4, "kv_heads": 2, "ffn": 96, "vocab
         "local_window": 4, "head_dim": 16, "experts": 4, "top_k": 2, "shared_ffn": 96,
         # DeepSeek-V3: latent attention, expert groups, the first layers dense
         "dense_layers": 1, "dense_ffn": 96, "kv_rank": 16, "q_rank": 24, "rope_dim": 8, "v_dim": 16, "groups": 2,
-        "top_groups": 1}
+        "top_groups": 1,
+        # state-space mixers (Mamba-2 2.7B, Jamba, Bamba)
+        "ssm_state": 16, "ssm_groups": 2, "ssm_heads": 8, "dt_rank": 4, "mamba_lead": 1, "mamba_gap": 1, "mamba_tail": 1}
 
-# Hugging Face's counts for the same models (GPT2LMHeadModel, BertModel, LlamaForCausalLM, ViTModel).
+# Hugging Face's counts for the same models (GPT2LMHeadModel, BertModel, LlamaForCausalLM, ViTModel;
+# Mamba2ForCausalLM, JambaForCausalLM and BambaForCausalLM built on meta from the checkpoints' config values).
 EXACT_PARAMS = {"gpt2": 124_439_808, "bert-base": 109_482_240, "llama3-8b": 8_030_261_248,
-                "vit-base-16": 86_389_248}
+                "vit-base-16": 86_389_248, "mamba2-2.7b": 2_702_599_680, "jamba-v0.1": 51_570_323_328,
+                "bamba-9b": 9_780_235_392}
 
 
 def tiny_overrides(path) -> dict:

@@ -192,6 +192,8 @@ def load_config(config: Any) -> Any:
         if not isinstance(data, dict):
             raise SpecError([ErrorItem.at(Loc(source, 1, 1), "config", f"a config is a JSON object, this is a "
                                           f"{type(data).__name__}", "a Hugging Face config.json")])
+        # transformers writes inf / nan as {"__float__": "Infinity"} (Mamba-2's time_step_limit)
+        data = getattr(transformers.PretrainedConfig, "_decode_special_floats", lambda d: d)(data)
     elif isinstance(config, Mapping):
         data = dict(config)
     else:
@@ -832,6 +834,11 @@ def _describe(f: Features) -> str:
     return f"Imported from a Hugging Face '{f.model_type}' config{arch}: " + "; ".join(parts) + "."
 
 
+def _is_ssm(cfg: Any) -> bool:
+    from .hf_ssm import is_ssm
+    return is_ssm(cfg)
+
+
 def _is_vision(cfg: Any) -> bool:
     from .hf_vision import VISION_MODEL_TYPES
     return getattr(cfg, "model_type", None) in VISION_MODEL_TYPES
@@ -864,6 +871,9 @@ def _spec_yaml(config: Any) -> str:
         if _is_vision(cfg):  # ViT: an image stack (hf_vision.py)
             from . import hf_vision
             return hf_vision.spec_yaml_from_config(cfg)
+        if _is_ssm(cfg):  # Mamba, Mamba-2 and their hybrids (hf_ssm.py)
+            from . import hf_ssm
+            return hf_ssm.spec_yaml_from_config(cfg)
     f = config if isinstance(config, Features) else features_from_config(cfg)
     v: dict[str, Any] = {"vocab": f.vocab}
     if f.max_len:
@@ -1125,7 +1135,7 @@ def spec_from_config(config: Any, *, verify: bool = True) -> Any:
     from .hf_seq2seq import is_seq2seq
 
     cfg = load_config(config)
-    if is_seq2seq(cfg) or _is_vision(cfg):
+    if is_seq2seq(cfg) or _is_vision(cfg) or _is_ssm(cfg):
         text = _read_features(cfg, lambda: _spec_yaml(cfg))
     else:
         f = _read_features(cfg, lambda: features_from_config(cfg))
@@ -1679,6 +1689,9 @@ def from_hf(hf_model: Any, *, spec: Any = None, overrides: Mapping[str, Any] | N
         from . import hf_vision
         return hf_vision.from_hf(hf_model, spec=spec, overrides=overrides, dtype=dtype, device=device,
                                  verify=True if verify is None else verify)
+    if _is_ssm(hf_model.config):  # Mamba, Mamba-2, Jamba, Bamba
+        from . import hf_ssm
+        return hf_ssm.from_hf(hf_model, spec=spec, overrides=overrides, dtype=dtype, device=device, verify=verify)
     if hf_seq2seq.is_seq2seq(hf_model.config):  # T5, BART
         f2s = hf_seq2seq.seq2seq_features(hf_model.config)
         target = _target_spec(f2s, hf_model.config, spec, overrides)
@@ -1818,6 +1831,9 @@ def from_pretrained(local_dir: str | Path, *, spec: Any = None, overrides: Mappi
     from . import hf_seq2seq
 
     cfg = load_config(Path(local_dir))
+    if _is_ssm(cfg):  # Mamba, Mamba-2, Jamba, Bamba
+        from . import hf_ssm
+        return hf_ssm.from_pretrained(local_dir, spec=spec, overrides=overrides, dtype=dtype, device=device)
     seq2seq = hf_seq2seq.is_seq2seq(cfg)
     f: Any = hf_seq2seq.seq2seq_features(cfg) if seq2seq else features_from_config(cfg)
     target = _target_spec(f, cfg, spec, overrides)

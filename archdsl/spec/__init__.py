@@ -17,12 +17,14 @@ from .feedforward import MLP, Dropout, Linear, MoE
 from .heads import LMHead, Pooler
 from .norm import LayerNorm, RMSNorm
 from .sequence import GRU, LSTM, Conv1d
+from .ssm import Mamba, Mamba2
 from .structure import Parallel, Repeat, Residual
 from .vision import Classifier, PatchEmbedding
 
 # The built-in kinds enter the registry through the same door as users' kinds (archdsl/kinds.py).
 for _cls in (Embedding, Positional, Attention, LatentAttention, MLP, MoE, Linear, Dropout, LayerNorm, RMSNorm,
-             Residual, Parallel, Repeat, LMHead, Pooler, Conv1d, LSTM, GRU, PatchEmbedding, Classifier):
+             Residual, Parallel, Repeat, LMHead, Pooler, Conv1d, LSTM, GRU, PatchEmbedding, Classifier,
+             Mamba, Mamba2):
     register_kind(_cls, origin=BUILTIN)
 
 

@@ -1,0 +1,370 @@
+"""Hugging Face interop for the state-space families: Mamba, FalconMamba, Mamba-2, Jamba and Bamba.
+
+    from archdsl.interop import hf_ssm
+    spec = hf_ssm.spec_from_config(hf_model.config)     # the readable spec (a repeat pattern for hybrids)
+    model = hf_ssm.from_hf(hf_model)                      # spec + weights
+    model = hf_ssm.from_pretrained("path/to/checkpoint")  # config.json + *.safetensors, offline
+
+archdsl.interop.hf dispatches here for these model types, so ``hf.from_hf`` / ``hf.spec_from_config``
+/ ``hf.from_pretrained`` / ``archdsl import-hf`` work for them too.
+
+A config becomes a list of layers, each a mixer (mamba, mamba2 or attention) and for the hybrids a
+feed-forward (mlp or moe); equal layers share a block, and the stack is one ``repeat`` cycling the
+shortest period of the layers (Jamba: 8) or, when the layers have no short period (Bamba's
+attention at 9, 18, 27), consecutive repeats whose layer numbers continue. Weights are mapped by
+role, not by name: archdsl's layer i (ir.layer_numbering) is the checkpoint's layer i, its first
+norm the input norm, its second the pre-feed-forward norm, its mixer and feed-forward the
+checkpoint's; a mixer's tensors keep their names (the mamba kinds use transformers' names). Every
+archdsl parameter must be filled and every checkpoint tensor used.
+
+The mixers' own variants are fields (FalconMamba's unweighted and Jamba's weighted Δ/B/C norms,
+Mamba-2's time_step_limit as dt_floor / dt_ceiling). Families whose layers archdsl cannot yet
+write are refused by name (:data:`REFUSED`).
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any, Callable, Mapping
+
+__all__ = ["SSM_MODEL_TYPES", "REFUSED", "is_ssm", "spec_yaml_from_config", "spec_from_config", "from_hf",
+           "from_pretrained", "map_weights"]
+
+SUPPORTED = ("mamba", "falcon_mamba", "mamba2", "jamba", "bamba")
+# model type -> (config key, the feature archdsl lacks): refused with it named
+REFUSED = {
+    "falcon_h1": ("ssm_out_multiplier", "Falcon-H1's layer runs attention and Mamba-2 side by side with per-branch "
+                  "input/output multipliers and μP multipliers on the embedding, keys, MLP and logits; the mamba2 "
+                  "kind matches its mixer (in_scale, projection_scales, gate_norm), the layer is not written yet"),
+    "zamba2": ("hybrid_layer_ids", "Zamba2 shares one attention block's weights among several depths (with "
+               "per-depth LoRA adapters); archdsl has no weight sharing between positions of a stack yet"),
+    "nemotron_h": ("mlp_hidden_act", "Nemotron-H's squared-ReLU MLP layers (relu2) are not an archdsl activation "
+                   "yet; its Mamba-2 mixer is (heads, dt_floor)"),
+    "granitemoehybrid": ("residual_multiplier", "Granite 4.0-H's hybrid layer (Mamba-2 or attention with a MoE plus "
+                         "shared MLP and Granite's multipliers) is not converted yet; its Mamba-2 mixer is the "
+                         "mamba2 kind with default fields"),
+}
+SSM_MODEL_TYPES = SUPPORTED + tuple(REFUSED)
+_EMBED = {"mamba": "backbone.embeddings", "falcon_mamba": "backbone.embeddings", "mamba2": "backbone.embeddings",
+          "jamba": "model.embed_tokens", "bamba": "model.embed_tokens"}
+_FINAL = {"mamba": "backbone.norm_f", "falcon_mamba": "backbone.norm_f", "mamba2": "backbone.norm_f",
+          "jamba": "model.final_layernorm", "bamba": "model.final_layernorm"}
+
+
+def is_ssm(cfg: Any) -> bool:
+    return getattr(cfg, "model_type", None) in SSM_MODEL_TYPES
+
+
+def _unsupported(cfg: Any, key: str, what: str, hint: str | None = None):
+    from .hf import _unsupported as named
+
+    return named(cfg, key, what, hint)
+
+
+def _silu(cfg: Any, key: str = "hidden_act") -> None:
+    act = getattr(cfg, key, "silu")
+    if act not in ("silu", "swish"):
+        raise _unsupported(cfg, key, f"activation '{act}' in the Mamba mixer", "the mamba kinds use SiLU")
+
+
+def _mixer_args(items: list[tuple[str, Any]]) -> str:
+    from .hf import _args, _scalar
+
+    return _args((k, _scalar(v)) for k, v in items)
+
+
+# ----------------------------------------------------------------------------------------- layers
+def _mamba1(cfg: Any, state: str, conv: str, expand: str, rank: str, conv_bias: str, bias: str,
+            norm: str, eps: float | None, inner_key: str | None = None) -> str:
+    _silu(cfg)
+    width, inner = cfg.hidden_size, getattr(cfg, inner_key, None) if inner_key else None
+    e = getattr(cfg, expand)
+    if inner is not None and inner != e * width:
+        raise _unsupported(cfg, "intermediate_size", f"a Mamba inner width {inner} that is not expand × hidden_size "
+                           f"({e} × {width})")
+    r = getattr(cfg, rank)
+    r = math.ceil(width / 16) if r == "auto" else int(r)
+    items = [("state", getattr(cfg, state)), ("expand", e), ("conv_kernel", getattr(cfg, conv)), ("dt_rank", r),
+             ("conv_bias", bool(getattr(cfg, conv_bias))), ("bias", bool(getattr(cfg, bias)))]
+    if norm != "none":
+        items += [("dt_bc_norm", norm), ("norm_eps", float(eps))]
+    return "mamba: " + _mixer_args(items)
+
+
+def _mamba2(cfg: Any, heads: str, head_dim: str, state: str, groups: str, conv: str, expand: str, conv_bias: str,
+            bias: str, eps: float, chunk: str) -> str:
+    _silu(cfg)
+    h, p = int(getattr(cfg, heads)), getattr(cfg, head_dim)
+    width, e = cfg.hidden_size, getattr(cfg, expand)
+    p = int(e * width // h) if p == "auto" else int(p)
+    if h * p != int(e * width):
+        raise _unsupported(cfg, head_dim, f"Mamba-2 heads × head_dim = {h} × {p} that is not expand × hidden_size "
+                           f"({e} × {width})", "transformers' own mixer needs them equal")
+    items = [("heads", h), ("head_dim", p), ("state", getattr(cfg, state)), ("groups", getattr(cfg, groups)),
+             ("conv_kernel", getattr(cfg, conv)), ("conv_bias", bool(getattr(cfg, conv_bias))),
+             ("bias", bool(getattr(cfg, bias))), ("norm_eps", float(eps)), ("chunk", int(getattr(cfg, chunk)))]
+    low, high = (tuple(getattr(cfg, "time_step_limit", None) or (0.0, float("inf"))) + (float("inf"),))[:2]
+    if low:
+        items.append(("dt_floor", float(low)))
+    if high is not None and math.isfinite(high):
+        items.append(("dt_ceiling", float(high)))
+    return "mamba2: " + _mixer_args(items)
+
+
+def _attention(cfg: Any) -> str:
+    heads, kv = cfg.num_attention_heads, getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None)
+    items = [("heads", heads)]
+    if kv != heads:
+        items.append(("kv_heads", kv))
+    if head_dim and head_dim != cfg.hidden_size // heads:
+        items.append(("head_dim", head_dim))
+    items += [("causal", True), ("bias", bool(getattr(cfg, "attention_bias", False)))]
+    return "attention: " + _mixer_args(items)
+
+
+def _mlp(cfg: Any) -> str:
+    _silu(cfg)
+    return "mlp: " + _mixer_args([("hidden", cfg.intermediate_size), ("activation", "swiglu"),
+                                  ("bias", bool(getattr(cfg, "mlp_bias", False)))])
+
+
+def _moe(cfg: Any) -> str:
+    _silu(cfg)
+    return "moe: " + _mixer_args([("experts", cfg.num_experts), ("top_k", cfg.num_experts_per_tok),
+                                  ("hidden", cfg.intermediate_size), ("activation", "swiglu"), ("normalize", False)])
+
+
+def _layers(cfg: Any) -> tuple[list[tuple[str, str, str | None]], str | None, float]:
+    """[(block name, mixer node, feed-forward node or None)] per layer, the positional node, the norms' eps."""
+    t = cfg.model_type
+    if t in ("mamba", "falcon_mamba"):
+        norm, eps = ("rmsnorm_unweighted", cfg.mixer_rms_eps) if t == "falcon_mamba" else ("none", None)
+        mixer = _mamba1(cfg, "state_size", "conv_kernel", "expand", "time_step_rank", "use_conv_bias", "use_bias",
+                        norm, eps, inner_key="intermediate_size")
+        return [("mamba_layer", mixer, None)] * cfg.num_hidden_layers, None, cfg.layer_norm_epsilon
+    if t == "mamba2":
+        mixer = _mamba2(cfg, "num_heads", "head_dim", "state_size", "n_groups", "conv_kernel", "expand",
+                        "use_conv_bias", "use_bias", cfg.layer_norm_epsilon, "chunk_size")
+        return [("mamba_layer", mixer, None)] * cfg.num_hidden_layers, None, cfg.layer_norm_epsilon
+    if t == "jamba":
+        mamba = _mamba1(cfg, "mamba_d_state", "mamba_d_conv", "mamba_expand", "mamba_dt_rank", "mamba_conv_bias",
+                        "mamba_proj_bias", "rmsnorm", cfg.rms_norm_eps)
+        layers = []
+        for kind, experts in zip(cfg.layers_block_type, cfg.layers_num_experts):
+            ff = _moe(cfg) if experts > 1 else _mlp(cfg)
+            layers.append((f"{kind}_{'moe' if experts > 1 else 'dense'}_layer",
+                           mamba if kind == "mamba" else _attention(cfg), ff))
+        return layers, None, cfg.rms_norm_eps  # Jamba's attention has no positions
+    if t == "bamba":
+        mamba = _mamba2(cfg, "mamba_n_heads", "mamba_d_head", "mamba_d_state", "mamba_n_groups", "mamba_d_conv",
+                        "mamba_expand", "mamba_conv_bias", "mamba_proj_bias", cfg.rms_norm_eps, "mamba_chunk_size")
+        attention = set(getattr(cfg, "attn_layer_indices", None) or ())
+        layers = [("attention_layer", _attention(cfg), _mlp(cfg)) if i in attention else
+                  ("mamba_layer", mamba, _mlp(cfg)) for i in range(cfg.num_hidden_layers)]
+        return layers, _positional(cfg) if attention else None, cfg.rms_norm_eps
+    raise AssertionError(t)
+
+
+def _positional(cfg: Any) -> str:
+    from .hf import _args, _rope, _rope_scaling, _scalar
+
+    rope = _rope(cfg) or {"rope_theta": 10000.0, "rope_type": "default"}
+    items = [("kind", "rotary"), ("base", _scalar(float(rope["rope_theta"])))]
+    fraction = rope.get("partial_rotary_factor")
+    if fraction not in (None, 1, 1.0):
+        items.append(("fraction", _scalar(float(fraction))))
+    items += [(k, _scalar(v) if not isinstance(v, str) else v) for k, v in _rope_scaling(cfg, rope)]
+    return "positional: " + _args(items)
+
+
+def _period(names: list[str]) -> int:
+    return next(p for p in range(1, len(names) + 1) if all(names[i] == names[i % p] for i in range(len(names))))
+
+
+# ----------------------------------------------------------------------------------------- spec
+def spec_yaml_from_config(config: Any) -> str:
+    """The readable YAML spec of a Mamba / FalconMamba / Mamba-2 / Jamba / Bamba config; SpecError naming
+    the feature for what archdsl cannot express (REFUSED families, other activations, unequal widths)."""
+    from .hf import _scalar, _spec_name, load_config
+
+    cfg = load_config(config)
+    t = cfg.model_type
+    if t in REFUSED:
+        key, what = REFUSED[t]
+        raise _unsupported(cfg, key, what)
+    if t not in SUPPORTED:
+        raise _unsupported(cfg, "model_type", f"model type '{t}' in the state-space importer")
+    layers, positional, eps = _layers(cfg)
+    tie = bool(getattr(cfg, "tie_word_embeddings", False))
+    blocks: dict[str, tuple[str, str | None]] = {}
+    for name, mixer, ff in layers:
+        if blocks.setdefault(name, (mixer, ff)) != (mixer, ff):
+            raise AssertionError(f"two different layers named {name}")
+    lines = ["archdsl: 1", f"name: {_scalar(_spec_name(cfg))}", "description: >"]
+    counts: dict[str, int] = defaultdict(int)
+    for _, mixer, _ in layers:
+        counts[mixer.split(":")[0]] += 1
+    mix = ", ".join(f"{n} {k}" for k, n in counts.items())
+    lines += [f"  Imported from a Hugging Face {t} config: {len(layers)} layers ({mix})"
+              + (", each with a feed-forward" if layers[0][2] else "") + (", tied head." if tie else "."),
+              "vars:", f"  vocab: {cfg.vocab_size}", f"  d_model: {cfg.hidden_size}", f"  eps: {_scalar(float(eps))}",
+              "", "blocks:"]
+    for name, (mixer, ff) in blocks.items():
+        lines += [f"  {name}:", "    - residual:", "        - rmsnorm: {eps: $eps}", f"        - {mixer}"]
+        if ff:
+            lines += ["    - residual:", "        - rmsnorm: {eps: $eps}", f"        - {ff}"]
+    names = [name for name, _, _ in layers]
+    lines += ["", "model:", "  width: $d_model", "  layers:", "    - embedding: {name: embed, vocab: $vocab}"]
+    if positional:
+        lines.append(f"    - {positional}")
+    period = _period(names)
+    if period == 1:
+        lines += [f"    - repeat: {len(names)}", "      name: layers", f"      body: {names[0]}"]
+    elif period <= 8:
+        lines += [f"    - repeat: {len(names)}", "      name: layers", f"      pattern: [{', '.join(names[:period])}]"]
+    else:  # no short period: a repeat per run of equal layers (layer numbers continue across them)
+        runs: list[list] = []
+        for name in names:
+            if runs and runs[-1][0] == name:
+                runs[-1][1] += 1
+            else:
+                runs.append([name, 1])
+        for j, (name, n) in enumerate(runs):
+            lines += [f"    - repeat: {n}", f"      name: layers_{j}", f"      body: {name}"]
+    lines += ["    - rmsnorm: {eps: $eps, name: final_norm}",
+              "    - lm_head: {vocab: $vocab" + (", tie: embed}" if tie else "}")]
+    return "\n".join(lines) + "\n"
+
+
+def spec_from_config(config: Any) -> Any:
+    from ..loader import load_spec
+
+    return load_spec(spec_yaml_from_config(config))
+
+
+# ----------------------------------------------------------------------------------------- weights
+def map_weights(model_type: str, tensors: Mapping[str, Callable[[], Any]], model: Any) -> dict[str, Any]:
+    """archdsl parameter name -> tensor, from the checkpoint's tensors (name -> loader), by role."""
+    import torch
+
+    from ..ir import layer_numbering, leaves
+
+    g = model.graph
+    layer_of = layer_numbering(g)
+    per_layer: dict[int, list[tuple[str, str]]] = defaultdict(list)
+    top: list[tuple[str, str]] = []
+    for node in leaves(g):
+        data = g.nodes[node]
+        if "spec" not in data:
+            continue
+        i = layer_of(node)
+        (per_layer[i] if i is not None else top).append((node, data["kind"]))
+    used: set[str] = set()
+    out: dict[str, Any] = {}
+    ssm_names = ("backbone" if model_type in ("mamba", "falcon_mamba", "mamba2") else "model")
+
+    def get(key: str) -> Any:
+        if key not in tensors:
+            raise ValueError(f"the checkpoint has no tensor {key} (for {model_type})")
+        used.add(key)
+        return tensors[key]()
+
+    def copy_under(prefix: str, ours: str) -> None:
+        found = [k for k in tensors if k.startswith(prefix + ".")]
+        if not found:
+            raise ValueError(f"the checkpoint has no tensors under {prefix}")
+        for key in found:
+            out[f"{ours}.{key[len(prefix) + 1:]}"] = get(key)
+
+    for i, nodes in sorted(per_layer.items()):
+        hf = f"{ssm_names}.layers.{i}"
+        norms = [n for n, k in nodes if k == "rmsnorm"]
+        mixer = next((n, k) for n, k in nodes if k in ("mamba", "mamba2", "attention"))
+        ff = next(((n, k) for n, k in nodes if k in ("mlp", "moe")), None)
+        if ssm_names == "backbone":
+            hf_norms, hf_mixer = [f"{hf}.norm"], f"{hf}.mixer"
+        else:
+            hf_norms = [f"{hf}.input_layernorm", f"{hf}.pre_ff_layernorm"]
+            hf_mixer = f"{hf}.mamba" if mixer[1] != "attention" else f"{hf}.self_attn"
+        if len(norms) != len(hf_norms):
+            raise ValueError(f"layer {i}: the spec has {len(norms)} norms, the checkpoint {len(hf_norms)}")
+        for ours, theirs in zip(norms, hf_norms):
+            out[f"{ours}.weight"] = get(f"{theirs}.weight")
+        if mixer[1] == "attention":
+            for part in ("weight", "bias"):
+                keys = [f"{hf_mixer}.{p}_proj.{part}" for p in "qkv"]
+                if keys[0] in tensors:
+                    out[f"{mixer[0]}.qkv.{part}"] = torch.cat([get(k) for k in keys])
+                if f"{hf_mixer}.o_proj.{part}" in tensors:
+                    out[f"{mixer[0]}.out.{part}"] = get(f"{hf_mixer}.o_proj.{part}")
+        else:
+            copy_under(hf_mixer, mixer[0])
+        if ff is not None:
+            hf_ff = f"{hf}.feed_forward"
+            if ff[1] == "mlp":
+                out[f"{ff[0]}.up.weight"] = torch.cat([get(f"{hf_ff}.gate_proj.weight"), get(f"{hf_ff}.up_proj.weight")])
+                out[f"{ff[0]}.down.weight"] = get(f"{hf_ff}.down_proj.weight")
+            else:
+                out[f"{ff[0]}.router.weight"] = get(f"{hf_ff}.router.weight")
+                if f"{hf_ff}.experts.gate_up_proj" in tensors:  # in memory: stacked experts
+                    out[f"{ff[0]}.experts.up"] = get(f"{hf_ff}.experts.gate_up_proj")
+                    out[f"{ff[0]}.experts.down"] = get(f"{hf_ff}.experts.down_proj")
+                else:  # on disk: one gate/up/down per expert
+                    n = g.nodes[ff[0]]["spec"].experts
+                    e = [f"{hf_ff}.experts.{j}" for j in range(n)]
+                    out[f"{ff[0]}.experts.up"] = torch.stack(
+                        [torch.cat([get(f"{x}.gate_proj.weight"), get(f"{x}.up_proj.weight")]) for x in e])
+                    out[f"{ff[0]}.experts.down"] = torch.stack([get(f"{x}.down_proj.weight") for x in e])
+    embed = next(n for n, k in top if k == "embedding")
+    out[f"{embed}.weight"] = get(f"{_EMBED[model_type]}.weight")
+    final = [n for n, k in top if k == "rmsnorm"][-1]
+    out[f"{final}.weight"] = get(f"{_FINAL[model_type]}.weight")
+    head = next(n for n, k in top if k == "lm_head")
+    if g.nodes[head]["spec"].tie is None:
+        out[f"{head}.weight"] = get("lm_head.weight")
+    elif "lm_head.weight" in tensors:
+        used.add("lm_head.weight")  # the tied copy transformers' state dict also lists
+    left = sorted(k for k in tensors if k not in used)
+    if left:
+        raise ValueError(f"checkpoint tensors the spec has no place for: {', '.join(left[:6])}"
+                         + (f" and {len(left) - 6} more" if len(left) > 6 else ""))
+    return out
+
+
+def from_hf(hf_model: Any, *, spec: Any = None, overrides: Mapping[str, Any] | None = None, dtype: Any = None,
+            device: Any = None, verify: bool | None = None) -> Any:
+    """An ArchModel with the architecture and weights of an in-memory transformers Mamba / FalconMamba /
+    Mamba2 / Jamba / Bamba causal LM (``spec=`` a spec of your own with the same layers; ``verify`` compares
+    logits, by default when ``spec`` is given)."""
+    from ..loader import load_spec
+    from .hf import _assign, _build, _verify
+
+    cfg = hf_model.config
+    target = load_spec(spec, overrides=overrides) if spec is not None else spec_from_config(cfg)
+    first = next(hf_model.parameters())
+    state = {k: t for k, t in hf_model.state_dict().items()}
+    model = _build(target, dtype or first.dtype, device or first.device)
+    _assign(model, map_weights(cfg.model_type, {k: (lambda t=t: t) for k, t in state.items()}, model))
+    model.eval()
+    if verify if verify is not None else spec is not None:
+        _verify(hf_model, model)
+    return model
+
+
+def from_pretrained(local_dir: Any, *, spec: Any = None, overrides: Mapping[str, Any] | None = None,
+                    dtype: Any = None, device: Any = "cpu") -> Any:
+    """An ArchModel from a local checkpoint folder of one of these families (config.json + *.safetensors)."""
+    import torch
+
+    from ..loader import load_spec
+    from .hf import _assign, _build, _get, load_config, load_safetensors
+
+    cfg = load_config(local_dir)
+    target = load_spec(spec, overrides=overrides) if spec is not None else spec_from_config(cfg)
+    if dtype == "auto":
+        dtype = _get(cfg, "dtype", "torch_dtype") or torch.float32
+        dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    model = _build(target, dtype or torch.float32, device)
+    _assign(model, map_weights(cfg.model_type, load_safetensors(local_dir), model))
+    return model.eval()
