@@ -193,7 +193,8 @@ def load_config(config: Any) -> Any:
             raise SpecError([ErrorItem.at(Loc(source, 1, 1), "config", f"a config is a JSON object, this is a "
                                           f"{type(data).__name__}", "a Hugging Face config.json")])
         # transformers writes inf / nan as {"__float__": "Infinity"} (Mamba-2's time_step_limit)
-        data = getattr(transformers.PretrainedConfig, "_decode_special_floats", lambda d: d)(data)
+        if transformers is not None:
+            data = getattr(transformers.PretrainedConfig, "_decode_special_floats", lambda d: d)(data)
     elif isinstance(config, Mapping):
         data = dict(config)
     else:
