@@ -770,6 +770,11 @@ def _is_vision(cfg: Any) -> bool:
     return getattr(cfg, "model_type", None) in VISION_MODEL_TYPES
 
 
+def _is_linear(cfg: Any) -> bool:
+    from .hf_linear import is_linear
+    return is_linear(cfg)
+
+
 def spec_yaml_from_config(config: Any) -> str:
     """The readable YAML spec (vars, blocks, repeat) of a transformers config."""
     from .hf_seq2seq import Seq2SeqFeatures, is_seq2seq, seq2seq_features, seq2seq_yaml
@@ -783,6 +788,9 @@ def spec_yaml_from_config(config: Any) -> str:
         if _is_vision(cfg):  # ViT: an image stack (hf_vision.py)
             from . import hf_vision
             return hf_vision.spec_yaml_from_config(cfg)
+        if _is_linear(cfg):  # Qwen3-Next, LFM2, RecurrentGemma: linear/recurrent hybrids (hf_linear.py)
+            from . import hf_linear
+            return hf_linear.spec_yaml_from_config(cfg)
     f = config if isinstance(config, Features) else features_from_config(cfg)
     v: dict[str, Any] = {"vocab": f.vocab}
     if f.max_len:
@@ -1041,7 +1049,7 @@ def spec_from_config(config: Any) -> Any:
     from .hf_seq2seq import is_seq2seq
 
     cfg = load_config(config)
-    if is_seq2seq(cfg) or _is_vision(cfg):
+    if is_seq2seq(cfg) or _is_vision(cfg) or _is_linear(cfg):
         return load_spec(spec_yaml_from_config(cfg))
     f = features_from_config(cfg)
     if not f.known_family:
@@ -1523,6 +1531,9 @@ def from_hf(hf_model: Any, *, spec: Any = None, overrides: Mapping[str, Any] | N
         from . import hf_vision
         return hf_vision.from_hf(hf_model, spec=spec, overrides=overrides, dtype=dtype, device=device,
                                  verify=True if verify is None else verify)
+    if _is_linear(hf_model.config):  # Qwen3-Next, LFM2, RecurrentGemma
+        from . import hf_linear
+        return hf_linear.from_hf(hf_model, spec=spec, overrides=overrides, dtype=dtype, device=device, verify=verify)
     if hf_seq2seq.is_seq2seq(hf_model.config):  # T5, BART
         f2s = hf_seq2seq.seq2seq_features(hf_model.config)
         target = _target_spec(f2s, hf_model.config, spec, overrides)
@@ -1608,6 +1619,9 @@ def from_pretrained(local_dir: str | Path, *, spec: Any = None, overrides: Mappi
     from . import hf_seq2seq
 
     cfg = load_config(Path(local_dir))
+    if _is_linear(cfg):  # Qwen3-Next, LFM2, RecurrentGemma
+        from . import hf_linear
+        return hf_linear.from_pretrained(local_dir, spec=spec, overrides=overrides, dtype=dtype, device=device)
     seq2seq = hf_seq2seq.is_seq2seq(cfg)
     f: Any = hf_seq2seq.seq2seq_features(cfg) if seq2seq else features_from_config(cfg)
     target = _target_spec(f, cfg, spec, overrides)
