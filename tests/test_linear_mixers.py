@@ -268,12 +268,16 @@ def test_hybrid_decodes_generates_and_pads_like_the_full_forward(pattern):
     model = hybrid(pattern)
     assert archdsl.summary(model.spec).total_params == model.num_parameters()
     tokens = torch.randint(0, 67, (2, 11), generator=torch.Generator().manual_seed(9))
-    with torch.no_grad():
-        full = model(tokens)
-        cache = model.new_cache(2, 11)
-        pieces = [model(tokens[:, :3], cache=cache), model(tokens[:, 3:7], cache=cache)]  # prefill in two pieces
-        pieces += [model(tokens[:, i:i + 1], cache=cache) for i in range(7, 11)]
-        close(torch.cat(pieces, 1), full)
+    # float64: the chunked and recurrent forms are the same arithmetic; float32: the per-head norm of the
+    # DeltaNet output amplifies rounding where that output is small
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 5e-5)):
+        m = model.to(dtype)
+        with torch.no_grad():
+            full = m(tokens)
+            cache = m.new_cache(2, 11)
+            pieces = [m(tokens[:, :3], cache=cache), m(tokens[:, 3:7], cache=cache)]  # prefill in two pieces
+            pieces += [m(tokens[:, i:i + 1], cache=cache) for i in range(7, 11)]
+            close(torch.cat(pieces, 1), full, tol)
     out = model.generate(tokens[:, :5], 8)
     expected = tokens[:, :5]
     with torch.no_grad():

@@ -49,7 +49,11 @@ class CausalConv(nn.Module):
         if state is None:
             state = x.new_zeros(x.shape[0], x.shape[1], keep)
         h = torch.cat([state.to(x.dtype), x], dim=-1)
-        y = F.conv1d(h, self.weight, self.bias, groups=x.shape[1])
+        if x.shape[-1] == 1:  # one decoding step: a dot product per channel (F.conv1d's set-up costs more)
+            y = (h * self.weight[:, 0]).sum(dim=-1, keepdim=True)
+            y = y + self.bias[:, None] if self.bias is not None else y
+        else:
+            y = F.conv1d(h, self.weight, self.bias, groups=x.shape[1])
         return y, h[:, :, h.shape[-1] - keep:]
 
     @torch.no_grad()
@@ -68,6 +72,11 @@ def _real(ctx: ForwardContext, seq: int) -> torch.Tensor | None:
 
 def _state(module: nn.Module, ctx: ForwardContext) -> Any:
     return ctx.cache.state(module.cache_slot) if ctx.cache is not None else None
+
+
+def _accumulate(dtype: torch.dtype) -> torch.dtype:
+    """The dtype recurrences accumulate in: float32 (bf16/fp16/fp32 models, as transformers), float64 for float64."""
+    return torch.promote_types(dtype, torch.float32)
 
 
 def _heads_first(t: torch.Tensor) -> torch.Tensor:
@@ -92,7 +101,7 @@ def delta_rule_chunked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: tor
     """The gated delta rule over a sequence, in chunks (the WY/UT form of Yang et al. 2024).
 
     q, k (B, H, S, Dk) normalised (q scaled), v (B, H, S, Dv), g (B, H, S) log-decays (≤ 0), beta
-    (B, H, S), state (B, H, Dk, Dv) or None; all float32. Returns outputs (B, H, S, Dv) and the
+    (B, H, S), state (B, H, Dk, Dv) or None; all in the accumulation dtype (float32). Returns outputs (B, H, S, Dv) and the
     final state. Within a chunk the C sequential rank-1 corrections become one unit-lower-
     triangular solve; chunks then follow each other through the state.
     """
@@ -152,9 +161,10 @@ class GatedRMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
+        acc = _accumulate(x.dtype)
+        xf = x.to(acc)
         normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (self.weight * normed.to(x.dtype) * F.silu(gate.float())).to(x.dtype)
+        return (self.weight * normed.to(x.dtype) * F.silu(gate.to(acc))).to(x.dtype)
 
 
 class GatedDeltaNet(nn.Module):
@@ -209,10 +219,11 @@ class GatedDeltaNet(nn.Module):
         q, k, v = F.silu(mixed).transpose(1, 2).split([self.key_size, self.key_size, self.value_size], dim=-1)
         # β and the decay per (head, position), computed in that layout (B, Hv, S): elementwise ops on
         # tensors of one layout keep AOT autograd's traced strides equal to eager's (torch.compile)
-        beta = torch.sigmoid(_heads_first(self.b(x)).float())
+        acc = _accumulate(x.dtype)  # float32, or float64 for a float64 model
+        beta = torch.sigmoid(_heads_first(self.b(x)).to(acc))
         if self.allow_neg_eigval:
             beta = beta * 2.0
-        g = -self.A_log.float().exp()[:, None] * F.softplus(_heads_first(self.a(x)).float() + self.dt_bias[:, None])
+        g = -self.A_log.to(acc).exp()[:, None] * F.softplus(_heads_first(self.a(x)).to(acc) + self.dt_bias[:, None].to(acc))
         if real is not None:  # padding neither writes into the state nor decays it
             keep = real[:, None, :].to(g.dtype)
             beta, g = beta * keep, g * keep
@@ -221,7 +232,7 @@ class GatedDeltaNet(nn.Module):
         if group > 1:  # each query/key head serves `group` consecutive value heads
             q, k = q.repeat_interleave(group, dim=2), k.repeat_interleave(group, dim=2)
         v = v.reshape(B, S, self.value_heads, self.value_dim)
-        q, k, v = (_heads_first(t).float() for t in (q, k, v))
+        q, k, v = (_heads_first(t).to(acc) for t in (q, k, v))
         q, k = l2norm(q) * self.head_dim ** -0.5, l2norm(k)
         if S == 1:
             out, recurrent = delta_rule_recurrent(q, k, v, g, beta, recurrent)
@@ -324,13 +335,15 @@ class RGLRU(nn.Module):
         recurrence_gate = self._gate(x, self.recurrent_gate_weight, self.recurrent_gate_bias)
         log_a = -self.c * recurrence_gate * F.softplus(self.recurrent_param)
         a = torch.exp(log_a)
-        scale = _SqrtBoundDerivative.apply(1 - torch.exp(2 * log_a))
-        scale = reset + ~reset * scale  # a restart takes the input unscaled
-        u = (x * input_gate * scale.to(x.dtype)).float()
-        a = (a * ~reset).float()
+        one_minus = 1 - torch.exp(2 * log_a)
+        scale = _SqrtBoundDerivative.apply(one_minus) if torch.is_grad_enabled() else torch.sqrt(one_minus)
+        scale = torch.where(reset, 1.0, scale)  # a restart takes the input unscaled ...
+        acc = _accumulate(x.dtype)
+        u = (x * input_gate * scale.to(x.dtype)).to(acc)
+        a = torch.where(reset, 0.0, a).to(acc)  # ... and forgets the state
         if real is not None:  # padding: keep the state as it is (a = 1) and add nothing
             keep = real[..., None]
-            a, u = torch.where(keep, a, torch.ones_like(a)), u * keep
+            a, u = torch.where(keep, a, 1.0), u * keep
         if x.shape[1] == 1:
             h = a * (h0[:, None] if h0 is not None else 0.0) + u
         else:
@@ -390,19 +403,23 @@ class RecurrentBlock(nn.Module):
         state = _state(self, ctx)
         conv_state, h0, started = state if state is not None else (None, None, None)
         branch, conv_state = self.conv_1d(branch.transpose(1, 2), conv_state)
-        # restart where positions restart at 0 (documents packed in one row) and at the first real token
+        # restart where positions restart at 0 (documents packed in one row) and at a row's first real
+        # token; `started` (B,) says which rows saw a real token in earlier forwards (None: every row did)
         reset = ctx.positions[:, -S:, None] == 0
-        seen = real.cumsum(dim=1) if real is not None else torch.arange(1, S + 1, device=x.device).expand(B, S)
-        first = seen == 1 if real is None else real & (seen == 1)
-        if started is not None:
-            first = first & ~started[:, None]
-        reset = reset | first[..., None]
+        if real is not None:
+            first = real & (real.cumsum(dim=1) == 1)
+            if state is not None and started is not None:
+                first = first & ~started[:, None]
+            reset = reset | first[..., None]
+        elif state is None:  # no padding: the sequence starts at this forward's first token
+            reset = torch.cat([torch.ones_like(reset[:, :1]), reset[:, 1:]], dim=1)
         h, h_last = self.rg_lru(branch.transpose(1, 2), reset, real, h0)
         if ctx.cache is not None:
-            now_started = (real.any(dim=1) if real is not None else torch.ones(B, dtype=torch.bool, device=x.device))
-            if started is not None:
-                now_started = now_started | started
-            ctx.cache.states[self.cache_slot].value = (conv_state, h_last, now_started)
+            if real is not None:
+                started = real.any(dim=1) | (started if state is not None and started is not None else False)
+            else:
+                started = None if state is None else started
+            ctx.cache.states[self.cache_slot].value = (conv_state, h_last, started)
         return self.linear_out(h * y)
 
 
