@@ -1,5 +1,5 @@
-"""Hugging Face import of the linear/recurrent hybrids (archdsl/interop/hf_linear.py): Qwen3-Next, LFM2 and
-RecurrentGemma from tiny random-weight transformers models — logits, padded batches, greedy generation
+"""Hugging Face import of the linear/recurrent hybrids (archdsl/interop/hf_linear.py): Qwen3-Next, LFM2,
+RecurrentGemma and MiniMax from tiny random-weight transformers models — logits, padded batches, greedy generation
 equal to hf_model.generate, a saved checkpoint, the written spec — and the full-size configs."""
 from __future__ import annotations
 
@@ -30,6 +30,11 @@ TINY = {  # each with what makes its family: GQA value heads, partial rotary, a 
     "recurrent_gemma": lambda: T.RecurrentGemmaConfig(
         vocab_size=97, hidden_size=32, intermediate_size=96, num_hidden_layers=4, num_attention_heads=4,
         num_key_value_heads=1, lru_width=48, attention_window_size=6, eos_token_id=None),
+    # residual branches scaled (MiniMax's beta factors), lightning blocks shorter than the sequence
+    "minimax": lambda: T.MiniMaxConfig(
+        vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2, block_size=8, eos_token_id=None,
+        full_attn_beta_factor=1.5, linear_attn_beta_factor=0.7, mlp_beta_factor=1.2),
 }
 
 
@@ -151,5 +156,9 @@ def test_unsupported_settings_are_refused_by_name():
     config = TINY["recurrent_gemma"]()
     config.hidden_activation = "relu"
     with pytest.raises(SpecError, match="hidden_activation 'relu'"):
+        hf.spec_from_config(config)
+    config = TINY["minimax"]()
+    config.mlp_alpha_factor = 3.5  # MiniMax-Text-01 scales the skip path (DeepNet's alpha)
+    with pytest.raises(SpecError, match="mlp_alpha_factor 3.5: a residual whose skip path is scaled"):
         hf.spec_from_config(config)
     assert hf_linear._bfloat16(2560 ** 0.5) == 50.5 and hf_linear._bfloat16(1.0) == 1.0

@@ -1,5 +1,5 @@
-"""The linear-recurrent and convolutional mixers (gated_deltanet, short_conv, rg_lru) and the attention
-output gate: each module equals transformers' module on the same perturbed weights; cached decoding,
+"""The linear-recurrent and convolutional mixers (gated_deltanet, short_conv, rg_lru, lightning_attention) and
+the attention output gate: each module equals transformers' module on the same perturbed weights; cached decoding,
 chunked prefill and generation equal the full forward; padding leaves real rows unchanged; the hybrid
 compiles with fullgraph; the full-size specs have transformers' parameter counts.
 """
@@ -14,8 +14,8 @@ import torch
 import archdsl
 from archdsl.blocks import ForwardContext
 from archdsl.blocks.attention import Attention
-from archdsl.blocks.linear_mixers import (GatedDeltaNet, RecurrentBlock, ShortConv, delta_rule_chunked,
-                                          delta_rule_recurrent, linear_scan)
+from archdsl.blocks.linear_mixers import (GatedDeltaNet, LightningAttention, RecurrentBlock, ShortConv,
+                                          delta_rule_chunked, delta_rule_recurrent, linear_scan)
 from archdsl.errors import SpecError
 
 transformers = pytest.importorskip("transformers")
@@ -179,6 +179,28 @@ def test_rg_lru_block_equals_recurrent_gemma():
         assert (ours(x, context(2, 33)) - hf(x, positions, None, use_cache=False)[0]).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("layer", [0, 2])
+def test_lightning_attention_equals_minimax(layer):
+    from transformers.models.minimax.modeling_minimax import MiniMaxLightningAttention
+
+    config = T.MiniMaxConfig(hidden_size=32, num_attention_heads=4, num_hidden_layers=4, block_size=16,
+                             layer_types=["linear_attention"] * 4)
+    hf = perturbed(MiniMaxLightningAttention(config, layer))
+    factor = 1 - layer / (4 - 1 + 1e-5) + 1e-5  # what the builder derives from the layer's depth
+    ours = LightningAttention(32, 4, 8, block_size=16, decay_factor=factor, norm_eps=1e-6).eval()
+    ours.load_state_dict({k: v for k, v in hf.state_dict().items() if not k.endswith(("_rate", "_decay"))})
+    close(ours.decay_rates, hf.slope_rate.flatten())
+    x = torch.randn(2, 40, 32, generator=torch.Generator().manual_seed(12))  # two and a half blocks
+    with torch.no_grad():
+        close(ours(x, context(2, 40)), hf(x, None, None)[0])
+        mask = torch.ones(2, 40, dtype=torch.long)
+        mask[0, :5] = 0
+        padded = ours(x, context(2, 40, mask))
+        close(padded[mask.bool()], hf(x, None, mask)[0][mask.bool()])  # transformers zeroes q, k, v there too
+        close(padded[:1, 5:], ours(x[:1, 5:], context(1, 35)))
+        close(padded[:1, 5:], hf(x[:1, 5:], None, None)[0])
+
+
 def test_linear_scan_equals_the_sequential_recurrence():
     g = torch.Generator().manual_seed(6)
     a, u, h0 = torch.rand(2, 45, 7, generator=g), torch.randn(2, 45, 7, generator=g), torch.randn(2, 7, generator=g)
@@ -236,6 +258,9 @@ HYBRID = textwrap.dedent("""\
       lru:
         - residual: [{rmsnorm: {unit_offset: true}}, {rg_lru: {heads: 4, lru_width: 48}}]
         - ffn
+      light:
+        - residual: [{rmsnorm: {unit_offset: true}}, {lightning_attention: {heads: 4, block_size: 4}}]
+        - ffn
       attend:
         - residual: [{rmsnorm: {unit_offset: true}}, {attention: {heads: 4, kv_heads: 2, causal: true, bias: false,
                      qk_norm: true, output_gate: true}}]
@@ -263,7 +288,7 @@ def hybrid(pattern: str = "[delta, delta, delta, attend]", layers: int = 4) -> a
     return model
 
 
-@pytest.mark.parametrize("pattern", ["[delta, delta, delta, attend]", "[conv, lru, attend]"])
+@pytest.mark.parametrize("pattern", ["[delta, delta, delta, attend]", "[conv, lru, light, attend]"])
 def test_hybrid_decodes_generates_and_pads_like_the_full_forward(pattern):
     model = hybrid(pattern)
     assert archdsl.summary(model.spec).total_params == model.num_parameters()
@@ -295,7 +320,7 @@ def test_hybrid_decodes_generates_and_pads_like_the_full_forward(pattern):
 
 
 def test_hybrid_compiles_without_graph_breaks_and_trains():
-    model = hybrid("[delta, conv, lru, attend]")
+    model = hybrid("[delta, conv, lru, light, attend]", layers=5)
     tokens = torch.randint(0, 67, (2, 9), generator=torch.Generator().manual_seed(11))
     mask = torch.ones(2, 9, dtype=torch.long)
     mask[0, :2] = 0
@@ -375,8 +400,9 @@ def test_errors_name_the_field_and_line(tmp_path):
 
 
 def test_diagram_titles_and_labels():
-    model = hybrid("[delta, conv, lru, attend]")
+    model = hybrid("[delta, conv, lru, light, attend]", layers=5)
     dot = archdsl.render(model.spec, format="dot")
     for text in ("Gated DeltaNet", "2 heads × 8, 4 v-heads × 6, conv 4", "Short conv", "k=3, C ⊙ conv(B ⊙ x)",
-                 "RG-LRU block", "width 48, 4 gate blocks, conv 4", "output gate"):
+                 "RG-LRU block", "width 48, 4 gate blocks, conv 4", "Lightning attention", "4 heads, block 4",
+                 "output gate"):
         assert text in dot, text

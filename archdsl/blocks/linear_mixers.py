@@ -27,6 +27,7 @@ from torch.nn import functional as F
 
 from ..cache import ValueState
 from .context import BuildContext, ForwardContext, InitScheme
+from .embedding import fill_buffers
 
 
 # ------------------------------------------------------------------------------------ shared pieces
@@ -423,6 +424,94 @@ class RecurrentBlock(nn.Module):
         return self.linear_out(h * y)
 
 
+# ------------------------------------------------------------------------------------ lightning attention (MiniMax)
+def decayed_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor,
+                             state: torch.Tensor | None, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """o_t = Σ_{j≤t} exp(G_t − G_j) (q_t·k_j) v_j + exp(G_t) q_t S₀ with G the cumulative log-decay g, block by
+    block (lightning attention's form: within a block one masked matmul, across blocks the state).
+
+    q, k (B, H, S, Dk), v (B, H, S, Dv), g (B, H, S) ≤ 0, state (B, H, Dk, Dv) or None. Returns (B, H, S, Dv)
+    and the final state S = Σ_j exp(G_S − G_j) k_j v_jᵀ (+ decayed S₀)."""
+    B, H, S, Dk = k.shape
+    Dv = v.shape[-1]
+    if S == 1:  # one decoding step
+        S_ = state * g.exp()[..., None] if state is not None else q.new_zeros(B, H, Dk, Dv)
+        S_ = S_ + k.transpose(-1, -2) @ v
+        return q @ S_, S_
+    C = min(block, S)
+    pad = (-S) % C  # padded positions: k = v = 0 and g = 0, so they change nothing
+    if pad:
+        q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
+        g = F.pad(g, (0, pad))
+    n = (S + pad) // C
+    q, k, v = (t.reshape(B, H, n, C, t.shape[-1]) for t in (q, k, v))
+    decay = g.reshape(B, H, n, C).cumsum(dim=-1)
+    upper = torch.ones(C, C, dtype=torch.bool, device=q.device).triu(1)
+    pairwise = (decay[..., :, None] - decay[..., None, :]).masked_fill(upper, float("-inf")).exp()
+    intra = (q @ k.transpose(-1, -2)) * pairwise
+    q_decayed = q * decay.exp()[..., None]
+    k_decayed = k * (decay[..., -1:] - decay).exp()[..., None]
+    block_decay = decay[..., -1].exp()[..., None, None]
+    S_ = state if state is not None else q.new_zeros(B, H, Dk, Dv)
+    outs = []
+    for i in range(n):
+        outs.append(q_decayed[:, :, i] @ S_ + intra[:, :, i] @ v[:, :, i])
+        S_ = S_ * block_decay[:, :, i] + k_decayed[:, :, i].transpose(-1, -2) @ v[:, :, i]
+    return torch.stack(outs, dim=2).reshape(B, H, n * C, Dv)[:, :, :S], S_
+
+
+def minimax_decay_rates(heads: int, factor: float) -> torch.Tensor:
+    """MiniMax's per-head decay rates: 2^(−8(h+1)/heads) × factor."""
+    return (1 / (2 ** (8 / heads))) ** (torch.arange(heads, dtype=torch.float64) + 1) * factor
+
+
+class LightningAttention(nn.Module):
+    """MiniMax's lightning attention (see spec/linear_mixers.py); parameters named as transformers'
+    MiniMaxLightningAttention: qkv_proj (per head [q; k; v]), output_gate, out_proj, norm."""
+
+    def __init__(self, width: int, heads: int, head_dim: int, *, block_size: int, decay_factor: float,
+                 norm_eps: float):
+        super().__init__()
+        self.heads, self.head_dim, self.block_size, self.decay_factor = heads, head_dim, block_size, decay_factor
+        inner = heads * head_dim
+        self.qkv_proj = nn.Linear(width, 3 * inner, bias=False)
+        self.output_gate = nn.Linear(width, inner, bias=False)
+        self.out_proj = nn.Linear(inner, width, bias=False)
+        self.out_proj.writes_residual = True
+        self.norm = GatedRMSNorm(inner, norm_eps)  # its weight; applied without a gate below
+        self.register_buffer("decay_rates", torch.empty(heads, dtype=torch.float32), persistent=False)
+        fill_buffers(self)
+        self.cache_slot: int | None = None
+
+    decodes = True
+
+    def fill_buffers(self) -> None:
+        self.decay_rates.copy_(minimax_decay_rates(self.heads, self.decay_factor))
+
+    def new_state(self, batch: int, max_len: int, *, device: Any = None, dtype: Any = None) -> ValueState:
+        """Each head's state Σ exp(−s(t − j)) k_j v_jᵀ (B, heads, head_dim, head_dim)."""
+        return ValueState()
+
+    def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        B, S, _ = x.shape
+        real = _real(ctx, S)
+        qkv = F.silu(self.qkv_proj(x))
+        if real is not None:
+            qkv = qkv * real[..., None].to(qkv.dtype)
+        q, k, v = qkv.reshape(B, S, self.heads, 3 * self.head_dim).split(self.head_dim, dim=-1)
+        acc = _accumulate(x.dtype)  # the state accumulates in float32 (transformers: in the model's dtype)
+        q, k, v = (_heads_first(t).to(acc) for t in (q, k, v))
+        g = (-self.decay_rates.to(acc))[None, :, None].expand(B, self.heads, S)
+        if real is not None:  # padding does not decay the state
+            g = g * real[:, None, :].to(g.dtype)
+        out, state = decayed_linear_attention(q, k, v, g, _state(self, ctx), self.block_size)
+        if ctx.cache is not None:
+            ctx.cache.states[self.cache_slot].value = state
+        out = out.transpose(1, 2).reshape(B, S, self.heads * self.head_dim)
+        normed = (out * torch.rsqrt(out.pow(2).mean(-1, keepdim=True) + self.norm.eps)).to(x.dtype)
+        return self.out_proj(torch.sigmoid(self.output_gate(x)) * (self.norm.weight * normed))
+
+
 # ------------------------------------------------------------------------------------ builders
 def build_gated_deltanet(node: BuildContext) -> nn.Module:
     s = node.spec
@@ -438,3 +527,13 @@ def build_short_conv(node: BuildContext) -> nn.Module:
 def build_rg_lru(node: BuildContext) -> nn.Module:
     s = node.spec
     return RecurrentBlock(node.in_width, s.size(node.in_width), s.heads, s.conv_kernel, s.activation, s.c)
+
+
+def build_lightning_attention(node: BuildContext) -> nn.Module:
+    s = node.spec
+    factor = s.decay_factor
+    if factor is None:  # MiniMax: the rate falls with depth, from 1 at the first layer to ~0 at the last
+        index, count = node.layer_index() or 0, node.layer_count()
+        factor = 1 - index / (count - 1 + 1e-5) + 1e-5
+    return LightningAttention(node.in_width, s.heads, s.dim(node.in_width), block_size=s.block_size,
+                              decay_factor=factor, norm_eps=s.norm_eps)

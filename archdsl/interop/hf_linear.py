@@ -1,6 +1,7 @@
 """Hugging Face interop for the hybrids of linear-recurrent or convolutional mixers and attention:
-Qwen3-Next (gated DeltaNet + gated attention + MoE), LFM2 (short convolutions + attention) and
-RecurrentGemma (Griffin's RG-LRU blocks + local attention).
+Qwen3-Next (gated DeltaNet + gated attention + MoE), LFM2 (short convolutions + attention),
+RecurrentGemma (Griffin's RG-LRU blocks + local attention) and MiniMax (lightning attention +
+softmax attention + MoE, norms before residuals that carry the normalised stream).
 
     from archdsl.interop import hf
     spec = hf.spec_from_config(qwen3_next_config)     # dispatched here by model_type
@@ -29,7 +30,7 @@ from typing import Any, Callable, Mapping
 __all__ = ["LINEAR_MODEL_TYPES", "is_linear", "spec_yaml_from_config", "spec_from_config", "map_weights", "from_hf",
            "from_pretrained"]
 
-LINEAR_MODEL_TYPES = ("qwen3_next", "lfm2", "recurrent_gemma")
+LINEAR_MODEL_TYPES = ("qwen3_next", "lfm2", "recurrent_gemma", "minimax")
 
 
 def is_linear(cfg: Any) -> bool:
@@ -255,8 +256,66 @@ def _recurrent_gemma(cfg: Any) -> str:
     return _document(cfg, description, v, blocks, kinds, head, tail)
 
 
+def _minimax(cfg: Any) -> str:
+    from .hf import _unsupported
+
+    if cfg.hidden_act != "silu":
+        raise _unsupported(cfg, "hidden_act", f"hidden_act '{cfg.hidden_act}' (lightning attention and the experts "
+                           "use SiLU)")
+    for key in ("full_attn_alpha_factor", "linear_attn_alpha_factor", "mlp_alpha_factor"):
+        if getattr(cfg, key) != 1:
+            raise _unsupported(cfg, key, f"{key} {getattr(cfg, key)}: a residual whose skip path is scaled",
+                               "archdsl's residual scales the branch only (x + s·f(x))")
+    theta, _ = _rotary(cfg)  # MiniMaxAttention rotates whole heads whatever partial_rotary_factor says
+    names = {"linear_attention": "linear_layer", "full_attention": "attention_layer"}
+    for i, kind in enumerate(cfg.layer_types):
+        if kind not in names:
+            raise _unsupported(cfg, f"layer_types[{i}]", f"the layer type '{kind}'")
+    kinds = [names[t] for t in cfg.layer_types]
+    head_dim = cfg.head_dim or cfg.hidden_size // cfg.num_attention_heads
+    v: dict[str, Any] = {"vocab": cfg.vocab_size, "context": cfg.max_position_embeddings, "d_model": cfg.hidden_size,
+                         "layers": cfg.num_hidden_layers, "heads": cfg.num_attention_heads,
+                         "kv_heads": cfg.num_key_value_heads, "head_dim": head_dim, "block_size": cfg.block_size,
+                         "experts": cfg.num_local_experts, "top_k": cfg.num_experts_per_tok,
+                         "ffn": cfg.intermediate_size, "rope_theta": theta, "eps": cfg.rms_norm_eps}
+    if cfg.sliding_window:
+        v["window"] = cfg.sliding_window
+
+    def residual(beta: float, node: str) -> list[str]:
+        return (["- residual:", "    - " + node] if beta == 1 else
+                ["- residual:", f"    scale: {beta}", "    body:", "      - " + node])
+
+    extra = (f", jitter: {cfg.router_jitter_noise}" if cfg.router_jitter_noise else "") + (
+        f", aux_loss_coef: {cfg.router_aux_loss_coef}" if cfg.router_aux_loss_coef else "")
+    moe = ["- rmsnorm: {eps: $eps, name: post_attention_layernorm}"] + residual(
+        cfg.mlp_beta_factor, "moe: {experts: $experts, top_k: $top_k, hidden: $ffn, activation: swiglu" + extra
+        + ", name: mlp}")
+    window = ", window: $window" if cfg.sliding_window else ""
+    dropout = f", dropout: {cfg.attention_dropout}" if cfg.attention_dropout else ""
+    blocks = {
+        "linear_layer": ["- rmsnorm: {eps: $eps, name: input_layernorm}"] + residual(
+            cfg.linear_attn_beta_factor, "lightning_attention: {heads: $heads, head_dim: $head_dim, block_size: "
+            "$block_size, name: self_attn}") + moe,
+        "attention_layer": ["- rmsnorm: {eps: $eps, name: input_layernorm}"] + residual(
+            cfg.full_attn_beta_factor, "attention: {heads: $heads, kv_heads: $kv_heads, head_dim: $head_dim, "
+            f"causal: true, bias: false{window}{dropout}, name: self_attn}}") + moe,
+    }
+    blocks = {k: b for k, b in blocks.items() if k in kinds}
+    linear = sum(t == "linear_attention" for t in cfg.layer_types)
+    description = (f"Imported from a Hugging Face 'minimax' config: {linear} of {len(kinds)} layers lightning attention "
+                   f"(linear attention with a decay per head and layer, blocks of {cfg.block_size}), the others "
+                   f"softmax attention ({cfg.num_attention_heads} heads, {cfg.num_key_value_heads} kv); the norm "
+                   f"comes before each residual, whose skip path carries the normalised stream; MoE of "
+                   f"{cfg.num_local_experts} experts, top {cfg.num_experts_per_tok}.")
+    head = ["- embedding: {name: embed_tokens, vocab: $vocab}",
+            "- positional: {kind: rotary, base: $rope_theta, max_len: $context}"]
+    tail = ["- rmsnorm: {eps: $eps, name: norm}",
+            "- lm_head: {vocab: $vocab" + (", tie: embed_tokens}" if cfg.tie_word_embeddings else "}")]
+    return _document(cfg, description, v, blocks, kinds, head, tail)
+
+
 _WRITERS: dict[str, Callable[[Any], str]] = {"qwen3_next": _qwen3_next, "lfm2": _lfm2,
-                                               "recurrent_gemma": _recurrent_gemma}
+                                               "recurrent_gemma": _recurrent_gemma, "minimax": _minimax}
 
 
 def spec_yaml_from_config(config: Any) -> str:
@@ -363,23 +422,46 @@ def _mlp(src: _Tensors, prefix: str, module: Any, cfg: Any) -> dict[str, Any]:
 def _moe(src: _Tensors, prefix: str, module: Any, cfg: Any) -> dict[str, Any]:
     import torch
 
+    if f"{prefix}.gate.weight" not in src and prefix.endswith(".mlp"):  # MiniMax on disk (Mixtral's names)
+        prefix = prefix[:-len("mlp")] + "block_sparse_moe"
     out = {"router.weight": src.get(f"{prefix}.gate.weight")}
     if f"{prefix}.experts.gate_up_proj" in src:  # transformers 5 in memory: stacked, [gate; up]
         out["experts.up"] = src.get(f"{prefix}.experts.gate_up_proj")
         out["experts.down"] = src.get(f"{prefix}.experts.down_proj")
-    else:  # on disk: one module per expert
+    else:  # on disk: one module per expert, gate/up/down_proj (Qwen) or w1/w3/w2 (Mixtral, MiniMax)
         n = len(module.experts)
-        out["experts.up"] = torch.stack([torch.cat([src.get(f"{prefix}.experts.{e}.gate_proj.weight"),
-                                                    src.get(f"{prefix}.experts.{e}.up_proj.weight")]) for e in range(n)])
-        out["experts.down"] = torch.stack([src.get(f"{prefix}.experts.{e}.down_proj.weight") for e in range(n)])
-    out.update({f"shared.{k}": t for k, t in _gated_mlp(src, f"{prefix}.shared_expert", ("weight",)).items()})
-    out["shared_gate.weight"] = src.get(f"{prefix}.shared_expert_gate.weight")
+
+        def expert(e: int, *names: str) -> Any:
+            return src.first(f"{prefix}.experts.{e}", *(f"{name}.weight" for name in names))
+        out["experts.up"] = torch.stack([torch.cat([expert(e, "gate_proj", "w1"), expert(e, "up_proj", "w3")])
+                                         for e in range(n)])
+        out["experts.down"] = torch.stack([expert(e, "down_proj", "w2") for e in range(n)])
+    if module.shared is not None:
+        out.update({f"shared.{k}": t for k, t in _gated_mlp(src, f"{prefix}.shared_expert", ("weight",)).items()})
+    if module.shared_gate is not None:
+        out["shared_gate.weight"] = src.get(f"{prefix}.shared_expert_gate.weight")
+    return out
+
+
+def _lightning(src: _Tensors, prefix: str, module: Any, cfg: Any) -> dict[str, Any]:
+    """Same names; the checkpoint's decay buffers must be the rates archdsl derives from the layer's depth."""
+    import torch
+
+    out = _same_names(src, prefix, module, cfg)
+    if f"{prefix}.slope_rate" in src:
+        theirs = src.get(f"{prefix}.slope_rate").flatten().to(torch.float32)
+        for name in ("query_decay", "key_decay", "diagonal_decay"):  # derived from slope_rate
+            if f"{prefix}.{name}" in src:
+                src.used.add(f"{prefix}.{name}")
+        if not torch.allclose(theirs, module.decay_rates.cpu(), rtol=1e-4, atol=1e-7):
+            raise ValueError(f"{prefix}.slope_rate {theirs.tolist()} is not MiniMax's rate for this depth "
+                             f"({module.decay_rates.tolist()}); set lightning_attention's decay_factor")
     return out
 
 
 _CONVERTERS = {"rmsnorm": _same_names, "embedding": _same_names, "lm_head": _same_names, "attention": _attention,
                "gated_deltanet": _gated_deltanet, "short_conv": _same_names, "rg_lru": _same_names, "mlp": _mlp,
-               "moe": _moe}
+               "moe": _moe, "lightning_attention": _lightning}
 
 
 def map_weights(cfg: Any, loaders: Mapping[str, Callable[[], Any]], model: Any) -> dict[str, Any]:

@@ -4,6 +4,7 @@ instead of) attention layers.
 * ``gated_deltanet`` — the gated delta rule (Qwen3-Next, Qwen3.5, OLMo-hybrid);
 * ``short_conv`` — LFM2's gated short convolution;
 * ``rg_lru`` — Griffin's / RecurrentGemma's recurrent block around the RG-LRU;
+* ``lightning_attention`` — MiniMax-01's linear attention with a fixed decay per head.
 
 Each keeps a state of fixed size while decoding (a convolution's last inputs and a recurrent
 state), so its decode memory does not grow with the context: ``decode_state`` reports it as
@@ -177,3 +178,55 @@ class RGLRU(NodeSpec):
     def summary_args(self) -> str:
         width = f"width {self.lru_width}, " if self.lru_width else ""
         return f"{width}{self.heads} gate blocks, conv {self.conv_kernel}, {self.activation}"
+
+
+class LightningAttention(NodeSpec):
+    """Lightning attention (Qin et al. 2024), MiniMax-01's linear attention: per head, q, k, v = SiLU of
+    one projection, and o_t = Σ_{j≤t} exp(−s·(t − j)) (q_t·k_j) v_j with no softmax and a fixed decay
+    rate s per head: s_h = 2^(−8(h+1)/heads) × a per-layer factor (MiniMax: 1 − l/(L − 1) for layer
+    l of L, so the first layers forget fastest). The output is RMS-normalised over all heads,
+    gated by sigmoid(W_g·x) and projected back. Training and prefill compute it block by block
+    (block_size positions: one matmul within a block, the head's state across blocks); decoding
+    keeps each head's head_dim × head_dim state, whatever the context. Padding positions neither
+    write into nor decay the state."""
+
+    kind = "lightning_attention"
+    family = "recurrent"
+    title = "Lightning attention"
+    builder = "archdsl.blocks.linear_mixers:build_lightning_attention"
+    residual_branch = True
+
+    heads: PosInt = Field(description="Number of heads.")
+    head_dim: PosInt | None = Field(None, description="Width of each head; default width / heads.")
+    block_size: PosInt = Field(256, description="Positions per block of the parallel form (MiniMax: 256; the result "
+                               "does not depend on it beyond rounding).")
+    decay_factor: PosFloat | None = Field(None, description="Multiply every head's decay rate by this; default "
+                                          "MiniMax's 1 − l/(L − 1) + 1e-5 for the layer's depth l among the L "
+                                          "layers of its stack.")
+    norm_eps: PosFloat = Field(1e-6, description="Epsilon of the RMSNorm of the output (MiniMax: 1e-6).")
+
+    def dim(self, width: int) -> int:
+        return self.head_dim or max(width // self.heads, 1)
+
+    def param_count(self, scope: Scope) -> int:
+        inner = self.heads * self.dim(scope.width)
+        return scope.width * 3 * inner + scope.width * inner + inner * scope.width + inner  # qkv, gate, out, norm
+
+    def flops_per_token(self, scope: Scope) -> int:
+        d = self.dim(scope.width)
+        inner = self.heads * d
+        return 2 * scope.width * 5 * inner + 4 * self.heads * d * d  # projections; write k⊗v and read q·S
+
+    def decode_state(self, scope: Scope) -> DecodeState:
+        d = self.dim(scope.width)
+        return DecodeState(fixed=self.heads * d * d)
+
+    def check(self, scope: Scope) -> None:
+        if self.head_dim is None and scope.width % self.heads:
+            scope.report("heads", f"{self.heads} heads do not divide width {scope.width}",
+                         f"choose heads among the divisors of {scope.width}, or set head_dim")
+
+    def summary_args(self) -> str:
+        d = f" × {self.head_dim}" if self.head_dim else ""
+        factor = f", decay × {self.decay_factor:g}" if self.decay_factor is not None else ""
+        return f"{self.heads} heads{d}, block {self.block_size}{factor}"
