@@ -2,6 +2,7 @@
 
     PYTHONPATH=. python benchmarks/linear_mixers.py            # the table of docs/linear-mixers.md
     PYTHONPATH=. python benchmarks/linear_mixers.py --quick    # smaller, a smoke run
+    PYTHONPATH=. python benchmarks/linear_mixers.py --parity   # logits differences of the import tests' models
 
 Each family is a transformers model of a small shape (random weights), imported with
 archdsl.interop.hf.from_hf, so both run the same weights. One thread, float32, CPU; times are
@@ -112,12 +113,48 @@ model:
     return out
 
 
+def parity() -> None:
+    """Max-abs-diff of the logits against transformers for the tiny models of tests/test_hf_linear.py."""
+    import sys
+    from pathlib import Path
+
+    import transformers as T
+
+    from archdsl.interop import hf
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from test_hf_linear import TINY, tokens
+
+    for family in sorted(TINY):
+        torch.manual_seed(0)
+        theirs = T.AutoModelForCausalLM.from_config(TINY[family]()).eval()
+        generator = torch.Generator().manual_seed(1)
+        with torch.no_grad():  # as the test's fixture perturbs them
+            for p in theirs.parameters():
+                p.add_(torch.randn(p.shape, generator=generator) * 0.2)
+        ours = hf.from_hf(theirs)
+        x = tokens(2, 13)
+        mask = torch.ones_like(x)
+        mask[0, :4] = 0
+        with torch.no_grad():
+            reference = theirs(x).logits
+            plain = (ours(x) - reference).abs().max().item()
+            padded = ours(x, mask)
+            alone = (padded[0, 4:] - theirs(x[:1, 4:]).logits[0]).abs().max().item()
+            both = (padded[mask.bool()] - theirs(x, attention_mask=mask).logits[mask.bool()]).abs().max().item()
+        print(f"{family}: logits {plain:.2g} (|logits| <= {reference.abs().max().item():.2g}), padded row vs the "
+              f"row alone {alone:.2g}, padded batch vs transformers' padded batch {both:.2g}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--parity", action="store_true", help="print the logits differences only")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.parity:
+        return parity()
     print(f"torch {torch.__version__}, 1 thread, CPU seconds, best of {args.repeats}")
     print("\n| family | prefill archdsl | prefill transformers | ratio | decode tok/s archdsl | transformers | ratio |")
     print("|---|---|---|---|---|---|---|")
