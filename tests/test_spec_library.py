@@ -11,7 +11,9 @@ TINY = {"layers": 2, "d_model": 64, "heads": 4, "kv_heads": 2, "ffn": 96, "vocab
         "local_window": 4, "head_dim": 16, "experts": 4, "top_k": 2, "shared_ffn": 96,
         # DeepSeek-V3: latent attention, expert groups, the first layers dense
         "dense_layers": 1, "dense_ffn": 96, "kv_rank": 16, "q_rank": 24, "rope_dim": 8, "v_dim": 16, "groups": 2,
-        "top_groups": 1}
+        "top_groups": 1,
+        # Qwen3-Next's gated DeltaNet
+        "linear_heads": 2, "linear_value_heads": 4, "linear_head_dim": 16}
 
 # Hugging Face's counts for the same models (GPT2LMHeadModel, BertModel, LlamaForCausalLM, ViTModel).
 EXACT_PARAMS = {"gpt2": 124_439_808, "bert-base": 109_482_240, "llama3-8b": 8_030_261_248,
