@@ -13,7 +13,9 @@ TINY = {"layers": 2, "d_model": 64, "heads": 4, "kv_heads": 2, "ffn": 96, "vocab
         "dense_layers": 1, "dense_ffn": 96, "kv_rank": 16, "q_rank": 24, "rope_dim": 8, "v_dim": 16, "groups": 2,
         "top_groups": 1,
         # state-space mixers (Mamba-2 2.7B, Jamba, Bamba)
-        "ssm_state": 16, "ssm_groups": 2, "ssm_heads": 8, "dt_rank": 4, "mamba_lead": 1, "mamba_gap": 1, "mamba_tail": 1}
+        "ssm_state": 16, "ssm_groups": 2, "ssm_heads": 8, "dt_rank": 4, "mamba_lead": 1, "mamba_gap": 1, "mamba_tail": 1,
+        # Qwen3-Next's gated DeltaNet
+        "linear_heads": 2, "linear_value_heads": 4, "linear_head_dim": 16}
 
 # Hugging Face's counts for the same models (GPT2LMHeadModel, BertModel, LlamaForCausalLM, ViTModel;
 # Mamba2ForCausalLM, JambaForCausalLM and BambaForCausalLM built on meta from the checkpoints' config values).

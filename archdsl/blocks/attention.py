@@ -72,16 +72,17 @@ class Attention(nn.Module):
                  window: int | None, dropout: float, bias: bool, out_bias: bool, scale: float | None,
                  rotary: tuple[str, bool] | None, alibi: bool, relative: str | None = None,
                  qk_norm_eps: float | None = None, qk_norm_over: str = "head", qk_norm_unit_offset: bool = False,
-                 softcap: float | None = None):
+                 softcap: float | None = None, output_gate: bool = False):
         super().__init__()
         assert heads % kv_heads == 0, "the spec validator guarantees kv_heads divides heads"
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
+        self.output_gate = output_gate  # sigmoid(W_g x) per head output, W_g the last rows of qkv (Qwen3-Next)
         self.causal, self.window, self.dropout, self.scale = causal, window, dropout, scale
         self.softcap = softcap
         self.rotary = rotary  # (positional node id, interleaved) or None
         self.relative = relative  # id of the relative position bias node that governs this layer, or None
         self.cache_slot: int | None = None  # index of this layer's state in a KVCache (set by ArchModel)
-        self.qkv = nn.Linear(width, (heads + 2 * kv_heads) * head_dim, bias=bias)
+        self.qkv = nn.Linear(width, (heads * (2 if output_gate else 1) + 2 * kv_heads) * head_dim, bias=bias)
         self.out = nn.Linear(heads * head_dim, width, bias=out_bias)
         self.out.writes_residual = True  # initialised with the residual std (archdsl.compiler.initialise)
         self.qk_norm_over = qk_norm_over
@@ -113,7 +114,10 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         B, S, _ = x.shape
         h, kv, hd = self.heads, self.kv_heads, self.head_dim
-        q, k, v = self.qkv(x).split([h * hd, kv * hd, kv * hd], dim=-1)
+        if self.output_gate:
+            q, k, v, gate = self.qkv(x).split([h * hd, kv * hd, kv * hd, h * hd], dim=-1)
+        else:
+            q, k, v = self.qkv(x).split([h * hd, kv * hd, kv * hd], dim=-1)
         if self.q_norm is not None and self.qk_norm_over == "width":  # every head's values together (OLMo 2)
             q, k = self.q_norm(q, ctx), self.k_norm(k, ctx)
         q, k = q.view(B, S, h, hd), k.view(B, S, kv, hd)
@@ -133,9 +137,10 @@ class Attention(nn.Module):
         dropout = self.dropout if self.training else 0.0
         if self.softcap is not None:
             y = softcapped_attention(q, k, v, mask, is_causal, self.scale, self.softcap, dropout)
-            return self.out(y.transpose(1, 2).reshape(B, S, h * hd))
-        y = sdpa(q, k, v, mask, is_causal, self.scale, dropout)
-        return self.out(y.transpose(1, 2).reshape(B, S, h * hd))
+        else:
+            y = sdpa(q, k, v, mask, is_causal, self.scale, dropout)
+        y = y.transpose(1, 2).reshape(B, S, h * hd)
+        return self.out(y * torch.sigmoid(gate) if self.output_gate else y)
 
 
 class CrossAttention(nn.Module):
@@ -265,7 +270,7 @@ def build_attention(node: BuildContext) -> nn.Module:
                      alibi=pos is not None and pos.type == "alibi",
                      relative=node.positional_id if pos is not None and pos.type == "relative" else None,
                      qk_norm_eps=s.qk_norm_eps if s.qk_norm else None, qk_norm_over=s.qk_norm_over,
-                     qk_norm_unit_offset=s.qk_norm_unit_offset, softcap=s.softcap)
+                     qk_norm_unit_offset=s.qk_norm_unit_offset, softcap=s.softcap, output_gate=s.output_gate)
 
 
 def build_latent_attention(node: BuildContext) -> nn.Module:

@@ -130,16 +130,27 @@ class BuildContext:
         whose initialisation or constants depend on depth (DIFF Transformer's lambda_init)."""
         from ..ir import layer_numbering
 
+        stack = self._stack()
+        numberings = self.graph.graph.setdefault("_layer_numbering", {})
+        if stack not in numberings:
+            numberings[stack] = layer_numbering(self.graph, stack)
+        return numberings[stack](self.id)
+
+    def layer_count(self) -> int:
+        """How many repeated layers the node's stack has (what layer_index counts), e.g. for a constant
+        that depends on the relative depth layer_index() / (layer_count() - 1) (MiniMax's decay rates)."""
+        stack = self._stack()
+        return sum(1 for n, d in self.graph.nodes(data=True)
+                   if d["kind"] == "layer" and self.graph.nodes[d["parent"]].get("parent") == stack)
+
+    def _stack(self) -> str:
         stack, parent = "model", self.data.get("parent")
         while parent is not None and parent != "model":
             if self.graph.nodes[parent]["kind"] == "stack":
                 stack = parent
                 break
             parent = self.graph.nodes[parent].get("parent")
-        numberings = self.graph.graph.setdefault("_layer_numbering", {})
-        if stack not in numberings:
-            numberings[stack] = layer_numbering(self.graph, stack)
-        return numberings[stack](self.id)
+        return stack
 
     def governed(self) -> list[dict]:
         """The IR nodes this (positional) node governs, in order."""

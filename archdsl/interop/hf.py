@@ -845,6 +845,11 @@ def _is_vision(cfg: Any) -> bool:
     return getattr(cfg, "model_type", None) in VISION_MODEL_TYPES
 
 
+def _is_linear(cfg: Any) -> bool:
+    from .hf_linear import is_linear
+    return is_linear(cfg)
+
+
 def spec_yaml_from_config(config: Any, *, verify: bool = True) -> str:
     """The readable YAML spec (vars, blocks, repeat) of a transformers config.
 
@@ -875,6 +880,9 @@ def _spec_yaml(config: Any) -> str:
         if _is_ssm(cfg):  # Mamba, Mamba-2 and their hybrids (hf_ssm.py)
             from . import hf_ssm
             return hf_ssm.spec_yaml_from_config(cfg)
+        if _is_linear(cfg):  # Qwen3-Next, LFM2, RecurrentGemma: linear/recurrent hybrids (hf_linear.py)
+            from . import hf_linear
+            return hf_linear.spec_yaml_from_config(cfg)
     f = config if isinstance(config, Features) else features_from_config(cfg)
     v: dict[str, Any] = {"vocab": f.vocab}
     if f.max_len:
@@ -1136,7 +1144,7 @@ def spec_from_config(config: Any, *, verify: bool = True) -> Any:
     from .hf_seq2seq import is_seq2seq
 
     cfg = load_config(config)
-    if is_seq2seq(cfg) or _is_vision(cfg) or _is_ssm(cfg):
+    if is_seq2seq(cfg) or _is_vision(cfg) or _is_ssm(cfg) or _is_linear(cfg):
         text = _read_features(cfg, lambda: _spec_yaml(cfg))
     else:
         f = _read_features(cfg, lambda: features_from_config(cfg))
@@ -1693,6 +1701,9 @@ def from_hf(hf_model: Any, *, spec: Any = None, overrides: Mapping[str, Any] | N
     if _is_ssm(hf_model.config):  # Mamba, Mamba-2, Jamba, Bamba
         from . import hf_ssm
         return hf_ssm.from_hf(hf_model, spec=spec, overrides=overrides, dtype=dtype, device=device, verify=verify)
+    if _is_linear(hf_model.config):  # Qwen3-Next, LFM2, RecurrentGemma
+        from . import hf_linear
+        return hf_linear.from_hf(hf_model, spec=spec, overrides=overrides, dtype=dtype, device=device, verify=verify)
     if hf_seq2seq.is_seq2seq(hf_model.config):  # T5, BART
         f2s = hf_seq2seq.seq2seq_features(hf_model.config)
         target = _target_spec(f2s, hf_model.config, spec, overrides)
@@ -1835,6 +1846,9 @@ def from_pretrained(local_dir: str | Path, *, spec: Any = None, overrides: Mappi
     if _is_ssm(cfg):  # Mamba, Mamba-2, Jamba, Bamba
         from . import hf_ssm
         return hf_ssm.from_pretrained(local_dir, spec=spec, overrides=overrides, dtype=dtype, device=device)
+    if _is_linear(cfg):  # Qwen3-Next, LFM2, RecurrentGemma
+        from . import hf_linear
+        return hf_linear.from_pretrained(local_dir, spec=spec, overrides=overrides, dtype=dtype, device=device)
     seq2seq = hf_seq2seq.is_seq2seq(cfg)
     f: Any = hf_seq2seq.seq2seq_features(cfg) if seq2seq else features_from_config(cfg)
     target = _target_spec(f, cfg, spec, overrides)

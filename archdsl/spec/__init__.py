@@ -15,6 +15,7 @@ from .base import STRICT, DecodeState, Name, NodeSpec, PosFloat, PosInt, Scope
 from .embedding import Embedding, Positional
 from .feedforward import MLP, Dropout, Linear, MoE
 from .heads import LMHead, Pooler
+from .linear_mixers import RGLRU, GatedDeltaNet, LightningAttention, ShortConv
 from .norm import LayerNorm, RMSNorm
 from .sequence import GRU, LSTM, Conv1d
 from .ssm import Mamba, Mamba2
@@ -24,7 +25,7 @@ from .vision import Classifier, PatchEmbedding
 # The built-in kinds enter the registry through the same door as users' kinds (archdsl/kinds.py).
 for _cls in (Embedding, Positional, Attention, LatentAttention, MLP, MoE, Linear, Dropout, LayerNorm, RMSNorm,
              Residual, Parallel, Repeat, LMHead, Pooler, Conv1d, LSTM, GRU, PatchEmbedding, Classifier,
-             Mamba, Mamba2):
+             Mamba, Mamba2, GatedDeltaNet, ShortConv, RGLRU, LightningAttention):
     register_kind(_cls, origin=BUILTIN)
 
 

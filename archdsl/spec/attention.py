@@ -39,6 +39,9 @@ class Attention(NodeSpec):
     softcap: PosFloat | None = Field(None, description="Soft-cap the attention scores: softcap · tanh(scores / "
                                      "softcap) before the mask (Gemma 2: 50). No fused SDPA kernel has this, so such "
                                      "layers run attention as explicit matmuls and softmax.")
+    output_gate: bool = Field(False, description="Gated attention (Qiu et al. 2025; Qwen3-Next): multiply each head's "
+                              "output by sigmoid(W_g·x), a gate projected from the stream (heads × head_dim more "
+                              "outputs of the QKV projection), before the output projection.")
 
     def dims(self, width: int) -> tuple[int, int, int]:
         """(heads, kv_heads, head_dim) with defaults filled in."""
@@ -53,11 +56,12 @@ class Attention(NodeSpec):
             memory = scope.memory_widths.get(self.cross, scope.width)
             return linear_params(scope.width, h * hd, self.bias) + linear_params(memory, 2 * kv * hd, self.bias) + out
         qk_norm = (2 * hd if self.qk_norm_over == "head" else (h + kv) * hd) if self.qk_norm else 0
-        return linear_params(scope.width, (h + 2 * kv) * hd, self.bias) + out + qk_norm
+        gate = h * hd if self.output_gate else 0
+        return linear_params(scope.width, (h + 2 * kv) * hd + gate, self.bias) + out + qk_norm
 
     def flops_per_token(self, scope: Scope) -> int:
         h, kv, hd = self.dims(scope.width)
-        projections = 2 * scope.width * (h + 2 * kv) * hd + 2 * h * hd * scope.width
+        projections = 2 * scope.width * (h + 2 * kv + (h if self.output_gate else 0)) * hd + 2 * h * hd * scope.width
         keys = min(scope.seq_len, self.window or scope.seq_len)
         return projections + 2 * 2 * keys * h * hd  # q·k scores and probs·v
 
@@ -76,7 +80,7 @@ class Attention(NodeSpec):
             if field in self.model_fields_set and not self.qk_norm:
                 scope.report(field, f"{field} without qk_norm: true", f"add qk_norm: true, or drop {field}")
         if self.cross is not None:
-            for field in ("qk_norm", "softcap"):
+            for field in ("qk_norm", "softcap", "output_gate"):
                 if getattr(self, field):
                     scope.report(field, f"{field} is implemented for self-attention only", f"drop {field} here")
             if self.cross not in scope.memory_widths:
@@ -127,6 +131,8 @@ class Attention(NodeSpec):
             parts.append("qk-norm" + (" (width)" if self.qk_norm_over == "width" else ""))
         if self.softcap:
             parts.append(f"softcap {self.softcap:g}")
+        if self.output_gate:
+            parts.append("output gate")
         return ", ".join(parts)
 
 

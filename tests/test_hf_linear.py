@@ -1,0 +1,164 @@
+"""Hugging Face import of the linear/recurrent hybrids (archdsl/interop/hf_linear.py): Qwen3-Next, LFM2,
+RecurrentGemma and MiniMax from tiny random-weight transformers models — logits, padded batches, greedy generation
+equal to hf_model.generate, a saved checkpoint, the written spec — and the full-size configs."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import archdsl
+from archdsl.errors import SpecError
+
+transformers = pytest.importorskip("transformers")
+from archdsl.interop import hf, hf_linear  # noqa: E402
+
+T = transformers
+warnings.filterwarnings("ignore", message=".*falling back to its reference PyTorch implementation.*")
+
+TINY = {  # each with what makes its family: GQA value heads, partial rotary, a dense layer among MoE layers,
+    # irregular attention layers, a window shorter than the sequence
+    "qwen3_next": lambda: T.Qwen3NextConfig(
+        vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=8, linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=8,
+        linear_value_head_dim=6, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16,
+        shared_expert_intermediate_size=24, mlp_only_layers=[1], eos_token_id=None,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5}),
+    "lfm2": lambda: T.Lfm2Config(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=5,
+                                 num_attention_heads=4, num_key_value_heads=2, full_attn_idxs=[1, 4], eos_token_id=None),
+    "recurrent_gemma": lambda: T.RecurrentGemmaConfig(
+        vocab_size=97, hidden_size=32, intermediate_size=96, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=1, lru_width=48, attention_window_size=6, eos_token_id=None),
+    # residual branches scaled (MiniMax's beta factors), lightning blocks shorter than the sequence
+    "minimax": lambda: T.MiniMaxConfig(
+        vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2, block_size=8, eos_token_id=None,
+        full_attn_beta_factor=1.5, linear_attn_beta_factor=0.7, mlp_beta_factor=1.2),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(TINY))
+def pair(request):
+    """(family, transformers model with perturbed weights, the archdsl model imported from it)."""
+    torch.manual_seed(0)
+    config = TINY[request.param]()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = T.AutoModelForCausalLM.from_config(config).eval()
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # no weight at its initial value (zero-init norms, ones)
+        for p in theirs.parameters():
+            p.add_(torch.randn(p.shape, generator=generator) * 0.2)
+    return request.param, theirs, hf.from_hf(theirs)
+
+
+def tokens(B: int, S: int, seed: int = 2) -> torch.Tensor:
+    return torch.randint(1, 97, (B, S), generator=torch.Generator().manual_seed(seed))
+
+
+def within(ours: torch.Tensor, theirs: torch.Tensor, tol: float = 1e-4) -> None:
+    err = (ours - theirs).abs().max().item()
+    assert err <= tol * max(1.0, theirs.abs().max().item()), err
+
+
+def test_logits_and_count_equal_transformers(pair):
+    family, theirs, ours = pair
+    assert ours.num_parameters() == sum(p.numel() for p in theirs.parameters())
+    x = tokens(2, 13)
+    with torch.no_grad():
+        within(ours(x), theirs(x).logits)
+
+
+def test_padded_batches(pair):
+    family, theirs, ours = pair
+    x = tokens(2, 13, seed=3)
+    mask = torch.ones_like(x)
+    mask[0, :4] = 0
+    with torch.no_grad():
+        padded = ours(x, mask)
+        within(padded[0, 4:], theirs(x[:1, 4:]).logits[0])  # the padded row is the row alone
+        within(padded[1], theirs(x[1:]).logits[0])
+        if family != "recurrent_gemma":  # its modelling code lets padding into the convolution's window
+            within(padded[mask.bool()], theirs(x, attention_mask=mask).logits[mask.bool()])
+
+
+def test_greedy_generation_equals_transformers(pair):
+    family, theirs, ours = pair
+    prompt = tokens(2, 5, seed=4)
+    expected = theirs.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=32, do_sample=False)
+    assert torch.equal(ours.generate(prompt, 32), expected)
+    prompt = tokens(2, 8, seed=5)
+    mask = torch.ones_like(prompt)
+    mask[0, :3] = 0
+    batched = ours.generate(prompt, 16, attention_mask=mask)
+    alone = theirs.generate(prompt[:1, 3:], attention_mask=mask[:1, 3:], max_new_tokens=16, do_sample=False)
+    assert torch.equal(batched[0, 3:], alone[0])
+    if family != "recurrent_gemma":
+        assert torch.equal(batched, theirs.generate(prompt, attention_mask=mask, max_new_tokens=16, do_sample=False))
+
+
+def test_saved_checkpoint_and_written_spec(pair, tmp_path, capsys):
+    family, theirs, ours = pair
+    theirs.save_pretrained(tmp_path)  # experts on disk one module per expert, tied heads omitted
+    loaded = hf.from_pretrained(tmp_path)
+    x = tokens(1, 9, seed=6)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), ours(x))
+    assert hf.import_hf_main(tmp_path / "config.json", tmp_path / "spec.yaml") == 0
+    spec = archdsl.load_spec(tmp_path / "spec.yaml")
+    assert archdsl.summary(spec).total_params == ours.num_parameters()
+    assert spec.description.startswith(f"Imported from a Hugging Face '{family}' config")
+
+
+def test_a_missing_or_extra_tensor_is_named(pair):
+    family, theirs, ours = pair
+    state = dict(theirs.state_dict())
+    key = next(k for k in state if ".layers.0." in k)
+    loaders = {k: (lambda t=t: t) for k, t in state.items() if k != key}
+    with pytest.raises(ValueError, match="has no tensor"):
+        hf_linear.map_weights(theirs.config, loaders, ours)
+    loaders = {k: (lambda t=t: t) for k, t in state.items()}
+    loaders["model.layers.0.stray.weight"] = lambda: torch.zeros(1)
+    with pytest.raises(ValueError, match="model.layers.0.stray.weight"):
+        hf_linear.map_weights(theirs.config, loaders, ours)
+
+
+@pytest.mark.parametrize("name", ["lfm2-1.2b", "recurrentgemma-2b", "qwen3-next-80b-a3b"])
+def test_full_size_configs_import_to_the_shipped_specs(root, name):
+    from test_linear_mixers import FULL
+
+    make, count = FULL[name]
+    imported = hf.spec_from_config(make())
+    assert archdsl.summary(imported).total_params == count
+    ours = archdsl.summary(root / "specs" / f"{name}.yaml")
+    assert archdsl.summary(imported).state_bytes == ours.state_bytes
+    assert archdsl.summary(imported).kv_cache_bytes_per_token == ours.kv_cache_bytes_per_token
+
+
+def test_repeats_cover_irregular_layer_sequences():
+    kinds = ["c", "c", "a", "c", "c", "a", "c", "c", "a", "c", "a", "c", "a", "c", "a", "c"]  # LFM2-1.2B
+    assert hf_linear._repeats(kinds) == [(0, 10, ["c", "c", "a"]), (10, 6, ["a", "c"])]
+    assert hf_linear._repeats(["l", "l", "l", "a"] * 12) == [(0, 48, ["l", "l", "l", "a"])]
+    assert hf_linear._repeats(["x"]) == [(0, 1, ["x"])]
+
+
+def test_unsupported_settings_are_refused_by_name():
+    config = TINY["qwen3_next"]()
+    config.hidden_act = "gelu"
+    with pytest.raises(SpecError, match="hidden_act 'gelu'"):
+        hf.spec_from_config(config)
+    config = TINY["lfm2"]()
+    config.rope_parameters = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+                              "original_max_position_embeddings": 2048}
+    with pytest.raises(SpecError, match="rope_type 'yarn'"):
+        hf.spec_from_config(config)
+    config = TINY["recurrent_gemma"]()
+    config.hidden_activation = "relu"
+    with pytest.raises(SpecError, match="hidden_activation 'relu'"):
+        hf.spec_from_config(config)
+    config = TINY["minimax"]()
+    config.mlp_alpha_factor = 3.5  # MiniMax-Text-01 scales the skip path (DeepNet's alpha)
+    with pytest.raises(SpecError, match="mlp_alpha_factor 3.5: a residual whose skip path is scaled"):
+        hf.spec_from_config(config)
+    assert hf_linear._bfloat16(2560 ** 0.5) == 50.5 and hf_linear._bfloat16(1.0) == 1.0
