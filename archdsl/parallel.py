@@ -458,7 +458,11 @@ def load_checkpoint(folder: str | Path, *, device: Any = "cpu") -> Any:
     spec = load_spec(info["spec"], text_name=f"{folder / STATE_FILE} (embedded spec)")
     model = compile_spec(spec, device=device)
     state, _ = checkpoint_state(model)
-    dcp.load(state, storage_reader=HuggingFaceStorageReader(str(folder / DCP_FOLDER)))
+    import warnings
+
+    with warnings.catch_warnings():  # one process without a process group is what this function is for
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load(state, storage_reader=HuggingFaceStorageReader(str(folder / DCP_FOLDER)))
     return model.eval()
 
 

@@ -36,7 +36,7 @@ import os
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -201,8 +201,10 @@ def objective_for(model: Any, seq_len: int) -> Objective:
     inputs = model.graph.graph["inputs"]
     if not model.returns_logits or "image" in inputs:
         what = "images" if "image" in inputs else "tokens"
-        raise TrainError(f"'{name}' is not a language model: it reads {what} and returns "
-                         f"{model.graph.graph['output'] or 'hidden states'}, not logits over a vocabulary "
+        returns = {None: "hidden states", "hidden": "hidden states"}.get(model.graph.graph["output"],
+                                                                        model.graph.graph["output"])
+        raise TrainError(f"'{name}' is not a language model: it reads {what} and returns {returns}, not logits "
+                         "over a vocabulary "
                          "(train needs a spec ending in an lm_head)")
     objective = NextSpan(model, seq_len) if model.stack_inputs is not None else Objective(model, seq_len)
     for module_name, module in model.named_modules():  # next-token training of a layer that sees the future
@@ -259,7 +261,10 @@ def checkpoint_activations(model: Any) -> int:
     def run(forward: Callable, x: torch.Tensor, ctx: Any) -> torch.Tensor:
         if not torch.is_grad_enabled():
             return forward(x, ctx)
-        return checkpoint(forward, x, ctx, use_reentrant=False)
+        # the layer sees the masks built before it and builds its own in a private copy, so that the
+        # recomputation does exactly the work of the first run (not less, finding them cached)
+        masks = dict(ctx._masks)
+        return checkpoint(lambda x: forward(x, replace(ctx, _masks=dict(masks))), x, use_reentrant=False)
 
     names = repeated_layers(model)
     for name in names:
@@ -431,8 +436,9 @@ def plot_runs(runs: Sequence[RunResult], path: Path, *, entropy: float | None = 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with replacing(path) as tmp:
-        fig.savefig(tmp, format="png")
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    with replacing(path) as tmp:  # the legend as PNG text too, for programs (and tests) that read the plot
+        fig.savefig(tmp, format="png", metadata={"Description": json.dumps(labels)})
     plt.close(fig)
     return path
 

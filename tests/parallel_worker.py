@@ -2,9 +2,9 @@
 
     torchrun --nproc-per-node 2 tests/parallel_worker.py MODE SPEC OUT_DIR [VAR=VALUE ...]
 
-MODE tp:   the model parallelised over a ('tp',) mesh: logits, loss and the gradients' norm next to
-           the unsharded model's (built from the same seed on every rank), then 2 AdamW steps; rank 0
-           writes the largest differences to OUT_DIR/tp.json.
+MODE tp:   the model parallelised over a ('tp',) mesh next to the unsharded model (built from the same
+           seed on every rank): the largest logit difference, then the losses of 3 AdamW steps of each,
+           and the warnings; rank 0 writes them to OUT_DIR/tp-<spec name>.json.
 MODE dcp:  FSDP (and --tp when the world has 2 x 2 ranks: 2-D) over all ranks, 3 training steps, a DCP
            checkpoint in OUT_DIR/ckpt, and the logits of the parallel model on fixed tokens in
            OUT_DIR/logits.safetensors, for the test to load on one process and compare.
@@ -26,8 +26,15 @@ from archdsl.training import TrainConfig, clip_gradients, make_optimizer, make_s
 
 def main() -> None:
     mode, spec_path, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
-    overrides = dict(a.split("=", 1) for a in sys.argv[4:])
-    dist.init_process_group("gloo")
+    if mode == "tp" and "," in spec_path:  # several specs in one launch: SPEC,SPEC (overrides for each)
+        for one in spec_path.split(","):
+            sys.argv[2] = one
+            main()
+        return
+    given = dict(a.split("=", 1) for a in sys.argv[4:])
+    overrides = {k: v for k, v in given.items() if k in archdsl.load_spec(spec_path).vars}  # those it has
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(0)
     tokens = torch.randint(0, 256, (4, 16), generator=torch.Generator().manual_seed(1))
@@ -58,7 +65,7 @@ def main() -> None:
         with torch.no_grad():
             results["logits_after"] = (model(tokens) - reference(tokens)).abs().max().item()
         if rank == 0:
-            (out / "tp.json").write_text(json.dumps(results))
+            (out / f"tp-{model.spec.name}.json").write_text(json.dumps(results))
     elif mode == "dcp":
         tp = 2 if world == 4 else 1
         model = archdsl.compile(spec_path, overrides=overrides, seed=0)
@@ -83,8 +90,8 @@ def main() -> None:
 
             save_file({"logits": logits.contiguous(), "tokens": tokens}, str(out / "logits.safetensors"))
     dist.barrier()
-    dist.destroy_process_group()
 
 
 if __name__ == "__main__":
     main()
+    dist.destroy_process_group()
