@@ -566,8 +566,7 @@ def train(specs: Any, data: Any, *, overrides: Mapping[str, Any] | None = None, 
     plot = None
     entropy = corpus.unigram_entropy()
     if rank0:
-        names = ", ".join(str(f) for f in corpus.files[:3]) + (f" and {len(corpus.files) - 3} more"
-                                                               if len(corpus.files) > 3 else "")
+        names = str(corpus.files[0]) if len(corpus.files) == 1 else f"{len(corpus.files)} files"
         title = f"{names}: {corpus.tokens:,} tokens ({tok.name}), batch {config.batch} × {config.seq_len}"
         plot = plot_runs(runs, out / "loss.png", entropy=entropy, title=title)
         if plot is None:
