@@ -300,7 +300,8 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train specs on local text and compare them in one plot (torch; torchrun for "
                        "FSDP / tensor parallel)", description="Next-token training of each SPEC on the same "
-                       "batches of local text; metrics.jsonl and checkpoints per spec, one loss.png for all.")
+                       "batches of local text; metrics.jsonl and checkpoints per spec, one loss.png for all. "
+                       "--set applies to every SPEC that has the var.")
     p.add_argument("specs", nargs="+", metavar="SPEC")
     p.add_argument("--data", nargs="+", action="extend", required=True, metavar="PATH",
                    help="text files or folders of them (UTF-8)")

@@ -301,11 +301,25 @@ def clip_gradients(parameters: Sequence[torch.Tensor], max_norm: float) -> float
     if not any(isinstance(g, DTensor) for g in grads):  # one process: torch's own (max_norm inf: measure only)
         return float(torch.nn.utils.clip_grad_norm_([p for p in parameters if p.grad is not None],
                                                     max_norm if max_norm > 0 else math.inf))
-    norms = []
+    import torch.distributed as dist
+
+    # squared sums of the local shards, grouped by (mesh, mesh dims the tensor is sharded over), then one
+    # all-reduce per group over exactly those dims: a replicated copy is counted once, a shard once each
+    groups: dict[tuple, torch.Tensor] = {}
     for g in grads:
-        n = torch.linalg.vector_norm(g)
-        norms.append(n.full_tensor() if isinstance(n, DTensor) else n)
-    total = torch.linalg.vector_norm(torch.stack(norms))
+        if isinstance(g, DTensor):
+            key = (g.device_mesh, tuple(i for i, p in enumerate(g.placements) if not p.is_replicate()))
+            local = g.to_local()
+        else:
+            key, local = (None, ()), g
+        square = local.detach().float().pow(2).sum()
+        groups[key] = groups[key] + square if key in groups else square
+    total_sq = torch.zeros((), dtype=torch.float32)
+    for (mesh, dims), square in groups.items():
+        for i in dims:
+            dist.all_reduce(square, group=mesh.get_group(i))
+        total_sq = total_sq + square.cpu()
+    total = total_sq.sqrt()
     if max_norm > 0:
         coef = float(torch.clamp(max_norm / (total + 1e-6), max=1.0))
         for g in grads:
