@@ -56,6 +56,12 @@ def __getattr__(name: str) -> Any:  # torch-backed names load lazily, so validat
     if name in ("ArchModel", "EncoderOutput", "load_model"):
         from . import compiler as _compiler
         return getattr(_compiler, name)
+    if name == "train":  # archdsl.training: `archdsl train` from Python
+        from .training import train
+        return train
+    if name == "parallelize":  # archdsl.parallel: FSDP2 + tensor parallel planned from the IR and the kinds
+        from .parallel import parallelize
+        return parallelize
     if name == "ModelFileError":  # a damaged, tampered or foreign model file (a ValueError)
         from .checkpoint import ModelFileError
         return ModelFileError
@@ -63,5 +69,5 @@ def __getattr__(name: str) -> Any:  # torch-backed names load lazily, so validat
 
 
 __all__ = ["load_spec", "compile", "graph", "summary", "render", "Spec", "SpecError", "ErrorItem", "ArchModel",
-           "EncoderOutput", "load_model", "ModelFileError", "register_kind", "unregister_kind", "kinds", "KindError",
+           "EncoderOutput", "load_model", "ModelFileError", "train", "parallelize", "register_kind", "unregister_kind", "kinds", "KindError",
            "__version__"]

@@ -159,6 +159,67 @@ def cmd_build(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got '{text}'")
+    return value
+
+
+def _number(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got '{text}'")
+    return value
+
+
+def cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .training import train
+
+    overrides = _parse_sets(args.set, parser)
+    if args.device != "cpu":
+        _check_device(args.device, parser)
+    settings = {k: getattr(args, k) for k in ("steps", "batch", "seq_len", "lr", "min_lr", "warmup", "weight_decay",
+                                              "grad_clip", "eval_every", "eval_windows", "checkpoint_every", "seed",
+                                              "val_fraction", "bf16", "activation_checkpointing", "device",
+                                              "tokenizer") if getattr(args, k) is not None}
+    result = train([Path(s) for s in args.specs], [Path(d) for d in args.data], overrides=overrides, out=args.out,
+                   resume=args.resume, stop_at=args.stop_at, fsdp=args.fsdp, tp=args.tp, progress=not args.no_progress,
+                   max_params=_max_params(args), **settings)
+    import os
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    print(f"data: {result.tokens:,} tokens; unigram entropy {result.unigram_entropy:.3f} nats/token")
+    width = max(len(r.name) for r in result.runs)
+    for r in result.runs:
+        val = f"val loss {r.val_loss:.4f} (ppl {r.val_ppl:.2f})" if r.val_loss is not None else "no validation"
+        speed = f", {r.tokens_per_s:,.0f} tokens/s" if r.tokens_per_s else ""
+        print(_safe(f"{r.name:<{width}}  {r.params:>12,} params  {r.steps} steps  {val}{speed}  -> {r.directory}"))
+    if result.plot is not None:
+        print(f"loss curves: {result.plot}")
+    for note in result.notes:
+        print(_safe(f"note: {note}"), file=sys.stderr)
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .parallel import convert_checkpoint
+
+    model = convert_checkpoint(Path(args.checkpoint), Path(args.output))
+    print(_safe(f"{args.output}: {model.spec.name}, {model.num_parameters():,} parameters (load it with "
+                "archdsl.load_model)"))
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .schema import json_schema_text
 
@@ -239,6 +300,51 @@ def make_parser() -> argparse.ArgumentParser:
     from .diagram import add_render_arguments
 
     add_render_arguments(sub.add_parser("render", help="draw the architecture: svg, png, pdf, dot or mermaid (no torch)"))
+
+    p = sub.add_parser("train", help="train specs on local text and compare them in one plot (torch; torchrun for "
+                       "FSDP / tensor parallel)", description="Next-token training of each SPEC on the same "
+                       "batches of local text; metrics.jsonl and checkpoints per spec, one loss.png for all. "
+                       "--set applies to every SPEC that has the var.")
+    p.add_argument("specs", nargs="+", metavar="SPEC")
+    p.add_argument("--data", nargs="+", action="extend", required=True, metavar="PATH",
+                   help="text files or folders of them (UTF-8)")
+    p.add_argument("--out", default="runs/train", help="output folder (default: runs/train)")
+    p.add_argument("--steps", type=_positive_int, help="optimizer steps (default: 200)")
+    p.add_argument("--batch", type=_positive_int, help="windows per step, all ranks together (default: 8)")
+    p.add_argument("--seq-len", type=_positive_int, help="tokens per window (default: 128)")
+    p.add_argument("--lr", type=_number, help="peak learning rate (default: 3e-3)")
+    p.add_argument("--min-lr", type=_number, help="learning rate at the end of the cosine (default: lr / 10)")
+    p.add_argument("--warmup", type=_nonneg_int, help="linear warm-up steps (default: steps / 10, at most 100)")
+    p.add_argument("--weight-decay", type=_number, help="AdamW weight decay of matrices (default: 0.1)")
+    p.add_argument("--grad-clip", type=_number, help="clip the gradient norm to this; 0: off (default: 1.0)")
+    p.add_argument("--eval-every", type=_nonneg_int, help="validate every N steps, and at the end (default: 50)")
+    p.add_argument("--eval-windows", type=_positive_int, help="held-out windows per validation (default: 32)")
+    p.add_argument("--checkpoint-every", type=_nonneg_int, help="a resumable checkpoint every N steps (default: 0, "
+                   "none but the final model)")
+    p.add_argument("--resume", action="store_true", help="continue each spec from its latest checkpoint in --out")
+    p.add_argument("--stop-at", type=_positive_int, metavar="STEP", help="end this run after STEP with a checkpoint "
+                   "(the schedule stays that of --steps); --resume continues it")
+    p.add_argument("--seed", type=_seed, help="seed of the weights, the batches and dropout (default: 0)")
+    p.add_argument("--val-fraction", type=float, help="share of the tokens held out for validation (default: 0.1)")
+    p.add_argument("--tokenizer", metavar="TOKENIZER_JSON", help="a local Hugging Face tokenizer.json (default: "
+                   "UTF-8 bytes, vocab 256)")
+    p.add_argument("--bf16", action="store_true", default=None, help="bfloat16 autocast")
+    p.add_argument("--activation-checkpointing", action="store_true", default=None,
+                   help="recompute each repeated layer in the backward (less memory, more compute)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--fsdp", action="store_true", help="under torchrun: shard parameters, gradients and optimizer "
+                   "state (FSDP2; each repeated layer, the embeddings and the head are units)")
+    p.add_argument("--tp", type=_positive_int, default=1, help="under torchrun: tensor-parallel degree K (the "
+                   "processes form a (N/K data) x (K tensor) mesh)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_spec_options(p)
+    p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("convert", help="a distributed (torch.distributed.checkpoint) checkpoint of archdsl train "
+                       "-> one safetensors model file")
+    p.add_argument("checkpoint", metavar="CHECKPOINT_DIR", help="a checkpoint-NNNNNNN folder of a distributed run")
+    p.add_argument("-o", "--output", required=True, help="the .safetensors file to write")
+    p.set_defaults(run=cmd_convert)
 
     p = sub.add_parser("import-hf", help="write a spec from a Hugging Face config.json (needs transformers)")
     p.add_argument("config", metavar="CONFIG_JSON")

@@ -77,6 +77,7 @@ class Attention(nn.Module):
         assert heads % kv_heads == 0, "the spec validator guarantees kv_heads divides heads"
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
         self.output_gate = output_gate  # sigmoid(W_g x) per head output, W_g the last rows of qkv (Qwen3-Next)
+        self.tp, self.tp_rank = 1, 0  # tensor parallel: heads and kv_heads are this rank's (tp_localize)
         self.causal, self.window, self.dropout, self.scale = causal, window, dropout, scale
         self.softcap = softcap
         self.rotary = rotary  # (positional node id, interleaved) or None
@@ -108,8 +109,41 @@ class Attention(nn.Module):
         return KVState(batch, max_len, shape, shape, device=device, dtype=dtype or self.out.weight.dtype)
 
     def fill_buffers(self) -> None:
+        if self.alibi_slopes is not None:  # under tensor parallelism, this rank's heads' slopes
+            self.alibi_slopes.copy_(alibi_slopes(self.heads * self.tp)[self.tp_rank * self.heads:][: self.heads])
+
+    def tp_plan(self, tp: int) -> dict:
+        """Tensor parallelism (archdsl.parallel): heads split across the ranks. The fused qkv projection is
+        column-parallel section by section (each rank computes the queries, keys and values of its own
+        heads), the output projection row-parallel (one all-reduce), qk-norm weights shared by the heads."""
+        from torch.distributed.tensor.parallel import RowwiseParallel
+
+        from ..parallel import FusedColwise, HeadSharded
+
+        h, kv, hd = self.heads, self.kv_heads, self.head_dim
+        if kv % tp:
+            raise ValueError(f"{kv} kv heads do not split over {tp} tensor-parallel ranks (each rank keeps whole "
+                             f"kv heads with the query heads that share them); use a --tp that divides {kv}")
+        if h % tp:
+            raise ValueError(f"{h} heads do not split over {tp} tensor-parallel ranks; use a --tp that divides {h}")
+        if self.relative is not None:
+            raise ValueError("a relative position bias (T5) is shared by the heads of every layer and has no "
+                             "tensor-parallel plan yet; train it with --fsdp alone")
+        if self.q_norm is not None and self.qk_norm_over == "width":
+            raise ValueError("qk-norm over the whole width (OLMo 2) normalises every head together, which needs "
+                             "all heads on one rank; train it with --fsdp alone")
+        sections = {"q": h * hd, "k": kv * hd, "v": kv * hd, **({"gate": h * hd} if self.output_gate else {})}
+        plan: dict = {"qkv": FusedColwise(sections), "out": RowwiseParallel()}  # the gate: per query head
+        if self.q_norm is not None:
+            plan.update(q_norm=HeadSharded(2), k_norm=HeadSharded(2))
+        return plan
+
+    def tp_localize(self, rank: int, tp: int) -> None:
+        """Forward with this rank's heads (the plan split the projections)."""
+        self.heads, self.kv_heads, self.tp, self.tp_rank = self.heads // tp, self.kv_heads // tp, tp, rank
         if self.alibi_slopes is not None:
-            self.alibi_slopes.copy_(alibi_slopes(self.heads))
+            self.alibi_slopes = self.alibi_slopes[: self.heads].clone()
+            fill_buffers(self)
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         B, S, _ = x.shape
@@ -167,6 +201,21 @@ class CrossAttention(nn.Module):
     def new_state(self, batch: int, max_len: int, *, device: Any = None, dtype: Any = None) -> ValueState:
         """The memory's keys and values, computed by the first forward with the cache."""
         return ValueState()
+
+    def tp_plan(self, tp: int) -> dict:
+        """Heads split across the ranks: q and the fused k|v column-parallel, out row-parallel."""
+        from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel
+
+        from ..parallel import FusedColwise
+
+        kv, hd = self.kv_heads, self.head_dim
+        if kv % tp or self.heads % tp:
+            raise ValueError(f"{self.heads} heads and {kv} kv heads must both split over {tp} tensor-parallel "
+                             f"ranks; use a --tp that divides {kv}")
+        return {"q": ColwiseParallel(), "kv": FusedColwise({"k": kv * hd, "v": kv * hd}), "out": RowwiseParallel()}
+
+    def tp_localize(self, rank: int, tp: int) -> None:
+        self.heads, self.kv_heads = self.heads // tp, self.kv_heads // tp
 
     def memory_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The memory (B, S_m, D_m) projected to keys and values (B, kv, S_m, hd)."""

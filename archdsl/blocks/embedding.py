@@ -39,6 +39,10 @@ class Embedding(nn.Module):
         if self.padding_idx is not None:
             self.weight[self.padding_idx].zero_()
 
+    def tp_plan(self, tp: int) -> dict:
+        """Replicated under tensor parallelism (archdsl.parallel): every rank holds it whole."""
+        return {}
+
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         if self.input == "tokens":
             out = nn.functional.embedding(x, self.weight, self.padding_idx)  # (B, S) -> (B, S, D)
@@ -62,6 +66,10 @@ class LearnedPositional(nn.Module):
     @torch.no_grad()
     def init_weights(self, init: InitScheme) -> None:
         self.weight.normal_(0.0, init.std, generator=init.generator)
+
+    def tp_plan(self, tp: int) -> dict:
+        """Replicated under tensor parallelism (archdsl.parallel): every rank holds it whole."""
+        return {}
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         positions = ctx.positions + self.offset if self.offset else ctx.positions

@@ -31,6 +31,20 @@ class MLP(nn.Module):
         self.down.writes_residual = True  # initialised with the residual std (archdsl.compiler.initialise)
         self.drop = nn.Dropout(dropout) if dropout else None
 
+    def tp_plan(self, tp: int) -> dict:
+        """Tensor parallelism (archdsl.parallel): the hidden units split across the ranks; up column-parallel
+        (gated: gate and up each split, so every rank holds matching halves), down row-parallel."""
+        from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel
+
+        from ..parallel import FusedColwise
+
+        hidden = self.down.in_features
+        if hidden % tp:
+            raise ValueError(f"{hidden} hidden units do not split over {tp} tensor-parallel ranks; use a --tp that "
+                             f"divides {hidden}")
+        up = FusedColwise({"gate": hidden, "up": hidden}) if self.gated else ColwiseParallel()
+        return {"up": up, "down": RowwiseParallel()}
+
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         h = self.up(x)
         if self.gated:

@@ -27,6 +27,10 @@ class LMHead(nn.Module):
         if self.bias is not None:
             self.bias.zero_()
 
+    def tp_plan(self, tp: int) -> dict:
+        """Replicated under tensor parallelism (archdsl.parallel): every rank holds it whole."""
+        return {}
+
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         if self.scale is not None:
             x = x * self.scale

@@ -22,6 +22,10 @@ class LayerNorm(nn.Module):
             if self.bias is not None:
                 self.bias.zero_()
 
+    def tp_plan(self, tp: int) -> dict:
+        """Replicated under tensor parallelism (archdsl.parallel): every rank holds it whole."""
+        return {}
+
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
 
@@ -42,6 +46,10 @@ class RMSNorm(nn.Module):
         """A unit scale: w = 1, or w = 0 with unit_offset (called by archdsl.compiler.initialise)."""
         with torch.no_grad():
             self.weight.fill_(0.0 if self.unit_offset else 1.0)
+
+    def tp_plan(self, tp: int) -> dict:
+        """Replicated under tensor parallelism (archdsl.parallel): every rank holds it whole."""
+        return {}
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         if _FUSED_RMS_NORM and not self.unit_offset and x.dtype == torch.float32:
