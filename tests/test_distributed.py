@@ -16,7 +16,7 @@ import archdsl
 from archdsl.parallel import ParallelError, canonical, fsdp_units, fused_sections, rank_grouped
 
 ROOT = Path(__file__).resolve().parent.parent
-TEXT = ROOT / "docs" / "language.md"
+TEXT = ROOT / "tests" / "fixtures" / "text" / "archdsl-language.md"
 WORKER = ROOT / "tests" / "parallel_worker.py"
 TINY = ["layers=2", "d_model=64", "heads=4", "kv_heads=2", "ffn=96", "vocab=256", "conv_layers=1", "dropout=0",
         "head_dim=16"]

@@ -16,7 +16,7 @@ from archdsl.data import ByteTokenizer, DataError, load_corpus, train_batch
 from archdsl.training import TrainConfig, TrainError, checkpoint_activations, objective_for
 
 ROOT = Path(__file__).resolve().parent.parent
-TEXT = ROOT / "docs" / "language.md"  # 44 KB of English prose and YAML, shipped with the repo
+TEXT = ROOT / "tests" / "fixtures" / "text" / "archdsl-language.md"  # 44 KB of English and YAML, frozen (docs change)
 LLAMA = ROOT / "specs" / "llama-small.yaml"
 GPT2 = ROOT / "specs" / "gpt2.yaml"
 TINY_LLAMA = {"layers": 1, "d_model": 32, "heads": 2, "kv_heads": 1, "ffn": 64, "vocab": 256}
