@@ -22,11 +22,24 @@ from .ssm import Mamba, Mamba2
 from .structure import Parallel, Repeat, Residual
 from .vision import Classifier, PatchEmbedding
 
-# The built-in kinds enter the registry through the same door as users' kinds (archdsl/kinds.py).
-for _cls in (Embedding, Positional, Attention, LatentAttention, MLP, MoE, Linear, Dropout, LayerNorm, RMSNorm,
-             Residual, Parallel, Repeat, LMHead, Pooler, Conv1d, LSTM, GRU, PatchEmbedding, Classifier,
-             Mamba, Mamba2, GatedDeltaNet, ShortConv, RGLRU, LightningAttention):
-    register_kind(_cls, origin=BUILTIN)
+
+def _register_builtin_kinds() -> None:
+    """Every module of this package is a family of built-in kinds: each NodeSpec subclass that declares
+    its own `kind` is registered, module by module (alphabetically) in the order of definition, through
+    the same door as users' kinds (archdsl/kinds.py). Adding a built-in kind is writing its class (and
+    its builder) in a file of its own; nothing here lists it."""
+    import importlib
+    import pkgutil
+
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for cls in list(vars(module).values()):
+            if (isinstance(cls, type) and issubclass(cls, NodeSpec) and cls.__module__ == module.__name__
+                    and "kind" in vars(cls)):
+                register_kind(cls, origin=BUILTIN)
+
+
+_register_builtin_kinds()
 
 
 class _KindClasses(Mapping):
