@@ -220,3 +220,16 @@ def test_every_type_the_sweep_records_exact_verifies_at_full_size(model_type):
         spec = hf.spec_from_config(cfg)
     assert not [w for w in caught if issubclass(w.category, hf_verify.UnverifiedSpecWarning)]
     assert archdsl.summary(spec).total_params == meta_count(cfg)
+
+
+@pytest.mark.parametrize("model_type", ["mamba", "falcon_mamba", "mamba2", "jamba", "bamba", "qwen3_next", "lfm2",
+                                        "recurrent_gemma", "minimax"])
+def test_state_space_and_linear_hybrids_pass_the_check_at_full_size(model_type):
+    """The class-default (full-size) configs of the hybrid families archdsl imports convert with the
+    check on: the totals, and the roles the comparison knows (LFM2 names its final norm embedding_norm)."""
+    import transformers
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", hf_verify.UnverifiedSpecWarning)
+        spec = hf.spec_from_config(transformers.CONFIG_MAPPING[model_type]())
+    assert spec.name

@@ -56,7 +56,8 @@ _TOP_ROLES = {
     "embedding": ("embed_tokens", "wte", "embed_in", "word_embeddings"),
     "positions": ("wpe", "embed_positions"),
     "embedding norm": ("word_embeddings_layernorm",),
-    "final norm": ("norm", "ln_f", "final_layer_norm", "final_layernorm", "norm_f"),
+    # LFM2 calls its final norm embedding_norm (it runs after the layers)
+    "final norm": ("norm", "ln_f", "final_layer_norm", "final_layernorm", "norm_f", "embedding_norm"),
     "head": ("lm_head", "embed_out"),
 }
 # archdsl layout roles (_Mapper.layout) -> the role names shared with transformers'
