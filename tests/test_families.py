@@ -343,18 +343,59 @@ def test_moe_node_validates_counts_and_routes():
     assert torch.allclose(layer(x, None), expected, atol=1e-6)
 
 
-def test_moe_static_path_for_torch_compile_matches(monkeypatch):
-    """Under torch.compile the moe runs every expert densely (static shapes); same result."""
+def test_moe_static_paths_for_torch_compile_match(monkeypatch):
+    """Under torch.compile the moe has static shapes: many tokens run every expert densely, a few (a decode
+    step) gather their experts' weights; both equal the grouped eager path."""
     from archdsl.blocks.feedforward import MoE
 
     model = archdsl.compile(root_spec("mixtral-8x7b"), overrides=TINY["mixtral-8x7b"][0], seed=0).eval()
     layer = next(m for m in model.modules() if isinstance(m, MoE))
-    x = torch.randn(2, 5, 64)
+    many, few = torch.randn(2, 5, 64), torch.randn(1, 1, 64)  # 10 × top 2 >= 4 experts; 1 × 2 < 4
     with torch.no_grad():
-        sparse = layer(x, None)
+        sparse = [layer(x, None) for x in (many, few)]
+        calls = []
+        for path in ("dense", "gathered"):
+            original = getattr(layer.experts, path)
+            monkeypatch.setattr(layer.experts, path, lambda *a, _o=original, _p=path: calls.append(_p) or _o(*a))
         monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
-        dense = layer(x, None)
-    assert torch.allclose(sparse, dense, atol=1e-6)
+        static = [layer(x, None) for x in (many, few)]
+    assert calls == ["dense", "gathered"]
+    for got, want in zip(static, sparse):
+        assert torch.allclose(got, want, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["qwen1.5-moe-a2.7b", "mixtral-8x7b"])
+def test_moe_grouped_matmul_equals_one_matmul_pair_per_expert(family, monkeypatch):
+    """The tokens of each expert in one block: torch._grouped_mm where it runs, else a loop over the experts
+    that have tokens; outputs and gradients agree, and the block of every expert holds exactly its tokens."""
+    from archdsl.blocks import feedforward
+
+    model = archdsl.compile(root_spec(family), overrides=TINY[family][0], seed=0)
+    layer = next(m for m in model.modules() if isinstance(m, feedforward.MoE))
+    x = torch.randn(3, 7, 64)
+
+    def run():
+        layer.zero_grad(set_to_none=True)
+        out = layer(x, None)
+        (out * torch.linspace(-1, 1, 64)).sum().backward()
+        return out.detach(), {n: p.grad.clone() for n, p in layer.named_parameters() if p.grad is not None}
+
+    assert feedforward._grouped_mm_ok(x.reshape(-1, 64), layer.experts.up) == hasattr(torch, "_grouped_mm")
+    grouped, grouped_grads = run()
+    monkeypatch.setattr(feedforward, "_grouped_mm_ok", lambda *a: False)
+    looped, looped_grads = run()
+    assert torch.allclose(grouped, looped, atol=1e-6)
+    assert grouped_grads.keys() == looped_grads.keys() and "experts.up" in grouped_grads
+    for name, grad in grouped_grads.items():
+        assert torch.allclose(grad, looped_grads[name], atol=1e-6), name
+    with torch.no_grad():  # each token's output is the weighted sum of its experts, written out
+        _, weights, chosen = layer.route(x.reshape(-1, 64))
+        rows = x.reshape(-1, 64)
+        expected = torch.stack([sum(w * layer.experts.gathered(row[None], e[None, None])[0, 0]
+                                    for w, e in zip(ws, es)) for row, ws, es in zip(rows, weights, chosen)])
+        if layer.shared is not None:
+            expected = layer.add_shared(expected, rows, None)
+        assert torch.allclose(looped.reshape(-1, 64), expected, atol=1e-5)
 
 
 def test_rmsnorm_unit_offset_applies_one_plus_w():

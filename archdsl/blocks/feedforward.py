@@ -61,9 +61,10 @@ class Experts(nn.Module):
     up (n, hidden or 2 * hidden for gated, width) and down (n, width, hidden), biases (n, ...).
 
     Two tensors instead of 2n Linear modules: DeepSeek-V3's 58 x 256 experts build in a fraction
-    of the time, and a checkpoint's 3-D expert tensors load as they are. run(weights()[e], x) is
-    expert e's MLP; `weights()` gives per-expert views (unbound once per forward when training, so the
-    backward stacks the gradients once rather than once per expert).
+    of the time, and a checkpoint's 3-D expert tensors load as they are. :meth:`grouped` runs rows
+    sorted by expert, each expert on its block of rows (:func:`torch._grouped_mm` where the device
+    and dtype have it, else one matmul pair per expert that has rows); :meth:`gathered` and
+    :meth:`dense` are the static-shape forms torch.compile traces.
     """
 
     def __init__(self, n: int, width: int, hidden: int, activation: str, bias: bool, gated: bool):
@@ -87,32 +88,79 @@ class Experts(nn.Module):
             if bias is not None:
                 bias.zero_()
 
-    def weights(self) -> Any:
-        """weights()[e] = expert e's (up, up_bias, down, down_bias), views of the stacked tensors."""
-        tensors = (self.up, self.up_bias, self.down, self.down_bias)
-        if torch.is_grad_enabled() and not torch.compiler.is_compiling():  # one unbind each: one grad stack
-            return list(zip(*(t.unbind(0) if t is not None else (None,) * len(self) for t in tensors)))
-        return _Lazy(tensors)
-
-    def run(self, weights: Any, x: torch.Tensor) -> torch.Tensor:
-        up, up_bias, down, down_bias = weights
-        h = F.linear(x, up, up_bias)
+    def _activate(self, h: torch.Tensor) -> torch.Tensor:
         if self.gated:
             gate, value = h.chunk(2, dim=-1)
-            h = self.act(gate) * value
-        else:
-            h = self.act(h)
-        return F.linear(h, down, down_bias)
+            return self.act(gate) * value
+        return self.act(h)
+
+    def grouped(self, rows: torch.Tensor, expert: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """rows (R, width) sorted by their expert ids `expert` (R,), `counts` (n,) rows per expert ->
+        each row through its expert's MLP (R, width)."""
+        if rows.shape[0] == 0:
+            return torch.zeros_like(rows)
+        if _grouped_mm_ok(rows, self.up):
+            ends = torch.cumsum(counts, 0, dtype=torch.int32)  # group boundaries: no host sync
+            h = torch._grouped_mm(rows, self.up.transpose(1, 2), offs=ends)
+            if self.up_bias is not None:
+                h = h + self.up_bias[expert]
+            y = torch._grouped_mm(self._activate(h), self.down.transpose(1, 2), offs=ends)
+            return y + self.down_bias[expert] if self.down_bias is not None else y
+        # one matmul pair per expert on its contiguous block of rows (one host sync for the counts).
+        # Training unbinds the stacks once, so that the backward stacks the gradients once.
+        tensors = (self.up, self.up_bias, self.down, self.down_bias)
+        if torch.is_grad_enabled():
+            tensors = tuple(t.unbind(0) if t is not None else None for t in tensors)
+        up, up_bias, down, down_bias = tensors
+        outs, start = [], 0
+        for e, n in enumerate(counts.tolist()):
+            if n:
+                h = F.linear(rows[start:start + n], up[e], up_bias[e] if up_bias is not None else None)
+                outs.append(F.linear(self._activate(h), down[e], down_bias[e] if down_bias is not None else None))
+            start += n
+        return torch.cat(outs) if len(outs) > 1 else outs[0]
+
+    def gathered(self, x: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+        """x (N, width), chosen (N, k) -> (N, k, width): each token through each of its experts, their
+        weights gathered (static shapes; reads k experts per token, for a few tokens such as a decode step)."""
+        h = torch.einsum("nd,nkod->nko", x, self.up[chosen])
+        if self.up_bias is not None:
+            h = h + self.up_bias[chosen]
+        y = torch.einsum("nkh,nkoh->nko", self._activate(h), self.down[chosen])
+        return y + self.down_bias[chosen] if self.down_bias is not None else y
+
+    def dense(self, x: torch.Tensor) -> torch.Tensor:
+        """x (N, width) -> (n, N, width): every expert on every token (static shapes, for many tokens)."""
+        h = torch.einsum("nd,eod->eno", x, self.up)
+        if self.up_bias is not None:
+            h = h + self.up_bias[:, None]
+        y = torch.einsum("enh,eoh->eno", self._activate(h), self.down)
+        return y + self.down_bias[:, None] if self.down_bias is not None else y
 
 
-class _Lazy:
-    """weights()[e] without unbinding every expert: index the stacked tensors on demand (inference)."""
+_GROUPED_MM: dict[tuple[str, torch.dtype], bool] = {}  # (device type, dtype) -> torch._grouped_mm runs there
 
-    def __init__(self, tensors: tuple):
-        self.tensors = tensors
 
-    def __getitem__(self, e: int) -> tuple:
-        return tuple(t[e] if t is not None else None for t in self.tensors)
+def _grouped_mm_ok(rows: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether torch._grouped_mm runs for these operands: torch >= 2.9 has CPU and CUDA kernels for
+    some dtypes (float32/bfloat16/float16 on CPU, bfloat16 on recent GPUs); under torch.compile its
+    meta kernel takes bfloat16 only. Eagerly, each (device type, dtype) is probed once with a tiny call."""
+    if not hasattr(torch, "_grouped_mm") or rows.dtype != weight.dtype:
+        return False
+    if torch.compiler.is_compiling():
+        return rows.dtype == torch.bfloat16 and _GROUPED_MM.get((rows.device.type, rows.dtype), False)
+    if rows.device.type == "cpu" and (rows.data_ptr() % 16 or weight.data_ptr() % 16):
+        return False  # older CPU kernels need 16-byte aligned operands
+    key = (rows.device.type, rows.dtype)
+    if key not in _GROUPED_MM:
+        try:
+            a = torch.ones(2, 8, device=rows.device, dtype=rows.dtype)
+            b = torch.ones(2, 8, 8, device=rows.device, dtype=rows.dtype).transpose(1, 2)
+            out = torch._grouped_mm(a, b, offs=torch.tensor([1, 2], device=rows.device, dtype=torch.int32))
+            _GROUPED_MM[key] = bool((out == 8).all())
+        except (RuntimeError, NotImplementedError):
+            _GROUPED_MM[key] = False
+    return _GROUPED_MM[key]
 
 
 class Linear(nn.Linear):
@@ -220,20 +268,28 @@ class MoE(nn.Module):
         flat = x.reshape(-1, shape[-1])
         logits, weights, chosen = self.route(flat)
         self.router_logits = logits
-        out = torch.zeros_like(flat)
-        params = self.experts.weights()
-        if torch.compiler.is_compiling():
-            # static shapes for torch.compile(fullgraph=True): every expert sees every token and is
-            # weighted by a dense routing matrix (0 for the experts a token was not sent to)
-            dense = torch.zeros(flat.shape[0], self.num_experts, dtype=weights.dtype, device=flat.device)
-            dense = dense.scatter(1, chosen, weights)
-            for e in range(self.num_experts):
-                out = out + (self.experts.run(params[e], flat) * dense[:, e, None]).to(out.dtype)
+        N, k = chosen.shape
+        if torch.compiler.is_compiling() and not _grouped_mm_ok(flat, self.experts.up):
+            # static shapes for torch.compile(fullgraph=True): a few tokens gather their experts' weights
+            # (a decode step), many run every expert densely, weighted by the routing matrix (0 elsewhere)
+            if N * k < self.num_experts:
+                y = self.experts.gathered(flat, chosen) * weights[..., None]
+                out = y.sum(dim=1).to(flat.dtype)
+            else:
+                dense = torch.zeros(N, self.num_experts, dtype=weights.dtype, device=flat.device)
+                dense = dense.scatter(1, chosen, weights)
+                out = (self.experts.dense(flat) * dense.t()[..., None]).sum(dim=0).to(flat.dtype)
             return self.add_shared(out, flat, ctx).view(shape)
-        for expert in chosen.unique().tolist():  # only the experts some token chose, ascending as HF accumulates
-            token, slot = torch.where(chosen == expert)
-            y = self.experts.run(params[expert], flat[token]) * weights[token, slot, None]
-            out.index_add_(0, token, y.to(out.dtype))
+        # tokens grouped per expert: the N * k (token, expert) pairs sorted by expert (stable: tokens
+        # ascending within an expert), each expert runs once on its block, and the weighted rows are
+        # added back per token in ascending expert order, as transformers' loop over experts adds them
+        expert = chosen.reshape(-1)
+        order = torch.argsort(expert, stable=True)
+        token = order // k
+        counts = torch.zeros(self.num_experts, dtype=torch.long, device=flat.device)
+        counts = counts.scatter_add_(0, expert, torch.ones_like(expert))
+        y = self.experts.grouped(flat[token], expert[order], counts) * weights.reshape(-1)[order, None]
+        out = torch.zeros_like(flat).index_add_(0, token, y.to(flat.dtype))
         return self.add_shared(out, flat, ctx).view(shape)
 
 
