@@ -62,6 +62,8 @@ class ArchModel(nn.Module):
         self._stateful = [m for c in cached for m in c.modules() if hasattr(m, "new_state")]
         for slot, module in enumerate(self._stateful):
             module.cache_slot = slot  # where its decode state lives in a KVCache
+        # generate's default for `compile` (archdsl/decoding.py): False decodes eagerly
+        self.compile_decoding: bool | str | dict = False
 
     def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
                 position_ids: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None,
@@ -172,16 +174,20 @@ class ArchModel(nn.Module):
             key_padding = cache.key_padding(attention_mask, S)
         ctx = ForwardContext(positions=position_ids, key_padding=key_padding, token_type_ids=token_type_ids,
                              cache=cache)
-        x = tokens
+        x = self._run(tokens, ctx, last_only)
+        if cache is not None:
+            cache.length += S
+        if self.has_pooler:
+            return EncoderOutput(x, ctx.pooled)  # type: ignore[arg-type]
+        return x
+
+    def _run(self, x: torch.Tensor, ctx: ForwardContext, last_only: bool = False) -> torch.Tensor:
+        """The top-level modules in order (one stack); with last_only, the head sees the last position only."""
         head = len(self._modules) - 1 if last_only and self.returns_logits else -1
         for i, module in enumerate(self._modules.values()):
             if i == head:
                 x = x[:, -1:]  # generate needs the last position's logits only: slice before the head
             x = module(x, ctx)
-        if cache is not None:
-            cache.length += S
-        if self.has_pooler:
-            return EncoderOutput(x, ctx.pooled)  # type: ignore[arg-type]
         return x
 
     # ------------------------------------------------------------------ graph models (encoder-decoder)
@@ -263,10 +269,12 @@ class ArchModel(nn.Module):
             return EncoderOutput(result, pooled)  # type: ignore[arg-type]
         return result
 
-    def new_cache(self, batch: int, max_len: int, device: Any = None, dtype: torch.dtype | None = None) -> KVCache:
+    def new_cache(self, batch: int, max_len: int, device: Any = None, dtype: torch.dtype | None = None, *,
+                  static: bool = False) -> KVCache:
         """An empty cache for `batch` sequences of up to `max_len` positions (prompt + new tokens): each
         stateful layer's decode state (attention keys/values, recurrent and convolution state), in the
-        dtype of the layer's weights unless `dtype` is given.
+        dtype of the layer's weights unless `dtype` is given. `static`: allocated whole and marked
+        static for compiled decoding (archdsl/decoding.py).
 
         For an encoder-decoder, max_len counts decoder positions; the encoder's output and the
         cross-attention keys/values are added to the cache by its first forward."""
@@ -275,12 +283,13 @@ class ArchModel(nn.Module):
                              f"of '{self.spec.name}'")
         if device is None:
             device = next((p.device for p in self.parameters()), torch.device("cpu"))
-        return KVCache.for_modules(self._stateful, batch, max_len, device=device, dtype=dtype)
+        return KVCache.for_modules(self._stateful, batch, max_len, device=device, dtype=dtype, static=static)
 
     def generate(self, tokens: torch.Tensor, max_new_tokens: int, *, temperature: float = 0.0,
                  top_k: int | None = None, top_p: float | None = None, eos_token_id: int | list[int] | None = None,
                  pad_token_id: int | None = None, attention_mask: torch.Tensor | None = None,
-                 generator: torch.Generator | None = None, decoder_start_token_id: int | None = None) -> torch.Tensor:
+                 generator: torch.Generator | None = None, decoder_start_token_id: int | None = None,
+                 compile: bool | str | dict | None = None) -> torch.Tensor:
         """Continue each prompt of tokens (B, S); returns (B, S + n) ids with n <= max_new_tokens.
 
         Encoder-decoder graphs: tokens (B, S) are the source, encoded once (attention_mask marks its
@@ -294,17 +303,24 @@ class ArchModel(nn.Module):
         when every row is done. attention_mask (B, S) marks left padding (0): positions then count
         real tokens only. The prompt is run in one forward, then one token per step through a
         static KV cache; the model runs in eval mode (its mode is restored afterwards).
+
+        compile: decode with one torch.compile'd step of static shapes (archdsl/decoding.py): True
+        (CUDA graphs on CUDA), a torch.compile mode, or a dict of torch.compile's mode/backend/options;
+        None takes the model's ``compile_decoding`` (default False: eager). The same tokens as eager;
+        the first call per (batch, cache bucket) compiles.
         """
+        if compile is None:
+            compile = self.compile_decoding
         if self.stack_inputs is not None:
             return _generate_encoder_decoder(self, tokens, max_new_tokens, temperature=temperature, top_k=top_k,
                                              top_p=top_p, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
                                              attention_mask=attention_mask, generator=generator,
-                                             decoder_start_token_id=decoder_start_token_id)
+                                             decoder_start_token_id=decoder_start_token_id, compile=compile)
         if decoder_start_token_id is not None:
             raise ValueError(f"decoder_start_token_id is for encoder-decoder models; '{self.spec.name}' has one stack")
         return _generate(self, tokens, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                          eos_token_id=eos_token_id, pad_token_id=pad_token_id, attention_mask=attention_mask,
-                         generator=generator)
+                         generator=generator, compile=compile)
 
     def materialize(self, device: Any = "cpu") -> "ArchModel":
         """Allocate a meta-built model on a real device (uninitialised weights), keeping ties and derived buffers."""

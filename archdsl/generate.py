@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
+from . import decoding
 from .cache import KVCache  # noqa: F401  (archdsl.generate.KVCache, as before)
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -97,9 +98,10 @@ def outside_inference_mode(decode: Any) -> Any:
 def generate(model: "ArchModel", tokens: torch.Tensor, max_new_tokens: int, *, temperature: float = 0.0,
              top_k: int | None = None, top_p: float | None = None, eos_token_id: int | Sequence[int] | None = None,
              pad_token_id: int | None = None, attention_mask: torch.Tensor | None = None,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None, compile: Any = False) -> torch.Tensor:
     """Prompt (B, S) -> (B, S + n) token ids, n <= max_new_tokens. See ArchModel.generate."""
     _check_sampling(max_new_tokens, temperature, top_k, top_p, eos_token_id)
+    options = decoding.compile_options(compile, tokens.device) if compile not in (False, None) else None
     if not model.returns_logits:
         raise ValueError(f"'{model.spec.name}' does not end in an lm_head; generate needs logits")
     _check_decodes(model)
@@ -135,8 +137,21 @@ def generate(model: "ArchModel", tokens: torch.Tensor, max_new_tokens: int, *, t
         positions = None
         next_pos = torch.full((B, 1), S, dtype=torch.long, device=tokens.device)
 
+    if options is not None and decoding.static_refusal(model):
+        decoding.warn_eager(model, decoding.static_refusal(model))
+        options = None
     was_training = model.training
     model.eval()  # dropout off while decoding; the previous mode comes back afterwards
+    if options is not None:  # one compiled step of static shapes for every token (archdsl/decoding.py)
+        decoder = decoding.compiled_decoder(model, B, total, tokens.device, options)
+        try:
+            logits = decoder.prefill(tokens, attention_mask, positions, next_pos)
+            new = _decode(logits, decoder.step, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                          generator=generator, eos_token_id=eos_token_id, pad_token_id=pad_token_id)
+        finally:
+            decoder.finish()
+            model.train(was_training)
+        return torch.cat([tokens.to(torch.long), new], dim=1)
     try:
         cache = model.new_cache(B, total, device=tokens.device)
         logits = model._forward(tokens, attention_mask, positions, None, cache, last_only=True)[:, -1]
@@ -194,7 +209,7 @@ def generate_encoder_decoder(model: "ArchModel", tokens: torch.Tensor, max_new_t
                              decoder_start_token_id: int | None, temperature: float = 0.0, top_k: int | None = None,
                              top_p: float | None = None, eos_token_id: int | Sequence[int] | None = None,
                              pad_token_id: int | None = None, attention_mask: torch.Tensor | None = None,
-                             generator: torch.Generator | None = None) -> torch.Tensor:
+                             generator: torch.Generator | None = None, compile: Any = False) -> torch.Tensor:
     """Source (B, S) -> decoder ids (B, 1 + n), n <= max_new_tokens, starting with decoder_start_token_id.
 
     The encoder runs once, on the first forward (its output, padding and every cross-attention
@@ -204,6 +219,9 @@ def generate_encoder_decoder(model: "ArchModel", tokens: torch.Tensor, max_new_t
     them). Sampling, eos and padding of finished rows as for ArchModel.generate.
     """
     _check_sampling(max_new_tokens, temperature, top_k, top_p, eos_token_id)
+    if compile not in (False, None):
+        decoding.compile_options(compile, tokens.device if isinstance(tokens, torch.Tensor) else torch.device("cpu"))
+        decoding.warn_eager(model, decoding.static_refusal(model))
     if not model.returns_logits:
         raise ValueError(f"'{model.spec.name}' does not end in an lm_head; generate needs logits")
     if decoder_start_token_id is None:

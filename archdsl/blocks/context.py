@@ -24,6 +24,10 @@ class ForwardContext:
     # read by cross-attention; and the relative position bias modules of this stack, by node id
     memory: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = field(default_factory=dict)
     relative: dict[str, Any] = field(default_factory=dict)
+    # static (compiled) decoding: the keys are the cache's whole buffers, the first query sits at index
+    # `query_start` ((1,) tensor) of them and `key_mask` (B, max_len) marks real keys; None otherwise
+    query_start: torch.Tensor | None = None
+    key_mask: torch.Tensor | None = None
     _masks: dict[Any, Any] = field(default_factory=dict)
 
     def attention_mask(self, q_len: int, k_len: int, causal: bool, window: int | None,
@@ -36,9 +40,10 @@ class ForwardContext:
         one-token queries) return no mask at all so SDPA can use its fastest kernel. Otherwise a
         boolean keep-mask, or a float bias for ALiBi and for a relative position bias (`relative`:
         a RelativePositionBias module; its bias is computed once per forward and shared by every
-        layer it governs).
+        layer it governs). In a static decoding step there is always a mask, built from the query's
+        position tensor: it also hides the buffer positions not written yet.
         """
-        if self.key_padding is None and window is None and alibi_slopes is None and relative is None and (
+        if self.query_start is None and self.key_padding is None and window is None and alibi_slopes is None and relative is None and (
                 not causal or q_len == k_len or q_len == 1):
             return None, causal and q_len == k_len  # one query at the end sees every key: no mask
         key = (q_len, k_len, causal, window, None if alibi_slopes is None else id(alibi_slopes),
@@ -61,16 +66,20 @@ class ForwardContext:
 
     def _build(self, q_len, k_len, causal, window, slopes, dtype, relative=None):
         device = self.positions.device
-        i = torch.arange(k_len - q_len, k_len, device=device)[:, None]  # query index in the key timeline
+        i = torch.arange(q_len, device=device)[:, None]  # query index in the key timeline
+        i = i + (self.query_start if self.query_start is not None else k_len - q_len)
         j = torch.arange(k_len, device=device)[None, :]
         keep = torch.ones(q_len, k_len, dtype=torch.bool, device=device)
         if causal:
             keep = keep & (j <= i)
+        elif self.query_start is not None:
+            keep = keep & (j < self.query_start + q_len)  # the buffer beyond what is written holds no keys
         if window is not None:
             keep = keep & (i - j < window) & (j - i < window)
         keep = keep[None, None]  # (1, 1, Sq, Sk)
-        if self.key_padding is not None:
-            keep = keep & self.key_padding[:, None, None, :].bool()
+        padding = self.key_padding if self.query_start is None else self.key_mask
+        if padding is not None:
+            keep = keep & padding[:, None, None, :].bool()
         keep = keep | ~keep.any(dim=-1, keepdim=True)  # fully masked rows (padding queries) attend anywhere, never NaN
         if relative is not None:  # (1, H, Sq, Sk) learned bias of the bucketed distance j - i
             bias = relative.bias(j - i, causal)
