@@ -40,6 +40,8 @@ import archdsl  # noqa: E402
 from archdsl.atomic import replacing, write_text  # noqa: E402
 import bench_models  # noqa: E402
 import competitors  # noqa: E402
+import decode  # noqa: E402
+import moe  # noqa: E402
 from bench_models import ARCHS, IMPLS, LABEL  # noqa: E402
 from reference_gpt import RefConfig, ReferenceGPT  # noqa: E402
 
@@ -47,19 +49,22 @@ SIZES: dict[str, dict[str, Any]] = {
     # model shape (llama: heads / kv_heads GQA, SwiGLU hidden ffn; gpt: MLP 4 x d_model) and repetitions
     "smoke": dict(layers=1, d_model=64, heads=4, kv_heads=2, ffn=176, vocab=512, batch=2, seq=16,
                   prompt=4, new=4, gen_batches=(1,), warmup=1, reps=1, gen_reps=1, build_reps=1,
-                  build_layers=1, build_vocab=1024, meta_layers=2),
+                  build_layers=1, build_vocab=1024, meta_layers=2, moe_layers=1,
+                  decode_compile={"backend": "eager"}),
     "quick": dict(layers=4, d_model=256, heads=4, kv_heads=2, ffn=688, vocab=8192, batch=4, seq=128,
                   prompt=16, new=128, gen_batches=(1, 8), warmup=2, reps=7, gen_reps=2, build_reps=2,
-                  build_layers=None, build_vocab=None, meta_layers=None),
+                  build_layers=None, build_vocab=None, meta_layers=None, moe_layers=2),
     "full": dict(layers=6, d_model=384, heads=6, kv_heads=2, ffn=1024, vocab=8192, batch=8, seq=256,
                  prompt=32, new=128, gen_batches=(1, 8), warmup=2, reps=9, gen_reps=3, build_reps=5,
-                 build_layers=None, build_vocab=None, meta_layers=None),
+                 build_layers=None, build_vocab=None, meta_layers=None, moe_layers=4),
 }
 LLAMA_70B = dict(d_model=8192, layers=80, heads=64, kv_heads=8, ffn=28672)
 LLAMA_70B_PARAMS = 70_553_706_496
 DEEPSEEK_V3_PARAMS = 671_026_404_352
-COLUMNS = IMPLS  # archdsl, reference, hf-sdpa, hf-eager, x-transformers
-SHORT = {"reference": "ref", "hf-sdpa": "HF sdpa", "hf-eager": "HF eager", "x-transformers": "x-t"}
+COLUMNS = IMPLS  # archdsl, reference, hf-sdpa, hf-eager, x-transformers; then the columns of the moe/decode rows
+SHORT = {"reference": "ref", "hf-sdpa": "HF sdpa", "hf-eager": "HF eager", "x-transformers": "x-t",
+         "archdsl-compiled": "compiled", "bound": "matmul bound", "hf-grouped": "HF grouped_mm",
+         "hf-loop": "HF expert loop"}
 
 
 class Timer:
@@ -113,14 +118,20 @@ class Results:
         print(f"  {label} [{unit}]: {line}" + (f"  ({note})" if note else ""), flush=True)
         return row
 
+    def columns(self) -> list[str]:
+        """archdsl, then every other implementation some row measured (in COLUMNS order, then first use)."""
+        seen = [c for r in self.rows for c in r["values"]]
+        return [c for c in COLUMNS if c in seen] + list(dict.fromkeys(c for c in seen if c not in COLUMNS))
+
     def table(self) -> str:
-        head = ["measurement", *COLUMNS, *(f"archdsl/{SHORT[c]}" for c in COLUMNS[1:]), "note"]
+        columns = self.columns()
+        head = ["measurement", *columns, *(f"archdsl/{SHORT.get(c, c)}" for c in columns[1:]), "note"]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in self.rows:
             v = r["values"]
             cells = [f"{r['label']} ({r['unit']})"]
-            cells += [r["fmt"].format(v[c]) if c in v else "–" for c in COLUMNS]
-            cells += [f"{r['ratios'][c]:.2f}" if c in r["ratios"] else "–" for c in COLUMNS[1:]]
+            cells += [r["fmt"].format(v[c]) if c in v else "–" for c in columns]
+            cells += [f"{r['ratios'][c]:.2f}" if c in r["ratios"] else "–" for c in columns[1:]]
             cells.append(r["note"])
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
@@ -423,7 +434,7 @@ def plot(res: Results, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     rows = [r for r in res.rows if "archdsl" in r["values"]]
-    others = [c for c in COLUMNS[1:] if any(c in r["ratios"] for r in rows)]
+    others = [c for c in res.columns()[1:] if any(c in r["ratios"] for r in rows)]
     fig, ax = plt.subplots(figsize=(10, 0.55 * len(rows) * max(1, len(others)) / 2 + 1.5))
     h = 0.8 / max(1, len(others))
     for j, other in enumerate(others):
@@ -481,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="write the results block of this markdown file and a PNG next to it")
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                     help="also time a torch.compile (inductor) training step (default: on for the full run only)")
-    ap.add_argument("--only", nargs="+", choices=["train", "generate", "build", "memory", "load"],
+    ap.add_argument("--only", nargs="+", choices=["train", "generate", "decode", "moe", "build", "memory", "load"],
                     help="run only these sections")
     ap.add_argument("--json", type=Path, help="write every sample as JSON")
     ap.add_argument("--threads", type=int, help="intra-op threads (default: every core this process may use)")
@@ -494,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     threads = args.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
     torch.set_num_threads(threads)
-    sections = set(args.only or ["train", "generate", "build", "memory", "load"])
+    sections = set(args.only or ["train", "generate", "decode", "moe", "build", "memory", "load"])
     command = "python benchmarks/run.py " + " ".join(sys.argv[1:] if argv is None else argv)
     load0 = os.getloadavg()
     info = machine()
@@ -509,6 +520,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     for name, fn in (("train", lambda: training_and_inference(res, size, device, timer, compile_)),
                      ("generate", lambda: generation(res, size, device, timer)),
+                     ("decode", lambda: decode.decoding(res, size, device, timer, interleaved)),
+                     ("moe", lambda: moe.moe(res, size, device, timer, interleaved)),
                      ("build", lambda: construction(res, size, timer)),
                      ("memory", lambda: memory(res, size, device, threads)),
                      ("load", lambda: loading(res, mode))):

@@ -55,13 +55,15 @@ def test_compiled_decoding_gives_eager_tokens_with_one_graph(name):
 
 def test_fixed_states_are_overwritten_in_place():
     model = library_model(SPECS / "llama-mamba2-hybrid.yaml")
-    model.generate(random_tokens(1, 4), 3, compile={"backend": counter()})
+    cnt = counter()  # one backend object: the same options, so the same compiled decoder both times
+    model.generate(random_tokens(1, 4), 3, compile={"backend": cnt})
     (decoder,) = model._compiled_decoders.values()
     fixed = [s for s in decoder.cache.states if isinstance(s, ValueState)]
     assert fixed and all(s._pinned for s in fixed)
     pointers = [[t.data_ptr() for t in s._value] for s in fixed]
     before = [s._value[1].clone() for s in fixed]  # the SSM states after the first run
-    model.generate(random_tokens(1, 6, seed=9), 5, compile={"backend": counter()})
+    model.generate(random_tokens(1, 6, seed=9), 5, compile={"backend": cnt})
+    assert list(model._compiled_decoders.values()) == [decoder] and cnt.frame_count == 1
     assert [[t.data_ptr() for t in s._value] for s in fixed] == pointers  # the same buffers ...
     assert any(not torch.equal(b, s._value[1]) for b, s in zip(before, fixed))  # ... with new contents
 
