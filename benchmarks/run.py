@@ -119,9 +119,9 @@ class Results:
         return row
 
     def columns(self) -> list[str]:
-        """archdsl, then every other implementation some row measured (in COLUMNS order, then first use)."""
+        """COLUMNS (always, "–" where not installed), then the other implementations rows measured, in first use."""
         seen = [c for r in self.rows for c in r["values"]]
-        return [c for c in COLUMNS if c in seen] + list(dict.fromkeys(c for c in seen if c not in COLUMNS))
+        return COLUMNS + list(dict.fromkeys(c for c in seen if c not in COLUMNS))
 
     def table(self) -> str:
         columns = self.columns()
