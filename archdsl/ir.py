@@ -37,7 +37,7 @@ RESERVED_NAMES = {
     "T_destination", "add_module", "apply", "bfloat16", "buffers", "call_super_init", "children", "compile",
     "cpu", "cuda", "double", "dump_patches", "eval", "extra_repr", "float", "forward", "generate",
     "get_buffer", "get_extra_state", "get_parameter", "get_submodule", "half", "ipu", "load_state_dict",
-    "materialize", "modules", "mtia", "named_buffers", "named_children", "named_modules", "named_parameters",
+    "compile_decoding", "materialize", "modules", "mtia", "named_buffers", "named_children", "named_modules", "named_parameters",
     "new_cache", "num_parameters", "parameters", "register_backward_hook", "register_buffer",
     "register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook",
     "register_full_backward_pre_hook", "register_load_state_dict_post_hook", "register_load_state_dict_pre_hook",
