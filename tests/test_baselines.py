@@ -204,9 +204,10 @@ def block_spec(*lines: str) -> str:
     (["- conv1d:", "    kernel: 3", "    padding: 3"], "padding: 3", "conv1d.padding", "padding: 1"),
     (["- conv1d:", "    kernel: 3", "    stride: 2"], "stride: 2", "conv1d.stride", "one position per token"),
     (["- conv1d:", "    kernel: 3", "    groups: 5"], "groups: 5", "conv1d.groups", "do not divide"),
-    (["- conv1d:", "    kernel: 3", "    padding: left"], "padding: left", "conv1d.padding", ""),
+    (["- conv1d:", "    kernel: 3", "    padding: left"], "padding: left", "conv1d.padding", "expected one of: causal, same"),
     (["- lstm:", "    hidden: 8", "    dropout: 0.2"], "dropout: 0.2", "lstm.dropout", "layers >= 2"),
-    (["- lstm:", "    hidden: 8", "    bidirectional: yes please"], "bidirectional", "lstm.bidirectional", ""),
+    (["- lstm:", "    hidden: 8", "    bidirectional: yes please"], "bidirectional", "lstm.bidirectional",
+     "expected true or false"),
 ])
 def test_bad_fields_point_at_their_line(lines, line_text, path, message):
     error_at(block_spec(*lines), line_text, path, message)

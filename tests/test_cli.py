@@ -13,7 +13,7 @@ import yaml
 import archdsl
 from archdsl.cli import main
 from archdsl.schema import json_schema, json_schema_text
-from conftest import ROOT, SPECS
+from conftest import ROOT, SPECS, need
 
 
 def run(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
@@ -126,7 +126,7 @@ def test_language_reference_is_current():
 
 
 def test_import_hf_writes_a_spec_with_the_same_parameter_count(tmp_path):
-    transformers = pytest.importorskip("transformers")
+    transformers = need("transformers")
     config = transformers.MistralConfig(vocab_size=1000, hidden_size=64, intermediate_size=160, num_hidden_layers=3,
                                         num_attention_heads=4, num_key_value_heads=2, sliding_window=16)
     config.save_pretrained(tmp_path)
@@ -221,7 +221,7 @@ def test_overrides_apply_to_a_loaded_spec_object():
      "transformers refuses this 'llama' config"),
 ])
 def test_import_hf_bad_configs_are_spec_errors(tmp_path, content, fragment):
-    pytest.importorskip("transformers")
+    need("transformers")
     path = tmp_path / "list.json"
     path.write_text(content)
     res = run("import-hf", str(path))
