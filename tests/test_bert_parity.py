@@ -1,13 +1,13 @@
 """bert-base.yaml is BERT: same outputs as Hugging Face's BertModel on the same (random) weights."""
 from __future__ import annotations
 
-import pytest
 import torch
 
 import archdsl
-from conftest import ROOT
+from conftest import ROOT, need
+from controls import Case
 
-transformers = pytest.importorskip("transformers")
+transformers = need("transformers")
 
 
 def _copy_bert_weights(hf, model, layers: int) -> None:
@@ -36,7 +36,13 @@ def _copy_bert_weights(hf, model, layers: int) -> None:
     assert not missing and not unexpected
 
 
-def test_bert_base_matches_transformers_bertmodel():
+TOL = 1e-6  # float32, relative to the largest value (when above 1)
+
+
+def bert_case():
+    """(bert-base.yaml at tiny sizes with a transformers BertModel's weights, every parameter random,
+    check(model): hidden states and pooled output equal transformers' on a right-padded batch; the
+    encoder is bidirectional, so its real tokens would read the padding without the mask)."""
     torch.manual_seed(0)
     config = transformers.BertConfig(vocab_size=120, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                                      intermediate_size=96, max_position_embeddings=32, type_vocab_size=2)
@@ -56,11 +62,27 @@ def test_bert_base_matches_transformers_bertmodel():
     mask[2, 4:] = 0
     with torch.no_grad():
         expected = hf(input_ids=tokens, attention_mask=mask, token_type_ids=types)
-        got = model(tokens, mask, token_type_ids=types)
     real = mask.bool()
-    hidden_diff = (got.last_hidden_state[real] - expected.last_hidden_state[real]).abs().max().item()
-    pooled_diff = (got.pooler_output - expected.pooler_output).abs().max().item()
-    assert hidden_diff <= 1e-4 and pooled_diff <= 1e-4, (hidden_diff, pooled_diff)
+
+    @torch.no_grad()
+    def check(model):
+        got = model(tokens, mask, token_type_ids=types)
+        hidden_diff = (got.last_hidden_state[real] - expected.last_hidden_state[real]).abs().max().item()
+        pooled_diff = (got.pooler_output - expected.pooler_output).abs().max().item()
+        bound = TOL * max(1.0, expected.last_hidden_state[real].abs().max().item())
+        assert hidden_diff <= bound and pooled_diff <= TOL, (hidden_diff, pooled_diff)
+    return model, check
+
+
+def test_bert_base_matches_transformers_bertmodel():
+    """bert-base.yaml computes BertModel's hidden states and pooled output on its weights, with a padding mask."""
+    model, check = bert_case()
+    check(model)
+
+
+def control_cases():
+    """The check above, for tests/controls.py."""
+    yield Case(test_bert_base_matches_transformers_bertmodel, "bert-base", bert_case, f"<= {TOL:g} x max(1, max |value|)")
 
 
 def test_bert_base_full_size_count_equals_transformers():

@@ -5,6 +5,7 @@ CPU, float32, tiny random models built offline from configs, fixed seeds.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -15,14 +16,15 @@ import archdsl
 from archdsl.blocks import attention as attention_module
 from archdsl.blocks.attention import CrossAttention
 from archdsl.blocks.embedding import RelativePositionBias, relative_position_bucket
-from conftest import ROOT
+from conftest import ROOT, need
+from controls import Case, context_weights
 
-T = pytest.importorskip("transformers")
+T = need("transformers")
 from archdsl.interop import hf  # noqa: E402
 
 SPECS = ROOT / "specs"
 VOCAB = 99
-TOL = 1e-4
+TOL = 1e-6  # float32, relative to the largest logit (when above 1)
 
 
 # ---------------------------------------------------------------------------------------- HF models
@@ -70,28 +72,47 @@ def pairs():
 
 
 def _batch(seed: int = 0):
-    """Sources (3, 11) and targets (3, 7) with right padding on both sides."""
+    """Sources (3, 11) padded on the right (the encoder is bidirectional: its real tokens would read the
+    padding without the mask) and targets (3, 7) padded on the left (the decoder is causal: padding
+    after its real tokens could not reach them)."""
     g = torch.Generator().manual_seed(seed)
     src, tgt = torch.randint(3, VOCAB, (3, 11), generator=g), torch.randint(3, VOCAB, (3, 7), generator=g)
     src_mask, tgt_mask = torch.ones_like(src), torch.ones_like(tgt)
-    src_mask[1, 8:], src_mask[2, 4:], tgt_mask[2, 5:] = 0, 0, 0
+    src_mask[1, 8:], src_mask[2, 4:], tgt_mask[2, :2] = 0, 0, 0
     return src, src_mask, tgt, tgt_mask
+
+
+def _assert_close(ours: torch.Tensor, theirs: torch.Tensor, real: torch.Tensor | None = None) -> None:
+    if real is not None:
+        ours, theirs = ours[real], theirs[real]
+    diff = (ours - theirs).abs().max().item()
+    assert diff <= TOL * max(1.0, theirs.abs().max().item()), diff
+
+
+def logits_case(name: str):
+    """(the converted model, check(model): logits equal transformers' with and without masks)."""
+    theirs = _hf_model(name)
+    src, src_mask, tgt, tgt_mask = _batch()
+    with torch.no_grad():
+        expected = theirs(input_ids=src, attention_mask=src_mask, decoder_input_ids=tgt,
+                          decoder_attention_mask=tgt_mask).logits
+        expected_unpadded = theirs(input_ids=src, decoder_input_ids=tgt).logits
+
+    @torch.no_grad()
+    def check(ours):
+        got = ours(src, src_mask, decoder_tokens=tgt, decoder_attention_mask=tgt_mask)
+        assert got.shape == expected.shape
+        _assert_close(got, expected, tgt_mask.bool())
+        _assert_close(ours(src, decoder_tokens=tgt), expected_unpadded)  # without masks too
+    return hf.from_hf(theirs), check
 
 
 # ------------------------------------------------------------------------------------- 1. parity
 @pytest.mark.parametrize("name", list(CONFIGS))
-@torch.no_grad()
-def test_logits_match_transformers_with_padding_on_both_sides(pairs, name):
-    theirs, ours = pairs[name]
-    src, src_mask, tgt, tgt_mask = _batch()
-    expected = theirs(input_ids=src, attention_mask=src_mask, decoder_input_ids=tgt,
-                      decoder_attention_mask=tgt_mask).logits
-    got = ours(src, src_mask, decoder_tokens=tgt, decoder_attention_mask=tgt_mask)
-    real = tgt_mask.bool()
-    assert got.shape == expected.shape
-    assert (got - expected)[real].abs().max().item() <= TOL
-    unpadded = ours(src, decoder_tokens=tgt)  # without masks too
-    assert (unpadded - theirs(input_ids=src, decoder_input_ids=tgt).logits).abs().max().item() <= TOL
+def test_logits_match_transformers_with_padding_on_both_sides(name):
+    """Logits equal transformers' with the source padded (right) and the target padded (left), and without padding."""
+    ours, check = logits_case(name)
+    check(ours)
 
 
 def test_converted_specs_read_like_the_families(pairs):
@@ -159,12 +180,12 @@ def test_transformer_base_compiles_and_summarises():
 
 
 # ------------------------------------------------------------------------------- 3. generation
-@pytest.mark.parametrize("name", ["t5", "t5-v1_1", "bart"])
-def test_greedy_generation_matches_transformers(name):
-    # perturbed further, so that greedy tokens depend on the source (a tiny fresh model repeats one token);
+def generation_case(name: str):
+    """(the converted model, check(model): greedy tokens equal transformers', with eos or without)."""
+    # perturbed further, so that greedy tokens depend on the source (a tiny fresh model repeats one token), but
+    # not so far that they stop depending on its padding and positions (BART's did at 0.5, T5 v1.1's at 0.3);
     # transformers' T5 cache needs as many decoder layers as encoder layers
-    theirs = _hf_model(name, 0.5, **({"num_decoder_layers": 2} if name == "t5" else {}))
-    ours = hf.from_hf(theirs)
+    theirs = _hf_model(name, 0.2, **({"num_decoder_layers": 2} if name == "t5" else {}))
     cfg = theirs.config
     start = getattr(cfg, "decoder_start_token_id", None)
     start = cfg.pad_token_id if start is None else start
@@ -172,18 +193,28 @@ def test_greedy_generation_matches_transformers(name):
     # plain greedy: no forced tokens, length or repetition rules (BART's config forces eos at the end)
     theirs.generation_config = T.GenerationConfig(num_beams=1, do_sample=False, decoder_start_token_id=start,
                                                   pad_token_id=cfg.pad_token_id)
-    for eos in (None, "found"):
-        if eos == "found":  # a token the first row emits mid-way: rows stop, finished rows are padded
-            eos = int(got[0, 5])
+    with torch.no_grad():
+        plain = theirs.generate(input_ids=src, attention_mask=src_mask, max_new_tokens=16)
+        assert plain.shape == (3, 17)
+        assert len({tuple(row) for row in plain[:, 1:].tolist()}) > 1  # the source matters
+        eos = int(plain[0, 5])  # a token the first row emits mid-way: rows stop, finished rows are padded
         theirs.generation_config.eos_token_id = eos
-        with torch.no_grad():
-            expected = theirs.generate(input_ids=src, attention_mask=src_mask, max_new_tokens=16)
-        got = ours.generate(src, 16, attention_mask=src_mask, decoder_start_token_id=start, eos_token_id=eos,
-                            pad_token_id=cfg.pad_token_id)
-        assert torch.equal(got, expected), f"eos {eos}"
-        if eos is None:
-            assert got.shape == (3, 17)
-            assert len({tuple(row) for row in got[:, 1:].tolist()}) > 1  # the source matters
+        stopped = theirs.generate(input_ids=src, attention_mask=src_mask, max_new_tokens=16)
+
+    def check(ours):
+        for eos_id, expected in ((None, plain), (eos, stopped)):
+            got = ours.generate(src, 16, attention_mask=src_mask, decoder_start_token_id=start, eos_token_id=eos_id,
+                                pad_token_id=cfg.pad_token_id)
+            assert torch.equal(got, expected), f"eos {eos_id}"
+    return hf.from_hf(theirs), check
+
+
+@pytest.mark.parametrize("name", ["t5", "t5-v1_1", "bart"])
+def test_greedy_generation_matches_transformers(name):
+    """Greedy tokens equal transformers' generate for a right-padded source, without eos and with one
+    that stops rows early (finished rows padded)."""
+    ours, check = generation_case(name)
+    check(ours)
 
 
 def test_generate_encodes_once_and_projects_the_memory_once(pairs, monkeypatch):
@@ -233,21 +264,32 @@ TINY_SPECS = {
 }
 
 
-@pytest.mark.parametrize("name", list(TINY_SPECS))
-@torch.no_grad()
-def test_incremental_decoding_equals_the_full_decoder(name):
-    model = archdsl.compile(SPECS / f"{name}.yaml", overrides=TINY_SPECS[name], seed=0).eval()
+def incremental_case(name: str):
+    """(the spec file at tiny sizes, every parameter random, check(model): decoding through the cache
+    gives the full decoder's logits, and generate the naive loop's tokens, both from the unbroken model)."""
+    model = context_weights(archdsl.compile(SPECS / f"{name}.yaml", overrides=TINY_SPECS[name], seed=0).eval())
     src, src_mask, tgt, tgt_mask = _batch(seed=5)
     tgt = torch.cat([tgt, tgt[:, :6]], dim=1)  # 13 decoder positions
-    full = model(src, src_mask, decoder_tokens=tgt)
-    for prefill in (1, 5):
-        step = _incremental(model, src, src_mask, tgt, prefill=prefill)
-        assert (step - full).abs().max().item() <= 1e-5, f"prefill {prefill}"
-    greedy = model.generate(src, 10, attention_mask=src_mask, decoder_start_token_id=0)
-    seq = greedy[:, :1]
-    for _ in range(10):  # the naive loop: re-run the whole decoder each step
-        seq = torch.cat([seq, model(src, src_mask, decoder_tokens=seq)[:, -1].argmax(-1, keepdim=True)], dim=1)
-    assert torch.equal(greedy, seq)
+    with torch.no_grad():
+        full = model(src, src_mask, decoder_tokens=tgt)
+        seq = torch.zeros(3, 1, dtype=torch.long)
+        for _ in range(10):  # the naive loop: re-run the whole decoder each step
+            seq = torch.cat([seq, model(src, src_mask, decoder_tokens=seq)[:, -1].argmax(-1, keepdim=True)], dim=1)
+
+    @torch.no_grad()
+    def check(model):
+        for prefill in (1, 5):
+            step = _incremental(model, src, src_mask, tgt, prefill=prefill)
+            assert (step - full).abs().max().item() <= 1e-5, f"prefill {prefill}"
+        assert torch.equal(model.generate(src, 10, attention_mask=src_mask, decoder_start_token_id=0), seq)
+    return model, check
+
+
+@pytest.mark.parametrize("name", list(TINY_SPECS))
+def test_incremental_decoding_equals_the_full_decoder(name):
+    """Cached decoding of an encoder-decoder equals the full decoder, and generate the naive loop."""
+    model, check = incremental_case(name)
+    check(model)
 
 
 # ---------------------------------------------------------------- 4. relative position bias (T5)
@@ -322,12 +364,16 @@ def test_import_hf_writes_a_readable_graph_spec(pairs):
 
 
 def test_from_pretrained_reads_a_saved_checkpoint(pairs, tmp_path):
-    theirs, ours = pairs["bart"]
+    """A checkpoint saved by transformers loads into a model with transformers' logits."""
+    theirs, _ = pairs["bart"]
     theirs.save_pretrained(tmp_path)
     loaded = hf.from_pretrained(tmp_path)
-    src, src_mask, tgt, _ = _batch()
+    src, src_mask, tgt, tgt_mask = _batch()
     with torch.no_grad():
-        assert torch.equal(loaded(src, src_mask, decoder_tokens=tgt), ours(src, src_mask, decoder_tokens=tgt))
+        expected = theirs(input_ids=src, attention_mask=src_mask, decoder_input_ids=tgt,
+                          decoder_attention_mask=tgt_mask).logits
+        _assert_close(loaded(src, src_mask, decoder_tokens=tgt, decoder_attention_mask=tgt_mask), expected,
+                      tgt_mask.bool())
 
 
 def test_other_encoder_decoders_are_refused_by_name():
@@ -360,3 +406,18 @@ def test_tiny_transformer_base_learns_a_copy_task():
     src = torch.randint(2, vocab, (4, length), generator=g)
     out = model.generate(src, length, decoder_start_token_id=0)
     assert (out[:, 1:] == src).float().mean() > 0.8  # it copies the source after 200 steps
+
+
+# ------------------------------------------------------------------------------ negative controls
+def control_cases():
+    """The checks above, for tests/controls.py."""
+    tolerance = f"<= {TOL:g} x max(1, max |logit|)"
+    for name in CONFIGS:
+        yield Case(test_logits_match_transformers_with_padding_on_both_sides, name,
+                   functools.partial(logits_case, name), tolerance)
+    for name in ["t5", "t5-v1_1", "bart"]:
+        yield Case(test_greedy_generation_matches_transformers, name, functools.partial(generation_case, name),
+                   "equal tokens")
+    for name in TINY_SPECS:
+        yield Case(test_incremental_decoding_equals_the_full_decoder, name, functools.partial(incremental_case, name),
+                   "<= 1e-05; equal tokens")

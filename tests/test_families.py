@@ -4,6 +4,8 @@ the same logits on the same weights; config import and its errors; the moe and r
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import warnings
 
 import pytest
@@ -11,9 +13,11 @@ import torch
 
 import archdsl
 from archdsl.errors import SpecError
-from archdsl.ir import leaves
 
-transformers = pytest.importorskip("transformers")
+from conftest import need  # noqa: E402
+from controls import Case  # noqa: E402
+
+transformers = need("transformers")
 from archdsl.interop import hf  # noqa: E402
 
 T = transformers
@@ -105,41 +109,60 @@ def hf_meta_count(config) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def fingerprint(spec) -> list:
-    """Every block in execution order with its settings and where it sits (residual, parallel branch,
-    layer), ignoring module names and dropout: two specs with equal fingerprints are the same model."""
-    g = archdsl.graph(spec)
-    out = []
-    for node in leaves(g):
-        data = g.nodes[node]
-        if data["kind"] in ("add", "sum", "dropout"):
-            continue
-        args = {k: v for k, v in data["config"].items() if k not in ("name", "dropout", "labels")}
-        if data["kind"] == "lm_head":
-            args["tie"] = bool(args["tie"])
-        if data["kind"] == "attention":  # defaults filled in: kv_heads = heads, head_dim = width / heads
-            args["heads"], args["kv_heads"], args["head_dim"] = data["spec"].dims(data["in_width"])
-            args["out_bias"] = args["bias"] if args["out_bias"] is None else args["out_bias"]
-        where, child = [], node
-        parent = data.get("parent")
-        while parent is not None:
-            where.append((g.nodes[parent]["kind"], g.nodes[parent].get("children", []).index(child)))
-            child, parent = parent, g.nodes[parent].get("parent")
-        out.append((data["kind"], tuple(sorted(args.items())), tuple(where), data["in_width"]))
-    return out
+def _attr(*names):
+    """The first of these config attributes that the config has (families name them differently)."""
+    def read(config):
+        return next(getattr(config, n) for n in names if getattr(config, n, None) is not None)
+    return read
+
+
+# each var of the spec files, read from the published config: the oracle for the full-size values, which
+# the tiny logits tests (which override the sizes) cannot see
+CONFIG_OF_VAR = {
+    "vocab": _attr("vocab_size"), "d_model": _attr("hidden_size"), "layers": _attr("num_hidden_layers"),
+    "heads": _attr("num_attention_heads"), "kv_heads": _attr("num_key_value_heads"), "ffn": _attr("intermediate_size"),
+    "head_dim": _attr("head_dim"), "context": _attr("max_position_embeddings", "n_positions", "max_seq_len"),
+    "rope_theta": lambda c: c.rope_parameters.get("full_attention", c.rope_parameters)["rope_theta"],
+    "local_rope_theta": lambda c: c.rope_parameters["sliding_attention"]["rope_theta"],
+    "eps": _attr("rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon"), "local_window": _attr("sliding_window"),
+    "query_pre_attn_scalar": _attr("query_pre_attn_scalar"), "attn_softcap": _attr("attn_logit_softcapping"),
+    "final_softcap": _attr("final_logit_softcapping"), "top_k": _attr("num_experts_per_tok"),
+    "experts": _attr("num_local_experts", "num_experts", "n_routed_experts"),
+    "shared_ffn": _attr("shared_expert_intermediate_size"), "dropout": _attr("resid_pdrop"),
+    "rotary_fraction": lambda c: c.rope_parameters["partial_rotary_factor"],
+}
+CONFIG_OF_VAR_IN = {  # where a family names a var's value differently
+    "falcon-7b": {"kv_heads": lambda c: 1 if c.multi_query else c.num_kv_heads, "ffn": _attr("ffn_hidden_size")},
+    "bloom-560m": {"ffn": lambda c: 4 * c.hidden_size},
+    "mpt-7b": {"ffn": lambda c: c.expansion_ratio * c.d_model},
+    "qwen3-30b-a3b": {"ffn": _attr("moe_intermediate_size")},
+    "qwen1.5-moe-a2.7b": {"ffn": _attr("moe_intermediate_size")},
+    "deepseek-v3": {"ffn": _attr("moe_intermediate_size"), "dense_ffn": _attr("intermediate_size"),
+                    "dense_layers": _attr("first_k_dense_replace"), "kv_rank": _attr("kv_lora_rank"),
+                    "q_rank": _attr("q_lora_rank"), "head_dim": _attr("qk_nope_head_dim"),
+                    "rope_dim": _attr("qk_rope_head_dim"), "v_dim": _attr("v_head_dim"), "groups": _attr("n_group"),
+                    "top_groups": _attr("topk_group")},
+}
 
 
 @pytest.mark.parametrize("family", sorted(FULL))
 def test_full_size_spec_is_the_transformers_model(root, family):
+    """Each full-size spec file has transformers' parameter count, and each of its vars is the
+    published config's value; its blocks, arrangement and settings are those of transformers'
+    model by the tiny logits test below (which keeps every var but the sizes it overrides)."""
     config = FULL[family]()
     count = hf_meta_count(config)
     assert count == COUNTS[family]
     path = root / "specs" / f"{family}.yaml"
     assert archdsl.summary(path).total_params == count
     assert archdsl.graph(path).graph["total_params"] == count
-    imported = hf.spec_from_config(config)
-    assert archdsl.summary(imported).total_params == count
-    assert fingerprint(archdsl.load_spec(path)) == fingerprint(imported), "same blocks, arrangement and settings"
+    assert archdsl.summary(hf.spec_from_config(config)).total_params == count  # the importer's spec, too
+    spec_vars = archdsl.load_spec(path).vars
+    readers = {**CONFIG_OF_VAR, **CONFIG_OF_VAR_IN.get(family, {})}
+    assert set(spec_vars) <= set(readers), f"no config value known for {sorted(set(spec_vars) - set(readers))}"
+    assert set(TINY[family][0]) <= set(spec_vars)
+    published = {name: readers[name](config) for name in spec_vars}
+    assert {k: v for k, v in spec_vars.items() if v != published[k]} == {}, published
 
 
 @pytest.mark.parametrize("family", sorted(FULL))
@@ -222,8 +245,12 @@ TINY = {
 }
 
 
-@pytest.mark.parametrize("family", sorted(TINY))
-def test_tiny_spec_file_computes_the_transformers_logits(root, family):
+TOL = 1e-6  # float32, relative to the largest logit (when above 1); the largest difference seen is 4.5e-7 of it
+
+
+def tiny_case(family: str):
+    """(the hand-written spec file at tiny sizes with the weights of transformers' model,
+    check(model): its logits on a left-padded batch equal transformers')."""
     overrides, make_config = TINY[family]
     torch.manual_seed(0)
     with warnings.catch_warnings():
@@ -237,13 +264,36 @@ def test_tiny_spec_file_computes_the_transformers_logits(root, family):
             if name.endswith("e_score_correction_bias"):
                 b.add_(torch.randn(b.shape, generator=g) * 0.05)
     # the hand-written spec, loaded with the checkpoint's weights (from_hf verifies the logits too)
-    model = hf.from_hf(reference, spec=root / "specs" / f"{family}.yaml", overrides=overrides)
+    model = hf.from_hf(reference, spec=root_spec(family), overrides=overrides)
     tokens = torch.randint(0, 97, (2, 12), generator=torch.Generator().manual_seed(2))
     mask = torch.ones(2, 12, dtype=torch.long)
-    mask[1, 9:] = 0
+    mask[1, :4] = 0  # left padding: without the mask, the real tokens of row 1 would read it
+    kwargs = {}
+    if "position_ids" in inspect.signature(type(reference).forward).parameters:  # not the ALiBi families
+        kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
     with torch.no_grad():
-        diff = (model(tokens, mask) - reference(tokens, attention_mask=mask).logits)[mask.bool()].abs().max()
-    assert diff <= 1e-4
+        theirs = reference(tokens, attention_mask=mask, **kwargs).logits
+
+    def check(model):
+        with torch.no_grad():
+            diff = (model(tokens, mask, **kwargs) - theirs)[mask.bool()].abs().max().item()
+        assert diff <= TOL * max(1.0, theirs[mask.bool()].abs().max().item()), f"{family}: {diff:.3g}"
+    return model, check
+
+
+@pytest.mark.parametrize("family", sorted(TINY))
+def test_tiny_spec_file_computes_the_transformers_logits(family):
+    """The hand-written spec file, at tiny sizes, computes transformers' logits on its weights
+    (a left-padded batch with its mask and position ids)."""
+    model, check = tiny_case(family)
+    check(model)
+
+
+def control_cases():
+    """The checks above, for tests/controls.py."""
+    for family in sorted(TINY):
+        yield Case(test_tiny_spec_file_computes_the_transformers_logits, family, functools.partial(tiny_case, family),
+                   f"<= {TOL:g} x max(1, max |logit|)")
 
 
 # ------------------------------------------------------------------------------- import errors

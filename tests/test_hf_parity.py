@@ -1,26 +1,35 @@
 """Numerical parity with Hugging Face transformers, offline, CPU, float32, tiny random models.
 
 For every family: build the transformers model from a tiny config with random (seeded) weights,
-convert it with archdsl.interop.hf.from_hf, and compare logits on a padded batch with an
-attention mask (right padding, and left padding with position ids), and greedy generation.
-Loading a sharded safetensors checkpoint with from_pretrained is checked the same way.
+convert it with archdsl.interop.hf.from_hf, and compare logits on an unpadded batch and on a
+left-padded one (the padding mask and transformers' position ids), and greedy generation on a
+left-padded batch. Loading a sharded safetensors checkpoint with from_pretrained is checked the same
+way. Each check is a function of the archdsl model (the *_case functions), so that tests/controls.py
+can show that it fails when the model is broken (tests/test_controls.py, docs/testing.md).
 """
 from __future__ import annotations
 
 import functools
 import inspect
+import math
 import warnings
 
 import pytest
 import torch
 
-transformers = pytest.importorskip("transformers")
+import archdsl  # noqa: F401
+from controls import Case
+from archdsl.interop import hf
+from conftest import need
 
-import archdsl  # noqa: E402
-from archdsl.interop import hf  # noqa: E402
+transformers = need("transformers")
 
 VOCAB = 97
-TOL = 1e-4
+# float32, relative to the largest logit (when above 1): the largest difference seen is 4.8e-7 of it
+TOL = 1e-6
+# bit-identical to transformers (the same operations in the same order; at 1, 2 and 4 threads alike)
+EXACT = {"falcon_new_mqa", "gemma", "gemma2", "gemma3", "gpt_neox", "gpt_neox_sequential", "granite", "llama", "llama31",
+         "llama_linear", "llama_yarn", "llama_yarn_mscale", "mistral", "olmo2", "phi3", "qwen2", "qwen3", "starcoder2"}
 COMMON = dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, vocab_size=VOCAB)
 # DeepSeek-V3 at a tiny size: latent attention, the first layer dense, 8 experts in 4 groups (2 kept), top 2
 DEEPSEEK = dict(num_hidden_layers=3, hidden_size=64, num_attention_heads=4, num_key_value_heads=4, vocab_size=VOCAB,
@@ -173,14 +182,16 @@ def hf_model(name: str, seed: int = 0):
     return model
 
 
-def batch(left: bool, seed: int = 0):
+def batch(padding: str, seed: int = 0):
+    """Tokens (3, 12) and their mask: padding "none", or "left" (rows 1 and 2 padded by 5 and 2), or
+    "right" (the same, at the end; for from_pretrained loading only: in a causal model padding after
+    the real tokens cannot affect them, so it tests nothing of the mask)."""
     g = torch.Generator().manual_seed(seed)
     tokens = torch.randint(3, VOCAB, (3, 12), generator=g)
     mask = torch.ones(3, 12, dtype=torch.long)
-    pad = [0, 5, 2]  # row 0 full, rows 1 and 2 padded
-    for row, n in enumerate(pad):
+    for row, n in enumerate([0, 5, 2] if padding != "none" else []):
         if n:
-            if left:
+            if padding == "left":
                 mask[row, :n] = 0
             else:
                 mask[row, -n:] = 0
@@ -193,33 +204,62 @@ def max_diff(ours: torch.Tensor, theirs: torch.Tensor, mask: torch.Tensor) -> fl
     return (ours[real] - theirs[real]).abs().max().item()
 
 
-@pytest.mark.parametrize("padding", ["right", "left"])
-@pytest.mark.parametrize("family", FAMILIES)
-def test_logits_match_transformers(family, padding):
-    reference = hf_model(family)
-    model = hf.from_hf(reference)
-    tokens, mask = batch(left=padding == "left")
-    kwargs = {}
-    takes_positions = "position_ids" in inspect.signature(type(reference).forward).parameters  # not ALiBi models
-    if padding == "left" and takes_positions:  # positions count real tokens only, as generate() does
-        kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
-    with torch.no_grad():
-        ours = model(tokens, mask, **kwargs)
-        theirs = reference(tokens, attention_mask=mask, **kwargs).logits
+def assert_parity(ours: torch.Tensor, theirs: torch.Tensor, mask: torch.Tensor, family: str) -> None:
+    """Bit-identical for the EXACT families, within TOL for the others (real tokens only)."""
     assert ours.shape == theirs.shape
+    diff = max_diff(ours, theirs, mask)
+    bound = 0.0 if family in EXACT else TOL * max(1.0, theirs[mask.bool()].abs().max().item())
+    assert diff <= bound, f"{family}: logits differ from transformers' by {diff:.3g} (bound {bound:g})"
+
+
+def side_inputs(reference, mask: torch.Tensor) -> dict:
+    """transformers' position ids under left padding (counting real tokens only, as generate does);
+    ALiBi models take none (their bias sees relative positions only)."""
+    if "position_ids" not in inspect.signature(type(reference).forward).parameters:
+        return {}
+    return {"position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
+
+
+def logits_case(family: str, padding: str):
+    """(model converted from the transformers model, check(model): its logits equal transformers')."""
+    reference = hf_model(family)
+    tokens, mask = batch(padding)
+    kwargs = side_inputs(reference, mask) if padding == "left" else {}
+    given = mask if padding != "none" else None
+    with torch.no_grad():
+        theirs = reference(tokens, attention_mask=given, **kwargs).logits
     assert theirs[mask.bool()].abs().max() > 0.5, "logits too small for the comparison to mean anything"
-    assert max_diff(ours, theirs, mask) <= TOL
+
+    def check(model):
+        with torch.no_grad():
+            assert_parity(model(tokens, given, **kwargs), theirs, mask, family)
+    return hf.from_hf(reference), check
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_unpadded_logits_match_transformers(family):
+    """Logits equal transformers' on an unpadded batch."""
+    model, check = logits_case(family, "none")
+    check(model)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_left_padded_logits_match_transformers(family):
+    """Logits equal transformers' on a left-padded batch with its mask and position ids: the padding
+    mask is tested (with left padding the real tokens would see the padding without it)."""
+    model, check = logits_case(family, "left")
+    check(model)
 
 
 def test_a_wrongly_mapped_weight_is_detected():
     """The comparison has teeth: a transposed projection or a wrong rotary base shows up."""
     reference = hf_model("llama")
     model = hf.from_hf(reference)
-    tokens, mask = batch(left=False)
+    tokens, mask = batch("none")
     with torch.no_grad():
         qkv = model.get_submodule("layers.0.residual_0.attention").qkv.weight
         qkv.copy_(qkv.flip(0))
-        assert max_diff(model(tokens, mask), reference(tokens, attention_mask=mask).logits, mask) > 1e-2
+        assert max_diff(model(tokens), reference(tokens).logits, mask) > 1e-2
     with pytest.raises(ValueError, match="differ"):  # a spec whose rotary base is not the checkpoint's
         hf.from_hf(reference, spec=hf.spec_yaml_from_config(reference.config).replace("rope_theta: 500000.0",
                                                                                       "rope_theta: 10000.0"))
@@ -284,9 +324,10 @@ def test_from_pretrained_reads_sharded_safetensors(tmp_path, family):
     assert (tmp_path / "model.safetensors.index.json").is_file(), "expected a sharded checkpoint"
     assert len(list(tmp_path.glob("*.safetensors"))) > 1
     model = hf.from_pretrained(tmp_path)
-    tokens, mask = batch(left=False)
+    tokens, mask = batch("left")
+    kwargs = side_inputs(reference, mask)
     with torch.no_grad():
-        assert max_diff(model(tokens, mask), reference(tokens, attention_mask=mask).logits, mask) <= TOL
+        assert_parity(model(tokens, mask, **kwargs), reference(tokens, attention_mask=mask, **kwargs).logits, mask, family)
 
 
 def test_from_pretrained_reads_a_single_file(tmp_path):
@@ -294,9 +335,11 @@ def test_from_pretrained_reads_a_single_file(tmp_path):
     reference.save_pretrained(tmp_path)
     model = hf.from_pretrained(tmp_path, dtype=torch.float64)
     assert next(model.parameters()).dtype == torch.float64
-    tokens, mask = batch(left=False)
-    with torch.no_grad():
-        assert max_diff(model(tokens, mask).float(), reference(tokens, attention_mask=mask).logits, mask) <= TOL
+    tokens, mask = batch("left")
+    kwargs = side_inputs(reference, mask)
+    with torch.no_grad():  # float64 against float32: within the reference's own float32 error
+        diff = max_diff(model(tokens, mask, **kwargs).float(), reference(tokens, attention_mask=mask, **kwargs).logits, mask)
+    assert diff <= TOL
 
 
 def test_legacy_mixtral_checkpoint_layout_loads():
@@ -318,9 +361,11 @@ def test_legacy_mixtral_checkpoint_layout_loads():
     model = hf._build(hf.spec_from_config(reference.config), torch.float32, "cpu")
     src = hf._Source({k: (lambda t=t: t) for k, t in state.items()}, None)
     hf._assign(model, hf._Mapper(hf.features_from_config(reference.config), src, model).run())
-    tokens, mask = batch(left=False)
+    tokens, mask = batch("left")
+    kwargs = side_inputs(reference, mask)
     with torch.no_grad():
-        assert max_diff(model.eval()(tokens, mask), reference(tokens, attention_mask=mask).logits, mask) <= TOL
+        assert_parity(model.eval()(tokens, mask, **kwargs), reference(tokens, attention_mask=mask, **kwargs).logits, mask,
+                      "mixtral")
 
 
 def test_router_aux_loss_matches_transformers():
@@ -328,7 +373,7 @@ def test_router_aux_loss_matches_transformers():
 
     reference = hf_model("mixtral")
     model = hf.from_hf(reference)
-    tokens, mask = batch(left=False)
+    tokens, mask = batch("left")
     with torch.no_grad():
         model(tokens, mask)
         out = reference(tokens, attention_mask=mask, output_router_logits=True)
@@ -347,42 +392,129 @@ GENERATION_FAMILIES = ["gpt2", "llama", "llama31", "llama_yarn", "mistral", "mix
                        "deepseek_v2", "deepseek_v2_group", "qwen2_moe_step2", "qwen3_moe_mixed", "glm4", "gpt_neo"]
 
 
+NEW_TOKENS = 32
+# distinct new tokens per row at least: no row repeats one token (Gemma and BLOOM did, with attention zeroed or
+# not). Random models fall into cycles of 2 or 3 tokens after a while; the controls (tests/test_controls.py) show
+# that zeroing attention, dropping the mask or the positions changes what they generate.
+MIN_DISTINCT = 2
+
+
+@functools.lru_cache(maxsize=None)
+def hf_generation_model(name: str):
+    """A transformers model whose greedy tokens depend on the context, as a trained model's do.
+
+    The parity weights (hf_model) leave each token's own embedding dominant, and with a tied LM head
+    the argmax is then that token again: Gemma and BLOOM repeated the last prompt token 32 times,
+    with attention zeroed or not. Here every matrix is N(0, 1/fan_in), so that attention and MLP
+    keep the scale of their input; vectors (norms, biases) move by N(0, 0.1); the token embedding is
+    small (N(0, 0.01)), and so is the norm BLOOM applies to it.
+    """
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = transformers.AutoModelForCausalLM.from_config(_configs()[name]()).eval()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for key, p in model.named_parameters():
+            if p.dim() >= 2:
+                p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(p.shape[-1]))
+            else:
+                p.add_(torch.randn(p.shape, generator=g) * 0.1)
+            if key.endswith("word_embeddings_layernorm.weight"):  # BLOOM normalises its embedding
+                p.mul_(0.1)
+        model.get_input_embeddings().weight.normal_(0.0, 0.01, generator=g)
+        for key, b in model.named_buffers():
+            if key.endswith("e_score_correction_bias"):
+                b.add_(torch.randn(b.shape, generator=g) * 0.1)
+    model.generation_config.eos_token_id = None  # generate all the tokens in both
+    model.generation_config.pad_token_id = 0
+    return model
+
+
+def generation_case(family: str):
+    """(converted model, check(model): its greedy tokens on a left-padded batch equal transformers')."""
+    reference = hf_generation_model(family)
+    tokens, mask = batch("left")
+    with torch.no_grad():
+        theirs = reference.generate(tokens, attention_mask=mask, max_new_tokens=NEW_TOKENS, do_sample=False,
+                                    eos_token_id=None, pad_token_id=0)
+    distinct = [len(set(row[tokens.shape[1]:].tolist())) for row in theirs]
+    assert min(distinct) >= MIN_DISTINCT, f"{family}: rows generate only {distinct} distinct tokens"
+
+    def check(model):
+        ours = model.generate(tokens, NEW_TOKENS, attention_mask=mask)
+        assert ours.shape == theirs.shape == (3, tokens.shape[1] + NEW_TOKENS)
+        assert torch.equal(ours, theirs)
+    return hf.from_hf(reference), check
+
+
 @pytest.mark.parametrize("family", GENERATION_FAMILIES)
 def test_greedy_generation_matches_transformers(family):
-    if not hasattr(archdsl.ArchModel, "generate"):
-        pytest.skip("ArchModel.generate is not available yet")
-    reference = hf_model(family)
-    reference.generation_config.eos_token_id = None  # generate all 32 tokens in both
-    reference.generation_config.pad_token_id = 0
-    model = hf.from_hf(reference)
-    tokens, mask = batch(left=True)
-    tokens, mask = tokens[:, :8], mask[:, :8]
-    with torch.no_grad():
-        theirs = reference.generate(tokens, attention_mask=mask, max_new_tokens=32, do_sample=False,
-                                    eos_token_id=None, pad_token_id=0)
-        ours = model.generate(tokens, 32, attention_mask=mask)
-    assert ours.shape == theirs.shape == (3, 8 + 32)
-    assert torch.equal(ours, theirs)
+    """Greedy tokens equal transformers' generate on a left-padded batch, every row generating at
+    least MIN_DISTINCT distinct tokens."""
+    model, check = generation_case(family)
+    check(model)
 
 
-def test_half_precision_keeps_rotary_frequencies_in_float32():
-    """Loaded in bfloat16, parameters are bf16 but rotary frequencies stay float32 (as transformers
-    keeps them), so angles at long positions are not rounded."""
-    from archdsl.blocks.embedding import Rotary
-
+def half_precision_case():
+    """(llama converted in bfloat16, check(model): its logits at positions 3000.. equal transformers'
+    bit for bit). Weights as hf_generation_model's (every matrix N(0, 1/fan_in)), so that attention,
+    where the rotary angles act, weighs in the logits."""
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         reference = transformers.AutoModelForCausalLM.from_config(_configs()["llama"](), dtype=torch.bfloat16).eval()
+    g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for p in reference.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    model = hf.from_hf(reference)
-    assert next(model.parameters()).dtype == torch.bfloat16
-    assert all(m.inv_freq.dtype == torch.float32 for m in model.modules() if isinstance(m, Rotary))
+            if p.dim() >= 2:
+                p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(p.shape[-1]))
+            else:
+                p.add_(torch.randn(p.shape, generator=g) * 0.05)
     tokens = torch.randint(0, VOCAB, (2, 12), generator=torch.Generator().manual_seed(0))
     positions = torch.arange(3000, 3012).expand(2, 12)
     with torch.no_grad():
-        diff = (model(tokens, position_ids=positions).float()
-                - reference(tokens, position_ids=positions).logits.float()).abs().max().item()
-    assert diff <= 1e-2  # one bf16 step at these magnitudes; rounded frequencies cost more
+        theirs = reference(tokens, position_ids=positions).logits
+
+    def check(model):
+        assert next(model.parameters()).dtype == torch.bfloat16
+        with torch.no_grad():
+            ours = model(tokens, position_ids=positions)
+        # bit-identical, as the float32 model is; one bf16 step at these logits (|x| < 4) is 0.016 and
+        # frequencies rounded to bf16 move them by 0.049, so no bound above 0 would have a wide margin
+        assert torch.equal(ours, theirs), (ours.float() - theirs.float()).abs().max().item()
+    return hf.from_hf(reference), check
+
+
+def test_half_precision_keeps_rotary_frequencies_in_float32():
+    """Loaded in bfloat16, parameters are bf16 but rotary frequencies stay float32 (as transformers
+    keeps them): the logits at positions 3000.. equal transformers' bit for bit."""
+    from archdsl.blocks.embedding import Rotary
+
+    model, check = half_precision_case()
+    assert all(m.inv_freq.dtype == torch.float32 for m in model.modules() if isinstance(m, Rotary))
+    check(model)
+
+
+# ------------------------------------------------------------------------------- negative controls
+LOGITS_EXEMPT = {"deepseek_v3_yarn": {"round_buffers_bf16": "its rotary frequencies are 1 (exact in bf16) and 0.0025 (off by "
+                                                           "2.4e-6 in bf16): angles move by < 3e-5 at 12 positions, below "
+                                                           "float32 parity; deepseek_v3's 0.01 is caught"}}
+GENERATION_EXEMPT = {"round_buffers_bf16": "rounded frequencies move logits by ~1e-3 at these short positions, "
+                                           "less than greedy margins; the logits tests catch them"}
+
+
+def control_cases():
+    """Every check above, for tests/controls.py (the breakages each must notice)."""
+    for family in FAMILIES:
+        tolerance = "bit-identical" if family in EXACT else f"<= {TOL:g} x max(1, max |logit|)"
+        exempt = LOGITS_EXEMPT.get(family, {})
+        yield Case(test_unpadded_logits_match_transformers, family,
+                   functools.partial(logits_case, family, "none"), tolerance, exempt)
+        yield Case(test_left_padded_logits_match_transformers, family,
+                   functools.partial(logits_case, family, "left"), tolerance, exempt)
+    for family in GENERATION_FAMILIES:
+        yield Case(test_greedy_generation_matches_transformers, family, functools.partial(generation_case, family),
+                   "equal tokens", GENERATION_EXEMPT)
+    yield Case(test_half_precision_keeps_rotary_frequencies_in_float32, "llama-bf16", half_precision_case,
+               "bit-identical (bf16)")

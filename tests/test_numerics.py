@@ -6,6 +6,7 @@ test_hf_parity.py; these catch mistakes in the blocks themselves.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -13,6 +14,10 @@ import torch
 import torch.nn.functional as F
 
 import archdsl
+from conftest import ROOT
+from controls import Case, context_weights
+
+TOL = 1e-6  # float32, relative to the largest value (when above 1); the largest difference seen is 3.6e-7 of it
 
 
 def _attention_reference(x, qkv_w, qkv_b, out_w, out_b, heads, kv_heads, causal, mask=None, rope=None):
@@ -26,22 +31,43 @@ def _attention_reference(x, qkv_w, qkv_b, out_w, out_b, heads, kv_heads, causal,
     if rope is not None:
         q, k = rope(q), rope(k)
     scores = q @ k.transpose(-1, -2) / math.sqrt(hd)
+    allowed = torch.ones(B, 1, S, S, dtype=torch.bool)
     if causal:
-        scores = scores.masked_fill(torch.ones(S, S, dtype=torch.bool).triu(1), float("-inf"))
+        allowed = allowed & torch.ones(S, S, dtype=torch.bool).tril()
     if mask is not None:
-        scores = scores.masked_fill(~mask[:, None, None, :].bool(), float("-inf"))
-    y = torch.softmax(scores, dim=-1) @ v
+        allowed = allowed & mask[:, None, None, :].bool()
+    allowed = allowed | ~allowed.any(-1, keepdim=True)  # a padding query with no key to read reads all (not compared)
+    y = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1) @ v
     y = y.transpose(1, 2).reshape(B, S, heads * hd)
     return y @ out_w.T + (out_b if out_b is not None else 0)
 
 
-def test_gpt2_shaped_model_matches_a_handwritten_reference(root):
-    model = archdsl.compile(root / "specs/gpt2.yaml", overrides={"layers": 2, "d_model": 64, "heads": 4,
-                                                                  "vocab": 97, "context": 32}, seed=0).eval()
-    sd = model.state_dict()
-    tokens = torch.randint(0, 97, (2, 9), generator=torch.Generator().manual_seed(1))
-    mask = torch.ones(2, 9, dtype=torch.long)
-    mask[1, 6:] = 0  # right padding in the second row
+def _left_padded(batch: int, seq: int, vocab: int, pads: list[int], seed: int):
+    tokens = torch.randint(0, vocab, (batch, seq), generator=torch.Generator().manual_seed(seed))
+    mask = torch.ones(batch, seq, dtype=torch.long)
+    for row, n in enumerate(pads):
+        mask[row, :n] = 0  # left padding: without the mask the real tokens would read it
+    return tokens, mask
+
+
+def _compare_on_real_tokens(expected: torch.Tensor, mask: torch.Tensor | None, tol: float):
+    real = mask.bool() if mask is not None else torch.ones(expected.shape[:2], dtype=torch.bool)
+
+    bound = tol * max(1.0, expected[real].abs().max().item())
+
+    def compare(got: torch.Tensor) -> None:
+        diff = (got[real] - expected[real]).abs().max().item()
+        assert diff <= bound, diff
+    return compare
+
+
+def gpt2_case(root):
+    """(a gpt2-shaped model, every parameter random, check(model): its logits on a left-padded batch equal
+    the reference written out from the unbroken model's weights)."""
+    model = context_weights(archdsl.compile(root / "specs/gpt2.yaml", overrides={
+        "layers": 2, "d_model": 64, "heads": 4, "vocab": 97, "context": 32}, seed=0).eval())
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    tokens, mask = _left_padded(2, 9, 97, [0, 3], seed=1)
     x = sd["wte.weight"][tokens] + sd["wpe.weight"][torch.arange(9)]
     for i in range(2):
         p = f"h.{i}."
@@ -53,19 +79,28 @@ def test_gpt2_shaped_model_matches_a_handwritten_reference(root):
         h = F.gelu(h @ sd[p + "residual_1.mlp.up.weight"].T + sd[p + "residual_1.mlp.up.bias"], approximate="tanh")
         x = x + h @ sd[p + "residual_1.mlp.down.weight"].T + sd[p + "residual_1.mlp.down.bias"]
     x = F.layer_norm(x, (64,), sd["ln_f.weight"], sd["ln_f.bias"], 1e-5)
-    expected = x @ sd["wte.weight"].T
-    got = model(tokens, mask)
-    real = mask.bool()
-    assert (got[real] - expected[real]).abs().max().item() < 1e-5
+    compare = _compare_on_real_tokens(x @ sd["wte.weight"].T, mask, TOL)
+
+    @torch.no_grad()
+    def check(model):
+        compare(model(tokens, mask))
+    return model, check
 
 
-def test_llama_shaped_model_matches_a_handwritten_reference(root):
-    model = archdsl.compile(root / "specs/llama-small.yaml",
-                            overrides={"layers": 2, "d_model": 64, "heads": 4, "kv_heads": 2, "ffn": 80,
-                                       "vocab": 97}, seed=0).eval()
-    sd = model.state_dict()
+def test_gpt2_shaped_model_matches_a_handwritten_reference(root):
+    """A gpt2-shaped model (learned positions, pre-norm, biases, tied head) computes the longhand
+    reference's logits on a left-padded batch."""
+    model, check = gpt2_case(root)
+    check(model)
+
+
+def llama_case(root):
+    """(a llama-shaped model, every parameter random, check(model): the longhand reference's logits)."""
+    model = context_weights(archdsl.compile(root / "specs/llama-small.yaml", overrides={
+        "layers": 2, "d_model": 64, "heads": 4, "kv_heads": 2, "ffn": 80, "vocab": 97}, seed=0).eval())
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
     S, hd, theta = 11, 16, 10000.0
-    tokens = torch.randint(0, 97, (2, S), generator=torch.Generator().manual_seed(2))
+    tokens, mask = _left_padded(2, S, 97, [0, 4], seed=2)
     inv = 1.0 / theta ** (torch.arange(0, hd, 2).float() / hd)
     ang = torch.arange(S).float()[:, None] * inv  # (S, hd/2)
 
@@ -82,36 +117,62 @@ def test_llama_shaped_model_matches_a_handwritten_reference(root):
         p = f"layers.{i}."
         h = rms(x, sd[p + "residual_0.input_norm.weight"])
         x = x + _attention_reference(h, sd[p + "residual_0.attention.qkv.weight"], None,
-                                     sd[p + "residual_0.attention.out.weight"], None, 4, 2, causal=True, rope=rope)
+                                     sd[p + "residual_0.attention.out.weight"], None, 4, 2, causal=True, mask=mask,
+                                     rope=rope)
         h = rms(x, sd[p + "residual_1.post_attention_norm.weight"])
         gate, up = (h @ sd[p + "residual_1.mlp.up.weight"].T).chunk(2, dim=-1)
         x = x + (F.silu(gate) * up) @ sd[p + "residual_1.mlp.down.weight"].T
-    expected = rms(x, sd["norm.weight"]) @ sd["lm_head.weight"].T
-    assert (model(tokens) - expected).abs().max().item() < 1e-5
+    compare = _compare_on_real_tokens(rms(x, sd["norm.weight"]) @ sd["lm_head.weight"].T, mask, TOL)
+
+    @torch.no_grad()
+    def check(model):
+        compare(model(tokens, mask))
+    return model, check
 
 
-def test_bert_shaped_encoder_is_post_norm_and_pools_the_first_token(root):
-    model = archdsl.compile(root / "specs/bert-base.yaml", overrides={"layers": 1, "d_model": 32, "heads": 4,
-                                                                       "ffn": 48, "vocab": 50, "context": 16},
-                            seed=0).eval()
-    sd = model.state_dict()
+def test_llama_shaped_model_matches_a_handwritten_reference(root):
+    """A llama-shaped model (rotary, RMSNorm, grouped KV heads, SwiGLU) computes the longhand
+    reference's logits on a left-padded batch."""
+    model, check = llama_case(root)
+    check(model)
+
+
+def bert_case(root):
+    """(a bert-shaped encoder, every parameter random, check(model): hidden states and pooled output
+    of the longhand reference, on a right-padded batch: the encoder is bidirectional)."""
+    model = context_weights(archdsl.compile(root / "specs/bert-base.yaml", overrides={
+        "layers": 1, "d_model": 32, "heads": 4, "ffn": 48, "vocab": 50, "context": 16}, seed=0).eval())
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
     tokens = torch.randint(0, 50, (2, 6), generator=torch.Generator().manual_seed(3))
     types = torch.tensor([[0, 0, 0, 1, 1, 1], [0, 0, 1, 1, 1, 1]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])
     x = sd["word_embeddings.weight"][tokens] + sd["position_embeddings.weight"][torch.arange(6)] \
         + sd["token_type_embeddings.weight"][types]
     x = F.layer_norm(x, (32,), sd["embeddings_norm.weight"], sd["embeddings_norm.bias"], 1e-12)
     p = "encoder.0."
     a = _attention_reference(x, sd[p + "residual_0.attention.qkv.weight"], sd[p + "residual_0.attention.qkv.bias"],
                              sd[p + "residual_0.attention.out.weight"], sd[p + "residual_0.attention.out.bias"],
-                             4, 4, causal=False)
+                             4, 4, causal=False, mask=mask)
     x = F.layer_norm(x + a, (32,), sd[p + "layernorm_0.weight"], sd[p + "layernorm_0.bias"], 1e-12)
     h = F.gelu(x @ sd[p + "residual_1.mlp.up.weight"].T + sd[p + "residual_1.mlp.up.bias"])
     x = F.layer_norm(x + h @ sd[p + "residual_1.mlp.down.weight"].T + sd[p + "residual_1.mlp.down.bias"], (32,),
                      sd[p + "layernorm_1.weight"], sd[p + "layernorm_1.bias"], 1e-12)
     pooled = torch.tanh(x[:, 0] @ sd["pooler.dense.weight"].T + sd["pooler.dense.bias"])
-    out = model(tokens, token_type_ids=types)
-    assert (out.last_hidden_state - x).abs().max().item() < 1e-5
-    assert (out.pooler_output - pooled).abs().max().item() < 1e-5
+    compare_hidden = _compare_on_real_tokens(x, mask, TOL)
+
+    @torch.no_grad()
+    def check(model):
+        out = model(tokens, mask, token_type_ids=types)
+        compare_hidden(out.last_hidden_state)
+        assert (out.pooler_output - pooled).abs().max().item() <= TOL
+    return model, check
+
+
+def test_bert_shaped_encoder_is_post_norm_and_pools_the_first_token(root):
+    """A bert-shaped encoder (post-norm, token types, padding mask, pooler) computes the longhand
+    reference's hidden states and pooled output."""
+    model, check = bert_case(root)
+    check(model)
 
 
 @pytest.mark.parametrize("positional", ["{kind: rotary, base: 10000}", "{kind: sinusoidal, max_len: 4096}", "alibi"])
@@ -187,3 +248,13 @@ model:
                 far(tokens[:, i:i + 1], mask[:, :i + 1], cache=cache) for i in range(5, 9)]
             full = plain(tokens, mask)
             assert (torch.cat(steps, 1) - full)[mask.bool()].abs().max() < 1e-4
+
+
+# ------------------------------------------------------------------------------ negative controls
+def control_cases():
+    """The reference checks above, for tests/controls.py."""
+    for test, case in ((test_gpt2_shaped_model_matches_a_handwritten_reference, gpt2_case),
+                       (test_llama_shaped_model_matches_a_handwritten_reference, llama_case),
+                       (test_bert_shaped_encoder_is_post_norm_and_pools_the_first_token, bert_case)):
+        yield Case(test, case.__name__.removesuffix("_case"), functools.partial(case, ROOT),
+                   f"<= {TOL:g} x max(1, max |value|)")

@@ -2,6 +2,8 @@
 parity with Hugging Face ViTModel / ViTForImageClassification on tiny random-weight models."""
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -9,10 +11,11 @@ import archdsl
 from archdsl.cli import main
 from archdsl.errors import SpecError
 from conftest import ROOT
+from controls import Case
 
 VIT = ROOT / "specs" / "vit-base-16.yaml"
 TINY = dict(image_size=32, patch_size=8, d_model=32, heads=4, layers=2, ffn=37)
-TOL = 1e-4
+TOL = 0.0  # bit-identical to transformers: the same operations in the same order (float32)
 
 
 def tiny_hf_config(**extra):
@@ -31,66 +34,78 @@ def max_diff(a, b) -> float:
     return (a.float() - b.float()).abs().max().item()
 
 
-# ------------------------------------------------------------------------------------ parity
-def test_parity_with_vit_model_hidden_states_and_pooler():
-    from transformers import ViTModel
+def hf_vit(cls_name: str, seed: int, **extra):
+    """A transformers ViT of the tiny config with every parameter random: matrices N(0, 0.5) (the
+    config's initializer_range), and every vector (biases, LayerNorm scales and shifts, the class
+    token) moved by N(0, 0.1), so that a swapped bias or norm shows."""
+    import transformers
 
+    torch.manual_seed(seed)
+    extra = dict(extra)
+    kwargs = {"add_pooling_layer": extra.pop("add_pooling_layer")} if "add_pooling_layer" in extra else {}
+    model = getattr(transformers, cls_name)(tiny_hf_config(**extra), **kwargs).eval()
+    g = torch.Generator().manual_seed(seed + 100)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.1)
+    return model
+
+
+def _output(out):
+    return out.last_hidden_state if hasattr(out, "last_hidden_state") else getattr(out, "logits", out)
+
+
+def parity_case(cls_name: str, seed: int, batch: int, spec=None, overrides=None, **extra):
+    """(archdsl's model of transformers' ViT (converted, or `spec` loaded with its weights), check(model):
+    hidden states (and the pooled output) or class logits equal transformers')."""
     from archdsl.interop import hf_vision
 
-    torch.manual_seed(0)
-    hf = ViTModel(tiny_hf_config()).eval()
-    model = hf_vision.from_hf(hf)
-    x = pixels()
+    reference = hf_vit(cls_name, seed, **extra)
+    x = pixels(batch)
     with torch.no_grad():
-        ours, theirs = model(x), hf(pixel_values=x)
-    assert ours.last_hidden_state.shape == (2, 17, 32)  # 16 patches + [CLS]
-    assert max_diff(ours.last_hidden_state, theirs.last_hidden_state) <= TOL
-    assert max_diff(ours.pooler_output, theirs.pooler_output) <= TOL
-    assert theirs.last_hidden_state.abs().max() > 0.5  # the comparison is not between near-zero tensors
-    assert model.num_parameters() == sum(p.numel() for p in hf.parameters())
+        theirs = reference(pixel_values=x)
+    assert _output(theirs).abs().max() > 0.5  # the comparison is not between near-zero tensors
+
+    @torch.no_grad()
+    def check(model):
+        ours = model(x)
+        assert _output(ours).shape == _output(theirs).shape
+        assert max_diff(_output(ours), _output(theirs)) <= TOL
+        if getattr(theirs, "pooler_output", None) is not None:
+            assert max_diff(ours.pooler_output, theirs.pooler_output) <= TOL
+    model = hf_vision.from_hf(reference, spec=spec, overrides=overrides) if spec else hf_vision.from_hf(reference)
+    assert model.num_parameters() == sum(p.numel() for p in reference.parameters())
+    return model, check
+
+
+# ------------------------------------------------------------------------------------ parity
+def test_parity_with_vit_model_hidden_states_and_pooler():
+    """Hidden states and pooled output equal transformers' ViTModel on its (perturbed) weights."""
+    model, check = parity_case("ViTModel", 0, 2)
+    assert model(pixels()).last_hidden_state.shape == (2, 17, 32)  # 16 patches + [CLS]
+    check(model)
 
 
 def test_parity_with_vit_for_image_classification_logits():
-    from transformers import ViTForImageClassification
-
-    from archdsl.interop import hf_vision
-
-    torch.manual_seed(1)
-    hf = ViTForImageClassification(tiny_hf_config(num_labels=5)).eval()
-    model = hf_vision.from_hf(hf)
+    """Class logits equal transformers' ViTForImageClassification."""
+    model, check = parity_case("ViTForImageClassification", 1, 3, num_labels=5)
     assert model.graph.graph["output"] == "classes" and not model.returns_logits
-    x = pixels(3)
-    with torch.no_grad():
-        logits = model(x)
-        expected = hf(pixel_values=x).logits
-    assert logits.shape == (3, 5)
-    assert max_diff(logits, expected) <= TOL
-    assert model.num_parameters() == sum(p.numel() for p in hf.parameters())
+    assert model(pixels(3)).shape == (3, 5)
+    check(model)
 
 
 def test_library_spec_takes_hf_weights_and_matches():
     """specs/vit-base-16.yaml at tiny sizes is the same architecture as a tiny ViTModel."""
-    from transformers import ViTModel
-
-    from archdsl.interop import hf_vision
-
-    torch.manual_seed(2)
-    hf = ViTModel(tiny_hf_config()).eval()
-    model = hf_vision.from_hf(hf, spec=VIT, overrides=TINY)  # verify=True: raises if the outputs differ
-    x = pixels(1)
-    with torch.no_grad():
-        assert max_diff(model(x).pooler_output, hf(pixel_values=x).pooler_output) <= TOL
+    model, check = parity_case("ViTModel", 2, 1, spec=VIT, overrides=TINY)  # verify=True: raises if outputs differ
+    check(model)
 
 
 def test_transformers_4_checkpoint_names_are_mapped():
     """Checkpoints on disk (google/vit-base-patch16-224) use the older encoder.layer.i.attention.attention.query names."""
-    from transformers import ViTForImageClassification
-
     from archdsl.interop import hf_vision
     from archdsl.interop.hf import _assign
 
-    torch.manual_seed(3)
-    hf = ViTForImageClassification(tiny_hf_config(num_labels=4)).eval()
+    hf = hf_vit("ViTForImageClassification", 3, num_labels=4)
     old = {}
     for key, tensor in hf.state_dict().items():
         for new, was in ((".layers.", ".encoder.layer."), ("attention.q_proj", "attention.attention.query"),
@@ -123,17 +138,10 @@ def test_spec_from_config_and_unsupported_configs():
 
 
 def test_qkv_without_bias_converts():
-    from transformers import ViTModel
-
-    from archdsl.interop import hf_vision
-
-    torch.manual_seed(4)
-    hf = ViTModel(tiny_hf_config(qkv_bias=False), add_pooling_layer=False).eval()
-    model = hf_vision.from_hf(hf)  # verifies
+    """A ViT without query/key/value biases and without a pooler converts and matches."""
+    model, check = parity_case("ViTModel", 4, 1, qkv_bias=False, add_pooling_layer=False)  # from_hf verifies
     assert not model.has_pooler
-    x = pixels(1)
-    with torch.no_grad():
-        assert max_diff(model(x), hf(pixel_values=x).last_hidden_state) <= TOL
+    check(model)
 
 
 # ------------------------------------------------------------------------------------ sizes
@@ -297,15 +305,12 @@ def test_cli_summary_and_build_on_the_vit_spec(capsys):
 
 def test_the_hf_entry_points_dispatch_vit(tmp_path, capsys):
     """archdsl.interop.hf takes ViT configs and models too: spec_from_config, from_hf and import-hf."""
-    from transformers import ViTForImageClassification
-
     from archdsl.interop import hf
 
     config = tiny_hf_config(num_labels=5, architectures=["ViTForImageClassification"])
     spec = hf.spec_from_config(config)
     assert archdsl.graph(spec).graph["inputs"] == ["image"]
-    torch.manual_seed(2)
-    reference = ViTForImageClassification(config).eval()
+    reference = hf_vit("ViTForImageClassification", 2, num_labels=5, architectures=["ViTForImageClassification"])
     model = hf.from_hf(reference)  # verifies against the original
     x = pixels()
     with torch.no_grad():
@@ -313,3 +318,17 @@ def test_the_hf_entry_points_dispatch_vit(tmp_path, capsys):
     config.to_json_file(tmp_path / "config.json")
     assert main(["import-hf", str(tmp_path / "config.json"), "-o", str(tmp_path / "vit.yaml")]) == 0
     assert archdsl.summary(tmp_path / "vit.yaml").total_params == model.num_parameters()
+
+
+# ------------------------------------------------------------------------------------ negative controls
+def control_cases():
+    """The parity checks above, for tests/controls.py."""
+    tolerance = "bit-identical" if TOL == 0 else f"<= {TOL:g}"
+    yield Case(test_parity_with_vit_model_hidden_states_and_pooler, "ViTModel",
+               functools.partial(parity_case, "ViTModel", 0, 2), tolerance)
+    yield Case(test_parity_with_vit_for_image_classification_logits, "ViTForImageClassification",
+               functools.partial(parity_case, "ViTForImageClassification", 1, 3, num_labels=5), tolerance)
+    yield Case(test_library_spec_takes_hf_weights_and_matches, "vit-base-16",
+               functools.partial(parity_case, "ViTModel", 2, 1, spec=VIT, overrides=TINY), tolerance)
+    yield Case(test_qkv_without_bias_converts, "no-qkv-bias",
+               functools.partial(parity_case, "ViTModel", 4, 1, qkv_bias=False, add_pooling_layer=False), tolerance)

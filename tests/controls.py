@@ -1,0 +1,501 @@
+"""Negative controls: a check that passes on the right model must fail on a broken one.
+
+A *check* is a callable ``check(model)`` that raises AssertionError when the model is not what the
+test claims (its logits differ from transformers', its greedy tokens from the naive loop's, ...);
+what it compares against is computed beforehand, from the oracle. ``assert_catches(model, check)``
+runs the check on the model as given (it must pass), then on copies of the model with one
+deliberate breakage each, and raises AssertionError naming every breakage the check did not notice:
+such a check cannot see what it claims to prove, which is a bug in the test.
+
+Breakages are written against the module tree (``named_modules``, parameters, buffers, forward
+hooks) and never edit archdsl's source, so they survive refactors of its internals. Each one says
+why it does not apply to a model (no biases to swap, no rotary positions, ...); breakages that act on
+the inputs (dropping the padding mask) also record whether they ever acted during the check, and are
+"not reached" when they did not (the check gives no padding). A test may exempt a breakage by name
+with the reason (``exempt={"drop_attention_mask": "..."}``); exemptions are reported like the rest.
+
+The full matrix over every family of the parity and generation tests, which also writes
+docs/testing.md: ``python tests/controls.py --write``. tests/test_controls.py runs a subset.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+if __name__ == "__main__":  # this checkout's archdsl and tests, before any installed copy
+    sys.path[:0] = [os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.path.dirname(os.path.abspath(__file__))]
+
+import torch
+from torch import nn
+
+from archdsl.blocks.attention import Attention, CrossAttention, LatentAttention
+from archdsl.blocks.embedding import LearnedPositional, RelativePositionBias, Rotary, SinusoidalPositional
+from archdsl.blocks.norm import LayerNorm, RMSNorm
+
+Check = Callable[[nn.Module], None]
+SELF_ATTENTION = (Attention, LatentAttention)
+NORMS = (LayerNorm, RMSNorm)
+
+
+class NotApplicable(Exception):
+    """The breakage has nothing to act on in this model (the message says why)."""
+
+
+@dataclass
+class Applied:
+    """What a breakage did to a model; `acted` is set by hooks that only act on some inputs."""
+
+    detail: str
+    acted: list[bool] = field(default_factory=lambda: [True])
+
+    @property
+    def reached(self) -> bool:
+        return any(self.acted)
+
+
+@dataclass(frozen=True)
+class Breakage:
+    name: str
+    what: str  # one line for docs/testing.md
+    apply: Callable[[nn.Module], Applied]
+
+
+@dataclass
+class Outcome:
+    breakage: str
+    status: str  # caught | survived | not applicable | not reached | exempt
+    detail: str
+
+
+# ------------------------------------------------------------------------------------ helpers
+def _layer_of(name: str) -> str:
+    """The layer a module or parameter belongs to: its path up to the first index ("layers.3"), or ""."""
+    match = re.match(r"^(.*?\.\d+)(\.|$)", name)
+    return match.group(1) if match else ""
+
+
+def _same_role(name: str) -> str:
+    """A parameter's or module's name with its layer index blanked: equal for the same role in two layers."""
+    return re.sub(r"\.\d+(\.|$)", r".#\1", name, count=1)
+
+
+def _pick_pair(items: list[tuple[str, Any]], key: Callable[[Any], Any], order: tuple[str, ...]
+               ) -> tuple[tuple[str, Any], tuple[str, Any]]:
+    """Two items with equal key(item), found in the given order of preference: "one layer" (two
+    items of one layer), "two layers" (one role in two layers), "anywhere"; NotApplicable if none."""
+    tests = {"one layer": lambda a, b: _layer_of(a) != "" and _layer_of(a) == _layer_of(b),
+             "two layers": lambda a, b: _layer_of(a) != _layer_of(b) and _same_role(a) == _same_role(b),
+             "anywhere": lambda a, b: True}
+    for preference in order:
+        for i, (a_name, a) in enumerate(items):
+            for b_name, b in items[i + 1:]:
+                if key(a) == key(b) and tests[preference](a_name, b_name):
+                    return (a_name, a), (b_name, b)
+    raise NotApplicable
+
+
+def _modules(model: nn.Module, types: tuple[type, ...]) -> list[tuple[str, nn.Module]]:
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, types)]
+
+
+def _changed_context(ctx: Any, **changes: Any) -> Any:
+    """A shallow copy of a block's forward context with some fields replaced; the masks it has built
+    are not shared (they were built from the original fields), everything else (rotary tables, the
+    cache) is."""
+    out = copy.copy(ctx)
+    for name, value in changes.items():
+        if not hasattr(out, name):
+            raise AssertionError(f"the forward context has no {name!r} any more: update tests/controls.py")
+        setattr(out, name, value)
+    if hasattr(out, "_masks"):
+        out._masks = {}
+    return out
+
+
+def _context_hook(modules: list[tuple[str, nn.Module]], change: Callable[[Any], dict | None]) -> list[bool]:
+    """A forward pre-hook on each module that replaces its context (the second argument) by one with
+    change(ctx)'s fields; returns the list that records whether any call was changed."""
+    acted: list[bool] = []
+
+    def hook(module: nn.Module, args: tuple) -> tuple | None:
+        x, ctx, *rest = args
+        changes = change(ctx)
+        acted.append(bool(changes))
+        return (x, _changed_context(ctx, **changes), *rest) if changes else None
+
+    for _, m in modules:
+        m.register_forward_pre_hook(hook)
+    return acted
+
+
+# ------------------------------------------------------------------------------------ breakages
+def zero_attention(model: nn.Module) -> Applied:
+    found = _modules(model, SELF_ATTENTION)
+    if not found:
+        raise NotApplicable("no self-attention")
+    for _, m in found:
+        m.register_forward_hook(lambda module, args, out: torch.zeros_like(out))
+    return Applied(f"{len(found)} self-attention outputs are 0")
+
+
+def zero_cross_attention(model: nn.Module) -> Applied:
+    found = _modules(model, (CrossAttention,))
+    if not found:
+        raise NotApplicable("no cross-attention")
+    for _, m in found:
+        m.register_forward_hook(lambda module, args, out: torch.zeros_like(out))
+    return Applied(f"{len(found)} cross-attention outputs are 0")
+
+
+def drop_attention_mask(model: nn.Module) -> Applied:
+    found = _modules(model, SELF_ATTENTION)
+    if not found:
+        raise NotApplicable("no self-attention")
+    acted = _context_hook(found, lambda ctx: {"key_padding": None} if ctx.key_padding is not None else None)
+    return Applied("self-attention attends to padding", acted)
+
+
+def drop_memory_mask(model: nn.Module) -> Applied:
+    found = _modules(model, (CrossAttention,))
+    if not found:
+        raise NotApplicable("no cross-attention")
+
+    def change(ctx: Any) -> dict | None:
+        if all(padding is None for _, padding in ctx.memory.values()):
+            return None
+        return {"memory": {name: (x, None) for name, (x, _) in ctx.memory.items()}}
+    return Applied("cross-attention attends to source padding", _context_hook(found, change))
+
+
+def swap_biases(model: nn.Module) -> Applied:
+    in_norms = {id(p) for _, m in _modules(model, NORMS) for p in m.parameters()}
+    biases = [(n, p) for n, p in model.named_parameters() if n.endswith("bias") and id(p) not in in_norms]
+    try:  # one bias in two layers first: two biases of one layer may both feed one sum (a parallel block)
+        (a_name, a), (b_name, b) = _pick_pair(biases, lambda p: p.shape, ("two layers", "one layer", "anywhere"))
+    except NotApplicable:
+        raise NotApplicable("no two biases of one shape (outside norms)") from None
+    with torch.no_grad():
+        saved = a.clone()
+        a.copy_(b)
+        b.copy_(saved)
+    return Applied(f"{a_name} <-> {b_name}")
+
+
+def swap_norms(model: nn.Module) -> Applied:
+    inside_attention = {id(p) for _, m in _modules(model, SELF_ATTENTION + (CrossAttention,)) for p in m.parameters()}
+    norms = [(n, m) for n, m in _modules(model, NORMS) if id(m.weight) not in inside_attention]
+    try:
+        (a_name, a), (b_name, b) = _pick_pair(
+            norms, lambda m: (type(m), m.weight.shape, getattr(m, "bias", None) is not None),
+            ("one layer", "two layers", "anywhere"))
+    except NotApplicable:
+        raise NotApplicable("no two norms of one shape (outside attention)") from None
+    with torch.no_grad():
+        for name, p in a.named_parameters(recurse=False):
+            q = b.get_parameter(name)
+            saved = p.clone()
+            p.copy_(q)
+            q.copy_(saved)
+    return Applied(f"{a_name} <-> {b_name}")
+
+
+def shift_positions(model: nn.Module) -> Applied:
+    """The last token of every forward sits one position too far (a uniform shift would be invisible
+    to rotary attention, which sees relative positions only): the newest token's off-by-one."""
+    found = _modules(model, (Rotary, LearnedPositional, SinusoidalPositional))
+    if not found:
+        raise NotApplicable("no rotary, learned or sinusoidal positions")
+
+    acted: list[bool] = []
+    for _, m in found:
+        limit = m.max_len if isinstance(m, LearnedPositional) else None
+
+        def hook(module: nn.Module, args: tuple, limit: int | None = limit) -> tuple:
+            x, ctx, *rest = args
+            positions = ctx.positions.clone()
+            last = positions[..., -1]
+            shifted = last + 1 if limit is None else torch.where(last + 1 < limit, last + 1, last - 1)
+            positions[..., -1] = shifted
+            acted.append(True)
+            return (x, _changed_context(ctx, positions=positions), *rest)
+        m.register_forward_pre_hook(hook)
+    return Applied(f"last position + 1 in {len(found)} positional node(s)", acted)
+
+
+def round_buffers_bf16(model: nn.Module) -> Applied:
+    """Derived buffers (not in the state_dict: rotary/sinusoidal frequencies, ALiBi slopes) rounded
+    to bfloat16 and back: the bug of computing them in the weights' half precision."""
+    persistent = set(model.state_dict())
+    changed = []
+    with torch.no_grad():
+        for name, b in model.named_buffers():
+            if name in persistent or not b.is_floating_point():
+                continue
+            rounded = b.to(torch.bfloat16).to(b.dtype)
+            if not torch.equal(rounded, b):
+                b.copy_(rounded)
+                changed.append(name)
+    if not changed:
+        raise NotApplicable("no derived buffer that bfloat16 rounds (ALiBi slopes of powers of 2 are exact)")
+    return Applied(", ".join(changed))
+
+
+def drop_positional(model: nn.Module) -> Applied:
+    """Every positional node does nothing: learned and sinusoidal add nothing, rotary rotates by 0,
+    ALiBi slopes and relative position biases are 0."""
+    done = []
+    with torch.no_grad():
+        for name, m in model.named_modules():
+            if isinstance(m, (LearnedPositional, SinusoidalPositional)):
+                m.register_forward_hook(lambda module, args, out: args[0])
+            elif isinstance(m, Rotary):
+                m.inv_freq.zero_()
+            elif isinstance(m, RelativePositionBias):
+                m.weight.zero_()
+            elif isinstance(m, Attention) and m.alibi_slopes is not None:
+                m.alibi_slopes.zero_()
+            else:
+                continue
+            done.append(name)
+    if not done:
+        raise NotApplicable("no positional node")
+    return Applied(f"{len(done)} node(s): {', '.join(done[:3])}{' ...' if len(done) > 3 else ''}")
+
+
+BREAKAGES = [
+    Breakage("zero_attention", "every self-attention output is 0", zero_attention),
+    Breakage("zero_cross_attention", "every cross-attention output is 0", zero_cross_attention),
+    Breakage("drop_attention_mask", "self-attention ignores the padding mask", drop_attention_mask),
+    Breakage("drop_memory_mask", "cross-attention ignores the source padding", drop_memory_mask),
+    Breakage("swap_biases", "two biases of one shape swapped (one layer's if it has two)", swap_biases),
+    Breakage("swap_norms", "two norms of one shape swapped (one layer's if it has two)", swap_norms),
+    Breakage("shift_positions", "the last token of each forward one position too far", shift_positions),
+    Breakage("round_buffers_bf16", "derived buffers (rotary frequencies, ALiBi slopes) rounded to bf16",
+             round_buffers_bf16),
+    Breakage("drop_positional", "every positional node does nothing", drop_positional),
+]
+BY_NAME = {b.name: b for b in BREAKAGES}
+
+
+# ------------------------------------------------------------------------------------ weights
+@torch.no_grad()
+def context_weights(model: nn.Module, seed: int = 0, *, embedding_std: float = 0.01) -> nn.Module:
+    """Weights under which what a model computes depends on every parameter and on the context.
+
+    compile()'s initial weights (zero biases, unit norms, N(0, 0.02) matrices) let a swapped bias or
+    norm pass unseen, and barely look at the context: 28 of 86 models generated the same greedy
+    tokens with attention zeroed. Here every matrix is N(0, 1/fan_in), so attention and MLP keep the
+    scale of their input; vectors (norms, biases) and checkpoint buffers move by N(0, 0.1); an
+    embedding that an LM head shares is N(0, embedding_std), small, so that the tied head does not
+    keep choosing the token it was given (and a norm right after the embedding, BLOOM's, which would
+    undo that, gets a small scale instead). Untied embeddings stay at the matrices' scale, so that
+    tokens weigh as much as additive positions.
+    """
+    from archdsl.blocks.embedding import Embedding
+    from archdsl.blocks.heads import LMHead
+
+    g = torch.Generator().manual_seed(seed)
+    heads = {id(m.weight) for m in model.modules() if isinstance(m, LMHead)}
+    tables = {id(m.weight) for m in model.modules() if isinstance(m, Embedding) and id(m.weight) in heads}
+    children = list(model.children())
+    after_embedding = {id(b.weight) for a, b in zip(children, children[1:]) if isinstance(a, Embedding)
+                       and id(a.weight) in tables and isinstance(b, NORMS)}
+    for p in model.parameters():
+        if id(p) in tables:
+            p.normal_(0.0, embedding_std, generator=g)
+        elif p.dim() >= 2:
+            p.copy_(torch.randn(p.shape, generator=g) / p.shape[-1] ** 0.5)
+        else:
+            p.add_(torch.randn(p.shape, generator=g) * 0.1)
+        if id(p) in after_embedding:
+            p.mul_(0.1)
+    persistent = set(model.state_dict())
+    for name, b in model.named_buffers():
+        if name in persistent and b.is_floating_point():
+            b.add_(torch.randn(b.shape, generator=g) * 0.1)
+    return model
+
+
+# ------------------------------------------------------------------------------------ the controls
+@dataclass
+class Case:
+    """One check of a test, ready for the controls: make() -> (the archdsl model, its check).
+
+    The test runs the same make() and check, so what the controls prove of the check is true of the
+    test. `test` is the test function (its docstring says what it proves), `tolerance` how close
+    "equal" is, `exempt` the breakages this check does not claim to see, with the reason.
+    """
+
+    test: Callable
+    id: str
+    make: Callable[[], tuple[nn.Module, Check]]
+    tolerance: str
+    exempt: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.test.__module__}.py::{self.test.__name__}[{self.id}]"
+
+    def run(self) -> list[Outcome]:
+        model, check = self.make()
+        return run_controls(model, check, exempt=self.exempt)
+
+
+def run_controls(model: nn.Module, check: Check, *, breakages: Iterable[Breakage] = BREAKAGES,
+                 exempt: dict[str, str] | None = None) -> list[Outcome]:
+    """The check on the model as given (it must pass), then on a broken copy per breakage."""
+    exempt = dict(exempt or {})
+    unknown = set(exempt) - set(BY_NAME)
+    assert not unknown, f"exempt names unknown breakages {sorted(unknown)}"
+    check(model)  # the unbroken model must pass, or the controls mean nothing
+    out = []
+    for breakage in breakages:
+        if breakage.name in exempt:
+            out.append(Outcome(breakage.name, "exempt", exempt[breakage.name]))
+            continue
+        broken = copy.deepcopy(model)
+        try:
+            applied = breakage.apply(broken)
+        except NotApplicable as why:
+            out.append(Outcome(breakage.name, "not applicable", str(why)))
+            continue
+        try:
+            check(broken)
+        except Exception as failure:  # noqa: BLE001 - an error is a failing test too
+            kind = "" if isinstance(failure, AssertionError) else f" ({type(failure).__name__})"
+            out.append(Outcome(breakage.name, "caught", applied.detail + kind))
+            continue
+        if not applied.reached:
+            out.append(Outcome(breakage.name, "not reached", "the check's inputs never gave it anything to act on"))
+        else:
+            out.append(Outcome(breakage.name, "survived", applied.detail))
+    return out
+
+
+def assert_catches(model: nn.Module, check: Check, *, breakages: Iterable[Breakage] = BREAKAGES,
+                   exempt: dict[str, str] | None = None, expect: Iterable[str] = ()) -> list[Outcome]:
+    """run_controls, and AssertionError if a breakage survived or one named in `expect` was not caught."""
+    outcomes = run_controls(model, check, breakages=breakages, exempt=exempt)
+    survived = [o for o in outcomes if o.status == "survived"]
+    missing = [o for o in outcomes if o.breakage in set(expect) and o.status != "caught"]
+    if survived or missing:
+        lines = [f"  {o.breakage}: {o.status} ({o.detail})" for o in survived + missing]
+        raise AssertionError("the check does not notice these breakages of the model:\n" + "\n".join(lines))
+    return outcomes
+
+
+# ------------------------------------------------------------------------------------ the matrix
+MODULES = ["test_hf_parity", "test_families", "test_encoder_decoder", "test_bert_parity", "test_vision", "test_numerics",
+           "test_generate"]
+DOC = "docs/testing.md"
+STATUSES = ("caught", "not applicable", "not reached", "exempt", "survived")
+
+
+def all_cases(modules: Iterable[str] = MODULES) -> list[Case]:
+    """Every test module's control_cases(), in order (building nothing yet)."""
+    import importlib
+
+    return [case for name in modules for case in importlib.import_module(name).control_cases()]
+
+
+def run_matrix(cases: list[Case], *, log: Callable[[str], None] = print) -> list[tuple[Case, list[Outcome]]]:
+    results = []
+    for case in cases:
+        outcomes = case.run()
+        results.append((case, outcomes))
+        survived = [o.breakage for o in outcomes if o.status == "survived"]
+        log(f"{case.name}: " + (f"SURVIVED {', '.join(survived)}" if survived else "ok"))
+    return results
+
+
+def _by_test(results):
+    tests: dict[Callable, list] = {}
+    for case, outcomes in results:
+        tests.setdefault(case.test, []).append((case, outcomes))
+    return tests
+
+
+def render_doc(results: list[tuple[Case, list[Outcome]]], command: str) -> str:
+    """docs/testing.md: per test, what it proves, its tolerance, and what the controls found."""
+    runs = sum(1 for _, outs in results for o in outs if o.status in ("caught", "survived"))
+    survived = sum(1 for _, outs in results for o in outs if o.status == "survived")
+    lines = [
+        "# Testing: what the parity and generation tests prove",
+        "",
+        f"Generated by `{command}` from the negative controls of `tests/controls.py`; do not edit by hand.",
+        "",
+        "A parity or generation test compares archdsl with an oracle: transformers' model on the same weights, a",
+        "hand-written forward, or (for the KV cache) archdsl's own full forward or naive loop on the unbroken model.",
+        "Each such check is also run on copies of the archdsl model with one deliberate breakage each, and must",
+        "fail on every breakage that applies. A breakage is *not applicable* when the model has nothing for it to",
+        "act on, *not reached* when the check's inputs never gave it anything to do (no padding to ignore), and",
+        "*exempt* when the test says, with the reason, that it does not claim to see it.",
+        "",
+        f"This run: {len(results)} cases, {runs} broken models checked, **{survived} survived**.",
+        "`tests/test_controls.py` runs the controls over a subset on every test run; this command runs them all.",
+        "",
+        "## Breakages",
+        "",
+        "| breakage | what it does |",
+        "|---|---|",
+    ]
+    lines += [f"| `{b.name}` | {b.what} |" for b in BREAKAGES]
+    for test, rows in _by_test(results).items():
+        doc = " ".join((test.__doc__ or "").split())
+        tolerances: dict[str, int] = {}
+        for case, _ in rows:
+            tolerances[case.tolerance] = tolerances.get(case.tolerance, 0) + 1
+        lines += ["", f"## `{test.__module__}.py::{test.__name__}`", "", doc, "",
+                  f"{len(rows)} cases; tolerance: " + "; ".join(f"{t} ({n})" for t, n in tolerances.items()) + ".", "",
+                  "| breakage | " + " | ".join(STATUSES) + " |", "|---|" + "---|" * len(STATUSES)]
+        notes: dict[tuple[str, str], set[str]] = {}
+        for b in BREAKAGES:
+            counts = {s: 0 for s in STATUSES}
+            for case, outcomes in rows:
+                o = next(o for o in outcomes if o.breakage == b.name)
+                counts[o.status] += 1
+                if o.status in ("exempt", "survived"):
+                    notes.setdefault((b.name, o.status), set()).add(o.detail if o.status == "exempt" else case.id)
+            lines.append(f"| `{b.name}` | " + " | ".join(str(counts[s]) if counts[s] else "" for s in STATUSES) + " |")
+        for (name, status), details in sorted(notes.items()):
+            lines.append("")
+            lines.append(f"- `{name}` {status}: " + "; ".join(sorted(details)))
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import time
+    import warnings
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(description="Run the negative controls of every parity and generation test.")
+    parser.add_argument("--write", action="store_true", help=f"write {DOC} from the results")
+    parser.add_argument("-k", default="", help="only cases whose name contains this")
+    parser.add_argument("--module", action="append", choices=MODULES, help="only these test modules")
+    args = parser.parse_args(argv)
+    root = Path(__file__).resolve().parent.parent
+    warnings.simplefilter("ignore")
+    start = time.perf_counter()
+    cases = [c for c in all_cases(args.module or MODULES) if args.k in c.name]
+    results = run_matrix(cases)
+    runs = sum(1 for _, outs in results for o in outs if o.status in ("caught", "survived"))
+    survived = [(c.name, o.breakage) for c, outs in results for o in outs if o.status == "survived"]
+    print(f"{len(results)} cases, {runs} broken models checked, {len(survived)} survived "
+          f"({time.perf_counter() - start:.0f} s)")
+    if args.write:
+        if args.k or args.module:
+            parser.error("--write needs the whole matrix (no -k, no --module)")
+        (root / DOC).write_text(render_doc(results, "python tests/controls.py --write"), encoding="utf-8")
+        print(f"wrote {DOC}")
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":  # run as the module the tests import (one Case class, one list of breakages)
+    import controls
+
+    raise SystemExit(controls.main())
