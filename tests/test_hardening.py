@@ -17,6 +17,7 @@ import jsonschema
 import pytest
 
 import archdsl
+from conftest import need
 from archdsl import SpecError
 from archdsl.cli import main
 from archdsl.diagram import RenderError, render
@@ -208,7 +209,7 @@ def test_render_refuses_an_unknown_suffix(tmp_path, capsys):
 
 
 def test_import_hf_names_a_config_file_by_its_model(tmp_path):
-    pytest.importorskip("transformers")
+    need("transformers")
     from archdsl.interop.hf import spec_yaml_from_config
 
     folder = tmp_path / "path" / "to"

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 import archdsl
+from conftest import need
 from archdsl.errors import SpecError
 
-transformers = pytest.importorskip("transformers")
+transformers = need("transformers")
 from archdsl.interop import hf, hf_linear  # noqa: E402
 
 T = transformers

@@ -9,12 +9,13 @@ import pytest
 import torch
 
 import archdsl
+from conftest import need
 from archdsl.errors import SpecError
 from archdsl.interop import hf
 
 from test_kinds import assert_cached_decoding_equals_full_forward
 
-transformers = pytest.importorskip("transformers")
+transformers = need("transformers")
 VOCAB = 97
 
 

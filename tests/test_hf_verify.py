@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 import archdsl
+from conftest import need
 from archdsl.errors import SpecError
 
-transformers = pytest.importorskip("transformers")
+transformers = need("transformers")
 from archdsl.interop import hf, hf_verify  # noqa: E402
 
 T = transformers

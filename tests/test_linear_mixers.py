@@ -12,13 +12,14 @@ import pytest
 import torch
 
 import archdsl
+from conftest import need
 from archdsl.blocks import ForwardContext
 from archdsl.blocks.attention import Attention
 from archdsl.blocks.linear_mixers import (GatedDeltaNet, LightningAttention, RecurrentBlock, ShortConv,
                                           delta_rule_chunked, delta_rule_recurrent, linear_scan)
 from archdsl.errors import SpecError
 
-transformers = pytest.importorskip("transformers")
+transformers = need("transformers")
 T = transformers
 warnings.filterwarnings("ignore", message=".*falling back to its reference PyTorch implementation.*")
 

@@ -15,7 +15,7 @@ import yaml
 
 import archdsl
 from archdsl.checkpoint import ModelFileError
-from conftest import ROOT, SPECS
+from conftest import ROOT, SPECS, need
 from test_spec_library import tiny_overrides
 
 SMALL = """
@@ -293,7 +293,7 @@ def test_a_failed_save_leaves_the_previous_file_byte_identical(tmp_path, monkeyp
 
 def cli_outputs(tmp_path):
     """(argv, output path) for every command that writes a file."""
-    pytest.importorskip("transformers")
+    need("transformers")
     import transformers
 
     transformers.LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
@@ -530,7 +530,7 @@ def test_a_file_replaced_while_it_is_read_is_read_whole_from_the_one_opened(tmp_
 
 
 def _family_checkpoints():
-    pytest.importorskip("transformers")
+    need("transformers")
     from test_hf_parity import hf_model
 
     return hf_model
@@ -559,7 +559,7 @@ def test_in_place_loading_gives_the_state_dict_of_the_copying_converter(tmp_path
 
 
 def test_in_place_loading_of_an_encoder_decoder(tmp_path):
-    pytest.importorskip("transformers")
+    need("transformers")
     from test_encoder_decoder import _hf_model
 
     from archdsl.interop import hf

@@ -12,13 +12,14 @@ import pytest
 import torch
 
 import archdsl
+from conftest import need
 from archdsl.blocks import ForwardContext
 from archdsl.cache import ValueState
 from archdsl.errors import SpecError
 
 from test_kinds import assert_cached_decoding_equals_full_forward
 
-transformers = pytest.importorskip("transformers")
+transformers = need("transformers")
 
 WIDTH = 32
 ROOT = Path(__file__).resolve().parents[1]

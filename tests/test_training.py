@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import archdsl
+from conftest import need
 from archdsl.data import ByteTokenizer, DataError, load_corpus, train_batch
 from archdsl.training import TrainConfig, TrainError, checkpoint_activations, objective_for
 
@@ -49,7 +50,7 @@ def test_200_steps_on_real_text_go_well_below_the_unigram_entropy(tmp_path):
 
 
 def test_a_comparison_trains_specs_on_identical_batches_and_draws_one_plot(tmp_path):
-    pytest.importorskip("matplotlib")
+    need("matplotlib")
     from PIL import Image
 
     # the same spec twice: identical batches in the same order give identical losses, step by step
@@ -159,7 +160,7 @@ def test_batches_depend_on_seed_and_step_only():
 
 
 def test_a_local_tokenizer_json(tmp_path):
-    tokenizers = pytest.importorskip("tokenizers")
+    tokenizers = need("tokenizers")
     tok = tokenizers.Tokenizer(tokenizers.models.BPE(unk_token="[UNK]"))
     tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
     tok.train([str(TEXT)], tokenizers.trainers.BpeTrainer(vocab_size=300, special_tokens=["[UNK]"]))
