@@ -126,6 +126,9 @@ def probe_models() -> list:
     bart = context_weights(archdsl.compile(ROOT / "specs" / "bart-base.yaml", overrides=ENCDEC, seed=0).eval())
     t5 = context_weights(archdsl.compile(ROOT / "specs" / "t5-small.yaml", overrides=dict(
         vocab=50, d_model=32, heads=4, head_dim=8, layers=2, ffn=64, buckets=8, max_distance=20), seed=0).eval())
+    from test_generate import library_model  # Mamba-2 and attention layers, shrunk
+
+    models.append(library_model(ROOT / "specs" / "llama-mamba2-hybrid.yaml"))
     return [(m, logits_check(m, "left")) for m in models] + [(m, encoder_decoder_check(m)) for m in (bart, t5)]
 
 
@@ -157,8 +160,9 @@ SUBSET = {  # families whose checks were blind before (issue 16), and one case o
     "test_numerics.py::test_gpt2_shaped_model_matches_a_handwritten_reference": ["gpt2"],
     "test_generate.py::test_greedy_generate_matches_naive_loop": ["spec:gemma-2b", "spec:bloom-560m",
                                                                  "grid:sinusoidal-kv2-w3-post"],
-    "test_generate.py::test_greedy_generate_left_padded": ["spec:gpt2"],
-    "test_generate.py::test_incremental_matches_full_forward_left_padded": ["grid:alibi-kv1-w3-pre"],
+    "test_generate.py::test_greedy_generate_left_padded": ["spec:gpt2", "spec:jamba-v0.1", "spec:qwen3-next-80b-a3b"],
+    "test_generate.py::test_incremental_matches_full_forward_left_padded": ["grid:alibi-kv1-w3-pre",
+                                                                           "spec:llama-mamba2-hybrid"],
     "test_generate.py::test_left_padding_does_not_change_real_logits": ["spec:mistral-7b"],
 }
 CASES = controls.all_cases()

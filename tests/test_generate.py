@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from torch.nn import functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -21,7 +22,15 @@ from archdsl.generate import KVCache, sample
 from controls import Case, context_weights
 
 SPECS = Path(__file__).resolve().parents[1] / "specs"
-VOCAB, TOL = 97, 1e-5  # float32; cached against full forwards differ by up to 3.9e-6 (at logits up to 4.4)
+# float32, relative to the largest logit (when above 1): cached against full forwards differ by up to 3.9e-6
+# for attention (at logits up to 4.4) and 5.4e-6 of the largest logit for the chunked scans of Mamba and the
+# gated DeltaNet against their one-token recurrence (Qwen3-Next: 2.2e-5 at 4.0)
+VOCAB, TOL = 97, 1e-5
+TOLERANCE = f"<= {TOL:g} x max(1, max |logit|)"
+
+
+def bound(reference: torch.Tensor) -> float:
+    return TOL * max(1.0, reference.abs().max().item())
 
 # -------------------------------------------------------------------------------------------- models
 # vars of the library specs, shrunk; anything the table misses stays, and max_params catches a miss
@@ -34,7 +43,22 @@ SHRINK = {"vocab": VOCAB, "d_model": 64, "width": 64, "heads": 4, "layers": 2, "
           "linear_heads": 2, "linear_value_heads": 4, "linear_head_dim": 16}
 
 
-def shrink(spec: archdsl.Spec) -> dict:
+def pattern_length(path: Path) -> int:
+    """The longest `pattern` repeated $layers times in the spec file (0 if none): shrunk to 2 layers, a
+    hybrid of [mamba, mamba, mamba, attention] would test no attention (and Gemma 3 no global layer)."""
+    def walk(node):
+        if isinstance(node, dict):
+            if node.get("repeat") == "$layers" and isinstance(node.get("pattern"), list):
+                yield len(node["pattern"])
+            for value in node.values():
+                yield from walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from walk(value)
+    return max(walk(yaml.safe_load(path.read_text(encoding="utf-8"))), default=0)
+
+
+def shrink(spec: archdsl.Spec, path: Path | None = None) -> dict:
     out = {}
     for name, value in spec.vars.items():
         if not isinstance(value, int) or isinstance(value, bool):
@@ -46,6 +70,8 @@ def shrink(spec: archdsl.Spec) -> dict:
             out[name] = SHRINK["heads"] if value == heads else 1 if value == 1 else 2
         elif "window" in name:
             out[name] = 3  # smaller than the test sequences, so the window really masks
+    if path is not None and pattern_length(path) > out.get("layers", spec.vars.get("layers", 0)):
+        out["layers"] = pattern_length(path)  # every layer of the pattern, once
     return out
 
 
@@ -63,7 +89,7 @@ LM_SPECS = [p for p in sorted(SPECS.glob("*.yaml")) if _returns_logits(p)]
 
 def library_model(path: Path) -> archdsl.ArchModel:
     spec = archdsl.load_spec(path)
-    return context_weights(archdsl.compile(path, overrides=shrink(spec), seed=0, max_params=5_000_000).eval())
+    return context_weights(archdsl.compile(path, overrides=shrink(spec, path), seed=0, max_params=5_000_000).eval())
 
 
 POSITIONAL = {
@@ -186,7 +212,7 @@ def incremental_case(make):
         for prefill in (1, 5):
             step = incremental(model, tokens, prefill)
             assert step.shape == full.shape
-            assert (step - full).abs().max().item() <= TOL, f"prefill {prefill}"
+            assert (step - full).abs().max().item() <= bound(full), f"prefill {prefill}"
     return model, check
 
 
@@ -211,7 +237,7 @@ def incremental_left_padded_case(make):
         for prefill, convention in ((9, "new"), (4, "full")):  # a prefill of 4 is all padding for the last row
             step = incremental(model, tokens, prefill, mask, positions, convention)
             diff = (step - full)[real].abs().max().item()
-            assert diff <= TOL, f"prefill {prefill}, {convention} mask"
+            assert diff <= bound(full[real]), f"prefill {prefill}, {convention} mask"
     return model, check
 
 
@@ -233,7 +259,7 @@ def left_padding_case(make):
     def check(model):
         padded = model(tokens, mask, position_ids=hf_positions(mask))
         for row, p in enumerate(pads):
-            assert (padded[row, p:] - alone[row]).abs().max().item() <= TOL
+            assert (padded[row, p:] - alone[row]).abs().max().item() <= bound(alone[row])
     return model, check
 
 
@@ -245,11 +271,34 @@ def test_left_padding_does_not_change_real_logits(make):
 
 
 # ----------------------------------------------------------------- 3. greedy generate = naive loop
+# at least this many distinct new tokens in every row: a row that repeats one token tests no context (with
+# compile()'s weights gpt2, bloom and gemma did, attention zeroed or not). Random models fall into such fixed
+# points from some prompts and weights: the first prompt seed (of PROMPT_SEEDS), then weight seed (of
+# WEIGHT_SEEDS, redrawing context_weights), under which no row does is used.
+MIN_DISTINCT, PROMPT_SEEDS, WEIGHT_SEEDS = 2, range(3, 11), range(4)
+
+
+@torch.no_grad()
+def context_prompt(make, make_prompt, steps: int = 16, min_distinct: int = MIN_DISTINCT):
+    """(model, prompt, mask, the naive loop's greedy tokens) for the first weight and prompt seeds whose
+    rows all generate MIN_DISTINCT distinct tokens; AssertionError if none does."""
+    model, seen = make(), []
+    for weights in WEIGHT_SEEDS:
+        if weights:
+            context_weights(model, weights)
+        for seed in PROMPT_SEEDS:
+            tokens, mask = make_prompt(seed)
+            expected = naive_greedy(model, tokens, steps, mask)
+            distinct = [len(set(row[tokens.shape[1]:].tolist())) for row in expected]
+            if min(distinct) >= min_distinct:
+                return model, tokens, mask, expected
+            seen.append(min(distinct))
+    raise AssertionError(f"every weight and prompt seed gives a row of fewer than {min_distinct} distinct tokens: "
+                         "choose other weights")
+
+
 def generate_case(make):
-    model = make()
-    prompt = random_tokens(2, 5, seed=3)
-    with torch.no_grad():
-        expected = naive_greedy(model, prompt, 16)
+    model, prompt, _, expected = context_prompt(make, lambda seed: (random_tokens(2, 5, seed=seed), None))
 
     def check(model):
         out = model.generate(prompt, 16)
@@ -270,12 +319,15 @@ GENERATE_SUBSET = [m for m in MODELS if m.id.startswith(("spec:", "extra:"))] + 
     [m for m in MODELS if m.id.startswith("grid:") and m.id.endswith("-w3-pre")]
 
 
-def generate_left_padded_case(make):
-    model = make()
+# models whose padded rows repeat one token under every seed tried (each row alone generates the same)
+FIXED_POINT = {"spec:bloom-560m": "rows of 6 and 2 real tokens reach BLOOM's fixed point (its normed embedding "
+                                  "and tied head) under every seed tried; zeroed attention still changes them"}
+
+
+def generate_left_padded_case(make, min_distinct: int = MIN_DISTINCT):
     pads = [0, 3, 7]  # the last row's two real tokens reach padding within a window of 3
-    tokens, mask = left_padded(pads, 9, seed=4)
-    with torch.no_grad():
-        expected = naive_greedy(model, tokens, 16, mask)
+    model, tokens, mask, expected = context_prompt(make, lambda seed: left_padded(pads, 9, seed=seed + 1),
+                                                   min_distinct=min_distinct)
     alone = [model.generate(tokens[row:row + 1, p:], 16)[0] for row, p in enumerate(pads)]
 
     def check(model):
@@ -287,9 +339,9 @@ def generate_left_padded_case(make):
 
 
 @pytest.mark.parametrize("make", GENERATE_SUBSET)
-def test_greedy_generate_left_padded(make):
+def test_greedy_generate_left_padded(make, request):
     """A left-padded batch generates what the naive loop and each unpadded row alone generate."""
-    model, check = generate_left_padded_case(make)
+    model, check = generate_left_padded_case(make, 1 if request.node.callspec.id in FIXED_POINT else MIN_DISTINCT)
     check(model)
 
 
@@ -299,17 +351,29 @@ CACHE_EXEMPT = {"round_buffers_bf16": "the precision of derived buffers is not t
                                       "(1e-6 in float32, bit-identical in bf16); here it moves some logits by < 1e-5"}
 
 
+MUST_CATCH = ("zero_attention", "zero_state_mixer")  # generation must depend on the context
+
+
 def control_cases():
-    """The checks above, for tests/controls.py (expected values from the unbroken model)."""
-    tests = [(test_incremental_matches_full_forward, incremental_case, MODELS, f"<= {TOL:g}", CACHE_EXEMPT),
-             (test_incremental_matches_full_forward_left_padded, incremental_left_padded_case, MODELS, f"<= {TOL:g}",
-              CACHE_EXEMPT),
-             (test_left_padding_does_not_change_real_logits, left_padding_case, MODELS, f"<= {TOL:g}", CACHE_EXEMPT),
-             (test_greedy_generate_matches_naive_loop, generate_case, MODELS, "equal tokens", GREEDY_EXEMPT),
-             (test_greedy_generate_left_padded, generate_left_padded_case, GENERATE_SUBSET, "equal tokens", GREEDY_EXEMPT)]
-    for test, case, models, tolerance, exempt in tests:
+    """The checks above, for tests/controls.py (expected values from the unbroken model). A greedy case
+    is covered by the cached-logits case of the same model: tokens show a small breakage only where it
+    moves an argmax, the logits to 1e-5."""
+    cases = {}
+    tests = [(test_incremental_matches_full_forward, incremental_case, MODELS, TOLERANCE, CACHE_EXEMPT, None),
+             (test_incremental_matches_full_forward_left_padded, incremental_left_padded_case, MODELS, TOLERANCE,
+              CACHE_EXEMPT, None),
+             (test_left_padding_does_not_change_real_logits, left_padding_case, MODELS, TOLERANCE, CACHE_EXEMPT, None),
+             (test_greedy_generate_matches_naive_loop, generate_case, MODELS, "equal tokens", GREEDY_EXEMPT,
+              test_incremental_matches_full_forward),
+             (test_greedy_generate_left_padded, generate_left_padded_case, GENERATE_SUBSET, "equal tokens", GREEDY_EXEMPT,
+              test_incremental_matches_full_forward_left_padded)]
+    for test, case, models, tolerance, exempt, covering in tests:
         for param in models:
-            yield Case(test, param.id, functools.partial(case, param.values[0]), tolerance, exempt)
+            args = (1,) if case is generate_left_padded_case and param.id in FIXED_POINT else ()
+            made = Case(test, param.id, functools.partial(case, param.values[0], *args), tolerance, exempt,
+                        covered_by=cases.get((covering, param.id)), must_catch=MUST_CATCH if covering else ())
+            cases[(test, param.id)] = made
+            yield made
 
 
 def test_all_ones_mask_equals_no_mask():
