@@ -78,6 +78,7 @@ _TAGS = {tag: getattr(torch, name) for tag, name in (
     ("U32", "uint32"), ("U64", "uint64"), ("F8_E4M3", "float8_e4m3fn"), ("F8_E5M2", "float8_e5m2"))
     if hasattr(torch, name)}
 _MAX_HEADER = 100_000_000  # the safetensors library's own limit
+_CONVERT_CHUNK = 4 << 20  # bytes of the stored dtype converted at a time when reading into another dtype
 
 
 class TensorFile:
@@ -92,6 +93,8 @@ class TensorFile:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.file = open(self.path, "rb", buffering=0)
+        self._chunk: torch.Tensor | None = None  # bytes for converting reads, kept: a fresh buffer per tensor
+        # would leave freed holes between the tensors read that the allocator keeps resident
         try:
             self._read_header()
         except BaseException:
@@ -154,6 +157,7 @@ class TensorFile:
 
     def close(self) -> None:
         self.file.close()
+        self._chunk = None
 
     def keys(self) -> list[str]:
         return list(self.entries)
@@ -164,29 +168,48 @@ class TensorFile:
     def dtype(self, name: str) -> torch.dtype:
         return _TAGS[self.entries[name]["dtype"]]
 
-    def read(self, name: str, out: torch.Tensor | None = None) -> torch.Tensor:
-        """The tensor `name`, read into `out` (contiguous, on the CPU, of its shape and dtype) if given."""
-        import os
-
-        dtype, shape = self.dtype(name), self.shape(name)
+    def read(self, name: str, out: torch.Tensor | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The tensor `name`, read into `out` (contiguous, on the CPU, of its shape) if given, else into a
+        fresh tensor of `dtype` (default: the file's). A floating-point tensor read into another
+        floating-point dtype is converted chunk by chunk through one small buffer, so converting a
+        float32 checkpoint to bfloat16 never holds a float32 copy of a whole tensor (whose freed
+        memory the allocator would keep resident)."""
+        stored, shape = self.dtype(name), self.shape(name)
         if out is None:
-            out = torch.empty(shape, dtype=dtype)
-        elif out.dtype != dtype or tuple(out.shape) != shape or out.device.type != "cpu" or not out.is_contiguous():
-            raise ValueError(f"{self.path}: cannot read '{name}' ({dtype}, {shape}) into a {out.dtype} tensor "
+            out = torch.empty(shape, dtype=dtype or stored)
+        if tuple(out.shape) != shape or out.device.type != "cpu" or not out.is_contiguous() or (
+                out.dtype != stored and not (out.dtype.is_floating_point and stored.is_floating_point)):
+            raise ValueError(f"{self.path}: cannot read '{name}' ({stored}, {shape}) into a {out.dtype} tensor "
                              f"of shape {tuple(out.shape)} on {out.device}")
         start, end = self.entries[name]["data_offsets"]
-        if end > start:
-            view = memoryview(out.detach().reshape(-1).view(torch.uint8).numpy()).cast("B")
+        if out.dtype == stored:
+            self._read_bytes(name, out.detach().reshape(-1), self.base + start, end - start)
+            return out
+        flat, step = out.detach().reshape(-1), max(1, _CONVERT_CHUNK // stored.itemsize)
+        if self._chunk is None or self._chunk.numel() < step * stored.itemsize:
+            self._chunk = torch.empty(step * stored.itemsize, dtype=torch.uint8)
+        buffer = self._chunk[:step * stored.itemsize].view(stored)  # one buffer for every read of this file
+        for first in range(0, flat.numel(), step):
+            part = buffer[:min(step, flat.numel() - first)]
+            self._read_bytes(name, part, self.base + start + first * stored.itemsize, part.numel() * stored.itemsize)
+            flat[first:first + part.numel()].copy_(part)  # converts on the way
+        return out
+
+    def _read_bytes(self, name: str, flat: torch.Tensor, offset: int, size: int) -> None:
+        """Fill the 1-d tensor `flat` (of the file's dtype) with `size` bytes of the file at `offset`."""
+        import os
+
+        if size:
+            view = memoryview(flat.view(torch.uint8).numpy()).cast("B")
             done = 0
-            while done < end - start:  # one read returns at most ~2 GiB
-                n = os.preadv(self.file.fileno(), [view[done:]], self.base + start + done)
+            while done < size:  # one read returns at most ~2 GiB
+                n = os.preadv(self.file.fileno(), [view[done:]], offset + done)
                 if not n:
                     raise self._bad(f"the file ends inside tensor '{name}'")
                 done += n
-        if sys.byteorder != "little" and dtype.itemsize > 1:  # the format is little-endian
-            raw = out.detach().reshape(-1).view(torch.uint8).reshape(-1, dtype.itemsize)
+        if sys.byteorder != "little" and flat.dtype.itemsize > 1:  # the format is little-endian
+            raw = flat.view(torch.uint8).reshape(-1, flat.dtype.itemsize)
             raw.copy_(raw.flip(-1))
-        return out
 
 
 # ---------------------------------------------------------------------------- save

@@ -488,8 +488,34 @@ def test_tensor_file_reads_what_the_safetensors_library_reads(tmp_path):
             assert got.dtype == t.dtype and got.shape == t.shape and torch.equal(got, t), name
             into = torch.empty_like(t)
             assert f.read(name, out=into) is into and torch.equal(into, t)
+        with pytest.raises(ValueError, match="cannot read 'i64'"):
+            f.read("i64", out=torch.empty(2, 3, dtype=torch.float32))
         with pytest.raises(ValueError, match="cannot read 'f32'"):
-            f.read("f32", out=torch.empty(3, 5, dtype=torch.float64))
+            f.read("f32", out=torch.empty(5, 3))
+
+
+@pytest.mark.parametrize("chunk", [4, 12, 1 << 20], ids=["one-element", "three-elements", "whole"])
+def test_tensor_file_converts_floating_point_while_reading(tmp_path, monkeypatch, chunk):
+    """Reading into another floating-point dtype goes through a chunk buffer (of `chunk` bytes); every
+    chunking must give exactly what converting the whole tensor gives, and integers are never converted."""
+    from safetensors.torch import save_file
+
+    from archdsl import checkpoint
+    from archdsl.checkpoint import TensorFile
+
+    monkeypatch.setattr(checkpoint, "_CONVERT_CHUNK", chunk)
+    g = torch.Generator().manual_seed(0)
+    tensors = {"f32": torch.randn(7, 5, generator=g) * 1e3, "bf16": torch.randn(11, generator=g).bfloat16(),
+               "empty": torch.zeros(0, 4), "i64": torch.arange(6)}
+    save_file(tensors, str(tmp_path / "t.safetensors"))
+    with TensorFile(tmp_path / "t.safetensors") as f:
+        for name in ("f32", "bf16", "empty"):
+            for dtype in (torch.bfloat16, torch.float16, torch.float64):
+                got = f.read(name, dtype=dtype)
+                assert got.dtype == dtype and torch.equal(got, tensors[name].to(dtype)), (name, dtype)
+                into = torch.full_like(tensors[name], float("nan"), dtype=dtype)
+                assert f.read(name, out=into) is into and torch.equal(into, tensors[name].to(dtype))
+        assert f.read("i64", dtype=torch.int64).dtype == torch.int64
 
 
 def test_tensor_file_checks_the_header_as_the_format_defines_it(tmp_path):

@@ -1650,6 +1650,15 @@ def _assign(model: Any, tensors: dict[str, Any]) -> None:
         raise ValueError("archdsl parameters left without a checkpoint tensor: " + ", ".join(missing[:8]))
 
 
+def _read_dtype(model: Any) -> Any:
+    """The dtype to read a checkpoint's floating-point tensors in: the model's, when every floating-point
+    tensor it loads has that one dtype (the mappers of from_pretrained only rearrange values, and
+    rounding commutes with rearranging); None (read as stored, convert each tensor as it is placed)
+    when some keep another, such as DeepSeek's float32 router in a bfloat16 model."""
+    dtypes = {t.dtype for t in model.state_dict().values() if t.dtype.is_floating_point}
+    return dtypes.pop() if len(dtypes) == 1 else None
+
+
 def _build(spec: Any, dtype: Any, device: Any) -> Any:
     """The archdsl model on `device` with parameters in `dtype`; derived buffers stay float32
     (compile_spec does that for any dtype), as transformers keeps them in half precision."""
@@ -1769,25 +1778,35 @@ def _shard_names(index: Path) -> list[str]:
 class Shards(dict):
     """Tensor name -> a function that reads it, over a checkpoint folder's *.safetensors files (each
     opened once, read with plain reads: archdsl.checkpoint.TensorFile). A context manager; close()
-    closes the files."""
+    closes the files.
 
-    def __init__(self, files: list[Any]):
+    With ``dtype``, floating-point tensors are read converted to it (chunk by chunk, never a whole
+    tensor in the stored dtype), for mappers that only rearrange values: rounding each element
+    commutes with transposes, slices and concatenation, so the model is the same as converting last."""
+
+    def __init__(self, files: list[Any], dtype: Any = None):
         super().__init__()
         self.files = files
         self.shapes: dict[str, tuple[int, ...]] = {}  # known without reading a tensor
         self.owner: dict[str, Any] = {}
+        self.convert_to = dtype
         for file in files:
             for key in file.keys():
-                self[key] = (lambda k=key, file=file: file.read(k))
+                self[key] = (lambda k=key, file=file: file.read(k, dtype=self.dtype(k)))
                 self.shapes[key] = file.shape(key)
                 self.owner[key] = file
 
     def read_into(self, key: str, out: Any) -> None:
-        """Read tensor `key` straight into `out` (contiguous, CPU, of its shape and dtype)."""
+        """Read tensor `key` straight into `out` (contiguous, CPU, of its shape; a floating-point
+        tensor may be read into another floating-point dtype)."""
         self.owner[key].read(key, out=out)
 
     def dtype(self, key: str) -> Any:
-        return self.owner[key].dtype(key)
+        """The dtype tensor `key` is read as: its stored one, or ``convert_to`` for floating point."""
+        stored = self.owner[key].dtype(key)
+        if self.convert_to is not None and stored.is_floating_point and self.convert_to.is_floating_point:
+            return self.convert_to
+        return stored
 
     def close(self) -> None:
         for file in self.files:
@@ -1800,8 +1819,9 @@ class Shards(dict):
         self.close()
 
 
-def load_safetensors(local_dir: str | Path) -> Shards:
-    """Lazy loaders for every tensor of a folder's *.safetensors files (following the shard index if any)."""
+def load_safetensors(local_dir: str | Path, dtype: Any = None) -> Shards:
+    """Lazy loaders for every tensor of a folder's *.safetensors files (following the shard index if
+    any); floating-point tensors read as ``dtype`` if given (see Shards)."""
     from ..checkpoint import TensorFile
 
     root = Path(local_dir)
@@ -1822,7 +1842,7 @@ def load_safetensors(local_dir: str | Path) -> Shards:
         for file in files:
             file.close()
         raise
-    return Shards(files)
+    return Shards(files, dtype)
 
 
 def from_pretrained(local_dir: str | Path, *, spec: Any = None, overrides: Mapping[str, Any] | None = None,
@@ -1832,8 +1852,9 @@ def from_pretrained(local_dir: str | Path, *, spec: Any = None, overrides: Mappi
     never builds the transformers model.
 
     The model is built on `meta` and allocated without being touched; each checkpoint tensor is read
-    (plain reads, no memory map), converted to the model's dtype on its own, and copied into place
-    before the next is read, so the peak memory is the model plus about one tensor.
+    (plain reads, no memory map) in the model's dtype (converted while it is read, a few MiB at a
+    time) and becomes its parameter's storage before the next is read, so the peak memory is the
+    model plus about one tensor of the model's dtype.
 
     ``spec``/``overrides`` as for from_hf. ``dtype``: a torch dtype, ``"auto"`` for the config's
     dtype, or None for float32.
@@ -1856,7 +1877,7 @@ def from_pretrained(local_dir: str | Path, *, spec: Any = None, overrides: Mappi
         dtype = _get(cfg, "dtype", "torch_dtype") or torch.float32
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     model = _build(target, dtype or torch.float32, device)
-    with load_safetensors(local_dir) as shards:
+    with load_safetensors(local_dir, _read_dtype(model)) as shards:
         if seq2seq:
             _assign(model, hf_seq2seq.map_seq2seq(f, shards, model, owned=True))
         else:
