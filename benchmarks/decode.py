@@ -85,3 +85,78 @@ def decoding(res: Any, size: dict, device: torch.device, timer: Any, interleaved
         torch._dynamo.reset()
         del models, ours, hf
         gc.collect()
+
+
+# ---------------------------------------------------------------------------- where a step's time goes
+_CATEGORIES = (  # aten op name fragments -> what the time is spent on
+    ("matmuls (the bound's work)", ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear")),
+    ("attention over the cache", ("scaled_dot_product", "flash_attention")),
+    ("cache writes and indexing", ("index", "copy_", "scatter", "slice_scatter", "select_scatter")),
+    ("norms, rotary, activations and other elementwise", ("norm", "mul", "add", "rsqrt", "pow", "mean", "neg", "cat",
+                                                          "silu", "gelu", "tanh", "div", "sub", "exp", "softmax")),
+    ("sampling (argmax)", ("argmax", "max")),
+)
+
+
+def _op_time(model: nn.Module, prompt: torch.Tensor, new: int) -> tuple[float, dict[str, float]]:
+    """(unprofiled wall seconds, profiled self CPU seconds per category) of generate(prompt, new)."""
+    import time
+
+    from torch.profiler import profile
+
+    start = time.perf_counter()
+    model.generate(prompt, new)
+    wall = time.perf_counter() - start
+    with profile() as prof:
+        model.generate(prompt, new)
+    totals: dict[str, float] = {}
+    for event in prof.key_averages():
+        if event.key.startswith("aten::"):
+            group = next((label for label, names in _CATEGORIES if any(n in event.key for n in names)), "other aten ops")
+            totals[group] = totals.get(group, 0.0) + event.self_cpu_time_total / 1e6
+    return wall, totals
+
+
+def profile_decode(arch: str, batch: int, mode: str = "full", steps: int = 64) -> None:
+    """Print where greedy decode steps of archdsl (eager) spend their wall time: torch.profiler's self CPU
+    time per aten op, grouped, and what is left over (Python and dispatch between the ops). The prefill
+    and first token are taken out: each figure is generate(steps + 1) minus generate(1), per step."""
+    import bench_models
+    import run
+
+    size = run.SIZES[mode]
+    model = bench_models.archdsl_model(arch, size, torch.device("cpu")).eval()
+    prompt = torch.randint(0, size["vocab"], (batch, size["prompt"]), generator=torch.Generator().manual_seed(batch))
+    model.generate(prompt, steps + 1)  # warm-up
+    wall_all, all_ops = _op_time(model, prompt, steps + 1)
+    wall_one, one_ops = _op_time(model, prompt, 1)
+    wall = (wall_all - wall_one) / steps
+    per_step = {k: (v - one_ops.get(k, 0.0)) / steps for k, v in all_ops.items()}
+    ops = sum(per_step.values())
+    print(f"{bench_models.LABEL[arch]}, {mode} size, B{batch}, prompt {size['prompt']}, {steps} decode steps, "
+          f"{torch.get_num_threads()} thread(s): {wall * 1e3:.2f} ms per step unprofiled")
+    for group, seconds in sorted(per_step.items(), key=lambda kv: -kv[1]):
+        print(f"  {group:<52} {seconds * 1e3:7.3f} ms  {seconds / wall:5.1%} of the step")
+    print(f"  {'Python and dispatch between the ops (the rest)':<52} {(wall - ops) * 1e3:7.3f} ms  "
+          f"{(wall - ops) / wall:5.1%} of the step")
+
+
+if __name__ == "__main__":
+    import argparse
+    import sys
+    from pathlib import Path
+
+    sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
+    parser = argparse.ArgumentParser(description="Where archdsl's greedy decode steps spend their time "
+                                     "(python benchmarks/decode.py --profile [--threads N]); the timed rows are "
+                                     "`python benchmarks/run.py --only decode`.")
+    parser.add_argument("--profile", action="store_true", required=True)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--mode", default="full", choices=("smoke", "quick", "full"))
+    parser.add_argument("--steps", type=int, default=64)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for arch_name in ("gpt", "llama"):
+        for b in (1, 8):
+            profile_decode(arch_name, b, args.mode, args.steps)

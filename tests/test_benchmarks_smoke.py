@@ -43,3 +43,16 @@ def test_benchmark_harness_smoke():
     for what in ("decode step", "MoE train step", "MoE greedy generate"):  # the speed sections ran
         assert what in labels, what
     assert "greedy generate" in labels
+
+
+def test_decode_profile_accounts_for_the_step():
+    """`benchmarks/decode.py --profile` (the "where the time goes" table of docs/benchmarks.md) runs and
+    reports every group, the matmuls among them, for both shapes and batches."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore")
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "decode.py"), "--profile", "--mode", "smoke",
+                           "--steps", "3", "--threads", "1"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    heads = [line for line in proc.stdout.splitlines() if "decode steps" in line]
+    assert len(heads) == 4 and all("ms per step" in h for h in heads), proc.stdout
+    assert proc.stdout.count("matmuls (the bound's work)") == 4 and proc.stdout.count("Python and dispatch") == 4
