@@ -297,10 +297,19 @@ def _fmt_shape(shape: Any) -> str:
     return "(" + ", ".join(str(s) for s in shape) + ")"
 
 
+def _junction_scales(d: dict) -> str:
+    """"×0.22" for a scaled residual, "×0.5, ×1" for a parallel with branch scales, else ""."""
+    if d.get("scale") is not None:
+        return f"×{d['scale']:.4g}"
+    if d.get("scales"):
+        return ", ".join(f"×{s:.4g}" for s in d["scales"])
+    return ""
+
+
 def _leaf_node(node_id: str, d: dict, cluster: str | None) -> DNode:
     kind = d.get("kind", "?")
-    if kind in JUNCTIONS:  # a scaled residual (x + s·f(x)) shows its scale beside the junction
-        title, args = JUNCTIONS[kind], (f"×{d['scale']:.4g}" if d.get("scale") is not None else "")
+    if kind in JUNCTIONS:  # a scaled residual (x + s·f(x)) or sum (Σ s_i·f_i(x)) shows its scales beside the junction
+        title, args = JUNCTIONS[kind], _junction_scales(d)
     elif kind in ("input", "output"):
         title, args = str(d.get("label") or kind), ""
     else:
@@ -528,9 +537,9 @@ def _box_node(g, n: str, c: _Collapser, cluster: str | None) -> DNode:
         md = g.nodes[m]
         params += int(md.get("params") or 0)
         if md["kind"] == "add":
-            rows.append(("structure", "+ residual", f"×{md['scale']:.4g}" if md.get("scale") is not None else ""))
+            rows.append(("structure", "+ residual", _junction_scales(md)))
         elif md["kind"] == "sum":
-            rows.append(("structure", "+ sum of branches", ""))
+            rows.append(("structure", "+ sum of branches", _junction_scales(md)))
         else:
             rows.append((md.get("family") or "other", _title(md), str(md.get("label") or "")))
     last = g.nodes[inside[-1]] if inside else d

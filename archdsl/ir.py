@@ -242,7 +242,8 @@ class _Builder:
     def parallel(self, node: Parallel, node_id, parent, source, width, scope, path, copy, common) -> str:
         self.add(node_id, **{**common, "composite": True}, in_width=width, out_width=width)
         total = self.add(f"{node_id}.sum", kind="sum", family="structure", parent=node_id, copy=copy, loc=node.loc_of(),
-                         label="Σ", in_width=width, out_width=width, out_shape=("batch", "seq", width), params=0, flops=0)
+                         label="Σ", scales=node.scales, in_width=width, out_width=width, out_shape=("batch", "seq", width),
+                         params=0, flops=0)
         branch_ids = []
         for b, branch in enumerate(node.branches):
             branch_id = self.add(f"{node_id}.{b}", kind="branch", composite=True, parent=node_id, copy=copy,

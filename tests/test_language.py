@@ -138,6 +138,36 @@ def test_parallel_is_the_sum_of_branches_and_residual_adds_the_input():
     torch.testing.assert_close(model(tokens), expected)
 
 
+def test_parallel_scales_multiply_each_branch_before_the_sum():
+    """Falcon-H1's layer: s_0 · branch_0(x) + s_1 · branch_1(x); the scales survive a YAML round trip, the
+    diagram shows them at the sum, and a list of the wrong length is an error at its line."""
+    text = textwrap.dedent("""\
+        name: p
+        model:
+          width: 8
+          layers:
+            - embedding: {vocab: 5}
+            - residual:
+                - parallel:
+                    branches: [[linear: {out: 8}], [linear: {out: 8, bias: false}]]
+                    scales: [0.25, 3.0]
+        """)
+    model = archdsl.compile(text, seed=0)
+    tokens = torch.tensor([[1, 2, 3]])
+    x = model.embedding.weight[tokens]
+    branch0 = model.get_submodule("residual.parallel.0.linear")
+    branch1 = model.get_submodule("residual.parallel.1.linear")
+    expected = x + (torch.nn.functional.linear(x, branch0.weight, branch0.bias) * 0.25 + (x @ branch1.weight.T) * 3.0)
+    torch.testing.assert_close(model(tokens), expected, rtol=0, atol=0)
+    unscaled = archdsl.compile(text.replace("scales: [0.25, 3.0]", "scales: [1.0, 1.0]"), seed=0)
+    assert not torch.allclose(unscaled(tokens), model(tokens))
+    spec = archdsl.load_spec(text)
+    assert archdsl.load_spec(spec.to_yaml()) == spec and "scales" in spec.to_yaml()
+    assert "×0.25, ×3" in archdsl.render(spec)
+    with pytest.raises(archdsl.SpecError, match=r"<string>:8:13: .*parallel: scales has 3 entries for 2 branches"):
+        archdsl.load_spec(text.replace("[0.25, 3.0]", "[0.25, 3.0, 1.0]"))
+
+
 def test_dict_source_and_spec_to_yaml_round_trip():
     spec = archdsl.load_spec(PATTERN)
     again = archdsl.load_spec(spec.to_yaml())

@@ -36,18 +36,25 @@ class Residual(Sequence):
 
 
 class Parallel(nn.Module):
-    """branch_0(x) + branch_1(x) + ..."""
+    """branch_0(x) + branch_1(x) + ..., or branch_0(x) * s_0 + branch_1(x) * s_1 + ... (each branch
+    multiplied, then the products added in branch order, as Falcon-H1 rounds them)."""
 
-    def __init__(self, branches: list[tuple[str, nn.Module]]):
+    def __init__(self, branches: list[tuple[str, nn.Module]], scales: list[float] | None = None):
         super().__init__()
         for name, module in branches:
             self.add_module(name, module)
+        self.scales = scales
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         branches = list(self._modules.values())
-        out = branches[0](x, ctx)
-        for branch in branches[1:]:
-            out = out + branch(x, ctx)
+        if self.scales is None:
+            out = branches[0](x, ctx)
+            for branch in branches[1:]:
+                out = out + branch(x, ctx)
+            return out
+        out = branches[0](x, ctx) * self.scales[0]
+        for branch, scale in zip(branches[1:], self.scales[1:]):
+            out = out + branch(x, ctx) * scale
         return out
 
 
@@ -57,7 +64,7 @@ def build_residual(node: BuildContext) -> nn.Module:
 
 
 def build_parallel(node: BuildContext) -> nn.Module:
-    return Parallel(node.children)
+    return Parallel(node.children, node.spec.scales)
 
 
 def build_repeat(node: BuildContext) -> nn.Module:

@@ -26,7 +26,9 @@ class Residual(NodeSpec):
 
 
 class Parallel(NodeSpec):
-    """Sum of branches applied to the same input: branch_1(x) + branch_2(x) + ... (GPT-J, NeoX, Falcon)."""
+    """Sum of branches applied to the same input: branch_1(x) + branch_2(x) + ... (GPT-J, NeoX, Falcon),
+    or with `scales` s_1 · branch_1(x) + s_2 · branch_2(x) + ... (Falcon-H1's attention and Mamba-2
+    side by side, each with its output multiplier)."""
 
     kind = "parallel"
     family = "structure"
@@ -35,6 +37,15 @@ class Parallel(NodeSpec):
     leaf = False
 
     branches: list[list["Node"]] = Field(min_length=2, description="Two or more branches, each a list of nodes.")  # noqa: F821
+    scales: list[PosFloat] | None = Field(None, description="One multiplier per branch, applied to its output before "
+                                          "the sum (Falcon-H1's ssm_out_multiplier and attention_out_multiplier).")
+
+    @model_validator(mode="after")
+    def _one_scale_per_branch(self) -> "Parallel":
+        if self.scales is not None and len(self.scales) != len(self.branches):
+            raise ValueError(f"scales has {len(self.scales)} entries for {len(self.branches)} branches; give one "
+                             "multiplier per branch (1.0 for a branch that is not scaled)")
+        return self
 
 
 class Repeat(NodeSpec):
