@@ -21,7 +21,7 @@ TINY = {"layers": 2, "d_model": 64, "heads": 4, "kv_heads": 2, "ffn": 96, "vocab
 # Mamba2ForCausalLM, JambaForCausalLM and BambaForCausalLM built on meta from the checkpoints' config values).
 EXACT_PARAMS = {"gpt2": 124_439_808, "bert-base": 109_482_240, "llama3-8b": 8_030_261_248,
                 "vit-base-16": 86_389_248, "mamba2-2.7b": 2_702_599_680, "jamba-v0.1": 51_570_323_328,
-                "bamba-9b": 9_780_235_392}
+                "bamba-9b": 9_780_235_392, "falcon-h1-tiny-90m": 91_131_072}
 
 
 def tiny_overrides(path) -> dict:
@@ -77,3 +77,27 @@ def test_tied_head_shares_the_embedding_tensor(root):
     model = archdsl.compile(root / "specs/gpt2.yaml", overrides={"layers": 1}, seed=0)
     assert model.lm_head.weight is model.wte.weight
     assert "lm_head.weight" in model.state_dict() and "wte.weight" in model.state_dict()
+
+
+def test_falcon_h1_spec_has_the_parameters_of_transformers_falcon_h1():
+    """specs/falcon-h1-tiny-90m.yaml against FalconH1ForCausalLM of the checkpoint's sizes, on meta: the same
+    total and the same count per layer part (Mamba-2 mixer, attention, MLP), so the parallel layer is the one
+    transformers builds."""
+    from conftest import need
+
+    transformers = need("transformers")
+    spec = archdsl.load_spec(SPECS[0].parent / "falcon-h1-tiny-90m.yaml")
+    v = spec.vars
+    config = transformers.FalconH1Config(
+        vocab_size=v["vocab"], hidden_size=v["d_model"], intermediate_size=v["ffn"], num_hidden_layers=v["layers"],
+        num_attention_heads=v["heads"], num_key_value_heads=v["kv_heads"], head_dim=v["d_model"] // v["heads"],
+        tie_word_embeddings=True, mamba_d_ssm=v["ssm_heads"] * v["ssm_head_dim"], mamba_n_heads=v["ssm_heads"],
+        mamba_d_head=v["ssm_head_dim"], mamba_d_state=v["ssm_state"], mamba_n_groups=1, mamba_rms_norm=False)
+    with torch.device("meta"):
+        reference = transformers.AutoModelForCausalLM.from_config(config)
+    layer = reference.model.layers[0]
+    rows = {r.kind: r.params for r in archdsl.summary(spec).rows if r.copies == v["layers"]}
+    assert rows["mamba2"] == sum(p.numel() for p in layer.mamba.parameters())
+    assert rows["attention"] == sum(p.numel() for p in layer.self_attn.parameters())
+    assert rows["mlp"] == sum(p.numel() for p in layer.feed_forward.parameters())
+    assert archdsl.summary(spec).total_params == sum(p.numel() for p in reference.parameters()) == 91_131_072
