@@ -132,6 +132,12 @@ UNSUPPORTED_FAMILIES: dict[str, str] = {
     "gemma3": "a vision tower (import the text model, model_type gemma3_text)",
 }
 
+# Behaviour that neither a family's config nor its module tree shows, for families read by probing
+# (hf_probe): model types -> (config key, what), refused when their layers mix sliding-window and full
+# attention. EXAONE 4's full-attention layers then skip the rotary rotation (NoPE), which archdsl's
+# positional scope cannot switch off for single layers.
+_NOPE_GLOBAL_LAYERS = {"exaone4", "exaone4_5", "exaone_moe", "kolibri1"}
+
 # config keys that switch on something archdsl cannot express: error when truthy
 _UNSUPPORTED_KEYS = {
     "add_cross_attention": "cross-attention",
@@ -444,6 +450,19 @@ def _multiplier(cfg: Any, key: str) -> float | None:
     return float(value)
 
 
+_QK_NORM_KEYS = ("qk_layernorm", "use_qk_norm", "qk_norm")
+
+
+def _refuse_keys(cfg: Any, traits: Mapping[str, Any], skip: tuple[str, ...] = (), only: tuple[str, ...] = ()) -> None:
+    """A SpecError for the first truthy _UNSUPPORTED_KEYS key that the family's traits do not handle."""
+    for key, what in _UNSUPPORTED_KEYS.items():
+        if key in skip or (only and key not in only):
+            continue
+        value = getattr(cfg, key, None)
+        if value and key not in traits.get("handles", ()):
+            raise _unsupported(cfg, key, f"{what} ({key}={value!r})")
+
+
 def features_from_config(config: Any) -> Features:
     """Read a config's architectural features; raises SpecError naming anything unsupported."""
     cfg = load_config(config)
@@ -451,12 +470,7 @@ def features_from_config(config: Any) -> Features:
     if model_type in UNSUPPORTED_FAMILIES:
         raise _unsupported(cfg, "model_type", f"'{model_type}' uses {UNSUPPORTED_FAMILIES[model_type]}")
     known = model_type in FAMILY_TRAITS
-    traits = FAMILY_TRAITS.get(model_type, FAMILY_TRAITS["llama"])
-    for key, what in _UNSUPPORTED_KEYS.items():
-        value = getattr(cfg, key, None)
-        if value and key not in traits.get("handles", ()):
-            raise _unsupported(cfg, key, f"{what} ({key}={value!r})")
-
+    _refuse_keys(cfg, FAMILY_TRAITS.get(model_type, {}), skip=() if known else _QK_NORM_KEYS)
     vocab = _get(cfg, "vocab_size")
     width = _get(cfg, "hidden_size", "n_embd", "d_model")
     layers = _get(cfg, "num_hidden_layers", "n_layer", "num_layers")
@@ -465,6 +479,14 @@ def features_from_config(config: Any) -> Features:
         raise _unsupported(cfg, "hidden_size", "a config without vocab_size, hidden_size, num_hidden_layers and "
                                                "num_attention_heads (not a decoder language model?)")
     head_dim = _get(cfg, "head_dim") or width // heads
+    if known:
+        traits = FAMILY_TRAITS[model_type]
+    else:  # what the family's modelling code fixes, read from its model's module tree (hf_probe), else Llama's
+        from .hf_probe import probe_config
+
+        traits = {**FAMILY_TRAITS["llama"], **probe_config(cfg, int(head_dim))}
+        if not traits.get("qk_norm"):  # the config's qk-norm switch is handled when the probe saw the norms
+            _refuse_keys(cfg, traits, only=_QK_NORM_KEYS)
     if model_type == "falcon":
         new_arch = bool(getattr(cfg, "new_decoder_architecture", False))
         kv_heads = cfg.num_kv_heads if new_arch else (1 if cfg.multi_query else heads)
@@ -564,6 +586,14 @@ def features_from_config(config: Any) -> Features:
         windows = [window] * layers
     if len(windows) != layers:
         raise _unsupported(cfg, "layer_types", f"{len(windows)} layer types for {layers} layers")
+    if model_type in _NOPE_GLOBAL_LAYERS and any(windows) and not all(windows):
+        raise _unsupported(cfg, "layer_types", "full-attention layers without rotary positions (NoPE) among "
+                           f"sliding-window layers with them, as '{model_type}' computes them")
+    if local_rope is not None and not (any(windows) and not all(windows)):
+        # rotary settings per layer type, but one type of layer: its settings are the model's
+        if all(windows):
+            theta, rope_scaling = local_rope
+        local_rope = None
 
     # experts
     experts = _get(cfg, "num_local_experts", "num_experts", "n_routed_experts")
@@ -1150,8 +1180,8 @@ def spec_from_config(config: Any, *, verify: bool = True) -> Any:
         f = _read_features(cfg, lambda: features_from_config(cfg))
         if not f.known_family:
             warnings.warn(f"model_type '{f.model_type}' is not one of archdsl's tested families "
-                          f"({', '.join(FAMILY_TRAITS)}); it was converted from its config features with "
-                          "Llama-style defaults for what the config does not state. Check the converted model "
+                          f"({', '.join(FAMILY_TRAITS)}); it was converted from its config features and its model's "
+                          "module tree (hf_probe), with Llama-style defaults for what neither shows. Check the converted model "
                           "against the original (from_hf verifies logits by default for such families).",
                           stacklevel=2)
         text = _spec_yaml(f)
@@ -1684,8 +1714,8 @@ def _target_spec(f: Features, cfg: Any, spec: Any, overrides: Mapping[str, Any] 
         raise TypeError("overrides apply to a spec given with spec=")
     if not getattr(f, "known_family", True):
         warnings.warn(f"model_type '{f.model_type}' is not one of archdsl's tested families "
-                      f"({', '.join(FAMILY_TRAITS)}); converted from its config features with Llama-style "
-                      "defaults for what the config does not state", stacklevel=3)
+                      f"({', '.join(FAMILY_TRAITS)}); converted from its config features and its model's module "
+                      "tree (hf_probe), with Llama-style defaults for what neither shows", stacklevel=3)
     return load_spec(spec_yaml_from_config(f))
 
 

@@ -1,0 +1,103 @@
+"""Traits of a transformers decoder read from what its model is: the module tree of its first layer.
+
+A config says how big a model is; it often does not say what its modelling code fixes: whether
+q/k/v and the output projection have biases, whether queries and keys are normalised (per head
+or over all heads), where a layer's norms sit. ``archdsl.interop.hf.FAMILY_TRAITS`` records those
+facts for the families written by hand. For any other family, :func:`traits_from_model` reads them
+from the transformers model of the config, built on the ``meta`` device (no memory, no weights):
+the parameters of layer 0's attention, feed-forward and norms. Only unambiguous evidence becomes a
+trait; anything else is left to the defaults, and the role-by-role verification
+(:mod:`.hf_verify`) and weight mapping then refuse a model whose layout still differs.
+
+What the tree cannot show is behaviour (a norm applied after the rotary rotation rather than
+before, a different activation); the coverage sweep (``benchmarks/hf_coverage.py``) compares logits
+for every probed family, and families whose layout matches but whose behaviour does not are refused
+by name in ``hf.UNSUPPORTED_FAMILIES``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["traits_from_model", "probe_config"]
+
+_ATTN = ("self_attn", "attn", "attention", "self_attention")
+_MLP = ("mlp", "feed_forward", "ffn")
+_Q = ("q_proj", "query", "wq")
+_K = ("k_proj", "key", "wk")
+_V = ("v_proj", "value", "wv")
+_O = ("o_proj", "out_proj", "dense", "wo")
+_Q_NORM = ("q_norm", "query_layernorm", "q_layernorm")
+_K_NORM = ("k_norm", "key_layernorm", "k_layernorm")
+# where a decoder layer's norms sit, by their names: pre-norm (Llama), norms after attention and
+# MLP only (OLMo 2), or both (Gemma 2's sandwich)
+_NORM_LAYOUTS = {
+    frozenset({"input_layernorm", "post_attention_layernorm"}): "pre",
+    frozenset({"post_attention_layernorm", "post_feedforward_layernorm"}): "post",
+    frozenset({"input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
+               "post_feedforward_layernorm"}): "sandwich",
+}
+
+
+def _child(module: Any, names: tuple[str, ...]) -> Any:
+    """The first of ``names`` that is a submodule of ``module``."""
+    for name in names:
+        child = getattr(module, name, None)
+        if child is not None and hasattr(child, "named_parameters"):
+            return child
+    return None
+
+
+def _has_bias(module: Any) -> bool | None:
+    if module is None or getattr(module, "weight", None) is None:
+        return None
+    return getattr(module, "bias", None) is not None
+
+
+def _first_layer(model: Any) -> Any:
+    base = getattr(model, "model", None) or getattr(model, "transformer", None) or model
+    layers = getattr(base, "layers", None) or getattr(base, "h", None)
+    return layers[0] if layers is not None and len(layers) else None
+
+
+def traits_from_model(model: Any, head_dim: int) -> dict[str, Any]:
+    """The FAMILY_TRAITS keys that layer 0 of ``model`` (a transformers causal LM, on any device) shows
+    unambiguously: qkv_bias, out_bias, mlp_bias and gated (from the projections), qk_norm ("head" when
+    the query norm's weight is head_dim wide, "width" when it spans all heads) and norms (from the
+    layer's norm names). Empty when the layer is not laid out as attention + feed-forward + norms."""
+    layer = _first_layer(model)
+    attn = _child(layer, _ATTN) if layer is not None else None
+    if attn is None:
+        return {}
+    traits: dict[str, Any] = {}
+    q, k, v, o = (_child(attn, names) for names in (_Q, _K, _V, _O))
+    biases = [_has_bias(m) for m in (q, k, v)]
+    if None not in biases and len(set(biases)) == 1:
+        traits["qkv_bias"] = biases[0]
+    if _has_bias(o) is not None:
+        traits["out_bias"] = _has_bias(o)
+    q_norm, k_norm = _child(attn, _Q_NORM), _child(attn, _K_NORM)
+    if q_norm is not None and k_norm is not None and getattr(q_norm, "weight", None) is not None:
+        width = int(q_norm.weight.shape[-1])
+        traits["qk_norm"] = "head" if width == head_dim else "width"
+    mlp = _child(layer, _MLP)
+    down = _child(mlp, ("down_proj", "fc2", "c_proj", "w2")) if mlp is not None else None
+    if down is not None and _has_bias(down) is not None:  # a dense MLP (experts keep their weights elsewhere)
+        traits["mlp_bias"] = _has_bias(down)
+        traits["gated"] = any(getattr(mlp, n, None) is not None for n in ("gate_proj", "gate_up_proj", "w1", "w3"))
+    norms = frozenset(name for name, child in layer.named_children() if "norm" in name
+                      and sum(p.numel() for p in child.parameters()) > 0)
+    if norms in _NORM_LAYOUTS:
+        traits["norms"] = _NORM_LAYOUTS[norms]
+    return traits
+
+
+def probe_config(cfg: Any, head_dim: int) -> dict[str, Any]:
+    """traits_from_model of the transformers model of ``cfg`` on meta; empty when transformers is not
+    installed or cannot build this config (the defaults then apply, and verification says so)."""
+    try:
+        from .hf_verify import transformers_model_on_meta
+
+        model = transformers_model_on_meta(cfg)
+    except Exception:  # transformers missing, or a config its modelling code cannot build
+        return {}
+    return traits_from_model(model, head_dim)
