@@ -261,7 +261,10 @@ def run_one(model_type: str) -> Result:
             result.status, result.detail = "differs", f"max |diff| {diff:.3g} with no error"
     if result.status == "exact":
         result.full_size = full_size(cls)
-        if result.full_size != "verified":
+        # a class default refused for a config feature of its own is another model than the tiny one, not a
+        # verification bug: Glm4MoeConfig() has 4096 / 96 = 42-dim heads and rotates 21 of them (transformers
+        # then rotates 22 with frequencies over 21), while GLM-4.5's checkpoints have 128-dim heads
+        if not result.full_size.startswith(("verified", "refused: ")):
             result.status, result.detail = "crashed", f"tiny exact, but full size {result.full_size}"
     result.seconds = time.perf_counter() - start
     return result

@@ -137,6 +137,9 @@ UNSUPPORTED_FAMILIES: dict[str, str] = {
 # attention. EXAONE 4's full-attention layers then skip the rotary rotation (NoPE), which archdsl's
 # positional scope cannot switch off for single layers.
 _NOPE_GLOBAL_LAYERS = {"exaone4", "exaone4_5", "exaone_moe", "kolibri1"}
+# ... and traits of behaviour for probed families: MiniCPM3's latent attention rotates halves, not
+# DeepSeek's adjacent pairs (its config has no rope_interleave to say so)
+_PROBED_BEHAVIOUR: dict[str, dict[str, Any]] = {"minicpm3": dict(rotary_interleaved=False)}
 
 # config keys that switch on something archdsl cannot express: error when truthy
 _UNSUPPORTED_KEYS = {
@@ -378,6 +381,7 @@ class Features:
     attn_scale: float | None
     experts: int | None = None
     shared_hidden: int | None = None  # a shared expert's inner width (Qwen2-MoE, with a sigmoid gate)
+    shared_gate: bool = True  # the shared expert is scaled by a learned sigmoid gate (Qwen2-MoE; not DeepSeek's)
     top_k: int = 2
     normalize: bool = True
     jitter: float = 0.0
@@ -440,6 +444,30 @@ def _shared_expert(cfg: Any) -> int | None:
     return width or None
 
 
+def _mlp_layer_types(cfg: Any, layers: int) -> list[str] | None:
+    """Which layers have experts, from a config's mlp_layer_types ("dense" / "sparse" per layer), or None."""
+    types = getattr(cfg, "mlp_layer_types", None)
+    if not types:
+        return None
+    if len(types) != layers or set(types) - {"dense", "sparse"}:
+        raise _unsupported(cfg, "mlp_layer_types", f"MLP layer types {sorted(set(types))} for {layers} layers",
+                           "one of 'dense' or 'sparse' per layer")
+    if "sparse" not in types:
+        raise _unsupported(cfg, "mlp_layer_types", "experts configured but no layer uses them")
+    return ["moe" if t == "sparse" else "dense" for t in types]
+
+
+def _residual_scale(cfg: Any, layers: int) -> float | None:
+    """Granite's residual_multiplier, or MiniCPM's scale_depth / sqrt(layers), or None."""
+    scale = _multiplier(cfg, "residual_multiplier")
+    depth = _float_or_none(getattr(cfg, "scale_depth", None))
+    if depth is not None and depth <= 0:
+        raise _unsupported(cfg, "scale_depth", f"a non-positive scale_depth ({depth})")
+    if scale is None and depth is not None and depth / math.sqrt(layers) != 1.0:
+        scale = depth / math.sqrt(layers)
+    return scale
+
+
 def _multiplier(cfg: Any, key: str) -> float | None:
     """A constant multiplier from the config (Granite), or None where it is absent or 1."""
     value = getattr(cfg, key, None)
@@ -451,6 +479,7 @@ def _multiplier(cfg: Any, key: str) -> float | None:
 
 
 _QK_NORM_KEYS = ("qk_layernorm", "use_qk_norm", "qk_norm")
+_PROBED_KEYS = _QK_NORM_KEYS + ("n_shared_experts",)  # for families outside FAMILY_TRAITS: decided by hf_probe
 
 
 def _refuse_keys(cfg: Any, traits: Mapping[str, Any], skip: tuple[str, ...] = (), only: tuple[str, ...] = ()) -> None:
@@ -470,7 +499,7 @@ def features_from_config(config: Any) -> Features:
     if model_type in UNSUPPORTED_FAMILIES:
         raise _unsupported(cfg, "model_type", f"'{model_type}' uses {UNSUPPORTED_FAMILIES[model_type]}")
     known = model_type in FAMILY_TRAITS
-    _refuse_keys(cfg, FAMILY_TRAITS.get(model_type, {}), skip=() if known else _QK_NORM_KEYS)
+    _refuse_keys(cfg, FAMILY_TRAITS.get(model_type, {}), skip=() if known else _PROBED_KEYS)
     vocab = _get(cfg, "vocab_size")
     width = _get(cfg, "hidden_size", "n_embd", "d_model")
     layers = _get(cfg, "num_hidden_layers", "n_layer", "num_layers")
@@ -484,9 +513,12 @@ def features_from_config(config: Any) -> Features:
     else:  # what the family's modelling code fixes, read from its model's module tree (hf_probe), else Llama's
         from .hf_probe import probe_config
 
-        traits = {**FAMILY_TRAITS["llama"], **probe_config(cfg, int(head_dim))}
-        if not traits.get("qk_norm"):  # the config's qk-norm switch is handled when the probe saw the norms
-            _refuse_keys(cfg, traits, only=_QK_NORM_KEYS)
+        traits = {**FAMILY_TRAITS["llama"], **probe_config(cfg, int(head_dim)), **_PROBED_BEHAVIOUR.get(model_type, {})}
+        # the config's qk-norm switch is handled when the probe saw the norms; its shared experts when the
+        # router is DeepSeek-V3's, whose config keys size them
+        handled = (_QK_NORM_KEYS if traits.get("qk_norm") else ()) + \
+            (("n_shared_experts",) if traits.get("router") == "sigmoid_groups" else ())
+        _refuse_keys(cfg, {"handles": handled}, only=_PROBED_KEYS)
     if model_type == "falcon":
         new_arch = bool(getattr(cfg, "new_decoder_architecture", False))
         kv_heads = cfg.num_kv_heads if new_arch else (1 if cfg.multi_query else heads)
@@ -606,7 +638,8 @@ def features_from_config(config: Any) -> Features:
         # Qwen2/3-MoE: layer i has experts when (i + 1) % decoder_sparse_step == 0 and i is not in mlp_only_layers
         sparse_step = int(getattr(cfg, "decoder_sparse_step", 1) or 1)
         only = set(getattr(cfg, "mlp_only_layers", None) or [])
-        kinds = ["dense" if i in only or (i + 1) % sparse_step else "moe" for i in range(int(layers))]
+        kinds = _mlp_layer_types(cfg, int(layers)) or \
+            ["dense" if i in only or (i + 1) % sparse_step else "moe" for i in range(int(layers))]
         if "moe" not in kinds:
             raise _unsupported(cfg, "mlp_only_layers", "experts configured but no layer uses them")
         mlp_kinds = kinds if "dense" in kinds else None
@@ -640,7 +673,8 @@ def features_from_config(config: Any) -> Features:
         qk_norm=str(traits.get("qk_norm", "")), norms=str(traits.get("norms", "pre")),
         head_bias=bool(traits.get("head_bias", False)), rotary_interleaved=bool(traits.get("rotary_interleaved", False)),
         norm_bias=bool(traits.get("norm_bias", True)), logit_scale=logit_scale,
-        embed_multiplier=_multiplier(cfg, "embedding_multiplier"), residual_scale=_multiplier(cfg, "residual_multiplier"),
+        embed_multiplier=_multiplier(cfg, "embedding_multiplier") or _multiplier(cfg, "scale_emb"),  # Granite, MiniCPM
+        residual_scale=_residual_scale(cfg, int(layers)),
         attn_softcap=_float_or_none(getattr(cfg, "attn_logit_softcapping", None)),
         final_softcap=_float_or_none(getattr(cfg, "final_logit_softcapping", None)),
         experts=int(experts) if experts else None, top_k=top_k, normalize=normalize,
@@ -662,6 +696,17 @@ def features_from_config(config: Any) -> Features:
         _mpt_attention(cfg, f)
     if model_type in ("deepseek_v2", "deepseek_v3"):
         _deepseek(cfg, f)
+    else:
+        if traits.get("latent"):
+            _latent_attention(cfg, f, interleaved=bool(traits.get("rotary_interleaved", True)))
+        if traits.get("router") == "sigmoid_groups" and experts:
+            missing = [k for k in ("norm_topk_prob", "n_group", "topk_group", "routed_scaling_factor")
+                       if getattr(cfg, k, None) is None]
+            if missing:  # the router looks like DeepSeek-V3's, but its config does not size it as V3's does
+                raise _unsupported(cfg, missing[0], f"a DeepSeek-V3-style router (a gate with e_score_correction_bias) "
+                                   f"whose config has no {', '.join(missing)}")
+            _sigmoid_group_routing(cfg, f)
+            f.router_fp32 = bool(traits.get("router_fp32"))
     if model_type == "gpt_neo":
         _gpt_neo(cfg, f)
     no_rope = getattr(cfg, "no_rope_layers", None)  # SmolLM3: 0 marks a layer without rotary positions
@@ -726,6 +771,14 @@ def _deepseek(cfg: Any, f: Features) -> None:
     method = getattr(cfg, "topk_method", None) or ("noaux_tc" if v3 else "greedy")
     if method not in (("noaux_tc",) if v3 else ("greedy", "group_limited_greedy")):
         raise _unsupported(cfg, "topk_method", f"expert choice '{method}' in '{f.model_type}'")
+    _latent_attention(cfg, f)
+    _sigmoid_group_routing(cfg, f, v3, method)
+    f.router_fp32 = True  # transformers keeps DeepSeek's gate.weight in float32 (_keep_in_fp32_modules_strict)
+
+
+def _latent_attention(cfg: Any, f: Features, interleaved: bool = True) -> None:
+    """DeepSeek-V2/V3's multi-head latent attention as its config sizes it (see _deepseek); also any family
+    whose attention is laid out as DeepSeek's (hf_probe: a kv_a_proj_with_mqa), such as GLM-4.7-Flash's."""
     if f.kv_heads != f.heads:  # transformers would repeat the per-head keys again: not a working model
         raise _unsupported(cfg, "num_key_value_heads", f"latent attention with {f.kv_heads} key/value heads for "
                            f"{f.heads} heads", "latent attention expands keys and values for every head")
@@ -733,7 +786,7 @@ def _deepseek(cfg: Any, f: Features) -> None:
     nope, rope, v = int(cfg.qk_nope_head_dim), int(cfg.qk_rope_head_dim), int(cfg.v_head_dim)
     f.latent = (int(q_rank) if q_rank else None, int(cfg.kv_lora_rank), nope, rope, v)
     f.head_dim, f.rotary_fraction = rope, 1.0
-    f.rotary_interleaved = bool(getattr(cfg, "rope_interleave", True))
+    f.rotary_interleaved = bool(getattr(cfg, "rope_interleave", interleaved))
     scale = (nope + rope) ** -0.5
     rope_params = _rope(cfg) or {}
     if rope_params.get("rope_type", "default") != "default" and rope_params.get("mscale_all_dim"):
@@ -741,25 +794,34 @@ def _deepseek(cfg: Any, f: Features) -> None:
         mscale = 0.1 * float(rope_params["mscale_all_dim"]) * math.log(factor) + 1.0 if factor > 1 else 1.0
         scale *= mscale * mscale
     f.attn_scale = scale
-    dense = min(int(getattr(cfg, "first_k_dense_replace", 0) or 0), f.layers)
-    if dense == f.layers:
-        raise _unsupported(cfg, "first_k_dense_replace", "experts configured but no layer uses them")
-    f.mlp_kinds = ["dense"] * dense + ["moe"] * (f.layers - dense) if dense else None
-    f.dense_ffn = int(cfg.intermediate_size)
-    f.ffn = int(cfg.moe_intermediate_size)
+
+
+def _sigmoid_group_routing(cfg: Any, f: Features, v3: bool = True, method: str = "noaux_tc") -> None:
+    """DeepSeek's experts as its config sizes them (see _deepseek): V3's sigmoid scores with a choice
+    bias within the best expert groups, or V2's softmax; ungated shared experts; dense first layers.
+    Also any family whose router is DeepSeek-V3's (hf_probe: a `gate` holding e_score_correction_bias),
+    such as GLM-4.5's."""
+    kinds = _mlp_layer_types(cfg, f.layers)
+    if kinds is None:
+        dense = min(int(getattr(cfg, "first_k_dense_replace", 0) or 0), f.layers)
+        if dense == f.layers:
+            raise _unsupported(cfg, "first_k_dense_replace", "experts configured but no layer uses them")
+        kinds = ["dense"] * dense + ["moe"] * (f.layers - dense)
+    f.mlp_kinds = kinds if "dense" in kinds else None
+    f.dense_ffn = int(getattr(cfg, "intermediate_size", None) or f.dense_ffn)
+    f.ffn = int(getattr(cfg, "moe_intermediate_size", None) or f.ffn)
     shared = int(getattr(cfg, "n_shared_experts", 0) or 0)
-    f.shared_hidden = shared * f.ffn or None
+    f.shared_hidden, f.shared_gate = shared * f.ffn or None, False
     if not getattr(cfg, "num_experts_per_tok", None):
         raise _unsupported(cfg, "num_experts_per_tok", "experts without num_experts_per_tok")
     f.top_k = int(cfg.num_experts_per_tok)
     f.normalize = bool(cfg.norm_topk_prob) if v3 else False
     f.scoring, f.score_bias = ("sigmoid", True) if v3 else ("softmax", False)
     grouped = v3 or method == "group_limited_greedy"
-    f.groups = int(cfg.n_group or 1) if grouped else 1
+    f.groups = int(getattr(cfg, "n_group", 1) or 1) if grouped else 1
     f.top_groups = int(cfg.topk_group) if f.groups > 1 else None
     f.group_score = "top2_sum" if v3 else "max"
-    f.routed_scale = float(cfg.routed_scaling_factor)
-    f.router_fp32 = True  # transformers keeps DeepSeek's gate.weight in float32 (_keep_in_fp32_modules_strict)
+    f.routed_scale = float(getattr(cfg, "routed_scaling_factor", 1.0) or 1.0)
     per_group = (f.experts or 0) // f.groups if f.groups > 1 else 0
     if f.groups > 1 and (f.experts % f.groups or f.top_k > f.top_groups * per_group):
         raise _unsupported(cfg, "n_group", f"expert groups that do not fit: n_group={cfg.n_group} for {f.experts} "
@@ -1013,7 +1075,7 @@ def _spec_yaml(config: Any) -> str:
         if f.router_fp32:
             moe.append(("router_fp32", "true"))
         if f.shared_hidden:
-            moe += [("shared_hidden", "$shared_ffn")] + ([] if f.latent is not None else [("shared_gate", "true")])
+            moe += [("shared_hidden", "$shared_ffn")] + ([("shared_gate", "true")] if f.shared_gate else [])
         ffn_node = f"moe: {_args(moe)}"
     else:
         mlp = [("hidden", "$ffn"), ("activation", f.activation)]

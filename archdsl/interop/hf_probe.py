@@ -53,17 +53,24 @@ def _has_bias(module: Any) -> bool | None:
     return getattr(module, "bias", None) is not None
 
 
-def _first_layer(model: Any) -> Any:
+def _layers(model: Any) -> list[Any]:
     base = getattr(model, "model", None) or getattr(model, "transformer", None) or model
     layers = getattr(base, "layers", None) or getattr(base, "h", None)
-    return layers[0] if layers is not None and len(layers) else None
+    return list(layers) if layers is not None else []
+
+
+def _first_layer(model: Any) -> Any:
+    layers = _layers(model)
+    return layers[0] if layers else None
 
 
 def traits_from_model(model: Any, head_dim: int) -> dict[str, Any]:
     """The FAMILY_TRAITS keys that layer 0 of ``model`` (a transformers causal LM, on any device) shows
     unambiguously: qkv_bias, out_bias, mlp_bias and gated (from the projections), qk_norm ("head" when
     the query norm's weight is head_dim wide, "width" when it spans all heads) and norms (from the
-    layer's norm names). Empty when the layer is not laid out as attention + feed-forward + norms."""
+    layer's norm names); latent (DeepSeek's multi-head latent attention: a kv_a_proj_with_mqa); router "sigmoid_groups" when the first layer with experts routes them as
+    DeepSeek-V3 does (a `gate` holding e_score_correction_bias), with router_fp32 when the model keeps
+    that gate in float32. Empty when the layer is not laid out as attention + feed-forward + norms."""
     layer = _first_layer(model)
     attn = _child(layer, _ATTN) if layer is not None else None
     if attn is None:
@@ -75,6 +82,8 @@ def traits_from_model(model: Any, head_dim: int) -> dict[str, Any]:
         traits["qkv_bias"] = biases[0]
     if _has_bias(o) is not None:
         traits["out_bias"] = _has_bias(o)
+    if _child(attn, ("kv_a_proj_with_mqa",)) is not None:  # DeepSeek's latent attention, however named
+        traits["latent"] = True
     q_norm, k_norm = _child(attn, _Q_NORM), _child(attn, _K_NORM)
     if q_norm is not None and k_norm is not None and getattr(q_norm, "weight", None) is not None:
         width = int(q_norm.weight.shape[-1])
@@ -84,6 +93,11 @@ def traits_from_model(model: Any, head_dim: int) -> dict[str, Any]:
     if down is not None and _has_bias(down) is not None:  # a dense MLP (experts keep their weights elsewhere)
         traits["mlp_bias"] = _has_bias(down)
         traits["gated"] = any(getattr(mlp, n, None) is not None for n in ("gate_proj", "gate_up_proj", "w1", "w3"))
+    moe = next((m for m in (_child(lay, _MLP) for lay in _layers(model)) if m is not None and hasattr(m, "experts")), None)
+    router = getattr(moe, "gate", None) if moe is not None else None
+    if router is not None and "e_score_correction_bias" in dict(router.named_buffers()):
+        traits["router"] = "sigmoid_groups"  # DeepSeek-V3's TopkRouter (GLM-4.5, Solar Open, ...)
+        traits["router_fp32"] = "gate.weight" in (getattr(type(model), "_keep_in_fp32_modules_strict", None) or ())
     norms = frozenset(name for name, child in layer.named_children() if "norm" in name
                       and sum(p.numel() for p in child.parameters()) > 0)
     if norms in _NORM_LAYOUTS:
