@@ -317,8 +317,11 @@ def context_weights(model: nn.Module, seed: int = 0, *, embedding_std: float = 0
     scale of their input; vectors (norms, biases) and checkpoint buffers move by N(0, 0.1); an
     embedding that an LM head shares is N(0, embedding_std), small, so that the tied head does not
     keep choosing the token it was given (and a norm right after the embedding, BLOOM's, which would
-    undo that, gets a small scale instead). Untied embeddings stay at the matrices' scale, so that
-    tokens weigh as much as additive positions.
+    undo that, gets a small scale instead: its weight and its bias, which is the same vector for
+    every token; left at N(0, 0.1) beside a weight of 0.1 it made half of every token's input one
+    constant, and BLOOM's nearly uniform ALiBi attention averaged the rest away: most contexts of a
+    shrunk bloom-560m ended in one hidden state and one greedy token). Untied embeddings stay at the
+    matrices' scale, so that tokens weigh as much as additive positions.
     """
     from archdsl.blocks.embedding import Embedding
     from archdsl.blocks.heads import LMHead
@@ -327,8 +330,8 @@ def context_weights(model: nn.Module, seed: int = 0, *, embedding_std: float = 0
     heads = {id(m.weight) for m in model.modules() if isinstance(m, LMHead)}
     tables = {id(m.weight) for m in model.modules() if isinstance(m, Embedding) and id(m.weight) in heads}
     children = list(model.children())
-    after_embedding = {id(b.weight) for a, b in zip(children, children[1:]) if isinstance(a, Embedding)
-                       and id(a.weight) in tables and isinstance(b, NORMS)}
+    after_embedding = {id(p) for a, b in zip(children, children[1:]) if isinstance(a, Embedding)
+                       and id(a.weight) in tables and isinstance(b, NORMS) for p in b.parameters()}
     for p in model.parameters():
         if id(p) in tables:
             p.normal_(0.0, embedding_std, generator=g)
