@@ -304,6 +304,9 @@ BREAKAGES = [
     Breakage("drop_positional", "every positional node does nothing", drop_positional),
 ]
 BY_NAME = {b.name: b for b in BREAKAGES}
+# what a greedy check of a left-padded batch must catch itself, not through a logits check: generation that
+# depends on the context (attention, state mixers) and on the padding mask
+MUST_CATCH = ("zero_attention", "zero_state_mixer", "drop_attention_mask", "drop_mixer_mask")
 
 
 # ------------------------------------------------------------------------------------ weights
@@ -390,6 +393,28 @@ class Case:
         return self._outcomes
 
 
+def pair_cases(tests: dict[Callable, str], params: Iterable[str], imported: Callable[[str], tuple],
+               exempt: dict[tuple[Callable, str], dict[str, str]] | None = None,
+               covered_by: dict[Callable, Callable] | None = None, must_catch: tuple[str, ...] = ()) -> Iterable[Case]:
+    """Cases of tests written against a fixture (param, reference, archdsl model): the check is the
+    test body itself, called with (param, reference, the broken copy), so the controls run exactly
+    what the test runs. `tests` maps each test to its tolerance, `exempt` (test, param) to exemptions,
+    `covered_by` a greedy test to the logits test of the same model (listed before it); `must_catch`
+    as in Case, for those greedy tests."""
+    made: dict[tuple[Callable, str], Case] = {}
+    for test, tolerance in tests.items():
+        for param in params:
+            def make(test=test, param=param):
+                name, reference, model = imported(param)
+                return model, lambda m: test((name, reference, m))
+            cover = (covered_by or {}).get(test)
+            case = Case(test, param, make, tolerance, dict((exempt or {}).get((test, param), {})),
+                        covered_by=None if cover is None else made[(cover, param)],
+                        must_catch=must_catch if cover is not None else ())
+            made[(test, param)] = case
+            yield case
+
+
 def run_controls(model: nn.Module, check: Check, *, breakages: Iterable[Breakage] = BREAKAGES,
                  exempt: dict[str, str] | None = None) -> list[Outcome]:
     """The check on the model as given (it must pass), then on a broken copy per breakage."""
@@ -435,7 +460,7 @@ def assert_catches(model: nn.Module, check: Check, *, breakages: Iterable[Breaka
 
 # ------------------------------------------------------------------------------------ the matrix
 MODULES = ["test_hf_parity", "test_families", "test_encoder_decoder", "test_bert_parity", "test_vision", "test_numerics",
-           "test_generate"]
+           "test_generate", "test_hf_ssm", "test_hf_linear", "test_ssm", "test_linear_mixers"]
 DOC = "docs/testing.md"
 STATUSES = ("caught", "covered", "not applicable", "not reached", "exempt", "survived")
 
