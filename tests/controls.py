@@ -304,6 +304,9 @@ BREAKAGES = [
     Breakage("drop_positional", "every positional node does nothing", drop_positional),
 ]
 BY_NAME = {b.name: b for b in BREAKAGES}
+# what a greedy check of a left-padded batch must catch itself, not through a logits check: generation that
+# depends on the context (attention, state mixers) and on the padding mask
+MUST_CATCH = ("zero_attention", "zero_state_mixer", "drop_attention_mask", "drop_mixer_mask")
 
 
 # ------------------------------------------------------------------------------------ weights
@@ -317,8 +320,11 @@ def context_weights(model: nn.Module, seed: int = 0, *, embedding_std: float = 0
     scale of their input; vectors (norms, biases) and checkpoint buffers move by N(0, 0.1); an
     embedding that an LM head shares is N(0, embedding_std), small, so that the tied head does not
     keep choosing the token it was given (and a norm right after the embedding, BLOOM's, which would
-    undo that, gets a small scale instead). Untied embeddings stay at the matrices' scale, so that
-    tokens weigh as much as additive positions.
+    undo that, gets a small scale instead: its weight and its bias, which is the same vector for
+    every token; left at N(0, 0.1) beside a weight of 0.1 it made half of every token's input one
+    constant, and BLOOM's nearly uniform ALiBi attention averaged the rest away: most contexts of a
+    shrunk bloom-560m ended in one hidden state and one greedy token). Untied embeddings stay at the
+    matrices' scale, so that tokens weigh as much as additive positions.
     """
     from archdsl.blocks.embedding import Embedding
     from archdsl.blocks.heads import LMHead
@@ -327,8 +333,8 @@ def context_weights(model: nn.Module, seed: int = 0, *, embedding_std: float = 0
     heads = {id(m.weight) for m in model.modules() if isinstance(m, LMHead)}
     tables = {id(m.weight) for m in model.modules() if isinstance(m, Embedding) and id(m.weight) in heads}
     children = list(model.children())
-    after_embedding = {id(b.weight) for a, b in zip(children, children[1:]) if isinstance(a, Embedding)
-                       and id(a.weight) in tables and isinstance(b, NORMS)}
+    after_embedding = {id(p) for a, b in zip(children, children[1:]) if isinstance(a, Embedding)
+                       and id(a.weight) in tables and isinstance(b, NORMS) for p in b.parameters()}
     for p in model.parameters():
         if id(p) in tables:
             p.normal_(0.0, embedding_std, generator=g)
@@ -387,6 +393,28 @@ class Case:
         return self._outcomes
 
 
+def pair_cases(tests: dict[Callable, str], params: Iterable[str], imported: Callable[[str], tuple],
+               exempt: dict[tuple[Callable, str], dict[str, str]] | None = None,
+               covered_by: dict[Callable, Callable] | None = None, must_catch: tuple[str, ...] = ()) -> Iterable[Case]:
+    """Cases of tests written against a fixture (param, reference, archdsl model): the check is the
+    test body itself, called with (param, reference, the broken copy), so the controls run exactly
+    what the test runs. `tests` maps each test to its tolerance, `exempt` (test, param) to exemptions,
+    `covered_by` a greedy test to the logits test of the same model (listed before it); `must_catch`
+    as in Case, for those greedy tests."""
+    made: dict[tuple[Callable, str], Case] = {}
+    for test, tolerance in tests.items():
+        for param in params:
+            def make(test=test, param=param):
+                name, reference, model = imported(param)
+                return model, lambda m: test((name, reference, m))
+            cover = (covered_by or {}).get(test)
+            case = Case(test, param, make, tolerance, dict((exempt or {}).get((test, param), {})),
+                        covered_by=None if cover is None else made[(cover, param)],
+                        must_catch=must_catch if cover is not None else ())
+            made[(test, param)] = case
+            yield case
+
+
 def run_controls(model: nn.Module, check: Check, *, breakages: Iterable[Breakage] = BREAKAGES,
                  exempt: dict[str, str] | None = None) -> list[Outcome]:
     """The check on the model as given (it must pass), then on a broken copy per breakage."""
@@ -432,7 +460,7 @@ def assert_catches(model: nn.Module, check: Check, *, breakages: Iterable[Breaka
 
 # ------------------------------------------------------------------------------------ the matrix
 MODULES = ["test_hf_parity", "test_families", "test_encoder_decoder", "test_bert_parity", "test_vision", "test_numerics",
-           "test_generate"]
+           "test_generate", "test_hf_ssm", "test_hf_linear", "test_ssm", "test_linear_mixers"]
 DOC = "docs/testing.md"
 STATUSES = ("caught", "covered", "not applicable", "not reached", "exempt", "survived")
 
@@ -454,62 +482,107 @@ def run_matrix(cases: list[Case], *, log: Callable[[str], None] = print) -> list
     return results
 
 
-def _by_test(results):
+def _by_test(items):
+    """(case, ...) items grouped by the case's test, in order."""
     tests: dict[Callable, list] = {}
-    for case, outcomes in results:
-        tests.setdefault(case.test, []).append((case, outcomes))
+    for item in items:
+        tests.setdefault(item[0].test, []).append(item)
     return tests
 
 
+# the matrix's column for each breakage, in the order of BREAKAGES
+LABELS = {"zero_attention": "attn", "zero_cross_attention": "xattn", "drop_attention_mask": "mask",
+          "zero_state_mixer": "mixer", "drop_mixer_mask": "mixmask", "drop_memory_mask": "srcmask",
+          "swap_biases": "bias", "swap_norms": "norm", "shift_positions": "shift", "round_buffers_bf16": "bf16",
+          "drop_positional": "pos"}
+
+
+def _test_name(test: Callable) -> str:
+    return f"{test.__module__}.py::{test.__name__}"
+
+
+def tests_table(cases: list[Case]) -> list[str]:
+    """The table of what each test proves, its cases and tolerances: built from the cases alone (no
+    controls run), so that tests/test_controls.py can tell whether docs/testing.md is stale."""
+    lines = ["| test | what it proves | cases | tolerance |", "|---|---|---|---|"]
+    for test, rows in _by_test([(c,) for c in cases]).items():
+        tolerances: dict[str, int] = {}
+        for (case,) in rows:
+            tolerances[case.tolerance] = tolerances.get(case.tolerance, 0) + 1
+        tolerance = "; ".join(t if len(tolerances) == 1 else f"{t} ({n})" for t, n in tolerances.items())
+        lines.append(f"| `{_test_name(test)}` | {' '.join((test.__doc__ or '').split())} | {len(rows)} | {tolerance} |")
+    return lines
+
+
+def _cell(counts: dict[str, int]) -> str:
+    parts = [str(counts["caught"])] if counts["caught"] else []
+    parts += [f"{counts[s]} {short}" for s, short in (("covered", "cov"), ("exempt", "ex"), ("not reached", "nr"))
+              if counts[s]]
+    parts += [f"**{counts['survived']} SURVIVED**"] if counts["survived"] else []
+    return ", ".join(parts) or "·"
+
+
 def render_doc(results: list[tuple[Case, list[Outcome]]], command: str) -> str:
-    """docs/testing.md: per test, what it proves, its tolerance, and what the controls found."""
-    runs = sum(1 for _, outs in results for o in outs if o.status in ("caught", "survived"))
-    survived = sum(1 for _, outs in results for o in outs if o.status == "survived")
+    """docs/testing.md: what each test proves and its tolerance, and per test how many of its cases
+    catch each breakage; exemptions with their reasons and the covered cases collapsed below."""
+    totals = {s: sum(1 for _, outs in results for o in outs if o.status == s) for s in STATUSES}
     lines = [
         "# Testing: what the parity and generation tests prove",
         "",
         f"Generated by `{command}` from the negative controls of `tests/controls.py`; do not edit by hand.",
         "",
-        "A parity or generation test compares archdsl with an oracle: transformers' model on the same weights, a",
-        "hand-written forward, or (for the KV cache) archdsl's own full forward or naive loop on the unbroken model.",
-        "Each such check is also run on copies of the archdsl model with one deliberate breakage each, and must",
-        "fail on every breakage that applies. A breakage is *not applicable* when the model has nothing for it to",
-        "act on, *not reached* when the check's inputs never gave it anything to do (no padding to ignore), and",
-        "*exempt* when the test says, with the reason, that it does not claim to see it. A greedy-token check is",
-        "*covered* where it misses a breakage too small to move an argmax and the logits check of the same model",
-        "and decoding path (named in the notes) catches it; zeroed attention and state mixers it must catch itself.",
+        "Each parity or generation check compares archdsl with an oracle (transformers' model on the same weights, a",
+        "hand-written forward, or, for the KV cache, archdsl's full forward or naive loop on the unbroken model), and",
+        "is run again on copies of the archdsl model with one deliberate breakage each: it must fail on every one",
+        "that applies. *n/a*: the model has nothing for the breakage to act on; *nr* (not reached): the check's inputs",
+        "never gave it anything to do (no padding); *ex* (exempt): the test says why it does not claim to see it;",
+        "*cov* (covered): a greedy-token check missed a breakage too small to move an argmax, and the logits check of",
+        "the same model catches it (zeroed attention or state mixers a greedy check must catch itself, and so must",
+        "the greedy checks of test_hf_ssm.py and test_hf_linear.py a dropped padding mask).",
+        "`tests/test_controls.py` runs a subset on every test run; the command above runs them all.",
+        "`tests/test_hf_verify.py` compares parameter roles and counts on the meta device, no values: it has no",
+        "check for a breakage to fail.",
         "",
-        f"This run: {len(results)} cases, {runs} broken models checked, **{survived} survived**.",
-        "`tests/test_controls.py` runs the controls over a subset on every test run; this command runs them all.",
+        (f"**This run: {len(results)} cases × {len(BREAKAGES)} breakages: {totals['caught']} caught, "
+         f"{totals['covered']} covered, {totals['not applicable']} n/a, {totals['not reached']} not reached, "
+         f"{totals['exempt']} exempt, {totals['survived']} survived.**"),
         "",
         "## Breakages",
         "",
-        "| breakage | what it does |",
-        "|---|---|",
+        "| column | breakage | what it does |",
+        "|---|---|---|",
     ]
-    lines += [f"| `{b.name}` | {b.what} |" for b in BREAKAGES]
-    for test, rows in _by_test(results).items():
-        doc = " ".join((test.__doc__ or "").split())
-        tolerances: dict[str, int] = {}
-        for case, _ in rows:
-            tolerances[case.tolerance] = tolerances.get(case.tolerance, 0) + 1
-        lines += ["", f"## `{test.__module__}.py::{test.__name__}`", "", doc, "",
-                  f"{len(rows)} cases; tolerance: " + "; ".join(f"{t} ({n})" for t, n in tolerances.items()) + ".", "",
-                  "| breakage | " + " | ".join(STATUSES) + " |", "|---|" + "---|" * len(STATUSES)]
-        notes: dict[tuple[str, str], set[str]] = {}
+    lines += [f"| {LABELS[b.name]} | `{b.name}` | {b.what} |" for b in BREAKAGES]
+    lines += ["", "## Tests", ""] + tests_table([c for c, _ in results])
+    lines += ["", "## Cases that catch each breakage", "",
+              "Per test: in how many cases the breakage is caught (and covered, exempt, not reached); `·`: applies to",
+              "none of its cases.", "",
+              "| test | " + " | ".join(LABELS[b.name] for b in BREAKAGES) + " |", "|---|" + "---|" * len(BREAKAGES)]
+    exempt: dict[str, dict[str, list[str]]] = {}
+    covered: dict[str, list[str]] = {}
+    tests = _by_test(results)
+    for test, rows in tests.items():
+        cells = []
         for b in BREAKAGES:
             counts = {s: 0 for s in STATUSES}
             for case, outcomes in rows:
                 o = next(o for o in outcomes if o.breakage == b.name)
                 counts[o.status] += 1
-                if o.status in ("exempt", "survived"):
-                    notes.setdefault((b.name, o.status), set()).add(o.detail if o.status == "exempt" else case.id)
+                if o.status == "exempt":
+                    exempt.setdefault(f"`{b.name}`: {o.detail}", {}).setdefault(_test_name(test), []).append(case.id)
                 elif o.status == "covered":
-                    notes.setdefault((b.name, o.status), set()).add(case.id)
-            lines.append(f"| `{b.name}` | " + " | ".join(str(counts[s]) if counts[s] else "" for s in STATUSES) + " |")
-        for (name, status), details in sorted(notes.items()):
-            lines.append("")
-            lines.append(f"- `{name}` {status}: " + "; ".join(sorted(details)))
+                    covered.setdefault(f"`{_test_name(test)}` `{b.name}`", []).append(case.id)
+            cells.append(_cell(counts))
+        lines.append(f"| `{_test_name(test)}` | " + " | ".join(cells) + " |")
+    lines += ["", "## Exemptions", ""]
+    counts = {_test_name(test): len(rows) for test, rows in tests.items()}
+    for reason, where in exempt.items():
+        lines.append(f"- {reason}: " + "; ".join(
+            f"`{t}` ({f'all {len(ids)} cases' if len(ids) == counts[t] else ', '.join(ids)})" for t, ids in where.items()))
+    lines += ["", "<details><summary>Covered cases (greedy checks whose logits check catches the breakage)</summary>",
+              ""]
+    lines += [f"- {key}: {', '.join(ids)}" for key, ids in covered.items()]
+    lines += ["", "</details>"]
     return "\n".join(lines) + "\n"
 
 

@@ -5,6 +5,7 @@ compiles with fullgraph; the full-size specs have transformers' parameter counts
 """
 from __future__ import annotations
 
+import functools
 import textwrap
 import warnings
 
@@ -74,24 +75,39 @@ def gdn_from_qwen3_next(hf, chunk_size: int = 64) -> GatedDeltaNet:
     return ours
 
 
-@pytest.mark.parametrize("chunk_size", [64, 8])
-def test_gated_deltanet_equals_qwen3_next(chunk_size):
+def qwen3_next_deltanet_case(chunk_size: int):
+    """(our gated DeltaNet on Qwen3NextGatedDeltaNet's weights, check(module): its outputs equal
+    transformers', unpadded and left-padded, and the padded row is the row alone)."""
     from transformers.models.qwen3_next.modeling_qwen3_next import Qwen3NextGatedDeltaNet
 
     hf = perturbed(Qwen3NextGatedDeltaNet(qwen3_next_config(), 0))
     ours = gdn_from_qwen3_next(hf, chunk_size)
     x = torch.randn(2, 70, 32, generator=torch.Generator().manual_seed(1))  # two of transformers' 64-chunks
+    mask = torch.ones(2, 70, dtype=torch.long)
+    mask[1, :9] = 0  # left padding, as generation pads
     with torch.no_grad():
-        close(ours(x, context(2, 70)), hf(x))
-        mask = torch.ones(2, 70, dtype=torch.long)
-        mask[1, :9] = 0  # left padding, as generation pads
-        padded = ours(x, context(2, 70, mask))
-        close(padded, hf(x, attention_mask=mask))
-        alone = ours(x[1:, 9:], context(1, 61))  # the padded row computes what the row alone computes
-        close(padded[1:, 9:], alone)
+        unpadded, padded_hf = hf(x), hf(x, attention_mask=mask)
+
+    def check(ours):
+        with torch.no_grad():
+            close(ours(x, context(2, 70)), unpadded)
+            padded = ours(x, context(2, 70, mask))
+            close(padded, padded_hf)
+            alone = ours(x[1:, 9:], context(1, 61))  # the padded row computes what the row alone computes
+            close(padded[1:, 9:], alone)
+    return ours, check
 
 
-def test_gated_deltanet_equals_olmo_hybrid_with_negative_eigenvalues():
+@pytest.mark.parametrize("chunk_size", [64, 8])
+def test_gated_deltanet_equals_qwen3_next(chunk_size):
+    """The gated DeltaNet computes Qwen3-Next's, unpadded and left-padded, chunked by 64 or 8."""
+    ours, check = qwen3_next_deltanet_case(chunk_size)
+    check(ours)
+
+
+def olmo_hybrid_deltanet_case():
+    """(our gated DeltaNet with negative eigenvalues on OLMo-hybrid's weights, check(module): its
+    outputs equal transformers')."""
     from transformers.models.olmo_hybrid.modeling_olmo_hybrid import OlmoHybridGatedDeltaNet
 
     config = T.OlmoHybridConfig(hidden_size=32, linear_num_key_heads=2, linear_num_value_heads=2,
@@ -109,9 +125,21 @@ def test_gated_deltanet_equals_olmo_hybrid_with_negative_eigenvalues():
         ours.dt_bias.copy_(hf.dt_bias)
         ours.norm.weight.copy_(hf.o_norm.weight)
         x = torch.randn(2, 40, 32, generator=torch.Generator().manual_seed(2))
-        close(ours(x, context(2, 40)), hf(x))
-        ours.allow_neg_eigval = False  # the field matters
-        assert (ours(x, context(2, 40)) - hf(x)).abs().max() > 1e-2
+        theirs = hf(x)
+
+    def check(ours):
+        with torch.no_grad():
+            close(ours(x, context(2, 40)), theirs)
+    return ours, check, lambda ours: (ours(x, context(2, 40)) - theirs).abs().max()
+
+
+def test_gated_deltanet_equals_olmo_hybrid_with_negative_eigenvalues():
+    """The gated DeltaNet with negative eigenvalues computes OLMo-hybrid's."""
+    ours, check, difference = olmo_hybrid_deltanet_case()
+    check(ours)
+    ours.allow_neg_eigval = False  # the field matters
+    with torch.no_grad():
+        assert difference(ours) > 1e-2
 
 
 def test_chunked_and_recurrent_delta_rule_agree_and_continue_from_a_state():
@@ -137,8 +165,9 @@ def test_chunked_and_recurrent_delta_rule_agree_and_continue_from_a_state():
 
 
 # ----------------------------------------------------------------------------- short conv, RG-LRU
-@pytest.mark.parametrize("bias", [False, True])
-def test_short_conv_equals_lfm2(bias):
+def short_conv_case(bias: bool):
+    """(our short conv on Lfm2ShortConv's weights, check(module): its outputs equal transformers',
+    and a left-padded row is the row alone)."""
     from transformers.models.lfm2.modeling_lfm2 import Lfm2ShortConv
 
     config = T.Lfm2Config(hidden_size=32, conv_L_cache=3, conv_bias=bias, num_hidden_layers=1, layer_types=["conv"])
@@ -146,17 +175,32 @@ def test_short_conv_equals_lfm2(bias):
     ours = ShortConv(32, 3, bias).eval()
     ours.load_state_dict(hf.state_dict())  # the same names and shapes: in_proj, conv, out_proj
     x = torch.randn(2, 11, 32, generator=torch.Generator().manual_seed(4))
+    mask = torch.ones(2, 11, dtype=torch.long)
+    mask[0, :3] = 0
     with torch.no_grad():
-        close(ours(x, context(2, 11)), hf(x))
-        mask = torch.ones(2, 11, dtype=torch.long)
-        mask[0, :3] = 0
-        padded = ours(x, context(2, 11, mask))
-        close(padded[:1, 3:], ours(x[:1, 3:], context(1, 8)))
-        if not bias:  # with biases transformers' masked input still writes bias ⊙ bias into the window
-            close(padded, hf(x, attention_mask=mask))
+        unpadded, padded_hf = hf(x), hf(x, attention_mask=mask)
+
+    def check(ours):
+        with torch.no_grad():
+            close(ours(x, context(2, 11)), unpadded)
+            padded = ours(x, context(2, 11, mask))
+            close(padded[:1, 3:], ours(x[:1, 3:], context(1, 8)))
+            if not bias:  # with biases transformers' masked input still writes bias ⊙ bias into the window
+                close(padded, padded_hf)
+    return ours, check
 
 
-def test_rg_lru_block_equals_recurrent_gemma():
+@pytest.mark.parametrize("bias", [False, True])
+def test_short_conv_equals_lfm2(bias):
+    """The short conv computes LFM2's, and a left-padded row is the row alone."""
+    ours, check = short_conv_case(bias)
+    check(ours)
+
+
+def rg_lru_case():
+    """(our RG-LRU block on RecurrentGemmaRecurrentBlock's weights, check(module): its outputs equal
+    transformers', also for a row of two documents (positions restarting), and a left-padded row is
+    the row alone)."""
     from transformers.models.recurrent_gemma.modeling_recurrent_gemma import RecurrentGemmaRecurrentBlock
 
     config = T.RecurrentGemmaConfig(hidden_size=32, lru_width=48, num_attention_heads=4, conv1d_width=4,
@@ -166,22 +210,33 @@ def test_rg_lru_block_equals_recurrent_gemma():
     ours.load_state_dict(hf.state_dict())  # named as transformers: linear_x/y/out, conv_1d, rg_lru.*
     x = torch.randn(2, 33, 32, generator=torch.Generator().manual_seed(5))
     positions = torch.arange(33).expand(2, 33)
+    restart = torch.cat([torch.arange(20), torch.arange(13)]).expand(2, 33)  # two documents in one row
+    mask = torch.ones(2, 33, dtype=torch.long)
+    mask[1, :6] = 0
     with torch.no_grad():
-        close(ours(x, context(2, 33)), hf(x, positions, None, use_cache=False)[0])
-        restart = torch.cat([torch.arange(20), torch.arange(13)]).expand(2, 33)  # two documents in one row
-        ctx = ForwardContext(positions=restart)
-        close(ours(x, ctx), hf(x, restart, None, use_cache=False)[0])
-        mask = torch.ones(2, 33, dtype=torch.long)
-        mask[1, :6] = 0
-        padded = ours(x, context(2, 33, mask))  # positions 0..32: the first real token still restarts
-        close(padded[1:, 6:], ours(x[1:, 6:], context(1, 27)))
+        theirs, restarted = hf(x, positions, None, use_cache=False)[0], hf(x, restart, None, use_cache=False)[0]
+
+    def check(ours):
         with torch.no_grad():
-            ours.rg_lru.recurrent_param.add_(1.0)
-        assert (ours(x, context(2, 33)) - hf(x, positions, None, use_cache=False)[0]).abs().max() > 1e-3
+            close(ours(x, context(2, 33)), theirs)
+            close(ours(x, ForwardContext(positions=restart)), restarted)
+            padded = ours(x, context(2, 33, mask))  # positions 0..32: the first real token still restarts
+            close(padded[1:, 6:], ours(x[1:, 6:], context(1, 27)))
+    return ours, check, lambda ours: (ours(x, context(2, 33)) - theirs).abs().max()
 
 
-@pytest.mark.parametrize("layer", [0, 2])
-def test_lightning_attention_equals_minimax(layer):
+def test_rg_lru_block_equals_recurrent_gemma():
+    """The RG-LRU block computes RecurrentGemma's, positions restarting too, and pads like the row alone."""
+    ours, check, difference = rg_lru_case()
+    check(ours)
+    with torch.no_grad():
+        ours.rg_lru.recurrent_param.add_(1.0)
+        assert difference(ours) > 1e-3
+
+
+def lightning_case(layer: int):
+    """(our lightning attention on MiniMaxLightningAttention's weights at a layer's depth, check(module):
+    its outputs equal transformers', unpadded and left-padded, and a left-padded row is the row alone)."""
     from transformers.models.minimax.modeling_minimax import MiniMaxLightningAttention
 
     config = T.MiniMaxConfig(hidden_size=32, num_attention_heads=4, num_hidden_layers=4, block_size=16,
@@ -192,14 +247,29 @@ def test_lightning_attention_equals_minimax(layer):
     ours.load_state_dict({k: v for k, v in hf.state_dict().items() if not k.endswith(("_rate", "_decay"))})
     close(ours.decay_rates, hf.slope_rate.flatten())
     x = torch.randn(2, 40, 32, generator=torch.Generator().manual_seed(12))  # two and a half blocks
+    mask = torch.ones(2, 40, dtype=torch.long)
+    mask[0, :5] = 0
     with torch.no_grad():
-        close(ours(x, context(2, 40)), hf(x, None, None)[0])
-        mask = torch.ones(2, 40, dtype=torch.long)
-        mask[0, :5] = 0
-        padded = ours(x, context(2, 40, mask))
-        close(padded[mask.bool()], hf(x, None, mask)[0][mask.bool()])  # transformers zeroes q, k, v there too
-        close(padded[:1, 5:], ours(x[:1, 5:], context(1, 35)))
-        close(padded[:1, 5:], hf(x[:1, 5:], None, None)[0])
+        theirs, padded_hf, alone_hf = hf(x, None, None)[0], hf(x, None, mask)[0], hf(x[:1, 5:], None, None)[0]
+
+    # within 1.3e-7 of the largest value; decay rates rounded to bf16 (at layer 0, 2^-k · 1.00001) move it by 1.7e-6
+    tol = 1e-6
+
+    def check(ours):
+        with torch.no_grad():
+            close(ours(x, context(2, 40)), theirs, tol)
+            padded = ours(x, context(2, 40, mask))
+            close(padded[mask.bool()], padded_hf[mask.bool()], tol)  # transformers zeroes q, k, v there too
+            close(padded[:1, 5:], ours(x[:1, 5:], context(1, 35)), tol)
+            close(padded[:1, 5:], alone_hf, tol)
+    return ours, check
+
+
+@pytest.mark.parametrize("layer", [0, 2])
+def test_lightning_attention_equals_minimax(layer):
+    """Lightning attention computes MiniMax's at two depths (decay rates), unpadded and left-padded."""
+    ours, check = lightning_case(layer)
+    check(ours)
 
 
 def test_linear_scan_equals_the_sequential_recurrence():
@@ -213,7 +283,9 @@ def test_linear_scan_equals_the_sequential_recurrence():
 
 
 # ----------------------------------------------------------------------------- gated attention
-def test_attention_output_gate_equals_qwen3_next_attention():
+def gated_attention_case():
+    """(our attention with an output gate on Qwen3NextAttention's weights, check(module): its outputs
+    equal transformers' on the same rotary tables and causal mask)."""
     from transformers.models.qwen3_next.modeling_qwen3_next import Qwen3NextAttention, Qwen3NextRotaryEmbedding
 
     config = qwen3_next_config(layer_types=["full_attention"], rope_parameters={
@@ -235,11 +307,25 @@ def test_attention_output_gate_equals_qwen3_next_attention():
         cos, sin = Qwen3NextRotaryEmbedding(config)(x, positions)
         causal = torch.full((9, 9), float("-inf")).triu(1)[None, None]
         ref, _ = hf(x, (cos, sin), causal)
-        ctx = context(2, 9)
-        ctx.rope["rope"] = (cos[:, None], sin[:, None])
-        close(ours(x, ctx), ref)
-        ours.qkv.weight[-H * hd:].zero_()  # the gate matters: sigmoid(0) halves every output
-        assert (ours(x, ctx) - ref).abs().max() > 1e-3
+
+    def ctx():
+        out = context(2, 9)
+        out.rope["rope"] = (cos[:, None], sin[:, None])
+        return out
+
+    def check(ours):
+        with torch.no_grad():
+            close(ours(x, ctx()), ref)
+    return ours, check, lambda ours: (ours(x, ctx()) - ref).abs().max()
+
+
+def test_attention_output_gate_equals_qwen3_next_attention():
+    """Attention with Qwen3-Next's output gate computes Qwen3NextAttention's."""
+    ours, check, difference = gated_attention_case()
+    check(ours)
+    with torch.no_grad():
+        ours.qkv.weight[-ours.out.weight.shape[1]:].zero_()  # the gate matters: sigmoid(0) halves every output
+        assert difference(ours) > 1e-3
 
 
 # ----------------------------------------------------------------------------- hybrid models
@@ -279,6 +365,9 @@ HYBRID = textwrap.dedent("""\
     """)
 
 
+PATTERNS = ["[delta, delta, delta, attend]", "[conv, lru, light, attend]"]
+
+
 def hybrid(pattern: str = "[delta, delta, delta, attend]", layers: int = 4) -> archdsl.ArchModel:
     text = HYBRID.replace("PATTERN", pattern).replace("LAYERS", str(layers))
     model = archdsl.compile(text, seed=0).eval()
@@ -289,35 +378,13 @@ def hybrid(pattern: str = "[delta, delta, delta, attend]", layers: int = 4) -> a
     return model
 
 
-@pytest.mark.parametrize("pattern", ["[delta, delta, delta, attend]", "[conv, lru, light, attend]"])
+@pytest.mark.parametrize("pattern", PATTERNS)
 def test_hybrid_decodes_generates_and_pads_like_the_full_forward(pattern):
-    model = hybrid(pattern)
+    """Cached decoding, generation and a left-padded batch of a hybrid equal its full forward, its
+    argmax continuation and each row alone."""
+    model, check = hybrid_case(pattern)
     assert archdsl.summary(model.spec).total_params == model.num_parameters()
-    tokens = torch.randint(0, 67, (2, 11), generator=torch.Generator().manual_seed(9))
-    # float64: the chunked and recurrent forms are the same arithmetic; float32: the per-head norm of the
-    # DeltaNet output amplifies rounding where that output is small
-    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 5e-5)):
-        m = model.to(dtype)
-        with torch.no_grad():
-            full = m(tokens)
-            cache = m.new_cache(2, 11)
-            pieces = [m(tokens[:, :3], cache=cache), m(tokens[:, 3:7], cache=cache)]  # prefill in two pieces
-            pieces += [m(tokens[:, i:i + 1], cache=cache) for i in range(7, 11)]
-            close(torch.cat(pieces, 1), full, tol)
-    out = model.generate(tokens[:, :5], 8)
-    expected = tokens[:, :5]
-    with torch.no_grad():
-        for _ in range(8):
-            expected = torch.cat([expected, model(expected)[:, -1].argmax(-1, keepdim=True)], 1)
-    assert torch.equal(out, expected)
-    assert len(set(out[0, 5:].tolist())) > 1
-    # a left-padded batch generates what each row generates alone
-    prompts = torch.randint(0, 67, (2, 6), generator=torch.Generator().manual_seed(10))
-    mask = torch.ones(2, 6, dtype=torch.long)
-    mask[0, :2] = 0
-    batched = model.generate(prompts, 6, attention_mask=mask)
-    assert torch.equal(batched[0, 2:], model.generate(prompts[:1, 2:], 6)[0])
-    assert torch.equal(batched[1], model.generate(prompts[1:], 6)[0])
+    check(model)
 
 
 def test_hybrid_compiles_without_graph_breaks_and_trains():
@@ -407,3 +474,63 @@ def test_diagram_titles_and_labels():
                  "RG-LRU block", "width 48, 4 gate blocks, conv 4", "Lightning attention", "4 heads, block 4",
                  "output gate"):
         assert text in dot, text
+
+
+def hybrid_case(pattern: str):
+    """(the hybrid of a layer pattern, check(model): cached decoding in float64 and float32 gives its
+    full-forward logits, generate its argmax continuation, a left-padded batch what each row generates
+    alone); the references are the unbroken hybrid's."""
+    model = hybrid(pattern)
+    tokens = torch.randint(0, 67, (2, 11), generator=torch.Generator().manual_seed(9))
+    prompts = torch.randint(0, 67, (2, 6), generator=torch.Generator().manual_seed(10))
+    mask = torch.ones(2, 6, dtype=torch.long)
+    mask[0, :2] = 0
+    with torch.no_grad():
+        full = {dtype: model.to(dtype)(tokens) for dtype in (torch.float64, torch.float32)}
+        expected = tokens[:, :5]
+        for _ in range(8):
+            expected = torch.cat([expected, model(expected)[:, -1].argmax(-1, keepdim=True)], 1)
+    alone = [model.generate(prompts[:1, 2:], 6)[0], model.generate(prompts[1:], 6)[0]]
+
+    def check(model):
+        # float64: the chunked and recurrent forms are the same arithmetic; float32: the per-head norm of the
+        # DeltaNet output amplifies rounding where that output is small
+        for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 5e-5)):
+            m = model.to(dtype)
+            with torch.no_grad():
+                cache = m.new_cache(2, 11)
+                pieces = [m(tokens[:, :3], cache=cache), m(tokens[:, 3:7], cache=cache)]  # prefill in two pieces
+                pieces += [m(tokens[:, i:i + 1], cache=cache) for i in range(7, 11)]
+                close(torch.cat(pieces, 1), full[dtype], tol)
+        out = model.generate(tokens[:, :5], 8)
+        assert torch.equal(out, expected)
+        # a left-padded batch generates what each row generates alone
+        batched = model.generate(prompts, 6, attention_mask=mask)
+        assert torch.equal(batched[0, 2:], alone[0])
+        assert torch.equal(batched[1], alone[1])
+    assert len(set(expected[0, 5:].tolist())) > 1
+    return model, check
+
+
+def control_cases():
+    """The module and hybrid checks above for tests/controls.py (docs/testing.md)."""
+    from controls import Case
+
+    tolerance = "<= 1e-5 x max(1, max |value|)"
+    for chunk in (64, 8):
+        yield Case(test_gated_deltanet_equals_qwen3_next, f"chunk{chunk}",
+                   functools.partial(qwen3_next_deltanet_case, chunk), tolerance)
+    yield Case(test_gated_deltanet_equals_olmo_hybrid_with_negative_eigenvalues, "olmo_hybrid",
+               lambda: olmo_hybrid_deltanet_case()[:2], tolerance)
+    for bias in (False, True):
+        yield Case(test_short_conv_equals_lfm2, f"bias={bias}", functools.partial(short_conv_case, bias), tolerance)
+    yield Case(test_rg_lru_block_equals_recurrent_gemma, "recurrent_gemma", lambda: rg_lru_case()[:2], tolerance)
+    for layer in (0, 2):
+        yield Case(test_lightning_attention_equals_minimax, f"layer{layer}", functools.partial(lightning_case, layer),
+                   "<= 1e-6 x max(1, max |value|)")
+    yield Case(test_attention_output_gate_equals_qwen3_next_attention, "qwen3_next",
+               lambda: gated_attention_case()[:2], tolerance)
+    for pattern in PATTERNS:
+        yield Case(test_hybrid_decodes_generates_and_pads_like_the_full_forward, pattern,
+                   functools.partial(hybrid_case, pattern), "<= 1e-12 (float64), 5e-5 (float32) x max(1, max |logit|); "
+                   "equal tokens")

@@ -3,6 +3,7 @@ perturbed weights, with and without padding), padding, incremental decoding, gen
 with attention, exact parameter counts, fixed decode state, torch.compile, and spec errors."""
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 import textwrap
@@ -164,8 +165,9 @@ def _our_mixer(node: str, reference: torch.nn.Module) -> torch.nn.Module:
     return ours.eval()
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_each_mixer_equals_the_transformers_mixer(family):
+def mixer_case(family: str):
+    """(our mixer on the transformers mixer's perturbed weights, check(mixer): its outputs equal the
+    transformers mixer's, unpadded and on a batch padded on the left and the right)."""
     reference, node = _mamba_family(family)
     perturb(reference)
     reference.eval()
@@ -176,12 +178,23 @@ def test_each_mixer_equals_the_transformers_mixer(family):
     mask[2, 17:] = 0  # right padding
     positions = torch.arange(21).expand(3, 21)
     with torch.no_grad():
-        for attention_mask in (None, mask):
-            theirs = reference(x, attention_mask=attention_mask)
-            mine = ours(x, ForwardContext(positions=positions, key_padding=None if attention_mask is None
-                                          else attention_mask.bool()))
-            torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
-    assert theirs.abs().max() > 0.1  # a real signal, not zeros compared with zeros
+        expected = [(m, reference(x, attention_mask=m)) for m in (None, mask)]
+    assert expected[-1][1].abs().max() > 0.1  # a real signal, not zeros compared with zeros
+
+    def check(mixer):
+        with torch.no_grad():
+            for attention_mask, theirs in expected:
+                mine = mixer(x, ForwardContext(positions=positions, key_padding=None if attention_mask is None
+                                               else attention_mask.bool()))
+                torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
+    return ours, check
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_mixer_equals_the_transformers_mixer(family):
+    """Each mixer computes the transformers mixer's outputs on its weights, with and without padding."""
+    ours, check = mixer_case(family)
+    check(ours)
 
 
 def test_the_dt_floor_matters_where_the_reference_has_one():
@@ -199,6 +212,11 @@ def test_the_dt_floor_matters_where_the_reference_has_one():
 # ----------------------------------------------------------------------------- a hybrid model
 @pytest.fixture(scope="module")
 def model():
+    return hybrid_model()
+
+
+@functools.cache
+def hybrid_model() -> archdsl.ArchModel:
     m = archdsl.compile(hybrid(), seed=0)
     perturb(m, 0.3, seed=3)
     return m.eval()
@@ -220,31 +238,59 @@ def test_parameter_counts_equal_the_built_modules():
                 assert row.params == sum(p.numel() for p in module.parameters()), row.block
 
 
-def test_cached_decoding_and_generation_equal_the_full_forward(model):
-    assert_cached_decoding_equals_full_forward(model)
+def cached_case():
+    """(the hybrid, check(model): a prefill, then several tokens at once, then single tokens through the
+    cache give the hybrid's full-forward logits, and greedy generation its argmax continuation)."""
+    model = hybrid_model()
     tokens = torch.randint(0, 61, (2, 13), generator=torch.Generator().manual_seed(4))
-    with torch.no_grad():  # a prefill, then several tokens at once, then single tokens: all continue the state
+    with torch.no_grad():
         full = model(tokens)
-        cache = model.new_cache(2, 13)
-        parts = [model(tokens[:, :5], cache=cache), model(tokens[:, 5:10], cache=cache)]
-        parts += [model(tokens[:, i:i + 1], cache=cache) for i in range(10, 13)]
-    torch.testing.assert_close(torch.cat(parts, 1), full, rtol=1e-5, atol=1e-5)
+
+    def check(model):
+        assert_cached_decoding_equals_full_forward(model)
+        with torch.no_grad():  # a prefill, then several tokens at once, then single tokens: all continue the state
+            cache = model.new_cache(2, 13)
+            parts = [model(tokens[:, :5], cache=cache), model(tokens[:, 5:10], cache=cache)]
+            parts += [model(tokens[:, i:i + 1], cache=cache) for i in range(10, 13)]
+        torch.testing.assert_close(torch.cat(parts, 1), full, rtol=1e-5, atol=1e-5)
+    return model, check
 
 
-def test_a_padded_batch_gives_the_unpadded_rows_results(model):
+def test_cached_decoding_and_generation_equal_the_full_forward():
+    """A prefill then single tokens, and chunks of several tokens, through the cache give the full forward."""
+    model, check = cached_case()
+    check(model)
+
+
+def padded_case():
+    """(the hybrid, check(model): rows padded on the left or the right, and left-padded generation, give
+    what each row gives alone)."""
+    model = hybrid_model()
     tokens = torch.randint(0, 61, (3, 11), generator=torch.Generator().manual_seed(5))
     mask = torch.ones(3, 11, dtype=torch.long)
     mask[1, :4] = 0  # left
     mask[2, 8:] = 0  # right
     with torch.no_grad():
-        batch = model(tokens, mask)
         left = model(tokens[1:2, 4:])
         right = model(tokens[2:3, :8])
-    torch.testing.assert_close(batch[1, 4:], left[0], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(batch[2, :8], right[0], rtol=1e-5, atol=1e-5)
-    out = model.generate(tokens[:2], 8, attention_mask=mask[:2])  # left-padded prompts
-    assert torch.equal(out[1, 11:], model.generate(tokens[1:2, 4:], 8)[0, 7:])
-    assert torch.equal(out[0], model.generate(tokens[:1], 8)[0])
+    left_alone = model.generate(tokens[1:2, 4:], 8)[0, 7:]
+    first_alone = model.generate(tokens[:1], 8)[0]
+
+    def check(model):
+        with torch.no_grad():
+            batch = model(tokens, mask)
+        torch.testing.assert_close(batch[1, 4:], left[0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(batch[2, :8], right[0], rtol=1e-5, atol=1e-5)
+        out = model.generate(tokens[:2], 8, attention_mask=mask[:2])  # left-padded prompts
+        assert torch.equal(out[1, 11:], left_alone)
+        assert torch.equal(out[0], first_alone)
+    return model, check
+
+
+def test_a_padded_batch_gives_the_unpadded_rows_results():
+    """Rows padded on the left or the right, and left-padded generation, give what each row gives alone."""
+    model, check = padded_case()
+    check(model)
 
 
 def test_the_decode_state_is_fixed_and_counted(model):
@@ -336,3 +382,17 @@ def test_the_diagram_shows_the_pattern():
     assert "8 layers: [ssd_layer, scan_layer, ssd_layer, attention_layer]" in dot and "<B>× 2</B>" in dot
     dot = archdsl.render(ROOT / "specs" / "local-global-decoder.yaml", format="dot")
     assert "12 layers: [local × 5, global]" in dot  # runs folded
+
+
+def control_cases():
+    """The mixer and hybrid checks above for tests/controls.py (docs/testing.md)."""
+    from controls import Case
+
+    for family in FAMILIES:
+        yield Case(test_each_mixer_equals_the_transformers_mixer, family, functools.partial(mixer_case, family),
+                   "rtol 1e-5, atol 1e-5")
+    # the unbroken hybrid's full forward and rows alone are the reference, as in test_generate.py
+    yield Case(test_cached_decoding_and_generation_equal_the_full_forward, "hybrid", cached_case,
+               "rtol 1e-5, atol 1e-5; equal tokens")
+    yield Case(test_a_padded_batch_gives_the_unpadded_rows_results, "hybrid", padded_case,
+               "rtol 1e-5, atol 1e-5; equal tokens")
