@@ -5,6 +5,7 @@ checkpoint, and full-size configs convert at transformers' parameter counts; the
 cannot write yet are refused with the missing feature named."""
 from __future__ import annotations
 
+import copy
 import functools
 
 import pytest
@@ -43,10 +44,18 @@ def tiny(family: str):
             vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=4, num_attention_heads=4,
             num_key_value_heads=2, attn_layer_indices=[2], mamba_n_heads=4, mamba_d_head=16, mamba_d_state=8,
             mamba_chunk_size=4))
+    if family == "falcon_h1":  # every μP multiplier away from 1, so that each one's place is tested
+        return T.FalconH1ForCausalLM(T.FalconH1Config(
+            vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=8, mamba_d_ssm=32, mamba_n_heads=4, mamba_d_head=8, mamba_n_groups=2,
+            mamba_d_state=8, mamba_chunk_size=4, mamba_rms_norm=True, mamba_norm_before_gate=True,
+            lm_head_multiplier=0.5, embedding_multiplier=2.0, mlp_multipliers=[1.5, 0.5], key_multiplier=0.8,
+            attention_in_multiplier=1.2, attention_out_multiplier=0.7, ssm_in_multiplier=1.1, ssm_out_multiplier=0.6,
+            ssm_multipliers=[0.9, 1.1, 0.8, 1.2, 1.3], tie_word_embeddings=False))
     raise AssertionError(family)
 
 
-FAMILIES = ["mamba", "falcon_mamba", "mamba2", "jamba", "bamba"]
+FAMILIES = ["mamba", "falcon_mamba", "mamba2", "jamba", "bamba", "falcon_h1"]
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -129,7 +138,38 @@ def test_full_size_configs_convert_at_transformers_counts(family, config, count,
     assert archdsl.summary(spec).total_params == count == archdsl.summary(root / "specs" / f"{family}.yaml").total_params
 
 
-@pytest.mark.parametrize("family, key", [("falcon_h1", "ssm_out_multiplier"), ("zamba2", "hybrid_layer_ids"),
+def test_falcon_h1_multipliers_each_matter_and_are_fields():
+    """Falcon-H1's spec writes its μP multipliers as fields (branch scales, attention scale, MLP residual scale,
+    embedding and logits scales, the mixer's in_scale and projection_scales); resetting any one of them in the
+    transformers model changes its logits, so the parity test above sees every one."""
+    text = hf.spec_yaml_from_config(tiny("falcon_h1").config)
+    for field in ("scales: [0.6, 0.84", "scale: 0.5", "in_scale: 1.1", "projection_scales: [0.9, 1.1, 0.8, 1.2, 1.3]",
+                  "gate_norm: before_gate", "embedding: {name: embed_tokens, vocab: $vocab, scale: 2.0}",
+                  "lm_head: {vocab: $vocab, scale: 0.5}", "gate multiplier (1.5) is folded"):
+        assert field in text, field
+    _, reference, model = imported("falcon_h1")
+    tokens = torch.randint(0, VOCAB, (1, 9), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        base = reference(tokens).logits
+        for name in ("key_multiplier", "attention_in_multiplier", "ssm_out_multiplier", "attn_out_multiplier",
+                     "ssm_in_multiplier", "lm_head_multiplier", "embedding_multiplier"):
+            changed = copy.deepcopy(reference)
+            touched = [setattr(m, name, 1.0) for m in changed.modules() if hasattr(m, name)]
+            assert touched and not torch.allclose(changed(tokens).logits, base), name
+
+
+def test_falcon_h1_full_size_config_converts_at_transformers_count(root):
+    """specs/falcon-h1-tiny-90m.yaml's sizes through the importer: the same 91,131,072 parameters."""
+    config = dict(model_type="falcon_h1", vocab_size=32768, hidden_size=512, intermediate_size=768,
+                  num_hidden_layers=24, num_attention_heads=8, num_key_value_heads=2, head_dim=64,
+                  tie_word_embeddings=True, mamba_d_ssm=768, mamba_n_heads=24, mamba_d_head=32, mamba_d_state=64,
+                  mamba_n_groups=1, mamba_rms_norm=False)
+    spec = hf.spec_from_config(config)
+    assert archdsl.summary(spec).total_params == 91_131_072 == \
+        archdsl.summary(root / "specs" / "falcon-h1-tiny-90m.yaml").total_params
+
+
+@pytest.mark.parametrize("family, key", [("zamba2", "hybrid_layer_ids"),
                                          ("nemotron_h", "mlp_hidden_act"),
                                          ("granitemoehybrid", "residual_multiplier")])
 def test_families_not_written_yet_are_refused_by_feature(family, key):

@@ -223,7 +223,7 @@ def test_every_type_the_sweep_records_exact_verifies_at_full_size(model_type):
     assert archdsl.summary(spec).total_params == meta_count(cfg)
 
 
-@pytest.mark.parametrize("model_type", ["mamba", "falcon_mamba", "mamba2", "jamba", "bamba", "qwen3_next", "lfm2",
+@pytest.mark.parametrize("model_type", ["mamba", "falcon_mamba", "mamba2", "jamba", "bamba", "falcon_h1", "qwen3_next", "lfm2",
                                         "recurrent_gemma", "minimax"])
 def test_state_space_and_linear_hybrids_pass_the_check_at_full_size(model_type):
     """The class-default (full-size) configs of the hybrid families archdsl imports convert with the

@@ -30,12 +30,9 @@ from typing import Any, Callable, Mapping
 __all__ = ["SSM_MODEL_TYPES", "REFUSED", "is_ssm", "spec_yaml_from_config", "spec_from_config", "from_hf",
            "from_pretrained", "map_weights"]
 
-SUPPORTED = ("mamba", "falcon_mamba", "mamba2", "jamba", "bamba")
+SUPPORTED = ("mamba", "falcon_mamba", "mamba2", "jamba", "bamba", "falcon_h1")  # falcon_h1: hf_falcon_h1
 # model type -> (config key, the feature archdsl lacks): refused with it named
 REFUSED = {
-    "falcon_h1": ("ssm_out_multiplier", "Falcon-H1's layer runs attention and Mamba-2 side by side with per-branch "
-                  "input/output multipliers and μP multipliers on the embedding, keys, MLP and logits; the mamba2 "
-                  "kind matches its mixer (in_scale, projection_scales, gate_norm), the layer is not written yet"),
     "zamba2": ("hybrid_layer_ids", "Zamba2 shares one attention block's weights among several depths (with "
                "per-depth LoRA adapters); archdsl has no weight sharing between positions of a stack yet"),
     "nemotron_h": ("mlp_hidden_act", "Nemotron-H's squared-ReLU MLP layers (relu2) are not an archdsl activation "
@@ -195,6 +192,9 @@ def spec_yaml_from_config(config: Any) -> str:
         raise _unsupported(cfg, key, what)
     if t not in SUPPORTED:
         raise _unsupported(cfg, "model_type", f"model type '{t}' in the state-space importer")
+    if t == "falcon_h1":  # attention and Mamba-2 side by side in every layer
+        from . import hf_falcon_h1
+        return hf_falcon_h1.spec_yaml_from_config(cfg)
     layers, positional, eps = _layers(cfg)
     tie = bool(getattr(cfg, "tie_word_embeddings", False))
     blocks: dict[str, tuple[str, str | None]] = {}
@@ -244,9 +244,13 @@ def spec_from_config(config: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------------------- weights
-def map_weights(model_type: str, tensors: Mapping[str, Callable[[], Any]], model: Any) -> dict[str, Any]:
+def map_weights(model_type: str, tensors: Mapping[str, Callable[[], Any]], model: Any, cfg: Any = None) -> dict[str, Any]:
     """archdsl parameter name -> tensor, from the checkpoint's tensors (name -> loader), by role."""
     import torch
+
+    if model_type == "falcon_h1":  # its MLP gate multiplier (from cfg) is folded into the weights
+        from . import hf_falcon_h1
+        return hf_falcon_h1.map_weights(cfg, tensors, model)
 
     from ..ir import layer_numbering, leaves
 
@@ -345,7 +349,7 @@ def from_hf(hf_model: Any, *, spec: Any = None, overrides: Mapping[str, Any] | N
     first = next(hf_model.parameters())
     state = {k: t for k, t in hf_model.state_dict().items()}
     model = _build(target, dtype or first.dtype, device or first.device)
-    _assign(model, map_weights(cfg.model_type, {k: (lambda t=t: t) for k, t in state.items()}, model))
+    _assign(model, map_weights(cfg.model_type, {k: (lambda t=t: t) for k, t in state.items()}, model, cfg))
     model.eval()
     if verify if verify is not None else spec is not None:
         _verify(hf_model, model)
@@ -366,5 +370,6 @@ def from_pretrained(local_dir: Any, *, spec: Any = None, overrides: Mapping[str,
         dtype = _get(cfg, "dtype", "torch_dtype") or torch.float32
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     model = _build(target, dtype or torch.float32, device)
-    _assign(model, map_weights(cfg.model_type, load_safetensors(local_dir), model))
+    with load_safetensors(local_dir) as shards:
+        _assign(model, map_weights(cfg.model_type, shards, model, cfg))
     return model.eval()
