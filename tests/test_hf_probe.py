@@ -68,13 +68,24 @@ def test_probed_families_import_exactly(model_type):
             hf_coverage.shrink(T.CONFIG_MAPPING[model_type]), verify=False)
 
 
-@pytest.mark.parametrize("model_type", ["exaone4", "exaone_moe"])
-def test_behaviour_the_tree_does_not_show_is_refused_by_name(model_type):
-    """EXAONE 4's tree matches OLMo 3's, but its full-attention layers skip the rotary rotation when sliding
-    layers are present: converted with the probe alone its logits differed by 0.13 (silently). Refused."""
+@pytest.mark.parametrize("model_type", ["smollm3", "exaone4", "cohere2"])
+def test_families_with_layers_without_positions_import_exactly(model_type):
+    """NoPE layers (attention: {nope: true}) among rotary ones: SmolLM3's no_rope_layers, EXAONE 4's full-attention
+    layers when sliding ones are present (its tree is OLMo 3's: converted without knowing it, its logits differed by
+    0.13), Cohere2's full-attention layers always. Logits of a padded batch, and greedy generation with the cache."""
+    result = hf_coverage.run_one(model_type)
+    assert result.status == "exact", result
     cfg = hf_coverage.shrink(T.CONFIG_MAPPING[model_type])
-    with pytest.raises(SpecError, match=r"layer_types: unsupported feature: full-attention layers without rotary"):
-        hf.spec_from_config(cfg)
+    assert "nope: true" in hf.spec_yaml_from_config(cfg, verify=False)
+    reference = hf_coverage.random_model(cfg)
+    model = hf.from_hf(reference)
+    prompt = torch.randint(0, cfg.vocab_size, (2, 6), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(prompt)
+    mask[1, :2] = 0
+    ours = model.generate(prompt, 12, attention_mask=mask, pad_token_id=0)
+    theirs = reference.generate(prompt, attention_mask=mask, max_new_tokens=12, min_new_tokens=12, do_sample=False,
+                                pad_token_id=0)
+    assert torch.equal(ours, theirs)
 
 
 def test_a_v3_style_router_without_its_config_keys_is_refused():

@@ -168,6 +168,25 @@ def test_parallel_scales_multiply_each_branch_before_the_sum():
         archdsl.load_spec(text.replace("[0.25, 3.0]", "[0.25, 3.0, 1.0]"))
 
 
+def test_nope_attention_ignores_the_positional_node_before_it():
+    """attention: {nope: true} is the same layer without positions: equal to the model without the rotary node,
+    different from the rotary model; shown in summaries and refused for cross-attention."""
+    def spec(positional: bool, nope: bool) -> dict:
+        layers = [{"embedding": {"vocab": 11}}] + ([{"positional": {"kind": "rotary"}}] if positional else [])
+        return {"name": "n", "model": {"width": 16, "layers": layers + [
+            {"residual": [{"attention": {"heads": 2, "causal": True, "nope": nope}}]}, {"lm_head": 11}]}}
+    def logits(positional: bool, nope: bool) -> torch.Tensor:
+        model, g = archdsl.compile(spec(positional, nope), seed=0), torch.Generator().manual_seed(1)
+        with torch.no_grad():  # weights large enough that attention is far from uniform
+            for p in model.parameters():
+                p.normal_(0.0, 0.5, generator=g)
+            return model(torch.tensor([[1, 2, 3, 4, 5, 1, 2]]))
+    nope = logits(True, True)
+    assert torch.equal(nope, logits(False, False))
+    assert (nope - logits(True, False)).abs().max() > 1e-2
+    assert "NoPE" in str(archdsl.summary(spec(True, True)))
+
+
 def test_dict_source_and_spec_to_yaml_round_trip():
     spec = archdsl.load_spec(PATTERN)
     again = archdsl.load_spec(spec.to_yaml())

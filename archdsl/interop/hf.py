@@ -93,6 +93,9 @@ FAMILY_TRAITS: dict[str, dict[str, Any]] = {
                 head_bias=True),
     "cohere": dict(qkv_bias="attention_bias", out_bias="attention_bias", mlp_bias=False, parallel="shared",
                    always_parallel=True, rotary_interleaved=True, norm_bias=False),
+    # Cohere2: Cohere's parallel block, sliding-window layers with rotary positions, full layers without (NoPE)
+    "cohere2": dict(qkv_bias="attention_bias", out_bias="attention_bias", mlp_bias=False, parallel="shared",
+                    always_parallel=True, rotary_interleaved=True, norm_bias=False, nope="unless_sliding"),
     "gptj": dict(gated=False, qkv_bias=False, out_bias=False, mlp_bias=True, parallel="shared", always_parallel=True,
                  head_bias=True, rotary_interleaved=True),
     "gemma": dict(embed_scale=True, unit_offset=True),
@@ -133,10 +136,9 @@ UNSUPPORTED_FAMILIES: dict[str, str] = {
 }
 
 # Behaviour that neither a family's config nor its module tree shows, for families read by probing
-# (hf_probe): model types -> (config key, what), refused when their layers mix sliding-window and full
-# attention. EXAONE 4's full-attention layers then skip the rotary rotation (NoPE), which archdsl's
-# positional scope cannot switch off for single layers.
-_NOPE_GLOBAL_LAYERS = {"exaone4", "exaone4_5", "exaone_moe", "kolibri1"}
+# (hf_probe): EXAONE 4's full-attention layers skip the rotary rotation (NoPE) when sliding-window
+# layers are present.
+_NOPE_GLOBAL_LAYERS = {"exaone4", "exaone4_5", "exaone_moe", "kolibri1"}  # NoPE full-attention layers: _nope_layers
 # ... and traits of behaviour for probed families: MiniCPM3's latent attention rotates halves, not
 # DeepSeek's adjacent pairs (its config has no rope_interleave to say so)
 _PROBED_BEHAVIOUR: dict[str, dict[str, Any]] = {"minicpm3": dict(rotary_interleaved=False)}
@@ -381,6 +383,7 @@ class Features:
     attn_scale: float | None
     experts: int | None = None
     shared_hidden: int | None = None  # a shared expert's inner width (Qwen2-MoE, with a sigmoid gate)
+    nope: list[bool] | None = None  # per layer: attention without the rotary rotation (NoPE)
     shared_gate: bool = True  # the shared expert is scaled by a learned sigmoid gate (Qwen2-MoE; not DeepSeek's)
     top_k: int = 2
     normalize: bool = True
@@ -618,9 +621,6 @@ def features_from_config(config: Any) -> Features:
         windows = [window] * layers
     if len(windows) != layers:
         raise _unsupported(cfg, "layer_types", f"{len(windows)} layer types for {layers} layers")
-    if model_type in _NOPE_GLOBAL_LAYERS and any(windows) and not all(windows):
-        raise _unsupported(cfg, "layer_types", "full-attention layers without rotary positions (NoPE) among "
-                           f"sliding-window layers with them, as '{model_type}' computes them")
     if local_rope is not None and not (any(windows) and not all(windows)):
         # rotary settings per layer type, but one type of layer: its settings are the model's
         if all(windows):
@@ -709,9 +709,7 @@ def features_from_config(config: Any) -> Features:
             f.router_fp32 = bool(traits.get("router_fp32"))
     if model_type == "gpt_neo":
         _gpt_neo(cfg, f)
-    no_rope = getattr(cfg, "no_rope_layers", None)  # SmolLM3: 0 marks a layer without rotary positions
-    if no_rope and not all(no_rope):
-        raise _unsupported(cfg, "no_rope_layers", "layers without rotary positions (NoPE) among rotary ones")
+    f.nope = _nope_layers(cfg, traits, f.windows)
     if model_type == "falcon":
         if getattr(cfg, "new_decoder_architecture", False):
             f.qkv_layout = "grouped"
@@ -719,6 +717,23 @@ def features_from_config(config: Any) -> Features:
             f.qkv_layout = "per_head"
     _check_shapes(cfg, f)
     return f
+
+
+def _nope_layers(cfg: Any, traits: Mapping[str, Any], windows: list[int | None]) -> list[bool] | None:
+    """Which layers' attention skips the rotary rotation (NoPE), or None when every layer rotates: SmolLM3's
+    no_rope_layers (0 marks one); EXAONE 4's full-attention layers when sliding-window ones are present;
+    Cohere2's full-attention layers always (its code rotates only in sliding-window layers)."""
+    nope = None
+    no_rope = getattr(cfg, "no_rope_layers", None)
+    if no_rope and not all(no_rope):
+        if len(no_rope) != len(windows):
+            raise _unsupported(cfg, "no_rope_layers", f"{len(no_rope)} entries for {len(windows)} layers")
+        nope = [not bool(x) for x in no_rope]
+    if cfg.model_type in _NOPE_GLOBAL_LAYERS and any(windows) and not all(windows):
+        nope = [w is None for w in windows]
+    if traits.get("nope") == "unless_sliding":
+        nope = [w is None for w in windows]
+    return nope if nope and any(nope) else None
 
 
 def _mpt_attention(cfg: Any, f: Features) -> None:
@@ -1006,8 +1021,9 @@ def _spec_yaml(config: Any) -> str:
         if f.rotary_fraction != 1.0:
             v["rotary_fraction"] = f.rotary_fraction
     windows = sorted({w for w in f.windows if w})
-    if f.mlp_kinds and windows and not all(f.windows):
-        raise _unsupported(None, "layer_types", "sliding-window and full layers mixed with dense and sparse layers")
+    if f.mlp_kinds and ((windows and not all(f.windows)) or (f.nope and len(set(f.nope)) > 1)):
+        raise _unsupported(None, "layer_types", "sliding-window and full layers (or layers with and without positions) "
+                           "mixed with dense and sparse layers")
     if len(windows) > 1:
         raise _unsupported(None, "sliding_window", f"several different window sizes ({windows})")
     if windows:
@@ -1024,9 +1040,19 @@ def _spec_yaml(config: Any) -> str:
     if "head_dim" in v:
         attn.append(("head_dim", "$head_dim"))
     attn.append(("causal", "true"))
-    per_layer_window = windows and not all(f.windows)
+    per_layer_window = bool(windows) and not all(f.windows)
     if windows:
         attn.append(("window", "$window" if per_layer_window else "$local_window"))
+    nope = f.nope or [False] * f.layers
+    per_layer_nope = len(set(nope)) > 1
+    if per_layer_nope:
+        attn.append(("nope", "$nope"))
+    elif nope[0]:
+        attn.append(("nope", "true"))
+    per_layer = per_layer_window or per_layer_nope
+    # the kind of each layer when layers differ: sliding-window or full attention, with or without positions
+    kinds = [("local" if w and per_layer_window else "global") + ("_nope" if n and per_layer_nope else "")
+             for w, n in zip(f.windows, nope)]
     if f.qkv_bias != f.out_bias:
         attn += [("bias", _scalar(f.qkv_bias)), ("out_bias", _scalar(f.out_bias))]
     elif not f.qkv_bias:
@@ -1122,22 +1148,26 @@ def _spec_yaml(config: Any) -> str:
     lines.append("vars:")
     lines += [f"  {k}: {_scalar(val)}" for k, val in v.items()]
     lines += ["", "blocks:"]
-    if per_layer_window and f.local_rope is not None:  # each layer has its own rotary settings (Gemma 3)
-        def rope_args(theta: str, scaling: tuple) -> str:
+    if per_layer:  # a decoder_layer with the parameters that differ, and a block for each kind of layer
+        rope_each = per_layer_window and f.local_rope is not None  # each layer has its own rotary settings (Gemma 3)
+
+        def rope_args(theta: str, scaling: tuple) -> list[str]:
             d = dict(scaling)
-            return f"rope_theta: {theta}" + (f", rope_scaling: {d['scaling']}, rope_factor: {_scalar(d['factor'])}"
-                                             if d else "")
-        lines += ["  decoder_layer:", "    params: {window: null, rope_theta: null, rope_scaling: none, rope_factor: null}",
-                  "    layers:",
-                  "      - positional: {kind: rotary, base: $rope_theta, scaling: $rope_scaling, factor: $rope_factor"
-                  + (", max_len: $context}" if f.max_len else "}")]
+            return [f"rope_theta: {theta}"] + ([f"rope_scaling: {d['scaling']}", f"rope_factor: {_scalar(d['factor'])}"]
+                                               if d else [])
+        params = (["window: null"] if per_layer_window else []) + (["nope: false"] if per_layer_nope else []) + (
+            ["rope_theta: null", "rope_scaling: none", "rope_factor: null"] if rope_each else [])
+        lines += ["  decoder_layer:", f"    params: {{{', '.join(params)}}}", "    layers:"]
+        if rope_each:
+            lines.append("      - positional: {kind: rotary, base: $rope_theta, scaling: $rope_scaling, factor: $rope_factor"
+                         + (", max_len: $context}" if f.max_len else "}"))
         lines += ["      " + line for line in body]
-        lines += ["  local:", f"    - decoder_layer: {{window: $local_window, {rope_args('$local_rope_theta', f.local_rope[1])}}}",
-                  "  global:", f"    - decoder_layer: {{{rope_args('$rope_theta', f.rope_scaling)}}}"]
-    elif per_layer_window:
-        lines += ["  decoder_layer:", "    params: {window: null}", "    layers:"]
-        lines += ["      " + line for line in body]
-        lines += ["  local:", "    - decoder_layer: {window: $local_window}", "  global:", "    - decoder_layer"]
+        for kind in [k for k in ("local", "local_nope", "global", "global_nope") if k in kinds]:
+            local = kind.startswith("local")
+            args = (["window: $local_window"] if local else []) + (["nope: true"] if kind.endswith("_nope") else [])
+            if rope_each:
+                args += rope_args("$local_rope_theta", f.local_rope[1]) if local else rope_args("$rope_theta", f.rope_scaling)
+            lines += [f"  {kind}:", "    - decoder_layer" + (f": {{{', '.join(args)}}}" if args else "")]
     elif f.mlp_kinds:  # some layers have a dense MLP in place of the experts (DeepSeek's first ones, Qwen-MoE's)
         dense = f"mlp: {_args([('hidden', '$dense_ffn'), ('activation', f.activation)] + ([] if f.mlp_bias else [('bias', 'false')]))}"
         split = max(i for i, line in enumerate(body) if line.startswith("- residual:"))  # the feed-forward residual
@@ -1173,8 +1203,7 @@ def _spec_yaml(config: Any) -> str:
         model.append("    - dropout: $embed_dropout")
     if f.mlp_kinds:
         model += _mixed_repeats(f.mlp_kinds)
-    elif per_layer_window:
-        kinds = ["local" if w else "global" for w in f.windows]
+    elif per_layer:
         model += ["    - repeat: $layers", "      name: layers",
                   f"      pattern: [{', '.join(kinds[:_period(kinds)])}]"]
     else:

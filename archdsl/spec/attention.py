@@ -39,6 +39,9 @@ class Attention(NodeSpec):
     softcap: PosFloat | None = Field(None, description="Soft-cap the attention scores: softcap · tanh(scores / "
                                      "softcap) before the mask (Gemma 2: 50). No fused SDPA kernel has this, so such "
                                      "layers run attention as explicit matmuls and softmax.")
+    nope: bool = Field(False, description="NoPE: this self-attention ignores the positional node before it (no rotary "
+                       "rotation, ALiBi or relative bias), as the global layers of SmolLM3, Cohere2 and EXAONE 4 among "
+                       "rotary ones; the causal mask alone orders the tokens.")
     output_gate: bool = Field(False, description="Gated attention (Qiu et al. 2025; Qwen3-Next): multiply each head's "
                               "output by sigmoid(W_g·x), a gate projected from the stream (heads × head_dim more "
                               "outputs of the QKV projection), before the output projection.")
@@ -80,7 +83,7 @@ class Attention(NodeSpec):
             if field in self.model_fields_set and not self.qk_norm:
                 scope.report(field, f"{field} without qk_norm: true", f"add qk_norm: true, or drop {field}")
         if self.cross is not None:
-            for field in ("qk_norm", "softcap", "output_gate"):
+            for field in ("qk_norm", "softcap", "output_gate", "nope"):
                 if getattr(self, field):
                     scope.report(field, f"{field} is implemented for self-attention only", f"drop {field} here")
             if self.cross not in scope.memory_widths:
@@ -93,7 +96,7 @@ class Attention(NodeSpec):
             if self.window is not None:
                 scope.report("window", "a sliding window has no meaning for cross-attention", "drop window here")
             return
-        pos = scope.positional
+        pos = scope.positional if not self.nope else None
         if pos is not None and pos.type == "relative" and pos.heads != h:
             scope.report("heads", f"{h} heads, but the relative position bias before this attention has one bias per "
                          f"head for {pos.heads} heads", "give the positional node the heads of the attention it governs")
@@ -105,7 +108,7 @@ class Attention(NodeSpec):
                              "change positional.fraction or the head size")
 
     def uses_positional(self) -> bool:
-        return self.cross is None  # cross-attention's keys come from another timeline
+        return self.cross is None and not self.nope  # cross-attention's keys come from another timeline
 
     def rotary_dims(self, width: int, positional: Any) -> tuple[int, str] | None:
         return int(self.dims(width)[2] * positional.fraction), "head_dim" if self.head_dim else "heads"
@@ -133,6 +136,8 @@ class Attention(NodeSpec):
             parts.append(f"softcap {self.softcap:g}")
         if self.output_gate:
             parts.append("output gate")
+        if self.nope:
+            parts.append("NoPE")
         return ", ".join(parts)
 
 
