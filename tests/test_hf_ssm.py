@@ -1,5 +1,5 @@
 """Hugging Face import of the state-space families (archdsl/interop/hf_ssm.py, reached through interop.hf):
-tiny random-weight transformers models of Mamba, FalconMamba, Mamba-2, Jamba and Bamba give the same
+tiny random-weight transformers models of Mamba, FalconMamba, Mamba-2, Jamba, Bamba and Nemotron-H give the same
 logits (padded batches too), the same greedy generation as hf_model.generate, load from a saved
 checkpoint, and full-size configs convert at transformers' parameter counts; the families archdsl
 cannot write yet are refused with the missing feature named."""
@@ -41,10 +41,23 @@ def tiny(family: str):
             vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=4, num_attention_heads=4,
             num_key_value_heads=2, attn_layer_indices=[2], mamba_n_heads=4, mamba_d_head=16, mamba_d_state=8,
             mamba_chunk_size=4))
+    if family in ("nemotron_h", "nemotron_h_moe"):  # Mamba-2 'M', attention '*', squared-ReLU MLP '-', MoE 'E'
+        moe = family == "nemotron_h_moe"
+        model = T.NemotronHForCausalLM(T.NemotronHConfig(
+            vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2,
+            head_dim=8, hybrid_override_pattern="ME*-E" if moe else "M*-M-", mamba_num_heads=4, mamba_head_dim=16,
+            ssm_state_size=8, n_groups=2, chunk_size=4, time_step_min=0.01, n_routed_experts=4, num_experts_per_tok=2,
+            moe_intermediate_size=16, moe_shared_expert_intermediate_size=24, n_group=2, topk_group=1,
+            routed_scaling_factor=2.5, mlp_bias=not moe))
+        with torch.no_grad():  # the experts' choice bias is a buffer: not perturbed with the parameters
+            for name, buffer in model.named_buffers():
+                if name.endswith("e_score_correction_bias"):
+                    buffer.copy_(torch.randn(buffer.shape, generator=torch.Generator().manual_seed(5)) * 0.1)
+        return model
     raise AssertionError(family)
 
 
-FAMILIES = ["mamba", "falcon_mamba", "mamba2", "jamba", "bamba"]
+FAMILIES = ["mamba", "falcon_mamba", "mamba2", "jamba", "bamba", "nemotron_h", "nemotron_h_moe"]
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -118,7 +131,6 @@ def test_full_size_configs_convert_at_transformers_counts(family, config, count,
 
 
 @pytest.mark.parametrize("family, key", [("falcon_h1", "ssm_out_multiplier"), ("zamba2", "hybrid_layer_ids"),
-                                         ("nemotron_h", "mlp_hidden_act"),
                                          ("granitemoehybrid", "residual_multiplier")])
 def test_families_not_written_yet_are_refused_by_feature(family, key):
     with pytest.raises(SpecError, match=rf"{key}: unsupported feature: .*not"):

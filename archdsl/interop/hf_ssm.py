@@ -1,4 +1,4 @@
-"""Hugging Face interop for the state-space families: Mamba, FalconMamba, Mamba-2, Jamba and Bamba.
+"""Hugging Face interop for the state-space families: Mamba, FalconMamba, Mamba-2, Jamba, Bamba and Nemotron-H.
 
     from archdsl.interop import hf_ssm
     spec = hf_ssm.spec_from_config(hf_model.config)     # the readable spec (a repeat pattern for hybrids)
@@ -9,7 +9,8 @@ archdsl.interop.hf dispatches here for these model types, so ``hf.from_hf`` / ``
 / ``hf.from_pretrained`` / ``archdsl import-hf`` work for them too.
 
 A config becomes a list of layers, each a mixer (mamba, mamba2 or attention) and for the hybrids a
-feed-forward (mlp or moe); equal layers share a block, and the stack is one ``repeat`` cycling the
+feed-forward (mlp or moe), or for Nemotron-H one of the four alone (its layers are each a single pre-norm
+residual, squared-ReLU MLPs and MoE layers included); equal layers share a block, and the stack is one ``repeat`` cycling the
 shortest period of the layers (Jamba: 8) or, when the layers have no short period (Bamba's
 attention at 9, 18, 27), consecutive repeats whose layer numbers continue. Weights are mapped by
 role, not by name: archdsl's layer i (ir.layer_numbering) is the checkpoint's layer i, its first
@@ -30,7 +31,7 @@ from typing import Any, Callable, Mapping
 __all__ = ["SSM_MODEL_TYPES", "REFUSED", "is_ssm", "spec_yaml_from_config", "spec_from_config", "from_hf",
            "from_pretrained", "map_weights"]
 
-SUPPORTED = ("mamba", "falcon_mamba", "mamba2", "jamba", "bamba")
+SUPPORTED = ("mamba", "falcon_mamba", "mamba2", "jamba", "bamba", "nemotron_h")
 # model type -> (config key, the feature archdsl lacks): refused with it named
 REFUSED = {
     "falcon_h1": ("ssm_out_multiplier", "Falcon-H1's layer runs attention and Mamba-2 side by side with per-branch "
@@ -38,17 +39,15 @@ REFUSED = {
                   "kind matches its mixer (in_scale, projection_scales, gate_norm), the layer is not written yet"),
     "zamba2": ("hybrid_layer_ids", "Zamba2 shares one attention block's weights among several depths (with "
                "per-depth LoRA adapters); archdsl has no weight sharing between positions of a stack yet"),
-    "nemotron_h": ("mlp_hidden_act", "Nemotron-H's squared-ReLU MLP layers (relu2) are not an archdsl activation "
-                   "yet; its Mamba-2 mixer is (heads, dt_floor)"),
     "granitemoehybrid": ("residual_multiplier", "Granite 4.0-H's hybrid layer (Mamba-2 or attention with a MoE plus "
                          "shared MLP and Granite's multipliers) is not converted yet; its Mamba-2 mixer is the "
                          "mamba2 kind with default fields"),
 }
 SSM_MODEL_TYPES = SUPPORTED + tuple(REFUSED)
 _EMBED = {"mamba": "backbone.embeddings", "falcon_mamba": "backbone.embeddings", "mamba2": "backbone.embeddings",
-          "jamba": "model.embed_tokens", "bamba": "model.embed_tokens"}
+          "jamba": "model.embed_tokens", "bamba": "model.embed_tokens", "nemotron_h": "model.embeddings"}
 _FINAL = {"mamba": "backbone.norm_f", "falcon_mamba": "backbone.norm_f", "mamba2": "backbone.norm_f",
-          "jamba": "model.final_layernorm", "bamba": "model.final_layernorm"}
+          "jamba": "model.final_layernorm", "bamba": "model.final_layernorm", "nemotron_h": "model.norm_f"}
 
 
 def is_ssm(cfg: Any) -> bool:
@@ -91,19 +90,22 @@ def _mamba1(cfg: Any, state: str, conv: str, expand: str, rank: str, conv_bias: 
     return "mamba: " + _mixer_args(items)
 
 
-def _mamba2(cfg: Any, heads: str, head_dim: str, state: str, groups: str, conv: str, expand: str, conv_bias: str,
-            bias: str, eps: float, chunk: str) -> str:
-    _silu(cfg)
+def _mamba2(cfg: Any, heads: str, head_dim: str, state: str, groups: str, conv: str, expand: str | None,
+            conv_bias: str, bias: str, eps: float, chunk: str, act: str = "hidden_act",
+            limit: tuple[float, float] | None = None) -> str:
+    """The mamba2 node; `expand` None: the inner width is heads × head_dim whatever expand says (Nemotron-H's
+    mixer); `limit`: the Δ clamp when the family's mixer does not read time_step_limit."""
+    _silu(cfg, act)
     h, p = int(getattr(cfg, heads)), getattr(cfg, head_dim)
-    width, e = cfg.hidden_size, getattr(cfg, expand)
+    width, e = cfg.hidden_size, getattr(cfg, expand) if expand else None
     p = int(e * width // h) if p == "auto" else int(p)
-    if h * p != int(e * width):
+    if e is not None and h * p != int(e * width):
         raise _unsupported(cfg, head_dim, f"Mamba-2 heads × head_dim = {h} × {p} that is not expand × hidden_size "
                            f"({e} × {width})", "transformers' own mixer needs them equal")
     items = [("heads", h), ("head_dim", p), ("state", getattr(cfg, state)), ("groups", getattr(cfg, groups)),
              ("conv_kernel", getattr(cfg, conv)), ("conv_bias", bool(getattr(cfg, conv_bias))),
              ("bias", bool(getattr(cfg, bias))), ("norm_eps", float(eps)), ("chunk", int(getattr(cfg, chunk)))]
-    low, high = (tuple(getattr(cfg, "time_step_limit", None) or (0.0, float("inf"))) + (float("inf"),))[:2]
+    low, high = limit or (tuple(getattr(cfg, "time_step_limit", None) or (0.0, float("inf"))) + (float("inf"),))[:2]
     if low:
         items.append(("dt_floor", float(low)))
     if high is not None and math.isfinite(high):
@@ -163,7 +165,57 @@ def _layers(cfg: Any) -> tuple[list[tuple[str, str, str | None]], str | None, fl
         layers = [("attention_layer", _attention(cfg), _mlp(cfg)) if i in attention else
                   ("mamba_layer", mamba, _mlp(cfg)) for i in range(cfg.num_hidden_layers)]
         return layers, _positional(cfg) if attention else None, cfg.rms_norm_eps
+    if t == "nemotron_h":
+        return _nemotron_h(cfg), None, cfg.layer_norm_epsilon  # its attention has no positions, as Jamba's
     raise AssertionError(t)
+
+
+def _nemotron_h(cfg: Any) -> list[tuple[str, str | None, str | None]]:
+    """Nemotron-H: each layer one pre-norm residual around a Mamba-2 mixer ('M'), attention ('*'), a
+    squared-ReLU MLP ('-') or a MoE ('E': DeepSeek-V3's sigmoid routing over squared-ReLU experts plus a
+    shared expert); its mixer's Δ floor is time_step_min (transformers' NemotronHMamba2Mixer)."""
+    if getattr(cfg, "mlp_hidden_act", "relu2") != "relu2":
+        raise _unsupported(cfg, "mlp_hidden_act", f"activation '{cfg.mlp_hidden_act}' in Nemotron-H's MLPs",
+                           "archdsl imports its squared-ReLU (relu2) MLPs")
+    bias = bool(getattr(cfg, "mlp_bias", False))
+    nodes: dict[str, str] = {}
+    layers: list[tuple[str, str | None, str | None]] = []
+    for kind in cfg.layers_block_type:
+        if kind not in nodes:
+            if kind == "linear_attention":
+                nodes[kind] = _mamba2(cfg, "mamba_num_heads", "mamba_head_dim", "ssm_state_size", "n_groups",
+                                      "conv_kernel", None, "use_conv_bias", "use_bias", cfg.layer_norm_epsilon,
+                                      "chunk_size", act="mamba_hidden_act",
+                                      limit=(float(cfg.time_step_min), float("inf")))
+            elif kind == "full_attention":
+                nodes[kind] = _attention(cfg)
+            elif kind == "mlp":
+                nodes[kind] = "mlp: " + _mixer_args([("hidden", cfg.intermediate_size), ("activation", "relu2"),
+                                                     ("bias", bias)])
+            elif kind == "moe":
+                nodes[kind] = _nemotron_moe(cfg, bias)
+            else:
+                raise _unsupported(cfg, "layers_block_type", f"the Nemotron-H layer type '{kind}'")
+        name = {"linear_attention": "mamba_layer", "full_attention": "attention_layer"}.get(kind, f"{kind}_layer")
+        mixer = kind in ("linear_attention", "full_attention")
+        layers.append((name, nodes[kind] if mixer else None, None if mixer else nodes[kind]))
+    return layers
+
+
+def _nemotron_moe(cfg: Any, bias: bool) -> str:
+    if getattr(cfg, "moe_latent_size", None):
+        raise _unsupported(cfg, "moe_latent_size", "a MoE whose experts work in a projected latent width "
+                           "(fc1/fc2_latent_proj)")
+    experts, groups = int(cfg.n_routed_experts), int(cfg.n_group or 1)
+    items = [("experts", experts), ("top_k", cfg.num_experts_per_tok), ("hidden", cfg.moe_intermediate_size),
+             ("activation", "relu2"), ("bias", bias), ("normalize", bool(cfg.norm_topk_prob)),
+             ("scoring", "sigmoid"), ("score_bias", True), ("router_fp32", True),
+             ("routed_scale", float(cfg.routed_scaling_factor))]
+    if groups > 1:
+        items += [("groups", groups), ("top_groups", int(cfg.topk_group))]
+    if int(getattr(cfg, "n_shared_experts", 0) or 0):
+        items.append(("shared_hidden", cfg.moe_shared_expert_intermediate_size))
+    return "moe: " + _mixer_args(items)
 
 
 def _positional(cfg: Any) -> str:
@@ -197,21 +249,25 @@ def spec_yaml_from_config(config: Any) -> str:
         raise _unsupported(cfg, "model_type", f"model type '{t}' in the state-space importer")
     layers, positional, eps = _layers(cfg)
     tie = bool(getattr(cfg, "tie_word_embeddings", False))
-    blocks: dict[str, tuple[str, str | None]] = {}
+    blocks: dict[str, tuple[str | None, str | None]] = {}
     for name, mixer, ff in layers:
         if blocks.setdefault(name, (mixer, ff)) != (mixer, ff):
             raise AssertionError(f"two different layers named {name}")
     lines = ["archdsl: 1", f"name: {_scalar(_spec_name(cfg))}", "description: >"]
     counts: dict[str, int] = defaultdict(int)
-    for _, mixer, _ in layers:
-        counts[mixer.split(":")[0]] += 1
+    for _, mixer, ff in layers:
+        counts[(mixer or ff).split(":")[0]] += 1  # type: ignore[union-attr]
     mix = ", ".join(f"{n} {k}" for k, n in counts.items())
     lines += [f"  Imported from a Hugging Face {t} config: {len(layers)} layers ({mix})"
-              + (", each with a feed-forward" if layers[0][2] else "") + (", tied head." if tie else "."),
+              + (", each with a feed-forward" if all(ff and mixer for _, mixer, ff in layers) else
+                 ", each one pre-norm residual" if not any(ff and mixer for _, mixer, ff in layers) else "")
+              + (", tied head." if tie else "."),
               "vars:", f"  vocab: {cfg.vocab_size}", f"  d_model: {cfg.hidden_size}", f"  eps: {_scalar(float(eps))}",
               "", "blocks:"]
     for name, (mixer, ff) in blocks.items():
-        lines += [f"  {name}:", "    - residual:", "        - rmsnorm: {eps: $eps}", f"        - {mixer}"]
+        lines.append(f"  {name}:")
+        if mixer:
+            lines += ["    - residual:", "        - rmsnorm: {eps: $eps}", f"        - {mixer}"]
         if ff:
             lines += ["    - residual:", "        - rmsnorm: {eps: $eps}", f"        - {ff}"]
     names = [name for name, _, _ in layers]
@@ -263,6 +319,8 @@ def map_weights(model_type: str, tensors: Mapping[str, Callable[[], Any]], model
     used: set[str] = set()
     out: dict[str, Any] = {}
     ssm_names = ("backbone" if model_type in ("mamba", "falcon_mamba", "mamba2") else "model")
+    if model_type == "nemotron_h" and any(k.startswith("backbone.") for k in tensors):
+        ssm_names = "backbone"  # Nemotron-H in memory is model.*, on disk (NVIDIA's names) backbone.*
 
     def get(key: str) -> Any:
         if key not in tensors:
@@ -280,18 +338,22 @@ def map_weights(model_type: str, tensors: Mapping[str, Callable[[], Any]], model
     for i, nodes in sorted(per_layer.items()):
         hf = f"{ssm_names}.layers.{i}"
         norms = [n for n, k in nodes if k == "rmsnorm"]
-        mixer = next((n, k) for n, k in nodes if k in ("mamba", "mamba2", "attention"))
+        mixer = next(((n, k) for n, k in nodes if k in ("mamba", "mamba2", "attention")), None)
         ff = next(((n, k) for n, k in nodes if k in ("mlp", "moe")), None)
-        if ssm_names == "backbone":
+        hf_ff = f"{hf}.feed_forward"
+        if ssm_names == "backbone" or model_type == "nemotron_h":  # one norm and one 'mixer' (of any kind)
             hf_norms, hf_mixer = [f"{hf}.norm"], f"{hf}.mixer"
+            hf_ff = hf_mixer
         else:
             hf_norms = [f"{hf}.input_layernorm", f"{hf}.pre_ff_layernorm"]
-            hf_mixer = f"{hf}.mamba" if mixer[1] != "attention" else f"{hf}.self_attn"
+            hf_mixer = f"{hf}.mamba" if mixer and mixer[1] != "attention" else f"{hf}.self_attn"
         if len(norms) != len(hf_norms):
             raise ValueError(f"layer {i}: the spec has {len(norms)} norms, the checkpoint {len(hf_norms)}")
         for ours, theirs in zip(norms, hf_norms):
             out[f"{ours}.weight"] = get(f"{theirs}.weight")
-        if mixer[1] == "attention":
+        if mixer is None:
+            pass
+        elif mixer[1] == "attention":
             for part in ("weight", "bias"):
                 keys = [f"{hf_mixer}.{p}_proj.{part}" for p in "qkv"]
                 if keys[0] in tensors:
@@ -301,10 +363,16 @@ def map_weights(model_type: str, tensors: Mapping[str, Callable[[], Any]], model
         else:
             copy_under(hf_mixer, mixer[0])
         if ff is not None:
-            hf_ff = f"{hf}.feed_forward"
-            if ff[1] == "mlp":
+            spec = g.nodes[ff[0]]["spec"]
+            if ff[1] == "mlp" and not spec.gated:  # Nemotron-H: up_proj, down_proj (biases with mlp_bias)
+                for part in ("weight", "bias") if spec.bias else ("weight",):
+                    out[f"{ff[0]}.up.{part}"] = get(f"{hf_ff}.up_proj.{part}")
+                    out[f"{ff[0]}.down.{part}"] = get(f"{hf_ff}.down_proj.{part}")
+            elif ff[1] == "mlp":
                 out[f"{ff[0]}.up.weight"] = torch.cat([get(f"{hf_ff}.gate_proj.weight"), get(f"{hf_ff}.up_proj.weight")])
                 out[f"{ff[0]}.down.weight"] = get(f"{hf_ff}.down_proj.weight")
+            elif model_type == "nemotron_h":
+                out.update(_nemotron_moe_weights(get, tensors, hf_ff, ff[0], spec))
             else:
                 out[f"{ff[0]}.router.weight"] = get(f"{hf_ff}.router.weight")
                 if f"{hf_ff}.experts.gate_up_proj" in tensors:  # in memory: stacked experts
@@ -317,9 +385,10 @@ def map_weights(model_type: str, tensors: Mapping[str, Callable[[], Any]], model
                         [torch.cat([get(f"{x}.gate_proj.weight"), get(f"{x}.up_proj.weight")]) for x in e])
                     out[f"{ff[0]}.experts.down"] = torch.stack([get(f"{x}.down_proj.weight") for x in e])
     embed = next(n for n, k in top if k == "embedding")
-    out[f"{embed}.weight"] = get(f"{_EMBED[model_type]}.weight")
+    rename = (lambda k: ssm_names + k[k.index("."):]) if model_type == "nemotron_h" else (lambda k: k)
+    out[f"{embed}.weight"] = get(f"{rename(_EMBED[model_type])}.weight")
     final = [n for n, k in top if k == "rmsnorm"][-1]
-    out[f"{final}.weight"] = get(f"{_FINAL[model_type]}.weight")
+    out[f"{final}.weight"] = get(f"{rename(_FINAL[model_type])}.weight")
     head = next(n for n, k in top if k == "lm_head")
     if g.nodes[head]["spec"].tie is None:
         out[f"{head}.weight"] = get("lm_head.weight")
@@ -329,6 +398,28 @@ def map_weights(model_type: str, tensors: Mapping[str, Callable[[], Any]], model
     if left:
         raise ValueError(f"checkpoint tensors the spec has no place for: {', '.join(left[:6])}"
                          + (f" and {len(left) - 6} more" if len(left) > 6 else ""))
+    return out
+
+
+def _nemotron_moe_weights(get: Callable[[str], Any], tensors: Mapping[str, Any], hf: str, ours: str,
+                          spec: Any) -> dict[str, Any]:
+    """Nemotron-H's MoE: the router (gate.weight, gate.e_score_correction_bias), ungated experts stacked
+    (experts.up_proj / down_proj in memory) or one module per expert (on disk), the shared expert's MLP."""
+    import torch
+
+    out = {f"{ours}.router.weight": get(f"{hf}.gate.weight"),
+           f"{ours}.score_bias": get(f"{hf}.gate.e_score_correction_bias")}
+    if f"{hf}.experts.up_proj" in tensors:
+        out[f"{ours}.experts.up"] = get(f"{hf}.experts.up_proj")
+        out[f"{ours}.experts.down"] = get(f"{hf}.experts.down_proj")
+    else:
+        e = [f"{hf}.experts.{j}" for j in range(spec.experts)]
+        out[f"{ours}.experts.up"] = torch.stack([get(f"{x}.up_proj.weight") for x in e])
+        out[f"{ours}.experts.down"] = torch.stack([get(f"{x}.down_proj.weight") for x in e])
+    if spec.shared_hidden:
+        for part in ("weight", "bias") if spec.bias else ("weight",):
+            out[f"{ours}.shared.up.{part}"] = get(f"{hf}.shared_experts.up_proj.{part}")
+            out[f"{ours}.shared.down.{part}"] = get(f"{hf}.shared_experts.down_proj.{part}")
     return out
 
 

@@ -7,7 +7,7 @@ from pydantic import Field
 
 from .base import NodeSpec, PosFloat, PosInt, Probability, Scope, linear_params
 
-Activation = Literal["gelu", "gelu_tanh", "relu", "silu", "swiglu", "geglu"]
+Activation = Literal["gelu", "gelu_tanh", "relu", "relu2", "silu", "swiglu", "geglu"]
 GATED = {"swiglu", "geglu"}
 
 
@@ -21,7 +21,8 @@ class MLP(NodeSpec):
     residual_branch = True
 
     hidden: PosInt = Field(description="Inner width (e.g. 4 × width; for gated activations, the width of each half).")
-    activation: Activation = Field("gelu", description="gelu, gelu_tanh, relu, silu, or gated swiglu / geglu.")
+    activation: Activation = Field("gelu", description="gelu, gelu_tanh, relu, relu2 (squared ReLU, relu(x)², "
+                                   "Primer; Nemotron-H), silu, or gated swiglu / geglu.")
     bias: bool = Field(True, description="Biases on both projections.")
     dropout: Probability = Field(0.0, description="Dropout after the down-projection.")
 
