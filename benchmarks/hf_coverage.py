@@ -60,6 +60,9 @@ _SIZES = {
 }
 _LAYER_KEYS = ("num_hidden_layers", "n_layer", "n_layers", "num_layers")
 _KV_KEYS = ("num_key_value_heads", "num_kv_heads", "n_kv_heads")
+# (Mamba-2 heads, head dim) whose product transformers requires to be mamba_expand × hidden_size (Bamba,
+# Granite 4.0-H, Zamba2); Falcon-H1 sets its own inner width (mamba_d_ssm) and is left as it is
+_MAMBA_HEADS = (("mamba_n_heads", "mamba_d_head"), ("n_mamba_heads", "mamba_headdim"))
 
 
 class TooBig(Exception):
@@ -118,6 +121,11 @@ def shrink(cls: Any) -> Any:
         kv = data.get(key)
         if isinstance(kv, int) and not isinstance(kv, bool):
             data[key] = 1 if kv == 1 else 2 if kv < cls().to_dict().get("num_attention_heads", kv) else heads
+    for heads_key, dim_key in _MAMBA_HEADS:  # Mamba-2's heads × head_dim must stay expand × width
+        if isinstance(data.get(heads_key), int) and isinstance(data.get(dim_key), int) and "mamba_d_ssm" not in data:
+            data[heads_key], data[dim_key] = HEADS, int(data.get("mamba_expand") or 2) * WIDTH // HEADS
+    if isinstance(data.get("attention_head_dim"), int) and "use_shared_attention_adapter" in data:
+        data["attention_head_dim"] = 2 * WIDTH // HEADS  # Zamba2 attends over [hidden; embeddings]: twice the width
     if isinstance(data.get("mlp_only_layers"), list):
         data["mlp_only_layers"] = [i for i in data["mlp_only_layers"] if i < layers]
     if isinstance(data.get("first_k_dense_replace"), int):

@@ -1,6 +1,6 @@
 """Hugging Face import of the state-space families (archdsl/interop/hf_ssm.py, reached through interop.hf):
-tiny random-weight transformers models of Mamba, FalconMamba, Mamba-2, Jamba, Bamba and Nemotron-H give the same
-logits (padded batches too), the same greedy generation as hf_model.generate, load from a saved
+tiny random-weight transformers models of Mamba, FalconMamba, Mamba-2, Jamba, Bamba, Nemotron-H and Granite 4.0
+give the same logits (padded batches too), the same greedy generation as hf_model.generate, load from a saved
 checkpoint, and full-size configs convert at transformers' parameter counts; the families archdsl
 cannot write yet are refused with the missing feature named."""
 from __future__ import annotations
@@ -54,10 +54,20 @@ def tiny(family: str):
                 if name.endswith("e_score_correction_bias"):
                     buffer.copy_(torch.randn(buffer.shape, generator=torch.Generator().manual_seed(5)) * 0.1)
         return model
+    if family in ("granitemoehybrid", "granitemoehybrid_dense"):  # Granite 4.0-H (MoE + shared MLP, no positions)
+        dense = family.endswith("dense")  # and a dense one: the shared MLP alone, rotary attention
+        return T.GraniteMoeHybridForCausalLM(T.GraniteMoeHybridConfig(
+            vocab_size=VOCAB, hidden_size=32, intermediate_size=16, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=2, num_local_experts=0 if dense else 4, num_experts_per_tok=2,
+            shared_intermediate_size=24, embedding_multiplier=4.0, residual_multiplier=0.5, attention_multiplier=0.1,
+            logits_scaling=2.0, layer_types=["linear_attention", "full_attention", "linear_attention", "linear_attention"],
+            mamba_n_heads=4, mamba_d_head=16, mamba_d_state=8, mamba_chunk_size=4,
+            position_embedding_type="rope" if dense else None))
     raise AssertionError(family)
 
 
-FAMILIES = ["mamba", "falcon_mamba", "mamba2", "jamba", "bamba", "nemotron_h", "nemotron_h_moe"]
+FAMILIES = ["mamba", "falcon_mamba", "mamba2", "jamba", "bamba", "nemotron_h", "nemotron_h_moe", "granitemoehybrid",
+            "granitemoehybrid_dense"]
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -130,8 +140,7 @@ def test_full_size_configs_convert_at_transformers_counts(family, config, count,
     assert archdsl.summary(spec).total_params == count == archdsl.summary(root / "specs" / f"{family}.yaml").total_params
 
 
-@pytest.mark.parametrize("family, key", [("falcon_h1", "ssm_out_multiplier"), ("zamba2", "hybrid_layer_ids"),
-                                         ("granitemoehybrid", "residual_multiplier")])
+@pytest.mark.parametrize("family, key", [("falcon_h1", "ssm_out_multiplier"), ("zamba2", "hybrid_layer_ids")])
 def test_families_not_written_yet_are_refused_by_feature(family, key):
     with pytest.raises(SpecError, match=rf"{key}: unsupported feature: .*not"):
         hf.spec_from_config({"model_type": family})

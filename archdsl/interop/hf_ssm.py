@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping
 __all__ = ["SSM_MODEL_TYPES", "REFUSED", "is_ssm", "spec_yaml_from_config", "spec_from_config", "from_hf",
            "from_pretrained", "map_weights"]
 
-SUPPORTED = ("mamba", "falcon_mamba", "mamba2", "jamba", "bamba", "nemotron_h")
+SUPPORTED = ("mamba", "falcon_mamba", "mamba2", "jamba", "bamba", "nemotron_h", "granitemoehybrid")
 # model type -> (config key, the feature archdsl lacks): refused with it named
 REFUSED = {
     "falcon_h1": ("ssm_out_multiplier", "Falcon-H1's layer runs attention and Mamba-2 side by side with per-branch "
@@ -39,15 +39,14 @@ REFUSED = {
                   "kind matches its mixer (in_scale, projection_scales, gate_norm), the layer is not written yet"),
     "zamba2": ("hybrid_layer_ids", "Zamba2 shares one attention block's weights among several depths (with "
                "per-depth LoRA adapters); archdsl has no weight sharing between positions of a stack yet"),
-    "granitemoehybrid": ("residual_multiplier", "Granite 4.0-H's hybrid layer (Mamba-2 or attention with a MoE plus "
-                         "shared MLP and Granite's multipliers) is not converted yet; its Mamba-2 mixer is the "
-                         "mamba2 kind with default fields"),
 }
 SSM_MODEL_TYPES = SUPPORTED + tuple(REFUSED)
 _EMBED = {"mamba": "backbone.embeddings", "falcon_mamba": "backbone.embeddings", "mamba2": "backbone.embeddings",
-          "jamba": "model.embed_tokens", "bamba": "model.embed_tokens", "nemotron_h": "model.embeddings"}
+          "jamba": "model.embed_tokens", "bamba": "model.embed_tokens", "nemotron_h": "model.embeddings",
+          "granitemoehybrid": "model.embed_tokens"}
 _FINAL = {"mamba": "backbone.norm_f", "falcon_mamba": "backbone.norm_f", "mamba2": "backbone.norm_f",
-          "jamba": "model.final_layernorm", "bamba": "model.final_layernorm", "nemotron_h": "model.norm_f"}
+          "jamba": "model.final_layernorm", "bamba": "model.final_layernorm", "nemotron_h": "model.norm_f",
+          "granitemoehybrid": "model.norm"}
 
 
 def is_ssm(cfg: Any) -> bool:
@@ -113,7 +112,7 @@ def _mamba2(cfg: Any, heads: str, head_dim: str, state: str, groups: str, conv: 
     return "mamba2: " + _mixer_args(items)
 
 
-def _attention(cfg: Any) -> str:
+def _attention(cfg: Any, scale: float | None = None) -> str:
     heads, kv = cfg.num_attention_heads, getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
     head_dim = getattr(cfg, "head_dim", None)
     items = [("heads", heads)]
@@ -122,6 +121,10 @@ def _attention(cfg: Any) -> str:
     if head_dim and head_dim != cfg.hidden_size // heads:
         items.append(("head_dim", head_dim))
     items += [("causal", True), ("bias", bool(getattr(cfg, "attention_bias", False)))]
+    if scale is not None:
+        items.append(("scale", float(scale)))
+    if getattr(cfg, "attention_dropout", 0.0):
+        items.append(("dropout", float(cfg.attention_dropout)))
     return "attention: " + _mixer_args(items)
 
 
@@ -165,9 +168,45 @@ def _layers(cfg: Any) -> tuple[list[tuple[str, str, str | None]], str | None, fl
         layers = [("attention_layer", _attention(cfg), _mlp(cfg)) if i in attention else
                   ("mamba_layer", mamba, _mlp(cfg)) for i in range(cfg.num_hidden_layers)]
         return layers, _positional(cfg) if attention else None, cfg.rms_norm_eps
+    if t == "granitemoehybrid":
+        return _granite(cfg)
     if t == "nemotron_h":
         return _nemotron_h(cfg), None, cfg.layer_norm_epsilon  # its attention has no positions, as Jamba's
     raise AssertionError(t)
+
+
+def _granite(cfg: Any) -> tuple[list[tuple[str, str | None, str | None]], str | None, float]:
+    """Granite 4.0 (-H): Bamba's Mamba-2 mixer or attention whose score scale is attention_multiplier,
+    then a MoE whose router takes the softmax of its top-k logits plus an always-on gated shared MLP
+    (shared_intermediate_size), or that shared MLP alone when num_local_experts is 0; rotary positions
+    only with position_embedding_type 'rope'. The multipliers on the embedding, residual branches and
+    logits are written by spec_yaml_from_config (_GRANITE)."""
+    mamba = _mamba2(cfg, "mamba_n_heads", "mamba_d_head", "mamba_d_state", "mamba_n_groups", "mamba_d_conv",
+                    "mamba_expand", "mamba_conv_bias", "mamba_proj_bias", cfg.rms_norm_eps, "mamba_chunk_size")
+    _silu(cfg)
+    shared = int(cfg.shared_intermediate_size or 0)
+    if cfg.num_local_experts:
+        if not shared:
+            raise _unsupported(cfg, "shared_intermediate_size", "a Granite layer whose shared MLP has width 0")
+        items = [("experts", cfg.num_local_experts), ("top_k", cfg.num_experts_per_tok),
+                 ("hidden", cfg.intermediate_size), ("activation", "swiglu"), ("shared_hidden", shared)]
+        if cfg.router_aux_loss_coef:
+            items.append(("aux_loss_coef", float(cfg.router_aux_loss_coef)))
+        ff = "moe: " + _mixer_args(items)
+    else:
+        ff = "mlp: " + _mixer_args([("hidden", shared), ("activation", "swiglu"), ("bias", False)])
+    attention = _attention(cfg, scale=float(cfg.attention_multiplier))
+    kind = cfg.position_embedding_type
+    if kind not in (None, "nope", "rope"):
+        raise _unsupported(cfg, "position_embedding_type", f"position_embedding_type '{kind}'",
+                           "Granite 4.0 uses 'rope' or none")
+    layers = [("attention_layer", attention, ff) if t == "full_attention" else ("mamba_layer", mamba, ff)
+              for t in cfg.layer_types]
+    for i, t in enumerate(cfg.layer_types):
+        if t not in ("full_attention", "linear_attention"):
+            raise _unsupported(cfg, f"layer_types[{i}]", f"the Granite layer type '{t}'")
+    rotary = kind == "rope" and any(t == "full_attention" for t in cfg.layer_types)
+    return layers, _positional(cfg) if rotary else None, cfg.rms_norm_eps
 
 
 def _nemotron_h(cfg: Any) -> list[tuple[str, str | None, str | None]]:
@@ -258,20 +297,29 @@ def spec_yaml_from_config(config: Any) -> str:
     for _, mixer, ff in layers:
         counts[(mixer or ff).split(":")[0]] += 1  # type: ignore[union-attr]
     mix = ", ".join(f"{n} {k}" for k, n in counts.items())
+    embed_scale, residual_scale, head_scale = _multipliers(cfg)
+    scaled = [f"{what} × {_scalar(x)}" for what, x in (("embedding", embed_scale), ("residual branches",
+              residual_scale), ("logits", head_scale)) if x is not None]
     lines += [f"  Imported from a Hugging Face {t} config: {len(layers)} layers ({mix})"
               + (", each with a feed-forward" if all(ff and mixer for _, mixer, ff in layers) else
                  ", each one pre-norm residual" if not any(ff and mixer for _, mixer, ff in layers) else "")
-              + (", tied head." if tie else "."),
-              "vars:", f"  vocab: {cfg.vocab_size}", f"  d_model: {cfg.hidden_size}", f"  eps: {_scalar(float(eps))}",
-              "", "blocks:"]
+              + (f"; {', '.join(scaled)}" if scaled else "") + (", tied head." if tie else "."),
+              "vars:", f"  vocab: {cfg.vocab_size}", f"  d_model: {cfg.hidden_size}", f"  eps: {_scalar(float(eps))}"]
+    if residual_scale is not None:
+        lines.append(f"  residual_scale: {_scalar(residual_scale)}")
+    lines += ["", "blocks:"]
+    residual = (["    - residual:", "        scale: $residual_scale", "        body:"] if residual_scale is not None
+                else ["    - residual:"])
+    indent = "          " if residual_scale is not None else "        "
     for name, (mixer, ff) in blocks.items():
         lines.append(f"  {name}:")
-        if mixer:
-            lines += ["    - residual:", "        - rmsnorm: {eps: $eps}", f"        - {mixer}"]
-        if ff:
-            lines += ["    - residual:", "        - rmsnorm: {eps: $eps}", f"        - {ff}"]
+        for node in (mixer, ff):
+            if node:
+                lines += residual + [f"{indent}- rmsnorm: {{eps: $eps}}", f"{indent}- {node}"]
     names = [name for name, _, _ in layers]
-    lines += ["", "model:", "  width: $d_model", "  layers:", "    - embedding: {name: embed, vocab: $vocab}"]
+    embed = "    - embedding: {name: embed, vocab: $vocab" + (f", scale: {_scalar(embed_scale)}}}" if embed_scale
+                                                            else "}")
+    lines += ["", "model:", "  width: $d_model", "  layers:", embed]
     if positional:
         lines.append(f"    - {positional}")
     period = _period(names)
@@ -289,8 +337,21 @@ def spec_yaml_from_config(config: Any) -> str:
         for j, (name, n) in enumerate(runs):
             lines += [f"    - repeat: {n}", f"      name: layers_{j}", f"      body: {name}"]
     lines += ["    - rmsnorm: {eps: $eps, name: final_norm}",
-              "    - lm_head: {vocab: $vocab" + (", tie: embed}" if tie else "}")]
+              "    - lm_head: {vocab: $vocab" + (", tie: embed" if tie else "")
+              + (f", scale: {_scalar(head_scale)}}}" if head_scale is not None else "}")]
     return "\n".join(lines) + "\n"
+
+
+def _multipliers(cfg: Any) -> tuple[float | None, float | None, float | None]:
+    """Granite's (embedding, residual branch, logit) multipliers, None where 1; the logits are divided by
+    logits_scaling, which scaling the stream before the bias-free head does."""
+    if cfg.model_type != "granitemoehybrid":
+        return None, None, None
+    from .hf import _multiplier
+
+    logits = _multiplier(cfg, "logits_scaling")
+    return (_multiplier(cfg, "embedding_multiplier"), _multiplier(cfg, "residual_multiplier"),
+            1.0 / logits if logits is not None else None)
 
 
 def spec_from_config(config: Any) -> Any:
@@ -345,7 +406,8 @@ def map_weights(model_type: str, tensors: Mapping[str, Callable[[], Any]], model
             hf_norms, hf_mixer = [f"{hf}.norm"], f"{hf}.mixer"
             hf_ff = hf_mixer
         else:
-            hf_norms = [f"{hf}.input_layernorm", f"{hf}.pre_ff_layernorm"]
+            second = "post_attention_layernorm" if model_type == "granitemoehybrid" else "pre_ff_layernorm"
+            hf_norms = [f"{hf}.input_layernorm", f"{hf}.{second}"]
             hf_mixer = f"{hf}.mamba" if mixer and mixer[1] != "attention" else f"{hf}.self_attn"
         if len(norms) != len(hf_norms):
             raise ValueError(f"layer {i}: the spec has {len(norms)} norms, the checkpoint {len(hf_norms)}")
@@ -368,6 +430,8 @@ def map_weights(model_type: str, tensors: Mapping[str, Callable[[], Any]], model
                 for part in ("weight", "bias") if spec.bias else ("weight",):
                     out[f"{ff[0]}.up.{part}"] = get(f"{hf_ff}.up_proj.{part}")
                     out[f"{ff[0]}.down.{part}"] = get(f"{hf_ff}.down_proj.{part}")
+            elif model_type == "granitemoehybrid":
+                out.update(_granite_ff_weights(get, tensors, hf, ff[0], spec))
             elif ff[1] == "mlp":
                 out[f"{ff[0]}.up.weight"] = torch.cat([get(f"{hf_ff}.gate_proj.weight"), get(f"{hf_ff}.up_proj.weight")])
                 out[f"{ff[0]}.down.weight"] = get(f"{hf_ff}.down_proj.weight")
@@ -399,6 +463,24 @@ def map_weights(model_type: str, tensors: Mapping[str, Callable[[], Any]], model
         raise ValueError(f"checkpoint tensors the spec has no place for: {', '.join(left[:6])}"
                          + (f" and {len(left) - 6} more" if len(left) > 6 else ""))
     return out
+
+
+def _granite_ff_weights(get: Callable[[str], Any], tensors: Mapping[str, Any], hf: str, ours: str,
+                        spec: Any) -> dict[str, Any]:
+    """Granite 4.0's feed-forward: shared_mlp (input_linear = [gate; up], output_linear) as the MLP or the
+    MoE's shared expert; the routed experts under block_sparse_moe, stacked (experts.gate_up_proj /
+    down_proj in memory, input_linear / output_linear on disk) with the router's weight."""
+    shared = {"up.weight": get(f"{hf}.shared_mlp.input_linear.weight"),
+              "down.weight": get(f"{hf}.shared_mlp.output_linear.weight")}
+    if not hasattr(spec, "experts"):
+        return {f"{ours}.{k}": t for k, t in shared.items()}
+    moe = f"{hf}.block_sparse_moe"
+    on_disk = f"{moe}.input_linear.weight" in tensors
+    fused = f"{moe}.input_linear.weight" if on_disk else f"{moe}.experts.gate_up_proj"
+    down = f"{moe}.output_linear.weight" if on_disk else f"{moe}.experts.down_proj"
+    router = f"{moe}.router.layer.weight" if f"{moe}.router.layer.weight" in tensors else f"{moe}.router.weight"
+    return {f"{ours}.router.weight": get(router), f"{ours}.experts.up": get(fused), f"{ours}.experts.down": get(down),
+            **{f"{ours}.shared.{k}": t for k, t in shared.items()}}
 
 
 def _nemotron_moe_weights(get: Callable[[str], Any], tensors: Mapping[str, Any], hf: str, ours: str,
