@@ -140,6 +140,26 @@ def test_full_size_configs_convert_at_transformers_counts(family, config, count,
     assert archdsl.summary(spec).total_params == count == archdsl.summary(root / "specs" / f"{family}.yaml").total_params
 
 
+# Granite 4.0-H-Tiny's sizes (specs/granite-4.0-h-tiny.yaml says where they come from); legacy layer names
+GRANITE_4_H_TINY = dict(
+    vocab_size=100352, hidden_size=1536, num_hidden_layers=40, num_attention_heads=12, num_key_value_heads=4,
+    intermediate_size=512, num_local_experts=64, num_experts_per_tok=6, shared_intermediate_size=1024,
+    mamba_n_heads=48, mamba_d_head=64, mamba_d_state=128, mamba_n_groups=1, embedding_multiplier=12.0,
+    residual_multiplier=0.22, attention_multiplier=0.0078125, logits_scaling=6.0, rms_norm_eps=1e-5,
+    tie_word_embeddings=True, position_embedding_type="nope",
+    layer_types=["attention" if i in (5, 15, 25, 35) else "mamba" for i in range(40)])
+
+
+def test_granite_4_h_tiny_spec_has_transformers_count_on_meta(root):
+    config = transformers.GraniteMoeHybridConfig(**GRANITE_4_H_TINY)
+    with torch.device("meta"):
+        count = sum(p.numel() for p in transformers.GraniteMoeHybridForCausalLM(config).parameters())
+    assert count == 6_939_037_248
+    assert archdsl.summary(root / "specs" / "granite-4.0-h-tiny.yaml").total_params == count
+    assert archdsl.compile(root / "specs" / "granite-4.0-h-tiny.yaml", device="meta").num_parameters() == count
+    assert archdsl.summary(hf.spec_from_config(config)).total_params == count  # verified on meta too
+
+
 @pytest.mark.parametrize("family, key", [("falcon_h1", "ssm_out_multiplier"), ("zamba2", "hybrid_layer_ids")])
 def test_families_not_written_yet_are_refused_by_feature(family, key):
     with pytest.raises(SpecError, match=rf"{key}: unsupported feature: .*not"):

@@ -18,10 +18,11 @@ TINY = {"layers": 2, "d_model": 64, "heads": 4, "kv_heads": 2, "ffn": 96, "vocab
         "linear_heads": 2, "linear_value_heads": 4, "linear_head_dim": 16}
 
 # Hugging Face's counts for the same models (GPT2LMHeadModel, BertModel, LlamaForCausalLM, ViTModel;
-# Mamba2ForCausalLM, JambaForCausalLM and BambaForCausalLM built on meta from the checkpoints' config values).
+# Mamba2ForCausalLM, JambaForCausalLM, BambaForCausalLM and GraniteMoeHybridForCausalLM built on meta from the
+# checkpoints' config values).
 EXACT_PARAMS = {"gpt2": 124_439_808, "bert-base": 109_482_240, "llama3-8b": 8_030_261_248,
                 "vit-base-16": 86_389_248, "mamba2-2.7b": 2_702_599_680, "jamba-v0.1": 51_570_323_328,
-                "bamba-9b": 9_780_235_392}
+                "bamba-9b": 9_780_235_392, "granite-4.0-h-tiny": 6_939_037_248}
 
 
 def tiny_overrides(path) -> dict:
