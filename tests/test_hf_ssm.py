@@ -1,6 +1,6 @@
 """Hugging Face import of the state-space families (archdsl/interop/hf_ssm.py, reached through interop.hf):
-tiny random-weight transformers models of Mamba, FalconMamba, Mamba-2, Jamba, Bamba, Nemotron-H and Granite 4.0
-give the same logits (padded batches too), the same greedy generation as hf_model.generate, load from a saved
+tiny random-weight transformers models of Mamba, FalconMamba, Mamba-2, Jamba, Bamba, Nemotron-H, Granite 4.0 and
+Falcon-H1 give the same logits (padded batches too), the same greedy generation as hf_model.generate, load from a saved
 checkpoint, and full-size configs convert at transformers' parameter counts; the families archdsl
 cannot write yet are refused with the missing feature named."""
 from __future__ import annotations
@@ -63,11 +63,19 @@ def tiny(family: str):
             logits_scaling=2.0, layer_types=["linear_attention", "full_attention", "linear_attention", "linear_attention"],
             mamba_n_heads=4, mamba_d_head=16, mamba_d_state=8, mamba_chunk_size=4,
             position_embedding_type="rope" if dense else None))
+    if family == "falcon_h1":  # attention and Mamba-2 side by side, every multiplier away from 1, biases everywhere
+        return T.FalconH1ForCausalLM(T.FalconH1Config(
+            vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, mamba_d_ssm=64, mamba_n_heads=4, mamba_d_head=16, mamba_d_state=8,
+            mamba_chunk_size=4, mamba_n_groups=2, mamba_rms_norm=True, mamba_norm_before_gate=True,
+            embedding_multiplier=2.0, lm_head_multiplier=0.5, mlp_multipliers=[1.3, 0.7], key_multiplier=0.8,
+            attention_in_multiplier=1.2, attention_out_multiplier=0.9, ssm_multipliers=[1.1, 0.9, 1.2, 0.8, 1.05],
+            ssm_in_multiplier=0.95, ssm_out_multiplier=1.1, mlp_bias=True, attention_bias=True, projectors_bias=True))
     raise AssertionError(family)
 
 
 FAMILIES = ["mamba", "falcon_mamba", "mamba2", "jamba", "bamba", "nemotron_h", "nemotron_h_moe", "granitemoehybrid",
-            "granitemoehybrid_dense"]
+            "granitemoehybrid_dense", "falcon_h1"]
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -160,7 +168,7 @@ def test_granite_4_h_tiny_spec_has_transformers_count_on_meta(root):
     assert archdsl.summary(hf.spec_from_config(config)).total_params == count  # verified on meta too
 
 
-@pytest.mark.parametrize("family, key", [("falcon_h1", "ssm_out_multiplier"), ("zamba2", "hybrid_layer_ids")])
+@pytest.mark.parametrize("family, key", [("zamba2", "hybrid_layer_ids")])
 def test_families_not_written_yet_are_refused_by_feature(family, key):
     with pytest.raises(SpecError, match=rf"{key}: unsupported feature: .*not"):
         hf.spec_from_config({"model_type": family})

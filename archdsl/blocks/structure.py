@@ -36,18 +36,22 @@ class Residual(Sequence):
 
 
 class Parallel(nn.Module):
-    """branch_0(x) + branch_1(x) + ..."""
+    """branch_0(x) + branch_1(x) + ..., or s_0 · branch_0(x) + s_1 · branch_1(x) + ... with scales."""
 
-    def __init__(self, branches: list[tuple[str, nn.Module]]):
+    def __init__(self, branches: list[tuple[str, nn.Module]], scales: list[float] | None = None):
         super().__init__()
         for name, module in branches:
             self.add_module(name, module)
+        self.scales = scales
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         branches = list(self._modules.values())
-        out = branches[0](x, ctx)
-        for branch in branches[1:]:
-            out = out + branch(x, ctx)
+        scales = self.scales or [1.0] * len(branches)
+        out = None
+        for branch, s in zip(branches, scales):
+            y = branch(x, ctx)
+            y = y * s if s != 1.0 else y
+            out = y if out is None else out + y
         return out
 
 
@@ -57,7 +61,7 @@ def build_residual(node: BuildContext) -> nn.Module:
 
 
 def build_parallel(node: BuildContext) -> nn.Module:
-    return Parallel(node.children)
+    return Parallel(node.children, node.spec.scales)
 
 
 def build_repeat(node: BuildContext) -> nn.Module:

@@ -1,4 +1,5 @@
-"""Hugging Face interop for the state-space families: Mamba, FalconMamba, Mamba-2, Jamba, Bamba and Nemotron-H.
+"""Hugging Face interop for the state-space families: Mamba, FalconMamba, Mamba-2, Jamba, Bamba, Nemotron-H,
+Granite 4.0 (granitemoehybrid) and Falcon-H1.
 
     from archdsl.interop import hf_ssm
     spec = hf_ssm.spec_from_config(hf_model.config)     # the readable spec (a repeat pattern for hybrids)
@@ -31,22 +32,20 @@ from typing import Any, Callable, Mapping
 __all__ = ["SSM_MODEL_TYPES", "REFUSED", "is_ssm", "spec_yaml_from_config", "spec_from_config", "from_hf",
            "from_pretrained", "map_weights"]
 
-SUPPORTED = ("mamba", "falcon_mamba", "mamba2", "jamba", "bamba", "nemotron_h", "granitemoehybrid")
+SUPPORTED = ("mamba", "falcon_mamba", "mamba2", "jamba", "bamba", "nemotron_h", "granitemoehybrid",
+             "falcon_h1")
 # model type -> (config key, the feature archdsl lacks): refused with it named
 REFUSED = {
-    "falcon_h1": ("ssm_out_multiplier", "Falcon-H1's layer runs attention and Mamba-2 side by side with per-branch "
-                  "input/output multipliers and μP multipliers on the embedding, keys, MLP and logits; the mamba2 "
-                  "kind matches its mixer (in_scale, projection_scales, gate_norm), the layer is not written yet"),
     "zamba2": ("hybrid_layer_ids", "Zamba2 shares one attention block's weights among several depths (with "
                "per-depth LoRA adapters); archdsl has no weight sharing between positions of a stack yet"),
 }
 SSM_MODEL_TYPES = SUPPORTED + tuple(REFUSED)
 _EMBED = {"mamba": "backbone.embeddings", "falcon_mamba": "backbone.embeddings", "mamba2": "backbone.embeddings",
           "jamba": "model.embed_tokens", "bamba": "model.embed_tokens", "nemotron_h": "model.embeddings",
-          "granitemoehybrid": "model.embed_tokens"}
+          "granitemoehybrid": "model.embed_tokens", "falcon_h1": "model.embed_tokens"}
 _FINAL = {"mamba": "backbone.norm_f", "falcon_mamba": "backbone.norm_f", "mamba2": "backbone.norm_f",
           "jamba": "model.final_layernorm", "bamba": "model.final_layernorm", "nemotron_h": "model.norm_f",
-          "granitemoehybrid": "model.norm"}
+          "granitemoehybrid": "model.norm", "falcon_h1": "model.final_layernorm"}
 
 
 def is_ssm(cfg: Any) -> bool:
@@ -170,6 +169,8 @@ def _layers(cfg: Any) -> tuple[list[tuple[str, str, str | None]], str | None, fl
         return layers, _positional(cfg) if attention else None, cfg.rms_norm_eps
     if t == "granitemoehybrid":
         return _granite(cfg)
+    if t == "falcon_h1":
+        return _falcon_h1(cfg)
     if t == "nemotron_h":
         return _nemotron_h(cfg), None, cfg.layer_norm_epsilon  # its attention has no positions, as Jamba's
     raise AssertionError(t)
@@ -207,6 +208,48 @@ def _granite(cfg: Any) -> tuple[list[tuple[str, str | None, str | None]], str | 
             raise _unsupported(cfg, f"layer_types[{i}]", f"the Granite layer type '{t}'")
     rotary = kind == "rope" and any(t == "full_attention" for t in cfg.layer_types)
     return layers, _positional(cfg) if rotary else None, cfg.rms_norm_eps
+
+
+def _falcon_h1(cfg: Any) -> tuple[list[tuple[str, str | None, str | None]], str | None, float]:
+    """Falcon-H1: one norm, then Mamba-2 and attention side by side, their outputs × ssm_out_multiplier and
+    × attention_out_multiplier summed into the residual (a parallel node with scales); the mixer's input ×
+    ssm_in_multiplier and in_proj's five parts × ssm_multipliers (in_scale, projection_scales), the
+    attention's input × attention_in_multiplier (in_scale) and its keys × key_multiplier, which scales the
+    scores as a score scale of key_multiplier / sqrt(head_dim) does; a SwiGLU MLP whose gate ×
+    mlp_multipliers[0] (gate_scale) and output × mlp_multipliers[1] (the residual's scale)."""
+    from .hf import _multiplier
+
+    inner = cfg.mamba_d_ssm or int(cfg.mamba_expand * cfg.hidden_size)
+    heads, head_dim = int(cfg.mamba_n_heads), int(cfg.mamba_d_head)
+    if heads * head_dim != inner:
+        raise _unsupported(cfg, "mamba_d_head", f"Mamba-2 heads × head_dim = {heads} × {head_dim} that is not the "
+                           f"inner width {inner}", "transformers' own mixer needs them equal")
+    mamba = _mamba2(cfg, "mamba_n_heads", "mamba_d_head", "mamba_d_state", "mamba_n_groups", "mamba_d_conv", None,
+                    "mamba_conv_bias", "mamba_proj_bias", cfg.rms_norm_eps, "mamba_chunk_size")[len("mamba2: "):-1]
+    extra = [("out_bias", bool(cfg.projectors_bias))]
+    if not cfg.mamba_rms_norm:
+        extra.append(("gate_norm", "none"))
+    elif cfg.mamba_norm_before_gate:
+        extra.append(("gate_norm", "before_gate"))
+    if _multiplier(cfg, "ssm_in_multiplier"):
+        extra.append(("in_scale", float(cfg.ssm_in_multiplier)))
+    if any(float(m) != 1.0 for m in cfg.ssm_multipliers):
+        extra.append(("projection_scales", [float(m) for m in cfg.ssm_multipliers]))
+    mamba = "{mamba2: " + mamba + ", " + _mixer_args(extra)[1:] + "}"
+    head = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    key = _multiplier(cfg, "key_multiplier")
+    attention = _attention(cfg, scale=key * head ** -0.5 if key else None)[len("attention: "):-1]
+    if _multiplier(cfg, "attention_in_multiplier"):
+        attention += f", in_scale: {float(cfg.attention_in_multiplier)}"
+    attention = "{attention: " + attention + "}}"
+    scales = [float(cfg.ssm_out_multiplier), float(cfg.attention_out_multiplier)]
+    mixer = f"parallel: {{branches: [[{mamba}], [{attention}]]" + (
+        f", scales: [{scales[0]}, {scales[1]}]}}" if scales != [1.0, 1.0] else "}")
+    _silu(cfg)
+    gate = float(cfg.mlp_multipliers[0])
+    ff = "mlp: " + _mixer_args([("hidden", cfg.intermediate_size), ("activation", "swiglu"),
+                                ("bias", bool(cfg.mlp_bias))] + ([("gate_scale", gate)] if gate != 1.0 else []))
+    return [("parallel_layer", mixer, ff)] * cfg.num_hidden_layers, _positional(cfg), cfg.rms_norm_eps
 
 
 def _nemotron_h(cfg: Any) -> list[tuple[str, str | None, str | None]]:
@@ -297,25 +340,34 @@ def spec_yaml_from_config(config: Any) -> str:
     for _, mixer, ff in layers:
         counts[(mixer or ff).split(":")[0]] += 1  # type: ignore[union-attr]
     mix = ", ".join(f"{n} {k}" for k, n in counts.items())
-    embed_scale, residual_scale, head_scale = _multipliers(cfg)
-    scaled = [f"{what} × {_scalar(x)}" for what, x in (("embedding", embed_scale), ("residual branches",
-              residual_scale), ("logits", head_scale)) if x is not None]
+    embed_scale, (mixer_scale, ff_scale), head_scale = _multipliers(cfg)
+    same = mixer_scale == ff_scale
+    scaled = [f"{what} × {_scalar(x)}" for what, x in (
+        ("embedding", embed_scale), ("residual branches" if same else "the mixers' residual branches", mixer_scale),
+        ("the feed-forward residual branches", None if same else ff_scale), ("logits", head_scale)) if x is not None]
     lines += [f"  Imported from a Hugging Face {t} config: {len(layers)} layers ({mix})"
               + (", each with a feed-forward" if all(ff and mixer for _, mixer, ff in layers) else
                  ", each one pre-norm residual" if not any(ff and mixer for _, mixer, ff in layers) else "")
               + (f"; {', '.join(scaled)}" if scaled else "") + (", tied head." if tie else "."),
               "vars:", f"  vocab: {cfg.vocab_size}", f"  d_model: {cfg.hidden_size}", f"  eps: {_scalar(float(eps))}"]
-    if residual_scale is not None:
-        lines.append(f"  residual_scale: {_scalar(residual_scale)}")
+    scale_vars = {"mixer": "residual_scale" if same else "mixer_scale", "ff": "residual_scale" if same else "ff_scale"}
+    for role, scale in (("mixer", mixer_scale), ("ff", ff_scale)):
+        if scale is not None and f"  {scale_vars[role]}: {_scalar(scale)}" not in lines:
+            lines.append(f"  {scale_vars[role]}: {_scalar(scale)}")
     lines += ["", "blocks:"]
-    residual = (["    - residual:", "        scale: $residual_scale", "        body:"] if residual_scale is not None
-                else ["    - residual:"])
-    indent = "          " if residual_scale is not None else "        "
+
+    def residual(node: str, scale: float | None, var: str) -> list[str]:
+        if scale is None:
+            return ["    - residual:", "        - rmsnorm: {eps: $eps}", f"        - {node}"]
+        return ["    - residual:", f"        scale: ${var}", "        body:", "          - rmsnorm: {eps: $eps}",
+                f"          - {node}"]
+
     for name, (mixer, ff) in blocks.items():
         lines.append(f"  {name}:")
-        for node in (mixer, ff):
-            if node:
-                lines += residual + [f"{indent}- rmsnorm: {{eps: $eps}}", f"{indent}- {node}"]
+        if mixer:
+            lines += residual(mixer, mixer_scale, scale_vars["mixer"])
+        if ff:
+            lines += residual(ff, ff_scale, scale_vars["ff"])
     names = [name for name, _, _ in layers]
     embed = "    - embedding: {name: embed, vocab: $vocab" + (f", scale: {_scalar(embed_scale)}}}" if embed_scale
                                                             else "}")
@@ -342,16 +394,21 @@ def spec_yaml_from_config(config: Any) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _multipliers(cfg: Any) -> tuple[float | None, float | None, float | None]:
-    """Granite's (embedding, residual branch, logit) multipliers, None where 1; the logits are divided by
-    logits_scaling, which scaling the stream before the bias-free head does."""
-    if cfg.model_type != "granitemoehybrid":
-        return None, None, None
+def _multipliers(cfg: Any) -> tuple[float | None, tuple[float | None, float | None], float | None]:
+    """(embedding, (mixer residual branch, feed-forward residual branch), logit) multipliers, None where 1:
+    Granite's (its logits divided by logits_scaling, which scaling the stream before the bias-free head
+    does) and Falcon-H1's (the MLP's down_multiplier scales its whole branch)."""
     from .hf import _multiplier
 
-    logits = _multiplier(cfg, "logits_scaling")
-    return (_multiplier(cfg, "embedding_multiplier"), _multiplier(cfg, "residual_multiplier"),
-            1.0 / logits if logits is not None else None)
+    if cfg.model_type == "granitemoehybrid":
+        logits = _multiplier(cfg, "logits_scaling")
+        residual = _multiplier(cfg, "residual_multiplier")
+        return _multiplier(cfg, "embedding_multiplier"), (residual, residual), 1.0 / logits if logits else None
+    if cfg.model_type == "falcon_h1":
+        down = float(cfg.mlp_multipliers[1])
+        return (_multiplier(cfg, "embedding_multiplier"), (None, None if down == 1.0 else down),
+                _multiplier(cfg, "lm_head_multiplier"))
+    return None, (None, None), None
 
 
 def spec_from_config(config: Any) -> Any:
@@ -398,6 +455,9 @@ def map_weights(model_type: str, tensors: Mapping[str, Callable[[], Any]], model
 
     for i, nodes in sorted(per_layer.items()):
         hf = f"{ssm_names}.layers.{i}"
+        if model_type == "falcon_h1":
+            out.update(_falcon_h1_layer(get, copy_under, hf, nodes, g))
+            continue
         norms = [n for n, k in nodes if k == "rmsnorm"]
         mixer = next(((n, k) for n, k in nodes if k in ("mamba", "mamba2", "attention")), None)
         ff = next(((n, k) for n, k in nodes if k in ("mlp", "moe")), None)
@@ -462,6 +522,33 @@ def map_weights(model_type: str, tensors: Mapping[str, Callable[[], Any]], model
     if left:
         raise ValueError(f"checkpoint tensors the spec has no place for: {', '.join(left[:6])}"
                          + (f" and {len(left) - 6} more" if len(left) > 6 else ""))
+    return out
+
+
+def _falcon_h1_layer(get: Callable[[str], Any], copy_under: Callable[[str, str], None], hf: str,
+                     nodes: list[tuple[str, str]], g: Any) -> dict[str, Any]:
+    """One Falcon-H1 layer: input_layernorm / pre_ff_layernorm, the mamba mixer (its names), self_attn's
+    q/k/v fused, feed_forward's gate/up fused (biases with mlp_bias)."""
+    import torch
+
+    out: dict[str, Any] = {}
+    norms = [n for n, k in nodes if k == "rmsnorm"]
+    for ours, theirs in zip(norms, ("input_layernorm", "pre_ff_layernorm"), strict=True):
+        out[f"{ours}.weight"] = get(f"{hf}.{theirs}.weight")
+    for node, kind in nodes:
+        spec = g.nodes[node]["spec"]
+        if kind == "mamba2":
+            copy_under(f"{hf}.mamba", node)
+        elif kind == "attention":
+            attn = f"{hf}.self_attn"
+            for part in ("weight", "bias") if spec.bias else ("weight",):
+                out[f"{node}.qkv.{part}"] = torch.cat([get(f"{attn}.{p}_proj.{part}") for p in "qkv"])
+                out[f"{node}.out.{part}"] = get(f"{attn}.o_proj.{part}")
+        elif kind == "mlp":
+            ff = f"{hf}.feed_forward"
+            for part in ("weight", "bias") if spec.bias else ("weight",):
+                out[f"{node}.up.{part}"] = torch.cat([get(f"{ff}.gate_proj.{part}"), get(f"{ff}.up_proj.{part}")])
+                out[f"{node}.down.{part}"] = get(f"{ff}.down_proj.{part}")
     return out
 
 

@@ -35,6 +35,14 @@ class Parallel(NodeSpec):
     leaf = False
 
     branches: list[list["Node"]] = Field(min_length=2, description="Two or more branches, each a list of nodes.")  # noqa: F821
+    scales: list[PosFloat] | None = Field(None, description="Multiply each branch by its number before the sum, "
+                                          "one per branch (Falcon-H1's ssm_out / attention_out multipliers).")
+
+    @model_validator(mode="after")
+    def _one_scale_per_branch(self) -> "Parallel":
+        if self.scales is not None and len(self.scales) != len(self.branches):
+            raise ValueError(f"scales has {len(self.scales)} numbers for {len(self.branches)} branches")
+        return self
 
 
 class Repeat(NodeSpec):
