@@ -15,7 +15,9 @@ TINY = {"layers": 2, "d_model": 64, "heads": 4, "kv_heads": 2, "ffn": 96, "vocab
         # state-space mixers (Mamba-2 2.7B, Jamba, Bamba)
         "ssm_state": 16, "ssm_groups": 2, "ssm_heads": 8, "dt_rank": 4, "mamba_lead": 1, "mamba_gap": 1, "mamba_tail": 1,
         # Qwen3-Next's gated DeltaNet
-        "linear_heads": 2, "linear_value_heads": 4, "linear_head_dim": 16}
+        "linear_heads": 2, "linear_value_heads": 4, "linear_head_dim": 16,
+        # Granite 4.0-H's routed experts (nine layers of them at the smallest pattern)
+        "expert_ffn": 32}
 
 # Hugging Face's counts for the same models (GPT2LMHeadModel, BertModel, LlamaForCausalLM, ViTModel;
 # Mamba2ForCausalLM, JambaForCausalLM, BambaForCausalLM and GraniteMoeHybridForCausalLM built on meta from the
