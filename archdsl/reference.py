@@ -32,7 +32,7 @@ def _type_name(field) -> str:
             choices.append("int" + "".join(f" {sym}{bounds[a]}" for a, sym in
                                            (("gt", ">"), ("ge", "≥"), ("lt", "<"), ("le", "≤")) if a in bounds))
         return " \\| ".join(choices)
-    if "list[float]" in text:
+    if "list[float]" in text or re.search(r"list\[Annotated\[float", text):  # list[PosFloat] too
         return "list of numbers"
     if "list[" in text:
         return "list of nodes"

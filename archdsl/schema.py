@@ -14,7 +14,9 @@ from __future__ import annotations
 import copy
 import json
 import re
-from typing import Any, get_args
+from typing import Annotated, Any, get_args
+
+from pydantic import TypeAdapter
 
 from .kinds import REGISTRY
 from .spec import Init, InputName
@@ -46,6 +48,11 @@ def _composite_schema(cls) -> dict:
         props["times"] = {"type": "integer", "minimum": 1, "description": cls.model_fields["times"].description}
         props["labels"] = {"type": "array", "items": {"type": "string"},
                            "description": cls.model_fields["labels"].description}
+    for name, field in cls.model_fields.items():  # plain settings (residual's scale, parallel's scales)
+        if name not in props and name not in _NODE_LIST_FIELDS:
+            kind = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+            schema = TypeAdapter(kind).json_schema()
+            props[name] = {**schema, "description": field.description}
     required = [n for n, f in cls.model_fields.items() if f.is_required()]
     return {"type": "object", "properties": props, "required": required}
 

@@ -1,4 +1,4 @@
-"""Hugging Face import of the linear/recurrent hybrids (archdsl/interop/hf_linear.py): Qwen3-Next, LFM2,
+"""Hugging Face import of the linear/recurrent hybrids (archdsl/interop/hf_linear.py): Qwen3-Next, Qwen3.5, LFM2,
 RecurrentGemma and MiniMax from tiny random-weight transformers models — logits, padded batches, greedy generation
 equal to hf_model.generate, a saved checkpoint, the written spec — and the full-size configs."""
 from __future__ import annotations
@@ -19,6 +19,8 @@ from archdsl.interop import hf, hf_linear  # noqa: E402
 T = transformers
 warnings.filterwarnings("ignore", message=".*falling back to its reference PyTorch implementation.*")
 
+QWEN3_5_ROPE = {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5, "mrope_section": [1, 1, 0],
+                "mrope_interleaved": True}
 TINY = {  # each with what makes its family: GQA value heads, partial rotary, a dense layer among MoE layers,
     # irregular attention layers, a window shorter than the sequence
     "qwen3_next": lambda: T.Qwen3NextConfig(
@@ -27,6 +29,17 @@ TINY = {  # each with what makes its family: GQA value heads, partial rotary, a 
         linear_value_head_dim=6, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16,
         shared_expert_intermediate_size=24, mlp_only_layers=[1], eos_token_id=None,
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5}),
+    # Qwen3.5: DeltaNet's projections unfused, multimodal rotary sections (text positions: plain rotary); dense MLPs
+    # (qwen3_5_text) or a MoE whose router always renormalises in every layer (qwen3_5_moe_text)
+    "qwen3_5_text": lambda: T.Qwen3_5TextConfig(
+        vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=8, linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=8,
+        linear_value_head_dim=6, eos_token_id=None, rope_parameters=QWEN3_5_ROPE),
+    "qwen3_5_moe_text": lambda: T.Qwen3_5MoeTextConfig(
+        vocab_size=97, hidden_size=32, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+        linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=8, linear_value_head_dim=6, num_experts=4,
+        num_experts_per_tok=2, moe_intermediate_size=16, shared_expert_intermediate_size=24, eos_token_id=None,
+        rope_parameters=QWEN3_5_ROPE),
     "lfm2": lambda: T.Lfm2Config(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=5,
                                  num_attention_heads=4, num_key_value_heads=2, full_attn_idxs=[1, 4], eos_token_id=None),
     "recurrent_gemma": lambda: T.RecurrentGemmaConfig(
@@ -110,6 +123,17 @@ def test_greedy_generation_equals_transformers(pair):
     assert torch.equal(batched[0, 4:], alone[0])
     if family != "recurrent_gemma":
         assert torch.equal(batched, theirs.generate(prompt, attention_mask=mask, max_new_tokens=16, do_sample=False))
+
+
+def test_cached_decoding_equals_full_forward(pair):
+    """Prefill, then one token a step through the cache: the full forward's logits (to 1e-5 of the largest)."""
+    family, theirs, ours = pair
+    x = tokens(2, 11, seed=7)
+    with torch.no_grad():
+        full = ours(x)
+        cache = ours.new_cache(2, 11)
+        steps = [ours(x[:, :4], cache=cache)] + [ours(x[:, i:i + 1], cache=cache) for i in range(4, 11)]
+    within(torch.cat(steps, 1), full, 1e-5)
 
 
 def test_saved_checkpoint_and_written_spec(pair, tmp_path, capsys):

@@ -1,6 +1,6 @@
 """Hugging Face import of the state-space families (archdsl/interop/hf_ssm.py, reached through interop.hf):
-tiny random-weight transformers models of Mamba, FalconMamba, Mamba-2, Jamba and Bamba give the same
-logits (padded batches too), the same greedy generation as hf_model.generate, load from a saved
+tiny random-weight transformers models of Mamba, FalconMamba, Mamba-2, Jamba, Bamba, Nemotron-H, Granite 4.0 and
+Falcon-H1 give the same logits (padded batches too), the same greedy generation as hf_model.generate, load from a saved
 checkpoint, and full-size configs convert at transformers' parameter counts; the families archdsl
 cannot write yet are refused with the missing feature named."""
 from __future__ import annotations
@@ -44,18 +44,41 @@ def tiny(family: str):
             vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=4, num_attention_heads=4,
             num_key_value_heads=2, attn_layer_indices=[2], mamba_n_heads=4, mamba_d_head=16, mamba_d_state=8,
             mamba_chunk_size=4))
-    if family == "falcon_h1":  # every μP multiplier away from 1, so that each one's place is tested
+    if family in ("nemotron_h", "nemotron_h_moe"):  # Mamba-2 'M', attention '*', squared-ReLU MLP '-', MoE 'E'
+        moe = family == "nemotron_h_moe"
+        model = T.NemotronHForCausalLM(T.NemotronHConfig(
+            vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2,
+            head_dim=8, hybrid_override_pattern="ME*-E" if moe else "M*-M-", mamba_num_heads=4, mamba_head_dim=16,
+            ssm_state_size=8, n_groups=2, chunk_size=4, time_step_min=0.01, n_routed_experts=4, num_experts_per_tok=2,
+            moe_intermediate_size=16, moe_shared_expert_intermediate_size=24, n_group=2, topk_group=1,
+            routed_scaling_factor=2.5, mlp_bias=not moe))
+        with torch.no_grad():  # the experts' choice bias is a buffer: not perturbed with the parameters
+            for name, buffer in model.named_buffers():
+                if name.endswith("e_score_correction_bias"):
+                    buffer.copy_(torch.randn(buffer.shape, generator=torch.Generator().manual_seed(5)) * 0.1)
+        return model
+    if family in ("granitemoehybrid", "granitemoehybrid_dense"):  # Granite 4.0-H (MoE + shared MLP, no positions)
+        dense = family.endswith("dense")  # and a dense one: the shared MLP alone, rotary attention
+        return T.GraniteMoeHybridForCausalLM(T.GraniteMoeHybridConfig(
+            vocab_size=VOCAB, hidden_size=32, intermediate_size=16, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=2, num_local_experts=0 if dense else 4, num_experts_per_tok=2,
+            shared_intermediate_size=24, embedding_multiplier=4.0, residual_multiplier=0.5, attention_multiplier=0.1,
+            logits_scaling=2.0, layer_types=["linear_attention", "full_attention", "linear_attention", "linear_attention"],
+            mamba_n_heads=4, mamba_d_head=16, mamba_d_state=8, mamba_chunk_size=4,
+            position_embedding_type="rope" if dense else None))
+    if family == "falcon_h1":  # attention and Mamba-2 side by side, every multiplier away from 1, biases everywhere
         return T.FalconH1ForCausalLM(T.FalconH1Config(
             vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, head_dim=8, mamba_d_ssm=32, mamba_n_heads=4, mamba_d_head=8, mamba_n_groups=2,
-            mamba_d_state=8, mamba_chunk_size=4, mamba_rms_norm=True, mamba_norm_before_gate=True,
-            lm_head_multiplier=0.5, embedding_multiplier=2.0, mlp_multipliers=[1.5, 0.5], key_multiplier=0.8,
-            attention_in_multiplier=1.2, attention_out_multiplier=0.7, ssm_in_multiplier=1.1, ssm_out_multiplier=0.6,
-            ssm_multipliers=[0.9, 1.1, 0.8, 1.2, 1.3], tie_word_embeddings=False))
+            num_key_value_heads=2, mamba_d_ssm=64, mamba_n_heads=4, mamba_d_head=16, mamba_d_state=8,
+            mamba_chunk_size=4, mamba_n_groups=2, mamba_rms_norm=True, mamba_norm_before_gate=True,
+            embedding_multiplier=2.0, lm_head_multiplier=0.5, mlp_multipliers=[1.3, 0.7], key_multiplier=0.8,
+            attention_in_multiplier=1.2, attention_out_multiplier=0.9, ssm_multipliers=[1.1, 0.9, 1.2, 0.8, 1.05],
+            ssm_in_multiplier=0.95, ssm_out_multiplier=1.1, mlp_bias=True, attention_bias=True, projectors_bias=True))
     raise AssertionError(family)
 
 
-FAMILIES = ["mamba", "falcon_mamba", "mamba2", "jamba", "bamba", "falcon_h1"]
+FAMILIES = ["mamba", "falcon_mamba", "mamba2", "jamba", "bamba", "nemotron_h", "nemotron_h_moe", "granitemoehybrid",
+            "granitemoehybrid_dense", "falcon_h1"]
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -139,13 +162,14 @@ def test_full_size_configs_convert_at_transformers_counts(family, config, count,
 
 
 def test_falcon_h1_multipliers_each_matter_and_are_fields():
-    """Falcon-H1's spec writes its μP multipliers as fields (branch scales, attention scale, MLP residual scale,
-    embedding and logits scales, the mixer's in_scale and projection_scales); resetting any one of them in the
-    transformers model changes its logits, so the parity test above sees every one."""
+    """Falcon-H1's spec writes its μP multipliers as fields (branch scales, the attention's in_scale and score
+    scale, the MLP's gate_scale and residual scale, embedding and logits scales, the mixer's in_scale and
+    projection_scales); resetting any one of them in the transformers model changes its logits, so the parity
+    test above sees every one."""
     text = hf.spec_yaml_from_config(tiny("falcon_h1").config)
-    for field in ("scales: [0.6, 0.84", "scale: 0.5", "in_scale: 1.1", "projection_scales: [0.9, 1.1, 0.8, 1.2, 1.3]",
-                  "gate_norm: before_gate", "embedding: {name: embed_tokens, vocab: $vocab, scale: 2.0}",
-                  "lm_head: {vocab: $vocab, scale: 0.5}", "gate multiplier (1.5) is folded"):
+    for field in ("scales: [1.1, 0.9]", "in_scale: 1.2", "in_scale: 0.95", "projection_scales: [1.1, 0.9, 1.2, 0.8, 1.05]",
+                  "gate_norm: before_gate", "gate_scale: 1.3", "ff_scale: 0.7", "embedding: {name: embed, vocab: $vocab, "
+                  "scale: 2.0}", "lm_head: {vocab: $vocab, scale: 0.5}"):
         assert field in text, field
     _, reference, model = imported("falcon_h1")
     tokens = torch.randint(0, VOCAB, (1, 9), generator=torch.Generator().manual_seed(5))
@@ -169,9 +193,27 @@ def test_falcon_h1_full_size_config_converts_at_transformers_count(root):
         archdsl.summary(root / "specs" / "falcon-h1-tiny-90m.yaml").total_params
 
 
-@pytest.mark.parametrize("family, key", [("zamba2", "hybrid_layer_ids"),
-                                         ("nemotron_h", "mlp_hidden_act"),
-                                         ("granitemoehybrid", "residual_multiplier")])
+# Granite 4.0-H-Tiny's sizes (specs/granite-4.0-h-tiny.yaml says where they come from); legacy layer names
+GRANITE_4_H_TINY = dict(
+    vocab_size=100352, hidden_size=1536, num_hidden_layers=40, num_attention_heads=12, num_key_value_heads=4,
+    intermediate_size=512, num_local_experts=64, num_experts_per_tok=6, shared_intermediate_size=1024,
+    mamba_n_heads=48, mamba_d_head=64, mamba_d_state=128, mamba_n_groups=1, embedding_multiplier=12.0,
+    residual_multiplier=0.22, attention_multiplier=0.0078125, logits_scaling=6.0, rms_norm_eps=1e-5,
+    tie_word_embeddings=True, position_embedding_type="nope",
+    layer_types=["attention" if i in (5, 15, 25, 35) else "mamba" for i in range(40)])
+
+
+def test_granite_4_h_tiny_spec_has_transformers_count_on_meta(root):
+    config = transformers.GraniteMoeHybridConfig(**GRANITE_4_H_TINY)
+    with torch.device("meta"):
+        count = sum(p.numel() for p in transformers.GraniteMoeHybridForCausalLM(config).parameters())
+    assert count == 6_939_037_248
+    assert archdsl.summary(root / "specs" / "granite-4.0-h-tiny.yaml").total_params == count
+    assert archdsl.compile(root / "specs" / "granite-4.0-h-tiny.yaml", device="meta").num_parameters() == count
+    assert archdsl.summary(hf.spec_from_config(config)).total_params == count  # verified on meta too
+
+
+@pytest.mark.parametrize("family, key", [("zamba2", "hybrid_layer_ids")])
 def test_families_not_written_yet_are_refused_by_feature(family, key):
     with pytest.raises(SpecError, match=rf"{key}: unsupported feature: .*not"):
         hf.spec_from_config({"model_type": family})

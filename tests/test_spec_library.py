@@ -15,13 +15,16 @@ TINY = {"layers": 2, "d_model": 64, "heads": 4, "kv_heads": 2, "ffn": 96, "vocab
         # state-space mixers (Mamba-2 2.7B, Jamba, Bamba)
         "ssm_state": 16, "ssm_groups": 2, "ssm_heads": 8, "dt_rank": 4, "mamba_lead": 1, "mamba_gap": 1, "mamba_tail": 1,
         # Qwen3-Next's gated DeltaNet
-        "linear_heads": 2, "linear_value_heads": 4, "linear_head_dim": 16}
+        "linear_heads": 2, "linear_value_heads": 4, "linear_head_dim": 16,
+        # Granite 4.0-H's routed experts (nine layers of them at the smallest pattern)
+        "expert_ffn": 32}
 
 # Hugging Face's counts for the same models (GPT2LMHeadModel, BertModel, LlamaForCausalLM, ViTModel;
-# Mamba2ForCausalLM, JambaForCausalLM and BambaForCausalLM built on meta from the checkpoints' config values).
+# Mamba2ForCausalLM, JambaForCausalLM, BambaForCausalLM and GraniteMoeHybridForCausalLM built on meta from the
+# checkpoints' config values).
 EXACT_PARAMS = {"gpt2": 124_439_808, "bert-base": 109_482_240, "llama3-8b": 8_030_261_248,
                 "vit-base-16": 86_389_248, "mamba2-2.7b": 2_702_599_680, "jamba-v0.1": 51_570_323_328,
-                "bamba-9b": 9_780_235_392, "falcon-h1-tiny-90m": 91_131_072}
+                "bamba-9b": 9_780_235_392, "falcon-h1-tiny-90m": 91_131_072, "granite-4.0-h-tiny": 6_939_037_248}
 
 
 def tiny_overrides(path) -> dict:

@@ -37,7 +37,9 @@ TINY = {"vocab": VOCAB, "d_model": 64, "width": 64, "heads": 4, "kv_heads": 2, "
         "dense_layers": 1, "dense_ffn": 96, "kv_rank": 16, "q_rank": 24, "rope_dim": 8, "v_dim": 16, "groups": 2,
         "top_groups": 1, "ssm_heads": 8, "ssm_state": 16, "dt_rank": 4, "mamba_lead": 1, "mamba_gap": 1, "mamba_tail": 1,
         # Qwen3-Next's gated DeltaNet
-        "linear_heads": 2, "linear_value_heads": 4, "linear_head_dim": 16}
+        "linear_heads": 2, "linear_value_heads": 4, "linear_head_dim": 16,
+        # Granite 4.0-H's routed experts (nine layers of them at the smallest pattern)
+        "expert_ffn": 32}
 
 
 def tiny_overrides(spec: archdsl.Spec) -> dict:

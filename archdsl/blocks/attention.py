@@ -72,9 +72,10 @@ class Attention(nn.Module):
                  window: int | None, dropout: float, bias: bool, out_bias: bool, scale: float | None,
                  rotary: tuple[str, bool] | None, alibi: bool, relative: str | None = None,
                  qk_norm_eps: float | None = None, qk_norm_over: str = "head", qk_norm_unit_offset: bool = False,
-                 softcap: float | None = None, output_gate: bool = False):
+                 softcap: float | None = None, output_gate: bool = False, in_scale: float = 1.0):
         super().__init__()
         assert heads % kv_heads == 0, "the spec validator guarantees kv_heads divides heads"
+        self.in_scale = in_scale  # the input's multiplier before the projections (Falcon-H1)
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
         self.output_gate = output_gate  # sigmoid(W_g x) per head output, W_g the last rows of qkv (Qwen3-Next)
         self.tp, self.tp_rank = 1, 0  # tensor parallel: heads and kv_heads are this rank's (tp_localize)
@@ -148,6 +149,8 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         B, S, _ = x.shape
         h, kv, hd = self.heads, self.kv_heads, self.head_dim
+        if self.in_scale != 1.0:
+            x = x * self.in_scale
         if self.output_gate:
             q, k, v, gate = self.qkv(x).split([h * hd, kv * hd, kv * hd, h * hd], dim=-1)
         else:
@@ -319,7 +322,8 @@ def build_attention(node: BuildContext) -> nn.Module:
                      alibi=pos is not None and pos.type == "alibi",
                      relative=node.positional_id if pos is not None and pos.type == "relative" else None,
                      qk_norm_eps=s.qk_norm_eps if s.qk_norm else None, qk_norm_over=s.qk_norm_over,
-                     qk_norm_unit_offset=s.qk_norm_unit_offset, softcap=s.softcap, output_gate=s.output_gate)
+                     qk_norm_unit_offset=s.qk_norm_unit_offset, softcap=s.softcap, output_gate=s.output_gate,
+                     in_scale=s.in_scale)
 
 
 def build_latent_attention(node: BuildContext) -> nn.Module:

@@ -13,6 +13,7 @@ ACTIVATIONS = {
     "gelu": F.gelu,
     "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
     "relu": F.relu,
+    "relu2": lambda x: F.relu(x).square(),  # squared ReLU (So et al. 2021, Primer; Nemotron-H's MLPs)
     "silu": F.silu,
     "swiglu": F.silu,  # gated: silu(gate) * up
     "geglu": lambda x: F.gelu(x, approximate="tanh"),  # gated: gelu(gate) * up (T5 v1.1, Gemma)
@@ -22,9 +23,10 @@ ACTIVATIONS = {
 class MLP(nn.Module):
     """down(act(up(x))); gated variants compute [gate, up] in one fused projection."""
 
-    def __init__(self, width: int, hidden: int, activation: str, bias: bool, dropout: float, gated: bool):
+    def __init__(self, width: int, hidden: int, activation: str, bias: bool, dropout: float, gated: bool,
+                 gate_scale: float = 1.0):
         super().__init__()
-        self.gated = gated
+        self.gated, self.gate_scale = gated, gate_scale
         self.act = ACTIVATIONS[activation]
         self.up = nn.Linear(width, hidden * (2 if gated else 1), bias=bias)
         self.down = nn.Linear(hidden, width, bias=bias)
@@ -49,7 +51,7 @@ class MLP(nn.Module):
         h = self.up(x)
         if self.gated:
             gate, up = h.chunk(2, dim=-1)
-            h = self.act(gate) * up
+            h = self.act(gate * self.gate_scale if self.gate_scale != 1.0 else gate) * up
         else:
             h = self.act(h)
         out = self.down(h)
@@ -329,7 +331,7 @@ def router_aux_loss(model: nn.Module, attention_mask: torch.Tensor | None = None
 # ------------------------------------------------------------------------------------ builders
 def build_mlp(node: BuildContext) -> nn.Module:
     s = node.spec
-    return MLP(node.in_width, s.hidden, s.activation, s.bias, s.dropout, s.gated)
+    return MLP(node.in_width, s.hidden, s.activation, s.bias, s.dropout, s.gated, s.gate_scale)
 
 
 def build_moe(node: BuildContext) -> nn.Module:

@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping
 __all__ = ["LINEAR_MODEL_TYPES", "is_linear", "spec_yaml_from_config", "spec_from_config", "map_weights", "from_hf",
            "from_pretrained"]
 
-LINEAR_MODEL_TYPES = ("qwen3_next", "lfm2", "recurrent_gemma", "minimax")
+LINEAR_MODEL_TYPES = ("qwen3_next", "qwen3_5_text", "qwen3_5_moe_text", "lfm2", "recurrent_gemma", "minimax")
 
 
 def is_linear(cfg: Any) -> bool:
@@ -104,8 +104,15 @@ def _qwen3_next(cfg: Any) -> str:
                            "SiLU)")
     theta, fraction = _rotary(cfg)
     layers = cfg.num_hidden_layers
-    sparse = [cfg.num_experts > 0 and i not in (cfg.mlp_only_layers or []) and (i + 1) % cfg.decoder_sparse_step == 0
-              for i in range(layers)]
+    if cfg.model_type == "qwen3_5_text":  # every layer's MLP dense
+        sparse = [False] * layers
+    elif cfg.model_type == "qwen3_5_moe_text":  # every layer's MLP sparse; the router renormalises its top k
+        sparse = [True] * layers
+    else:
+        sparse = [cfg.num_experts > 0 and i not in (cfg.mlp_only_layers or []) and (i + 1) % cfg.decoder_sparse_step
+                  == 0 for i in range(layers)]
+    normalize = True if cfg.model_type == "qwen3_5_moe_text" else bool(getattr(cfg, "norm_topk_prob", False))
+    aux_coef = getattr(cfg, "router_aux_loss_coef", 0.0) or 0.0
     if any(sparse) and not cfg.shared_expert_intermediate_size:
         raise _unsupported(cfg, "shared_expert_intermediate_size", "a zero-width shared expert")
     mixers = {"linear_attention": "linear", "full_attention": "attention"}
@@ -137,10 +144,10 @@ def _qwen3_next(cfg: Any) -> str:
                      + ", qk_norm: true, qk_norm_eps: $eps, qk_norm_unit_offset: true, output_gate: true, "
                      "name: self_attn}",
     }
-    aux = f", aux_loss_coef: {cfg.router_aux_loss_coef}" if cfg.router_aux_loss_coef else ""
+    aux = f", aux_loss_coef: {aux_coef}" if aux_coef else ""
     ffn = {
         "moe": "moe: {experts: $experts, top_k: $top_k, hidden: $moe_ffn, activation: swiglu, shared_hidden: "
-               f"$shared_ffn, shared_gate: true, normalize: {str(bool(cfg.norm_topk_prob)).lower()}{aux}, name: mlp}}",
+               f"$shared_ffn, shared_gate: true, normalize: {str(normalize).lower()}{aux}, name: mlp}}",
         "dense": "mlp: {hidden: $ffn, activation: swiglu, bias: false, name: mlp}",
     }
     blocks: dict[str, list[str]] = {}
@@ -149,14 +156,16 @@ def _qwen3_next(cfg: Any) -> str:
                                  "- residual:", "    - " + norm % "post_attention_layernorm",
                                  "    - " + ffn["moe" if s else "dense"]])
     n_linear = sum(t == "linear_attention" for t in cfg.layer_types)
-    description = (f"Imported from a Hugging Face 'qwen3_next' config: {n_linear} of {layers} layers gated DeltaNet "
+    description = (f"Imported from a Hugging Face '{cfg.model_type}' config: {n_linear} of {layers} layers gated DeltaNet "
                    f"({cfg.linear_num_key_heads} query/key heads of {cfg.linear_key_head_dim}, "
                    f"{cfg.linear_num_value_heads} value heads of {cfg.linear_value_head_dim}), the others gated "
                    f"attention ({cfg.num_attention_heads} heads, {cfg.num_key_value_heads} kv, rotary on "
                    f"{fraction:g} of each head); "
                    + (f"MoE of {cfg.num_experts} experts, top {cfg.num_experts_per_tok}, with a gated shared expert; "
                       if "moe" in ffn_kinds else "")
-                   + "RMSNorms as (1 + w).")
+                   + "RMSNorms as (1 + w)."
+                   + (" The text model: its multimodal rotary sections (mrope_section) all see a text token's one "
+                      "position, which makes them plain rotary." if cfg.model_type.startswith("qwen3_5") else ""))
     head = ["- embedding: {name: embed_tokens, vocab: $vocab}",
             "- positional: {kind: rotary, base: $rope_theta, fraction: $rotary_fraction, max_len: $context}"]
     tail = ["- rmsnorm: {eps: $eps, unit_offset: true, name: norm}",
@@ -314,7 +323,8 @@ def _minimax(cfg: Any) -> str:
     return _document(cfg, description, v, blocks, kinds, head, tail)
 
 
-_WRITERS: dict[str, Callable[[Any], str]] = {"qwen3_next": _qwen3_next, "lfm2": _lfm2,
+_WRITERS: dict[str, Callable[[Any], str]] = {"qwen3_next": _qwen3_next, "qwen3_5_text": _qwen3_next,
+                                               "qwen3_5_moe_text": _qwen3_next, "lfm2": _lfm2,
                                                "recurrent_gemma": _recurrent_gemma, "minimax": _minimax}
 
 
@@ -386,10 +396,18 @@ def _attention(src: _Tensors, prefix: str, module: Any, cfg: Any) -> dict[str, A
 
 
 def _gated_deltanet(src: _Tensors, prefix: str, module: Any, cfg: Any) -> dict[str, Any]:
-    """Qwen3-Next's in_proj_qkvz rows are, per query/key head, [q (Dk); k (Dk); v (r·Dv); z (r·Dv)] with r
+    """Qwen3.5's in_proj_qkv / in_proj_z / in_proj_b / in_proj_a are archdsl's qkv, z, b, a as they are;
+    Qwen3-Next's in_proj_qkvz rows are, per query/key head, [q (Dk); k (Dk); v (r·Dv); z (r·Dv)] with r
     value heads per key head, and in_proj_ba's [b (r); a (r)]: regrouped into [all q; all k; all v], z, b, a."""
     import torch
 
+    common = {"conv.weight": src.get(f"{prefix}.conv1d.weight"), "A_log": src.get(f"{prefix}.A_log"),
+              "dt_bias": src.get(f"{prefix}.dt_bias"), "norm.weight": src.get(f"{prefix}.norm.weight"),
+              "out.weight": src.get(f"{prefix}.out_proj.weight")}
+    if f"{prefix}.in_proj_qkv.weight" in src:  # Qwen3.5: separate projections, already [all q; all k; all v]
+        return {"qkv.weight": src.get(f"{prefix}.in_proj_qkv.weight"), "z.weight": src.get(f"{prefix}.in_proj_z.weight"),
+                "b.weight": src.get(f"{prefix}.in_proj_b.weight"), "a.weight": src.get(f"{prefix}.in_proj_a.weight"),
+                **common}
     Hk, Dk, Hv, Dv = module.heads, module.head_dim, module.value_heads, module.value_dim
     r = Hv // Hk
     qkvz = src.get(f"{prefix}.in_proj_qkvz.weight")
@@ -398,9 +416,7 @@ def _gated_deltanet(src: _Tensors, prefix: str, module: Any, cfg: Any) -> dict[s
     b, a = src.get(f"{prefix}.in_proj_ba.weight").reshape(Hk, 2 * r, width).split([r, r], dim=1)
     return {"qkv.weight": torch.cat([q.reshape(-1, width), k.reshape(-1, width), v.reshape(-1, width)]),
             "z.weight": z.reshape(-1, width), "b.weight": b.reshape(-1, width), "a.weight": a.reshape(-1, width),
-            "conv.weight": src.get(f"{prefix}.conv1d.weight"), "A_log": src.get(f"{prefix}.A_log"),
-            "dt_bias": src.get(f"{prefix}.dt_bias"), "norm.weight": src.get(f"{prefix}.norm.weight"),
-            "out.weight": src.get(f"{prefix}.out_proj.weight")}
+            **common}
 
 
 def _gated_mlp(src: _Tensors, prefix: str, kinds: tuple[str, ...] = ("weight", "bias")) -> dict[str, Any]:

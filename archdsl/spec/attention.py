@@ -42,6 +42,8 @@ class Attention(NodeSpec):
     nope: bool = Field(False, description="NoPE: this self-attention ignores the positional node before it (no rotary "
                        "rotation, ALiBi or relative bias), as the global layers of SmolLM3, Cohere2 and EXAONE 4 among "
                        "rotary ones; the causal mask alone orders the tokens.")
+    in_scale: PosFloat = Field(1.0, description="Multiply the input by this before the projections (Falcon-H1's "
+                               "attention_in_multiplier; not linear: the scores scale by its square).")
     output_gate: bool = Field(False, description="Gated attention (Qiu et al. 2025; Qwen3-Next): multiply each head's "
                               "output by sigmoid(W_g·x), a gate projected from the stream (heads × head_dim more "
                               "outputs of the QKV projection), before the output projection.")
@@ -83,8 +85,8 @@ class Attention(NodeSpec):
             if field in self.model_fields_set and not self.qk_norm:
                 scope.report(field, f"{field} without qk_norm: true", f"add qk_norm: true, or drop {field}")
         if self.cross is not None:
-            for field in ("qk_norm", "softcap", "output_gate", "nope"):
-                if getattr(self, field):
+            for field in ("qk_norm", "softcap", "output_gate", "nope", "in_scale"):
+                if (getattr(self, field) != 1.0) if field == "in_scale" else getattr(self, field):
                     scope.report(field, f"{field} is implemented for self-attention only", f"drop {field} here")
             if self.cross not in scope.memory_widths:
                 known = ", ".join(sorted(scope.memory_widths)) or "none"

@@ -7,7 +7,7 @@ from pydantic import Field
 
 from .base import NodeSpec, PosFloat, PosInt, Probability, Scope, linear_params
 
-Activation = Literal["gelu", "gelu_tanh", "relu", "silu", "swiglu", "geglu"]
+Activation = Literal["gelu", "gelu_tanh", "relu", "relu2", "silu", "swiglu", "geglu"]
 GATED = {"swiglu", "geglu"}
 
 
@@ -21,8 +21,11 @@ class MLP(NodeSpec):
     residual_branch = True
 
     hidden: PosInt = Field(description="Inner width (e.g. 4 × width; for gated activations, the width of each half).")
-    activation: Activation = Field("gelu", description="gelu, gelu_tanh, relu, silu, or gated swiglu / geglu.")
+    activation: Activation = Field("gelu", description="gelu, gelu_tanh, relu, relu2 (squared ReLU, relu(x)², "
+                                   "Primer; Nemotron-H), silu, or gated swiglu / geglu.")
     bias: bool = Field(True, description="Biases on both projections.")
+    gate_scale: PosFloat = Field(1.0, description="Gated activations: multiply the gate by this inside the "
+                                 "activation, act(s · gate) · up (Falcon-H1's mlp_multipliers[0]).")
     dropout: Probability = Field(0.0, description="Dropout after the down-projection.")
 
     @property
@@ -35,6 +38,11 @@ class MLP(NodeSpec):
 
     def flops_per_token(self, scope: Scope) -> int:
         return 2 * scope.width * self.hidden * (3 if self.gated else 2)
+
+    def check(self, scope: Scope) -> None:
+        if self.gate_scale != 1.0 and not self.gated:
+            scope.report("gate_scale", f"gate_scale with the ungated activation '{self.activation}'",
+                         "gate_scale scales the gate of swiglu / geglu; drop it")
 
     def summary_args(self) -> str:
         return f"{self.activation}, hidden {self.hidden}"
