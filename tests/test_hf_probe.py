@@ -53,13 +53,15 @@ def test_traits_are_read_from_the_first_layer(model_type, expected):
 
 
 @pytest.mark.parametrize("model_type", ["olmo3", "seed_oss", "flex_olmo", "mellum", "glm4_moe", "glm4_moe_lite",
-                                        "solar_open", "sarvam_moe", "sarvam_mla", "minicpm3", "youtu"])
+                                        "solar_open", "sarvam_moe", "sarvam_mla", "minicpm3", "youtu", "arcee",
+                                        "jais2"])
 def test_probed_families_import_exactly(model_type):
     """Each was refused before the probe; now its logits equal transformers' (and its class-default config
     verifies on meta, except GLM-4.5's, whose 42-dim default heads rotate an odd 21 dims, refused by name).
     Mellum also needed rotary settings given per layer type to become the model's settings when only one
     type of layer is present (no positions at all were written before); GLM-4.5's DeepSeek-V3 router its
-    shared experts and mlp_layer_types; MiniCPM3 its scale_emb / scale_depth and rotation of halves."""
+    shared experts and mlp_layer_types; MiniCPM3 its scale_emb / scale_depth and rotation of halves; Arcee and
+    Jais 2 the squared-ReLU (relu2) activation of an ungated MLP."""
     result = hf_coverage.run_one(model_type)
     full = "refused: partial_rotary_factor" if model_type == "glm4_moe" else "verified"
     assert result.status == "exact" and result.full_size.startswith(full), result
@@ -92,3 +94,11 @@ def test_a_v3_style_router_without_its_config_keys_is_refused():
     """MiniMax-M3's text model has DeepSeek-V3's router module, but its config does not size it as V3's does."""
     with pytest.raises(SpecError, match=r"norm_topk_prob: unsupported feature: a DeepSeek-V3-style router"):
         hf.spec_from_config(hf_coverage.shrink(T.CONFIG_MAPPING["minimax_m3_vl_text"]))
+
+
+@pytest.mark.parametrize("model_type, what", [("nemotron", "LayerNorm1P"), ("hunyuan_v1_dense", "qk-norm after the rotary")])
+def test_behaviour_a_probed_tree_hides_is_refused_by_name(model_type, what):
+    """Their trees match a layout archdsl writes, their computation does not (converted anyway, Nemotron's logits
+    differed by 1.7): refused with the difference named, never a silently different model."""
+    with pytest.raises(SpecError, match=rf"model_type: unsupported feature: '{model_type}' uses {what}"):
+        hf.spec_from_config(hf_coverage.shrink(T.CONFIG_MAPPING[model_type]))

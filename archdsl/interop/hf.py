@@ -133,6 +133,10 @@ FAMILY_TRAITS: dict[str, dict[str, Any]] = {
 UNSUPPORTED_FAMILIES: dict[str, str] = {
     "olmo": "LayerNorm without learned parameters",
     "gemma3": "a vision tower (import the text model, model_type gemma3_text)",
+    # behaviour a probed tree hides: the layout matches archdsl's, the computation does not
+    "nemotron": "LayerNorm1P, a LayerNorm with a (1 + w) scale (its tree shows a plain LayerNorm)",
+    "hunyuan_v1_dense": "qk-norm after the rotary rotation (archdsl normalises queries and keys before it)",
+    "hunyuan_v1_moe": "qk-norm after the rotary rotation (archdsl normalises queries and keys before it)",
 }
 
 # Behaviour that neither a family's config nor its module tree shows, for families read by probing
@@ -162,10 +166,10 @@ _UNSUPPORTED_KEYS = {
 # hidden_act -> archdsl activation (plain) ; gated form below
 _ACTIVATIONS = {
     "gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": "gelu_tanh",
-    "relu": "relu", "silu": "silu", "swish": "silu",
+    "relu": "relu", "silu": "silu", "swish": "silu", "relu2": "relu2",
 }
 _GATED = {"silu": "swiglu", "gelu_tanh": "geglu"}
-_ACT_NAMES = {"gelu": "GELU", "gelu_tanh": "GELU (tanh)", "relu": "ReLU", "silu": "SiLU", "swiglu": "SwiGLU",
+_ACT_NAMES = {"gelu": "GELU", "gelu_tanh": "GELU (tanh)", "relu": "ReLU", "relu2": "squared ReLU", "silu": "SiLU", "swiglu": "SwiGLU",
               "geglu": "GeGLU"}
 
 
