@@ -353,12 +353,29 @@ def load_model(path: str | Path, *, device: Any = None) -> ArchModel:
 
 def _retie(model: ArchModel) -> None:
     """to_empty() replaces Parameters one by one, which breaks sharing; tie heads and shared embeddings to
-    their embeddings again."""
+    their embeddings again, and the copies of a shared repeat to its first cycle."""
     g = model.graph
     for node, data in g.nodes(data=True):
         tie = data["spec"].tied_to() if "spec" in data else None
         if tie:  # a kind that ties shares its table's Parameter as `weight`
             model.get_submodule(node).weight = model.get_submodule(g.graph["embeddings"][tie]).weight
+    _share(model)
+
+
+def _share(model: ArchModel) -> None:
+    """repeat: {shared: true}: each node marked ``shares`` (ir.share_copies) takes its counterpart's Parameter
+    objects. The modules stay separate (each has its own name, so its own cache entry when decoding); only
+    the parameters are one, so gradients from every use add up in them and state_dict lists them as ties."""
+    for node, data in model.graph.nodes(data=True):
+        source = data.get("shares")
+        if source is None:
+            continue
+        mine, theirs = model.get_submodule(node), model.get_submodule(source)
+        for path, module in mine.named_modules():
+            owner = theirs.get_submodule(path) if path else theirs
+            for name, p in list(module._parameters.items()):
+                if p is not None:
+                    module._parameters[name] = owner._parameters[name]
 
 
 def _build(g: nx.DiGraph, node: str, built: dict[str, nn.Module]) -> nn.Module:
@@ -436,6 +453,7 @@ def compile_spec(source: Any, *, overrides: Mapping[str, Any] | None = None, dev
         built: dict[str, nn.Module] = {}
         top = [(child, _build(g, child, built)) for child in g.nodes["model"]["children"]]
         model = ArchModel(spec, g, top)
+        _share(model)
     if device.type != "meta":
         generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
         initialise(model, generator)

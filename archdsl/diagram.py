@@ -376,6 +376,8 @@ def build_view(g, detail: str = "blocks", *, merge_runs: bool = True, residual_c
                 label, sublabel = f"× {times // cycle}", f"{times} layers" + (f": {pattern}" if pattern else "")
             else:
                 label, sublabel = f"{times} layers", f"cycling {_pattern_text(names, cycle) or f'{cycle} bodies'}"
+            if d.get("shared"):  # one set of weights for every copy (or each pattern entry)
+                sublabel = (sublabel + ", " if sublabel else "") + "shared weights"
         elif kind == "layer":
             repeat = d["parent"]
             info = c.repeats[repeat]

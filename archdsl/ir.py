@@ -261,7 +261,7 @@ class _Builder:
 
     def repeat(self, node: Repeat, node_id, parent, source, width, scope, path, copy, common):
         self.add(node_id, **{**common, "composite": True}, in_width=width, times=node.times,
-                 labels=node.labels, cycle=len(node.bodies()))
+                 labels=node.labels, cycle=len(node.bodies()), shared=node.shared)
         layer_ids = []
         cycle, before_params = len(node.bodies()), self.params
         for i in range(node.times):  # bounded: build_graph counted the layers of every repeat first
@@ -286,7 +286,21 @@ class _Builder:
             width = new_width
         self.g.nodes[node_id]["children"] = layer_ids
         self.g.nodes[node_id]["out_width"] = width
+        if node.shared:
+            self.share_copies(node_id, layer_ids, cycle)
         return source, width, scope
+
+    def share_copies(self, node_id: str, layer_ids: list[str], cycle: int) -> None:
+        """repeat: {shared: true}: every node of layer i >= cycle uses the parameters of its counterpart in layer
+        i % cycle (``shares``), so it adds none of its own to the totals."""
+        for i, layer_id in enumerate(layer_ids[cycle:], start=cycle):
+            first = f"{node_id}.{i % cycle}"
+            for n in [n for n in self.g.nodes if n.startswith(layer_id + ".")]:
+                data = self.g.nodes[n]
+                if "spec" in data and not data["composite"]:
+                    data["shares"] = first + n[len(layer_id):]
+                    self.params -= data.get("params") or 0
+                    data["params"] = 0
 
 
 def build_graph(spec: Spec, *, max_params: int | None = None, seq_len: int | None = None) -> nx.DiGraph:

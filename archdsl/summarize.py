@@ -144,7 +144,7 @@ def summarize(g: nx.DiGraph) -> Summary:
             if repeat_id not in seen_repeats:
                 seen_repeats.add(repeat_id)
                 r = g.nodes[repeat_id]
-                out.rows.append(Row(repeat_id, "repeat", f"× {r['times']}", (), 0, 0, 1,
+                out.rows.append(Row(repeat_id, "repeat", f"× {r['times']}" + (", shared weights" if r.get("shared") else ""), (), 0, 0, 1,
                                     depth=len(r.get("copy", ()))))
         out.rows.append(Row(node, data["kind"], data["label"], data.get("out_shape") or (), data["params"],
                             data["flops"], _copies(g, data), depth=len(data.get("copy", ()))))

@@ -36,8 +36,10 @@ SUPPORTED = ("mamba", "falcon_mamba", "mamba2", "jamba", "bamba", "nemotron_h", 
              "falcon_h1")
 # model type -> (config key, the feature archdsl lacks): refused with it named
 REFUSED = {
-    "zamba2": ("hybrid_layer_ids", "Zamba2 shares one attention block's weights among several depths (with "
-               "per-depth LoRA adapters); archdsl has no weight sharing between positions of a stack yet"),
+    "zamba2": ("hybrid_layer_ids", "Zamba2's shared attention block reads the stream concatenated with the "
+               "original embeddings and adds per-depth LoRA adapters to its shared weights; archdsl shares weights "
+               "between positions of a stack (repeat: {shared: true}) but does not express per-depth adapters "
+               "or that concatenated input yet"),
 }
 SSM_MODEL_TYPES = SUPPORTED + tuple(REFUSED)
 _EMBED = {"mamba": "backbone.embeddings", "falcon_mamba": "backbone.embeddings", "mamba2": "backbone.embeddings",

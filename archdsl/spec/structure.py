@@ -63,6 +63,9 @@ class Repeat(NodeSpec):
     # an empty body would be a layer that does nothing, which the diagram and the module tree cannot show
     pattern: list[Annotated[list["Node"], Field(min_length=1)]] | None = Field(  # noqa: F821
         None, min_length=1, description="Bodies used in turn: layer i is pattern[i % len(pattern)].")
+    shared: bool = Field(False, description="One set of weights for every copy (ALBERT, Universal Transformers; "
+                         "with a pattern, one per pattern entry): layer i uses the parameters of layer i mod the pattern "
+                         "length, so the model has one layer's parameters but runs all of them, each with its own cache.")
     labels: list[str] = Field(default_factory=list, description="Block names of body/pattern, for diagrams (filled in by the loader).")
 
     @model_validator(mode="after")
