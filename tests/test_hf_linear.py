@@ -89,7 +89,11 @@ def test_logits_and_count_equal_transformers(pair):
     """Logits and the parameter count equal transformers'."""
     family, theirs, ours = pair
     assert ours.num_parameters() == sum(p.numel() for p in theirs.parameters())
-    x = tokens(2, 40)  # at 13 positions bf16-rounded rotary frequencies moved Qwen3-Next's logits by 4.8e-6 only
+    # at 13 positions bf16-rounded rotary frequencies moved Qwen3-Next's logits by 4.8e-6 only. Seed 3: with the
+    # default seed Qwen3.5-MoE's routing has a near-tie at one position (its logits there differ by 1.8e-5 of the
+    # largest, the difference spiking at that position and decaying after it; both models' float32 logits are
+    # 9e-4 from float64 there), which no tolerance that sees bf16 rounding can absorb
+    x = tokens(2, 40, seed=3)
     with torch.no_grad():
         within(ours(x), theirs(x).logits)
 
@@ -214,4 +218,8 @@ def control_cases():
                           must_catch=MUST_CATCH, exempt={(test_padded_batches, "qwen3_next"): {
                               "round_buffers_bf16": "at 13 positions rounded rotary frequencies move Qwen3-Next's logits "
                               "by 5.5e-6 of the largest, its DeltaNet's float32 differences by 3.4e-6: no bound between "
-                              "has a margin; the unpadded test sees them at 40 positions (2e-5)"}})
+                              "has a margin; the unpadded test sees them at 40 positions (2e-5)"},
+                              (test_padded_batches, "qwen3_5_text"): {
+                              "round_buffers_bf16": "as Qwen3-Next's: at 13 positions the rounding moves Qwen3.5's logits "
+                              "by 4.6e-6 of the largest, its float32 differences are 2.4e-6; the unpadded test at 40 "
+                              "positions sees it"}})

@@ -119,7 +119,10 @@ def test_logits_match_with_and_without_padding(pair):
 def test_greedy_generation_equals_transformers_generate(pair):
     """Greedy tokens of a left-padded batch equal transformers' generate; cached decoding the full forward."""
     family, reference, model = pair
-    prompt = torch.randint(0, VOCAB, (2, 7), generator=torch.Generator().manual_seed(3))
+    # with prompt seed 3, Granite 4.0-H's greedy tokens did not change when its attention or its mixers ignored
+    # the padding (their logits test catches both; the greedy case must too): seed 4 for it
+    seed = {"granitemoehybrid": 4}.get(family, 3)
+    prompt = torch.randint(0, VOCAB, (2, 7), generator=torch.Generator().manual_seed(seed))
     mask = torch.ones(2, 7, dtype=torch.long)
     mask[1, :4] = 0  # a left-padded batch (with 2 pads, a Mamba ignoring the mask generated the same tokens)
     eos = reference.generation_config.eos_token_id  # rows that reach it stop and are padded, on both sides
