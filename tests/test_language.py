@@ -187,6 +187,30 @@ def test_nope_attention_ignores_the_positional_node_before_it():
     assert "NoPE" in str(archdsl.summary(spec(True, True)))
 
 
+def test_layernorm_without_parameters_and_with_a_unit_offset():
+    """layernorm: {scale: false, bias: false} is F.layer_norm with no affine part (in float32, OLMo 1);
+    {unit_offset: true} applies (1 + w) (Nemotron's LayerNorm1P), w starting at 0; the offset needs a scale."""
+    def model(args: dict) -> archdsl.ArchModel:
+        return archdsl.compile({"name": "n", "model": {"width": 8, "layers": [{"embedding": {"vocab": 5}},
+                                                                               {"layernorm": args}]}}, seed=0)
+    tokens = torch.tensor([[1, 2, 3]])
+    bare = model({"scale": False, "bias": False})
+    x = bare.embedding.weight[tokens]
+    assert bare.num_parameters() == 5 * 8
+    torch.testing.assert_close(bare(tokens), torch.nn.functional.layer_norm(x, (8,)), rtol=0, atol=0)
+    offset = model({"unit_offset": True, "eps": 1e-5})
+    norm = offset.get_submodule("layernorm")
+    assert torch.equal(norm.weight, torch.zeros(8))  # initialised to the identity scale
+    with torch.no_grad():
+        norm.weight.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(0))
+        norm.bias.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(1))
+    x = offset.embedding.weight[tokens]
+    expected = torch.nn.functional.layer_norm(x, (8,), norm.weight + 1.0, norm.bias, 1e-5)
+    torch.testing.assert_close(offset(tokens), expected, rtol=0, atol=0)
+    with pytest.raises(archdsl.SpecError, match="unit_offset without a learned scale"):
+        model({"unit_offset": True, "scale": False})
+
+
 def test_dict_source_and_spec_to_yaml_round_trip():
     spec = archdsl.load_spec(PATTERN)
     again = archdsl.load_spec(spec.to_yaml())

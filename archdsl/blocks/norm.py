@@ -9,16 +9,21 @@ from .context import BuildContext, ForwardContext
 
 
 class LayerNorm(nn.Module):
-    def __init__(self, width: int, eps: float, bias: bool):
+    """LayerNorm with a learned scale (or 1 + a learned offset: Nemotron's LayerNorm1P) and shift, either of
+    which may be absent; with neither it computes in float32 and casts back, as OLMo's parameter-free norm."""
+
+    def __init__(self, width: int, eps: float, bias: bool, scale: bool = True, unit_offset: bool = False):
         super().__init__()
-        self.weight = nn.Parameter(torch.ones(width))
+        self.width, self.unit_offset = width, unit_offset
+        self.weight = nn.Parameter(torch.zeros(width) if unit_offset else torch.ones(width)) if scale else None
         self.bias = nn.Parameter(torch.zeros(width)) if bias else None
         self.eps = eps
 
     def init_weights(self, std: float = 0.02, generator: torch.Generator | None = None) -> None:
-        """Unit scale, zero shift (called by archdsl.compiler.initialise)."""
+        """Unit scale (a zero offset with unit_offset), zero shift (called by archdsl.compiler.initialise)."""
         with torch.no_grad():
-            self.weight.fill_(1.0)
+            if self.weight is not None:
+                self.weight.fill_(0.0 if self.unit_offset else 1.0)
             if self.bias is not None:
                 self.bias.zero_()
 
@@ -27,7 +32,10 @@ class LayerNorm(nn.Module):
         return {}
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
-        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
+        if self.weight is None and self.bias is None:
+            return F.layer_norm(x.float(), (self.width,), None, None, self.eps).to(x.dtype)
+        weight = self.weight + 1.0 if self.unit_offset and self.weight is not None else self.weight
+        return F.layer_norm(x, (self.width,), weight, self.bias, self.eps)
 
 
 _FUSED_RMS_NORM = hasattr(F, "rms_norm")  # torch >= 2.4
@@ -63,7 +71,7 @@ class RMSNorm(nn.Module):
 
 # ------------------------------------------------------------------------------------ builders
 def build_layernorm(node: BuildContext) -> nn.Module:
-    return LayerNorm(node.in_width, node.spec.eps, node.spec.bias)
+    return LayerNorm(node.in_width, node.spec.eps, node.spec.bias, node.spec.scale, node.spec.unit_offset)
 
 
 def build_rmsnorm(node: BuildContext) -> nn.Module:

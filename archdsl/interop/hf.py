@@ -131,10 +131,8 @@ FAMILY_TRAITS: dict[str, dict[str, Any]] = {
 # Families transformers knows whose modelling code does something archdsl cannot express yet,
 # though their configs look like supported ones.
 UNSUPPORTED_FAMILIES: dict[str, str] = {
-    "olmo": "LayerNorm without learned parameters",
     "gemma3": "a vision tower (import the text model, model_type gemma3_text)",
     # behaviour a probed tree hides: the layout matches archdsl's, the computation does not
-    "nemotron": "LayerNorm1P, a LayerNorm with a (1 + w) scale (its tree shows a plain LayerNorm)",
     "hunyuan_v1_dense": "qk-norm after the rotary rotation (archdsl normalises queries and keys before it)",
     "hunyuan_v1_moe": "qk-norm after the rotary rotation (archdsl normalises queries and keys before it)",
 }
@@ -145,7 +143,12 @@ UNSUPPORTED_FAMILIES: dict[str, str] = {
 _NOPE_GLOBAL_LAYERS = {"exaone4", "exaone4_5", "exaone_moe", "kolibri1"}  # NoPE full-attention layers: _nope_layers
 # ... and traits of behaviour for probed families: MiniCPM3's latent attention rotates halves, not
 # DeepSeek's adjacent pairs (its config has no rope_interleave to say so)
-_PROBED_BEHAVIOUR: dict[str, dict[str, Any]] = {"minicpm3": dict(rotary_interleaved=False)}
+_PROBED_BEHAVIOUR: dict[str, dict[str, Any]] = {
+    "minicpm3": dict(rotary_interleaved=False),
+    # Nemotron's LayerNorm1P applies (1 + w); OLMo 1's LayerNorms have no parameters (its tree shows no norms)
+    "nemotron": dict(unit_offset=True),
+    "olmo": dict(norm_scale=False, norm_bias=False),
+}
 
 # config keys that switch on something archdsl cannot express: error when truthy
 _UNSUPPORTED_KEYS = {
@@ -402,6 +405,7 @@ class Features:
     head_bias: bool = False
     rotary_interleaved: bool = False
     norm_bias: bool = True  # of LayerNorms
+    norm_scale: bool = True  # of LayerNorms (False with norm_bias False: OLMo 1's parameter-free norms)
     embed_norm: bool = False  # a norm right after the token embedding (BLOOM)
     logit_scale: float | None = None  # logits multiplied by this (Cohere; 1 / logits_scaling for Granite)
     embed_multiplier: float | None = None  # the embedding multiplied by this constant (Granite)
@@ -541,8 +545,6 @@ def features_from_config(config: Any) -> Features:
         norm = "layernorm"
         eps = float(_get(cfg, "layer_norm_eps", "layer_norm_epsilon", "norm_epsilon", "norm_eps", default=1e-5))
     unit_offset = bool(traits.get("unit_offset", False))
-    if unit_offset and norm != "rmsnorm":
-        raise _unsupported(cfg, "norm", "a LayerNorm with a (1 + w) scale")
 
     # positions
     rope = _rope(cfg) if traits.get("positional") not in ("learned", "alibi") else None
@@ -676,7 +678,8 @@ def features_from_config(config: Any) -> Features:
         embed_scale=bool(traits.get("embed_scale", False)), attn_scale=attn_scale,
         qk_norm=str(traits.get("qk_norm", "")), norms=str(traits.get("norms", "pre")),
         head_bias=bool(traits.get("head_bias", False)), rotary_interleaved=bool(traits.get("rotary_interleaved", False)),
-        norm_bias=bool(traits.get("norm_bias", True)), logit_scale=logit_scale,
+        norm_bias=bool(traits.get("norm_bias", True)), norm_scale=bool(traits.get("norm_scale", True)),
+        logit_scale=logit_scale,
         embed_multiplier=_multiplier(cfg, "embedding_multiplier") or _multiplier(cfg, "scale_emb"),  # Granite, MiniCPM
         residual_scale=_residual_scale(cfg, int(layers)),
         attn_softcap=_float_or_none(getattr(cfg, "attn_logit_softcapping", None)),
@@ -1119,6 +1122,8 @@ def _spec_yaml(config: Any) -> str:
             args.append(("unit_offset", "true"))
         if f.norm == "layernorm" and not f.norm_bias:
             args.append(("bias", "false"))
+        if f.norm == "layernorm" and not f.norm_scale:
+            args.append(("scale", "false"))
         return f"{f.norm}: {_args(args + [('name', name)])}"
 
     drop = ["- dropout: $dropout"] if f.resid_dropout else []
@@ -1424,6 +1429,8 @@ class _Mapper:
 
     # -- roles --------------------------------------------------------------------------------
     def norm(self, name: str, i: int | None, role: str, module: Any) -> None:
+        if getattr(module, "weight", None) is None and getattr(module, "bias", None) is None:
+            return  # a norm without parameters (OLMo 1): nothing in the checkpoint either
         if i is None:  # the final norm, or a norm right after the embedding (BLOOM)
             what = "the final norm" if role == "final" else "the norm after the embedding"
             prefix = next((n for n in _TOP_NORMS[role] if f"{n}.weight" in self.src.top), None)

@@ -16,12 +16,21 @@ class LayerNorm(NodeSpec):
 
     eps: PosFloat = Field(1e-5, description="Added to the variance.")
     bias: bool = Field(True, description="Learned shift.")
+    scale: bool = Field(True, description="Learned scale; false with bias false: a LayerNorm without parameters, "
+                        "computed in float32 (OLMo 1).")
+    unit_offset: bool = Field(False, description="Store the scale as an offset from 1: apply (1 + weight), initialised "
+                              "to 0 (Nemotron's LayerNorm1P).")
+
+    def check(self, scope: Scope) -> None:
+        if self.unit_offset and not self.scale:
+            scope.report("unit_offset", "unit_offset without a learned scale", "drop unit_offset, or keep scale: true")
 
     def param_count(self, scope: Scope) -> int:
-        return scope.width * (2 if self.bias else 1)
+        return scope.width * (int(self.scale) + int(self.bias))
 
     def summary_args(self) -> str:
-        return f"eps={self.eps:g}"
+        return f"eps={self.eps:g}" + (", 1+w" if self.unit_offset else "") + ("" if self.scale or self.bias else
+                                                                              ", no parameters")
 
 
 class RMSNorm(NodeSpec):
