@@ -106,3 +106,24 @@ def test_behaviour_a_probed_tree_hides_is_refused_by_name(model_type, what):
     never a silently different model."""
     with pytest.raises(SpecError, match=rf"model_type: unsupported feature: '{model_type}' uses {what}"):
         hf.spec_from_config(hf_coverage.shrink(T.CONFIG_MAPPING[model_type]))
+
+
+@pytest.mark.parametrize("multi_query", [True, False])
+def test_starcoder1_loads_from_a_saved_checkpoint(tmp_path, multi_query):
+    """GPT-BigCode (StarCoder 1) keeps GPT-2's names but stores c_attn/c_fc as Linear, not Conv1D: read from a
+    folder (where module types are unknown), the layout must be told from the shapes, with one key/value head
+    or many. Logits equal transformers' on a left-padded batch."""
+    data = {**hf_coverage.shrink(T.CONFIG_MAPPING["gpt_bigcode"]).to_dict(), "multi_query": multi_query}
+    data.pop("num_key_value_heads")  # derived from multi_query by the config class
+    cfg = T.GPTBigCodeConfig.from_dict(data)
+    reference = hf_coverage.random_model(cfg)
+    reference.save_pretrained(tmp_path)
+    loaded = hf.from_pretrained(tmp_path)
+    tokens = torch.randint(0, cfg.vocab_size, (2, 7), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(tokens)
+    mask[1, :3] = 0
+    with torch.no_grad():
+        theirs = reference(tokens, attention_mask=mask).logits
+        ours = loaded(tokens, mask)
+    real = mask.bool()
+    assert (ours - theirs)[real].abs().max() <= 1e-5 * max(1.0, theirs[real].abs().max().item())

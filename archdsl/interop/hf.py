@@ -74,6 +74,9 @@ __all__ = ["Features", "FAMILY_TRAITS", "features_from_config", "spec_yaml_from_
 # the token embedding: BLOOM), activation (the MLP's activation when the config does not name it).
 FAMILY_TRAITS: dict[str, dict[str, Any]] = {
     "gpt2": dict(gated=False, qkv_bias=True, out_bias=True, mlp_bias=True, positional="learned"),
+    # StarCoder 1 / SantaCoder: GPT-2's blocks with multi-query attention, c_attn a Linear of [q; k; v]
+    # (with multi_query false, of (heads, 3, head_dim): set in features_from_config)
+    "gpt_bigcode": dict(gated=False, qkv_bias=True, out_bias=True, mlp_bias=True, positional="learned"),
     "llama": dict(qkv_bias="attention_bias", out_bias="attention_bias", mlp_bias="mlp_bias"),
     "mistral": dict(),
     "mixtral": dict(),
@@ -717,6 +720,8 @@ def features_from_config(config: Any) -> Features:
     if model_type == "gpt_neo":
         _gpt_neo(cfg, f)
     f.nope = _nope_layers(cfg, traits, f.windows)
+    if model_type == "gpt_bigcode" and not getattr(cfg, "multi_query", True):
+        f.qkv_layout = "per_head"  # with a head per key/value, c_attn's output is viewed as (heads, 3, head_dim)
     if model_type == "falcon":
         if getattr(cfg, "new_decoder_architecture", False):
             f.qkv_layout = "grouped"
