@@ -50,7 +50,7 @@ VOCAB, WIDTH, HEADS, HEAD_DIM, LAYERS, TOL = 97, 64, 4, 16, 2, 1e-4
 
 # config key -> tiny value, set where the class has the key with an int value
 _SIZES = {
-    "vocab_size": VOCAB, "hidden_size": WIDTH, "n_embd": WIDTH, "d_model": WIDTH,
+    "vocab_size": VOCAB, "hidden_size": WIDTH, "n_embd": WIDTH, "d_model": WIDTH, "word_embed_proj_dim": WIDTH,
     "num_attention_heads": HEADS, "n_head": HEADS, "n_heads": HEADS, "num_heads": HEADS,
     "head_dim": HEAD_DIM, "intermediate_size": 96, "ffn_hidden_size": 96, "ffn_dim": 96, "n_inner": 96,
     "moe_intermediate_size": 32, "shared_expert_intermediate_size": 48, "expert_intermediate_size": 32,

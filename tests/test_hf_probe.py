@@ -127,3 +127,22 @@ def test_starcoder1_loads_from_a_saved_checkpoint(tmp_path, multi_query):
         ours = loaded(tokens, mask)
     real = mask.bool()
     assert (ours - theirs)[real].abs().max() <= 1e-5 * max(1.0, theirs[real].abs().max().item())
+
+
+def test_opt_positions_sit_two_rows_in_and_follow_the_padding():
+    """OPT (a table entry: its MLP's fc1/fc2 sit in the layer, out of the probe's sight) reads position p from row
+    p + 2 of its table, counting from a row's first real token: greedy tokens of a left-padded batch equal
+    transformers' generate; OPT-350m's post-norm layers are refused by name."""
+    cfg = hf_coverage.shrink(T.CONFIG_MAPPING["opt"])
+    assert "offset: 2" in hf.spec_yaml_from_config(cfg)
+    reference = hf_coverage.random_model(cfg)
+    model = hf.from_hf(reference)
+    prompt = torch.randint(4, cfg.vocab_size, (2, 6), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(prompt)
+    mask[1, :3] = 0
+    ours = model.generate(prompt, 12, attention_mask=mask, pad_token_id=1)
+    theirs = reference.generate(prompt, attention_mask=mask, max_new_tokens=12, min_new_tokens=12, do_sample=False,
+                                pad_token_id=1)
+    assert torch.equal(ours, theirs)
+    with pytest.raises(SpecError, match="do_layer_norm_before: unsupported feature: OPT's post-norm"):
+        hf.spec_from_config(T.OPTConfig(do_layer_norm_before=False))

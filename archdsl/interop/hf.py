@@ -74,6 +74,9 @@ __all__ = ["Features", "FAMILY_TRAITS", "features_from_config", "spec_yaml_from_
 # the token embedding: BLOOM), activation (the MLP's activation when the config does not name it).
 FAMILY_TRAITS: dict[str, dict[str, Any]] = {
     "gpt2": dict(gated=False, qkv_bias=True, out_bias=True, mlp_bias=True, positional="learned"),
+    # OPT: learned positions with 2 rows before position 0, biases everywhere, an ungated ReLU MLP (fc1/fc2)
+    "opt": dict(gated=False, qkv_bias="enable_bias", out_bias="enable_bias", mlp_bias="enable_bias",
+                positional="learned", position_offset=2),
     # StarCoder 1 / SantaCoder: GPT-2's blocks with multi-query attention, c_attn a Linear of [q; k; v]
     # (with multi_query false, of (heads, 3, head_dim): set in features_from_config)
     "gpt_bigcode": dict(gated=False, qkv_bias=True, out_bias=True, mlp_bias=True, positional="learned"),
@@ -394,6 +397,7 @@ class Features:
     experts: int | None = None
     shared_hidden: int | None = None  # a shared expert's inner width (Qwen2-MoE, with a sigmoid gate)
     nope: list[bool] | None = None  # per layer: attention without the rotary rotation (NoPE)
+    position_offset: int = 0  # learned positions: rows before position 0 (OPT: 2)
     shared_gate: bool = True  # the shared expert is scaled by a learned sigmoid gate (Qwen2-MoE; not DeepSeek's)
     top_k: int = 2
     normalize: bool = True
@@ -720,6 +724,13 @@ def features_from_config(config: Any) -> Features:
     if model_type == "gpt_neo":
         _gpt_neo(cfg, f)
     f.nope = _nope_layers(cfg, traits, f.windows)
+    f.position_offset = int(traits.get("position_offset", 0))
+    if model_type == "opt":  # the layouts of OPT-350m (post-norm, a projected embedding) are not written
+        if not getattr(cfg, "do_layer_norm_before", True):
+            raise _unsupported(cfg, "do_layer_norm_before", "OPT's post-norm layers (do_layer_norm_before=False)")
+        if getattr(cfg, "word_embed_proj_dim", f.width) != f.width:
+            raise _unsupported(cfg, "word_embed_proj_dim", f"an embedding of width {cfg.word_embed_proj_dim} projected "
+                               f"to the model's {f.width} (project_in / project_out)")
     if model_type == "gpt_bigcode" and not getattr(cfg, "multi_query", True):
         f.qkv_layout = "per_head"  # with a head per key/value, c_attn's output is viewed as (heads, 3, head_dim)
     if model_type == "falcon":
@@ -1212,7 +1223,8 @@ def _spec_yaml(config: Any) -> str:
         pos += list(f.rope_scaling)
         model.append(f"    - positional: {_args(pos)}")
     else:
-        model.append(f"    - positional: {_args([('kind', 'learned'), ('max_len', '$context'), ('name', 'positions')])}")
+        learned = [("kind", "learned"), ("max_len", "$context"), ("name", "positions")]
+        model.append(f"    - positional: {_args(learned + ([('offset', f.position_offset)] if f.position_offset else []))}")
     if f.embed_dropout:
         model.append("    - dropout: $embed_dropout")
     if f.mlp_kinds:
@@ -1320,9 +1332,10 @@ _TOP_NORMS = {
     "embed_norm": ["word_embeddings_layernorm"],
 }
 _LAYER_NORMS = {
-    "attn_norm": ["input_layernorm", "ln_1", "ln_attn", "attention_norm", "norm_1"],
+    "attn_norm": ["input_layernorm", "ln_1", "ln_attn", "attention_norm", "norm_1", "self_attn_layer_norm"],
     # a checkpoint with pre_feedforward_layernorm (Gemma 2) uses post_attention_layernorm after the attention
-    "mlp_norm": ["pre_feedforward_layernorm", "post_attention_layernorm", "ln_2", "ln_mlp", "ffn_norm", "norm_2"],
+    "mlp_norm": ["pre_feedforward_layernorm", "post_attention_layernorm", "ln_2", "ln_mlp", "ffn_norm", "norm_2",
+                 "final_layer_norm"],  # OPT's layer i: self_attn_layer_norm, then final_layer_norm before fc1
     "post_attn_norm": ["post_self_attn_layernorm", "post_attention_layernorm"],  # GLM-4's first, then Gemma 2's
     "post_mlp_norm": ["post_feedforward_layernorm", "post_mlp_layernorm"],
 }
@@ -1331,6 +1344,7 @@ _QKV_SPLIT = [("q_proj", "k_proj", "v_proj")]
 _QKV_FUSED = ["qkv_proj", "c_attn", "query_key_value", "Wqkv"]
 _OUT = ["o_proj", "c_proj", "dense", "out_proj"]
 _MLP = ["mlp", "feed_forward", "ffn"]
+_MLP_OR_LAYER = [m + "." for m in _MLP] + [""]  # prefixes of an ungated MLP's projections; OPT's sit in the layer
 _GATE_UP = [("gate_proj", "up_proj"), ("w1", "w3")]
 _GATE_UP_FUSED = ["gate_up_proj"]
 _UP = ["c_fc", "dense_h_to_4h", "fc1", "fc_in", "up_proj"]
@@ -1565,20 +1579,20 @@ class _Mapper:
                 if b is not None:
                     self.put(f"{name}.up.bias", b)
         else:
-            found = next(((m, p) for m in _MLP for p in _UP if (i, f"{m}.{p}.weight") in self.src.layer), None)
+            found = next(((m, p) for m in _MLP_OR_LAYER for p in _UP if (i, f"{m}{p}.weight") in self.src.layer), None)
             if self.need(f"layer {i}'s up projection", found) is None:
                 return
             m, p = found  # type: ignore[misc]
-            self.put(f"{name}.up.weight", self.linear(self.src.layer[(i, f"{m}.{p}.weight")]))
-            b = self.bias(i, [f"{m}.{p}"], bias, "the up projection")
+            self.put(f"{name}.up.weight", self.linear(self.src.layer[(i, f"{m}{p}.weight")]))
+            b = self.bias(i, [f"{m}{p}"], bias, "the up projection")
             if b is not None:
                 self.put(f"{name}.up.bias", b)
-        dk = next(((m, p) for m in _MLP for p in _DOWN if (i, f"{m}.{p}.weight") in self.src.layer), None)
+        dk = next(((m, p) for m in _MLP_OR_LAYER for p in _DOWN if (i, f"{m}{p}.weight") in self.src.layer), None)
         if self.need(f"layer {i}'s down projection", dk) is None:
             return
         m, p = dk  # type: ignore[misc]
-        self.put(f"{name}.down.weight", self.linear(self.src.layer[(i, f"{m}.{p}.weight")]))
-        b = self.bias(i, [f"{m}.{p}"], bias, "the down projection")
+        self.put(f"{name}.down.weight", self.linear(self.src.layer[(i, f"{m}{p}.weight")]))
+        b = self.bias(i, [f"{m}{p}"], bias, "the down projection")
         if b is not None:
             self.put(f"{name}.down.bias", b)
 

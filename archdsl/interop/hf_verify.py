@@ -50,7 +50,7 @@ class Verdict:
 
 # where a transformers parameter sits inside a layer, by the name of the layer's child module
 _ATTN = ("self_attn", "attn", "attention", "self_attention", "SelfAttention")
-_FF = ("mlp", "feed_forward", "ffn", "block_sparse_moe", "moe")
+_FF = ("mlp", "feed_forward", "ffn", "block_sparse_moe", "moe", "fc1", "fc2")  # OPT: fc1/fc2 in the layer itself
 _LAYER = re.compile(r"^(?:.*\.)?(?:layers|h|blocks)\.(\d+)\.(.+)$")
 _TOP_ROLES = {
     "embedding": ("embed_tokens", "wte", "embed_in", "word_embeddings"),
