@@ -211,6 +211,25 @@ def test_layernorm_without_parameters_and_with_a_unit_offset():
         model({"unit_offset": True, "scale": False})
 
 
+def test_qk_norm_after_rotary_normalises_the_rotated_heads():
+    """qk_norm_after_rotary: RMSNorm of each rotated query and key head (HunYuan) — another model than normalising
+    before the rotation once the norm weights are not all equal; refused with qk_norm_over: width."""
+    def logits(after: bool) -> torch.Tensor:
+        attn = {"heads": 2, "causal": True, "qk_norm": True} | ({"qk_norm_after_rotary": True} if after else {})
+        model = archdsl.compile({"name": "q", "model": {"width": 16, "layers": [
+            {"embedding": {"vocab": 11}}, {"positional": "rotary"}, {"residual": [{"attention": attn}]},
+            {"lm_head": 11}]}}, seed=0)
+        g = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.normal_(0.0, 0.5, generator=g)
+            return model(torch.tensor([[1, 2, 3, 4, 5, 6]]))
+    assert (logits(True) - logits(False)).abs().max() > 1e-3
+    with pytest.raises(archdsl.SpecError, match="qk_norm_after_rotary normalises each head"):
+        archdsl.load_spec({"name": "q", "model": {"width": 16, "layers": [{"embedding": {"vocab": 11}}, {"residual": [
+            {"attention": {"heads": 2, "qk_norm": True, "qk_norm_over": "width", "qk_norm_after_rotary": True}}]}]}})
+
+
 def test_dict_source_and_spec_to_yaml_round_trip():
     spec = archdsl.load_spec(PATTERN)
     again = archdsl.load_spec(spec.to_yaml())

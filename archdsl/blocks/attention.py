@@ -72,9 +72,11 @@ class Attention(nn.Module):
                  window: int | None, dropout: float, bias: bool, out_bias: bool, scale: float | None,
                  rotary: tuple[str, bool] | None, alibi: bool, relative: str | None = None,
                  qk_norm_eps: float | None = None, qk_norm_over: str = "head", qk_norm_unit_offset: bool = False,
-                 softcap: float | None = None, output_gate: bool = False, in_scale: float = 1.0):
+                 softcap: float | None = None, output_gate: bool = False, in_scale: float = 1.0,
+                 qk_norm_after_rotary: bool = False):
         super().__init__()
         assert heads % kv_heads == 0, "the spec validator guarantees kv_heads divides heads"
+        self.qk_norm_after_rotary = qk_norm_after_rotary
         self.in_scale = in_scale  # the input's multiplier before the projections (Falcon-H1)
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
         self.output_gate = output_gate  # sigmoid(W_g x) per head output, W_g the last rows of qkv (Qwen3-Next)
@@ -158,7 +160,7 @@ class Attention(nn.Module):
         if self.q_norm is not None and self.qk_norm_over == "width":  # every head's values together (OLMo 2)
             q, k = self.q_norm(q, ctx), self.k_norm(k, ctx)
         q, k = q.view(B, S, h, hd), k.view(B, S, kv, hd)
-        if self.q_norm is not None and self.qk_norm_over == "head":  # each head on its own (Qwen3)
+        if self.q_norm is not None and self.qk_norm_over == "head" and not self.qk_norm_after_rotary:  # Qwen3
             q, k = self.q_norm(q, ctx), self.k_norm(k, ctx)
         q = q.transpose(1, 2)  # (B, h, S, hd)
         k = k.transpose(1, 2)  # (B, kv, S, hd)
@@ -166,6 +168,8 @@ class Attention(nn.Module):
         if self.rotary is not None:
             cos, sin = ctx.rope[self.rotary[0]]
             q, k = apply_rotary(q, cos, sin, self.rotary[1]), apply_rotary(k, cos, sin, self.rotary[1])
+        if self.q_norm is not None and self.qk_norm_after_rotary:  # each head, after the rotation (HunYuan)
+            q, k = self.q_norm(q, ctx), self.k_norm(k, ctx)
         if ctx.cache is not None:  # write this step's keys/values in place, attend over everything cached so far
             k, v = ctx.cache.update(self.cache_slot, k, v)
         relative = ctx.relative[self.relative] if self.relative is not None else None
@@ -323,7 +327,7 @@ def build_attention(node: BuildContext) -> nn.Module:
                      relative=node.positional_id if pos is not None and pos.type == "relative" else None,
                      qk_norm_eps=s.qk_norm_eps if s.qk_norm else None, qk_norm_over=s.qk_norm_over,
                      qk_norm_unit_offset=s.qk_norm_unit_offset, softcap=s.softcap, output_gate=s.output_gate,
-                     in_scale=s.in_scale)
+                     in_scale=s.in_scale, qk_norm_after_rotary=s.qk_norm_after_rotary)
 
 
 def build_latent_attention(node: BuildContext) -> nn.Module:

@@ -138,9 +138,6 @@ FAMILY_TRAITS: dict[str, dict[str, Any]] = {
 # though their configs look like supported ones.
 UNSUPPORTED_FAMILIES: dict[str, str] = {
     "gemma3": "a vision tower (import the text model, model_type gemma3_text)",
-    # behaviour a probed tree hides: the layout matches archdsl's, the computation does not
-    "hunyuan_v1_dense": "qk-norm after the rotary rotation (archdsl normalises queries and keys before it)",
-    "hunyuan_v1_moe": "qk-norm after the rotary rotation (archdsl normalises queries and keys before it)",
 }
 
 # Behaviour that neither a family's config nor its module tree shows, for families read by probing
@@ -154,6 +151,9 @@ _PROBED_BEHAVIOUR: dict[str, dict[str, Any]] = {
     # Nemotron's LayerNorm1P applies (1 + w); OLMo 1's LayerNorms have no parameters (its tree shows no norms)
     "nemotron": dict(unit_offset=True),
     "olmo": dict(norm_scale=False, norm_bias=False),
+    # HunYuan normalises each head's queries and keys after the rotary rotation
+    "hunyuan_v1_dense": dict(qk_norm_after_rotary=True),
+    "hunyuan_v1_moe": dict(qk_norm_after_rotary=True),
 }
 
 # config keys that switch on something archdsl cannot express: error when truthy
@@ -398,6 +398,7 @@ class Features:
     shared_hidden: int | None = None  # a shared expert's inner width (Qwen2-MoE, with a sigmoid gate)
     nope: list[bool] | None = None  # per layer: attention without the rotary rotation (NoPE)
     position_offset: int = 0  # learned positions: rows before position 0 (OPT: 2)
+    qk_norm_after_rotary: bool = False  # qk-norm per head after the rotation (HunYuan)
     shared_gate: bool = True  # the shared expert is scaled by a learned sigmoid gate (Qwen2-MoE; not DeepSeek's)
     top_k: int = 2
     normalize: bool = True
@@ -725,6 +726,7 @@ def features_from_config(config: Any) -> Features:
         _gpt_neo(cfg, f)
     f.nope = _nope_layers(cfg, traits, f.windows)
     f.position_offset = int(traits.get("position_offset", 0))
+    f.qk_norm_after_rotary = bool(traits.get("qk_norm_after_rotary", False)) and f.qk_norm == "head"
     if model_type == "opt":  # the layouts of OPT-350m (post-norm, a projected embedding) are not written
         if not getattr(cfg, "do_layer_norm_before", True):
             raise _unsupported(cfg, "do_layer_norm_before", "OPT's post-norm layers (do_layer_norm_before=False)")
@@ -1088,6 +1090,8 @@ def _spec_yaml(config: Any) -> str:
         attn += [("qk_norm", "true"), ("qk_norm_eps", "$eps")] + ([("qk_norm_over", "width")] if f.qk_norm == "width" else [])
         if f.unit_offset:
             attn.append(("qk_norm_unit_offset", "true"))
+        if f.qk_norm_after_rotary:
+            attn.append(("qk_norm_after_rotary", "true"))
     if f.attn_softcap:
         attn.append(("softcap", _scalar(f.attn_softcap)))
     attention = f"attention: {_args(attn)}"
@@ -1515,8 +1519,8 @@ class _Mapper:
         elif obkey in self.src.loaders:
             self.errors.append(f"layer {i}: the checkpoint has a bias {obkey} that the spec lacks")
         if module.q_norm is not None:  # per-head RMSNorm weights of queries and keys (Qwen3)
-            for norm in ("q_norm", "k_norm"):
-                nkey = self.src.find(i, [f"{a}.{norm}.weight"])
+            for norm, alias in (("q_norm", "query_layernorm"), ("k_norm", "key_layernorm")):  # HunYuan's names
+                nkey = self.src.find(i, [f"{a}.{norm}.weight", f"{a}.{alias}.weight"])
                 if self.need(f"layer {i}'s attention {norm}", nkey):
                     self.put(f"{name}.{norm}.weight", self.src.get(nkey))  # type: ignore[arg-type]
 

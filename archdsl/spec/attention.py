@@ -36,6 +36,8 @@ class Attention(NodeSpec):
     qk_norm_eps: PosFloat = Field(1e-6, description="qk_norm: the RMSNorm epsilon.")
     qk_norm_unit_offset: bool = Field(False, description="qk_norm: scale by (1 + w) with w starting at 0, as "
                                       "rmsnorm's unit_offset (Gemma 3).")
+    qk_norm_after_rotary: bool = Field(False, description="qk_norm: normalise each head's queries and keys after the "
+                                       "rotary rotation instead of before it (HunYuan); per head only.")
     softcap: PosFloat | None = Field(None, description="Soft-cap the attention scores: softcap · tanh(scores / "
                                      "softcap) before the mask (Gemma 2: 50). No fused SDPA kernel has this, so such "
                                      "layers run attention as explicit matmuls and softmax.")
@@ -81,9 +83,12 @@ class Attention(NodeSpec):
         elif h % kv:
             scope.report("kv_heads", f"kv_heads {kv} does not divide heads {h}",
                          "each key/value head serves a whole group of query heads")
-        for field in ("qk_norm_eps", "qk_norm_over", "qk_norm_unit_offset"):
+        for field in ("qk_norm_eps", "qk_norm_over", "qk_norm_unit_offset", "qk_norm_after_rotary"):
             if field in self.model_fields_set and not self.qk_norm:
                 scope.report(field, f"{field} without qk_norm: true", f"add qk_norm: true, or drop {field}")
+        if self.qk_norm_after_rotary and self.qk_norm_over != "head":
+            scope.report("qk_norm_after_rotary", "qk_norm_after_rotary normalises each head; qk_norm_over is 'width'",
+                         "use qk_norm_over: head, or drop qk_norm_after_rotary")
         if self.cross is not None:
             for field in ("qk_norm", "softcap", "output_gate", "nope", "in_scale"):
                 if (getattr(self, field) != 1.0) if field == "in_scale" else getattr(self, field):
