@@ -533,6 +533,11 @@ def features_from_config(config: Any) -> Features:
         from .hf_probe import probe_config
 
         traits = {**FAMILY_TRAITS["llama"], **probe_config(cfg, int(head_dim)), **_PROBED_BEHAVIOUR.get(model_type, {})}
+        if "unreadable" in traits:  # an encoder's or a seq2seq decoder's layers, or attention under another name
+            raise _unsupported(cfg, "model_type", f"'{model_type}' is a {traits['unreadable']}: not a decoder whose "
+                               "layers hold self-attention, an MLP and norms as the importer reads them",
+                               "encoder and seq2seq-decoder layouts (BERT, RoBERTa, BART's decoder, ...) are not "
+                               "imported yet")
         # the config's qk-norm switch is handled when the probe saw the norms; its shared experts when the
         # router is DeepSeek-V3's, whose config keys size them
         handled = (_QK_NORM_KEYS if traits.get("qk_norm") else ()) + \

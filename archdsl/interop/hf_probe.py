@@ -22,6 +22,7 @@ __all__ = ["traits_from_model", "probe_config"]
 
 _ATTN = ("self_attn", "attn", "attention", "self_attention")
 _MLP = ("mlp", "feed_forward", "ffn")
+_OTHER_MIXERS = ("linear_attn", "linear_attention", "conv", "mamba", "mixer", "temporal_block")
 _Q = ("q_proj", "query", "wq")
 _K = ("k_proj", "key", "wk")
 _V = ("v_proj", "value", "wv")
@@ -70,11 +71,17 @@ def traits_from_model(model: Any, head_dim: int) -> dict[str, Any]:
     the query norm's weight is head_dim wide, "width" when it spans all heads) and norms (from the
     layer's norm names); latent (DeepSeek's multi-head latent attention: a kv_a_proj_with_mqa); router "sigmoid_groups" when the first layer with experts routes them as
     DeepSeek-V3 does (a `gate` holding e_score_correction_bias), with router_fp32 when the model keeps
-    that gate in float32. Empty when the layer is not laid out as attention + feed-forward + norms."""
+    that gate in float32. When the model has no such layer, only ``unreadable``: what it is instead."""
     layer = _first_layer(model)
     attn = _child(layer, _ATTN) if layer is not None else None
-    if attn is None:
-        return {}
+    if attn is None:  # not a decoder laid out as the importer reads one: say what it is instead, unless its
+        # layer holds another sequence mixer, whose config keys (layer_types, ...) name the missing feature better
+        children = [name for name, _ in layer.named_children()] if layer is not None else []
+        if any(name in _OTHER_MIXERS for name in children):
+            return {}
+        return {"unreadable": f"{type(model).__name__}, whose " + (
+            f"layers hold {', '.join(children)}" if layer is not None else
+            "layers are not under model.layers or transformer.h")}
     traits: dict[str, Any] = {}
     q, k, v, o = (_child(attn, names) for names in (_Q, _K, _V, _O))
     biases = [_has_bias(m) for m in (q, k, v)]
