@@ -33,6 +33,20 @@ def _meta(model_type: str):
         return cfg, T.AutoModelForCausalLM.from_config(cfg)
 
 
+def assert_greedy_equals_transformers(cfg, *, low: int, pads: int, pad_token_id: int) -> None:
+    """12 greedy tokens of a 2-row batch (tokens from `low`, row 1 left-padded by `pads`) of the archdsl model
+    imported from a random-weight transformers model of `cfg` equal transformers' generate."""
+    reference = hf_coverage.random_model(cfg)
+    model = hf.from_hf(reference)
+    prompt = torch.randint(low, cfg.vocab_size, (2, 6), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(prompt)
+    mask[1, :pads] = 0
+    ours = model.generate(prompt, 12, attention_mask=mask, pad_token_id=pad_token_id)
+    theirs = reference.generate(prompt, attention_mask=mask, max_new_tokens=12, min_new_tokens=12, do_sample=False,
+                                pad_token_id=pad_token_id)
+    assert torch.equal(ours, theirs)
+
+
 @pytest.mark.parametrize("model_type, expected", [
     ("llama", dict(qkv_bias=False, out_bias=False, mlp_bias=False, gated=True, norms="pre")),
     ("olmo3", dict(qkv_bias=False, out_bias=False, qk_norm="width", norms="post")),  # q_norm over all heads
@@ -84,15 +98,7 @@ def test_families_with_layers_without_positions_import_exactly(model_type):
     assert result.status == "exact", result
     cfg = hf_coverage.shrink(T.CONFIG_MAPPING[model_type])
     assert "nope: true" in hf.spec_yaml_from_config(cfg, verify=False)
-    reference = hf_coverage.random_model(cfg)
-    model = hf.from_hf(reference)
-    prompt = torch.randint(0, cfg.vocab_size, (2, 6), generator=torch.Generator().manual_seed(0))
-    mask = torch.ones_like(prompt)
-    mask[1, :2] = 0
-    ours = model.generate(prompt, 12, attention_mask=mask, pad_token_id=0)
-    theirs = reference.generate(prompt, attention_mask=mask, max_new_tokens=12, min_new_tokens=12, do_sample=False,
-                                pad_token_id=0)
-    assert torch.equal(ours, theirs)
+    assert_greedy_equals_transformers(cfg, low=0, pads=2, pad_token_id=0)
 
 
 def test_a_v3_style_router_without_its_config_keys_is_refused():
@@ -128,15 +134,7 @@ def test_opt_positions_sit_two_rows_in_and_follow_the_padding():
     transformers' generate; OPT-350m's post-norm layers are refused by name."""
     cfg = hf_coverage.shrink(T.CONFIG_MAPPING["opt"])
     assert "offset: 2" in hf.spec_yaml_from_config(cfg)
-    reference = hf_coverage.random_model(cfg)
-    model = hf.from_hf(reference)
-    prompt = torch.randint(4, cfg.vocab_size, (2, 6), generator=torch.Generator().manual_seed(0))
-    mask = torch.ones_like(prompt)
-    mask[1, :3] = 0
-    ours = model.generate(prompt, 12, attention_mask=mask, pad_token_id=1)
-    theirs = reference.generate(prompt, attention_mask=mask, max_new_tokens=12, min_new_tokens=12, do_sample=False,
-                                pad_token_id=1)
-    assert torch.equal(ours, theirs)
+    assert_greedy_equals_transformers(cfg, low=4, pads=3, pad_token_id=1)
     with pytest.raises(SpecError, match="do_layer_norm_before: unsupported feature: OPT's post-norm"):
         hf.spec_from_config(T.OPTConfig(do_layer_norm_before=False))
 

@@ -10,9 +10,10 @@ trait; anything else is left to the defaults, and the role-by-role verification
 (:mod:`.hf_verify`) and weight mapping then refuse a model whose layout still differs.
 
 What the tree cannot show is behaviour (a norm applied after the rotary rotation rather than
-before, a different activation); the coverage sweep (``benchmarks/hf_coverage.py``) compares logits
-for every probed family, and families whose layout matches but whose behaviour does not are refused
-by name in ``hf.UNSUPPORTED_FAMILIES``.
+before, a (1 + w) norm scale); the coverage sweep (``benchmarks/hf_coverage.py``) compares logits
+for every probed family, and such behaviour is recorded per family in ``hf._PROBED_BEHAVIOUR`` (or
+refused by name in ``hf.UNSUPPORTED_FAMILIES`` where archdsl cannot express it). ``from_hf`` also
+compares logits with the original for every family outside FAMILY_TRAITS, by default.
 """
 from __future__ import annotations
 
