@@ -85,3 +85,43 @@ def spec_to_yaml(spec: Spec) -> str:
     escaped = {key: ({k: _escape_var(v) for k, v in value.items()} if key == "vars" else _escape(value))
                for key, value in data.items()}
     return yaml.safe_dump(escaped, sort_keys=False, width=100)
+
+
+class _SpecDumper(yaml.SafeDumper):
+    """Block style, except a node's arguments on one line (``- attention: {heads: 8}``) as specs are written by
+    hand, and a long description as a folded block."""
+
+
+class _Flow(dict):
+    pass
+
+
+def _flow_args(value: Any) -> Any:
+    """`value` with the arguments of every one-key node whose arguments are all scalars marked for one line."""
+    if isinstance(value, list):
+        return [_flow_args(v) for v in value]
+    if isinstance(value, dict):
+        if len(value) == 1:
+            (key, args), = value.items()
+            if isinstance(args, dict) and args and all(not isinstance(v, (dict, list)) for v in args.values()):
+                return {key: _Flow(args)}
+        return {k: _flow_args(v) for k, v in value.items()}
+    return value
+
+
+def _represent_str(dumper: yaml.SafeDumper, data: str) -> Any:
+    style = ">" if len(data) > 100 and "\n" not in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_SpecDumper.add_representer(_Flow, lambda d, data: d.represent_mapping("tag:yaml.org,2002:map", data.items(),
+                                                                       flow_style=True))
+_SpecDumper.add_representer(str, _represent_str)
+
+
+def data_to_yaml(data: dict, header: str | None = None) -> str:
+    """Spec data written as it is (vars kept, `$` references unescaped) in the hand-written style: what
+    importers describe and compress is emitted through this, then loaded back with load_spec."""
+    text = yaml.dump(_flow_args(_plain(data)), Dumper=_SpecDumper, sort_keys=False, width=110, allow_unicode=True,
+                     default_flow_style=False)
+    return (f"# {header}\n" if header else "") + text

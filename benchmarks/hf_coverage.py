@@ -158,18 +158,25 @@ def shrink(cls: Any) -> Any:
 MAX_TINY = 20_000_000  # a shrunk model above this still has sizes the sweep does not know (sub-configs)
 
 
-def random_model(cfg: Any, seed: int = 0) -> Any:
+# task -> (transformers Auto class, its registry in transformers.models.auto.modeling_auto)
+TASKS = {"causal-lm": ("AutoModelForCausalLM", "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"),
+         "masked-lm": ("AutoModelForMaskedLM", "MODEL_FOR_MASKED_LM_MAPPING_NAMES"),
+         "seq2seq": ("AutoModelForSeq2SeqLM", "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES")}
+
+
+def random_model(cfg: Any, seed: int = 0, task: str = "causal-lm") -> Any:
     import transformers
 
+    auto = getattr(transformers, TASKS[task][0])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with torch.device("meta"):
-            meta = transformers.AutoModelForCausalLM.from_config(cfg)
+            meta = auto.from_config(cfg)
         n = sum(p.numel() for p in meta.parameters())
         if n > MAX_TINY:
             raise TooBig(f"the shrunk config still has {n:,} parameters (sizes in sub-configs)")
         torch.manual_seed(seed)
-        model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
+        model = auto.from_config(cfg).eval()
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for p in model.parameters():
@@ -185,25 +192,85 @@ def random_model(cfg: Any, seed: int = 0) -> Any:
 PADDING_LEAKS = {"recurrent_gemma"}
 
 
-def left_padded_batch(hf_model: Any) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """Tokens (3, 12), rows 1 and 2 left-padded (not for PADDING_LEAKS), and position ids counting real
-    tokens (where taken)."""
+def _counts_positions_itself(hf_model: Any) -> bool:
+    """Whether the model numbers positions from the padding when given none (RoBERTa's embeddings count
+    real tokens after padding_idx): found by running it with and without position ids 0.. on an unpadded batch."""
+    parameters = inspect.signature(type(hf_model).forward).parameters
+    if "position_ids" not in parameters:
+        return False
+    tokens = torch.randint(3, VOCAB, (1, 6), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        try:
+            default = hf_model(tokens, use_cache=False).logits
+            given = hf_model(tokens, position_ids=torch.arange(6).unsqueeze(0), use_cache=False).logits
+        except Exception:  # noqa: BLE001 - a forward without use_cache: judged as counting from 0
+            return False
+    return not torch.equal(default, given)
+
+
+def left_padded_batch(hf_model: Any) -> tuple[torch.Tensor, torch.Tensor, dict, dict]:
+    """Tokens (3, 12), rows 1 and 2 left-padded with the pad id (not for PADDING_LEAKS); the keyword arguments
+    of transformers' forward (position ids counting real tokens, where it takes them and does not count them
+    itself) and of archdsl's (position ids counting real tokens whenever transformers' count them)."""
     g = torch.Generator().manual_seed(0)
     tokens = torch.randint(3, VOCAB, (3, 12), generator=g)
     mask = torch.ones(3, 12, dtype=torch.long)
     if getattr(hf_model.config, "model_type", None) not in PADDING_LEAKS:
         mask[1, :5] = 0
         mask[2, :2] = 0
-    tokens = tokens.masked_fill(mask == 0, 0)
-    kwargs = {}
-    parameters = inspect.signature(type(hf_model).forward).parameters
-    if "position_ids" in parameters:
-        kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
-    return tokens, mask, kwargs
+    pad = getattr(hf_model.config, "pad_token_id", None)
+    tokens = tokens.masked_fill(mask == 0, pad if isinstance(pad, int) and 0 <= pad < VOCAB else 0)
+    theirs, ours = {}, {}
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    if "position_ids" in inspect.signature(type(hf_model).forward).parameters:
+        ours["position_ids"] = positions
+        if not _counts_positions_itself(hf_model):
+            theirs["position_ids"] = positions
+    return tokens, mask, theirs, ours
+
+
+def right_padded_batch(hf_model: Any) -> tuple[torch.Tensor, torch.Tensor, dict, dict]:
+    """An encoder's batch: tokens (3, 12), rows 1 and 2 right-padded with the pad id, no position ids."""
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(3, VOCAB, (3, 12), generator=g)
+    mask = torch.ones(3, 12, dtype=torch.long)
+    mask[1, 7:] = 0
+    mask[2, 4:] = 0
+    pad = getattr(hf_model.config, "pad_token_id", None)
+    pad = pad if isinstance(pad, int) and 0 <= pad < VOCAB else 0
+    tokens = torch.where((tokens == pad) & (mask == 1), (pad + 1) % VOCAB, tokens).masked_fill(mask == 0, pad)
+    return tokens, mask, {}, {}
+
+
+def seq2seq_batch(hf_model: Any) -> tuple[torch.Tensor, torch.Tensor, dict, dict]:
+    """An encoder-decoder's batch: the right-padded source of right_padded_batch and 8 target tokens per row,
+    the decoder's mask right-padded too (row 1 from 6 on)."""
+    tokens, mask, _, _ = right_padded_batch(hf_model)
+    target = torch.randint(3, VOCAB, (3, 8), generator=torch.Generator().manual_seed(1))
+    target_mask = torch.ones(3, 8, dtype=torch.long)
+    target_mask[1, 6:] = 0
+    theirs = {"decoder_input_ids": target, "decoder_attention_mask": target_mask}
+    ours = {"decoder_tokens": target, "decoder_attention_mask": target_mask}
+    return tokens, mask, theirs, ours
+
+
+def batch(hf_model: Any) -> tuple[torch.Tensor, torch.Tensor, dict, dict]:
+    """The task's batch: left-padded for a causal LM (as generation pads), right-padded for a masked LM, a padded
+    source and target for an encoder-decoder."""
+    if getattr(hf_model.config, "is_encoder_decoder", False):
+        return seq2seq_batch(hf_model)
+    if type(hf_model).__name__.endswith(("ForMaskedLM", "WithLMHeadModel")) and not getattr(hf_model.config, "is_decoder", False):
+        return right_padded_batch(hf_model)
+    return left_padded_batch(hf_model)
+
+
+def _real(hf_model: Any, mask: torch.Tensor, kwargs: dict) -> torch.Tensor:
+    """Where the compared logits are: the real tokens (an encoder-decoder's: the decoder's)."""
+    return kwargs.get("decoder_attention_mask", mask).bool()
 
 
 def hf_logits(hf_model: Any) -> torch.Tensor:
-    tokens, mask, kwargs = left_padded_batch(hf_model)
+    tokens, mask, kwargs, _ = batch(hf_model)
     parameters = inspect.signature(type(hf_model).forward).parameters
     if "use_cache" in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         kwargs["use_cache"] = False  # no decoding cache: transformers' hybrid caches fail without an attention layer
@@ -212,11 +279,11 @@ def hf_logits(hf_model: Any) -> torch.Tensor:
 
 
 def max_diff(hf_model: Any, theirs: torch.Tensor, model: Any) -> float:
-    """Max |archdsl - transformers| over the real tokens of the left-padded batch."""
-    tokens, mask, kwargs = left_padded_batch(hf_model)
+    """Max |archdsl - transformers| over the real tokens of the padded batch."""
+    tokens, mask, _, kwargs = batch(hf_model)
     with torch.no_grad():
         ours = model(tokens, mask, **kwargs)
-    real = mask.bool()
+    real = _real(hf_model, mask, kwargs)
     return (ours[real].float() - theirs[real].float()).abs().max().item()
 
 
@@ -238,7 +305,7 @@ def full_size(cls: Any) -> str:
     return "unverified: " + _short(unverified[0].message) if unverified else "verified"
 
 
-def run_one(model_type: str) -> Result:
+def run_one(model_type: str, task: str = "causal-lm") -> Result:
     import transformers
 
     from archdsl.errors import SpecError
@@ -249,7 +316,9 @@ def run_one(model_type: str) -> Result:
     try:
         cls = transformers.CONFIG_MAPPING[model_type]
         cfg = shrink(cls)
-        hf_model = random_model(cfg)
+        if task == "masked-lm" and getattr(cfg, "is_encoder_decoder", False):
+            raise TooBig("an encoder-decoder (its masked-LM class is its seq2seq model: see the seq2seq table)")
+        hf_model = random_model(cfg, task=task)
         theirs = hf_logits(hf_model)
     except TooBig as exc:
         result.status, result.detail = "skipped", str(exc)
@@ -305,15 +374,17 @@ def run_one(model_type: str) -> Result:
     return result
 
 
-def model_types() -> list[str]:
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+def model_types(task: str = "causal-lm") -> list[str]:
+    from transformers.models.auto import modeling_auto
 
-    return sorted(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+    return sorted(getattr(modeling_auto, TASKS[task][1]))
 
 
-def markdown(results: list[Result]) -> str:
+def markdown(results: list[Result], task: str = "causal-lm") -> str:
     """The counts, the exact types, a table of the refused ones with their reasons, and the rest."""
     import transformers
+
+    padding = {"causal-lm": "left-padded", "masked-lm": "right-padded"}.get(task, "right-padded source and target")
 
     order = ["exact", "refused", "differs", "crashed", "transformers-cannot-build", "skipped"]
     by: dict[str, list[Result]] = {s: sorted((r for r in results if r.status == s), key=lambda r: r.model_type)
@@ -321,7 +392,7 @@ def markdown(results: list[Result]) -> str:
     lines = [f"transformers {transformers.__version__}, torch {torch.__version__}: {len(results)} model types; "
              + ", ".join(f"{len(by[s])} {s}" for s in order) + ".", ""]
     odd = [r for r in by["exact"] if r.full_size != "verified"]
-    lines += ["**exact** (logits within 1e-4 on a left-padded batch, and the class-default config verified at full "
+    lines += [f"**exact** (logits within 1e-4 on a {padding} batch, and the class-default config verified at full "
               "size" + (", except " + "; ".join(f"`{r.model_type}`, whose class default is {r.full_size}" for r in odd)
                         if odd else "") + "): " + ", ".join(f"`{r.model_type}`" for r in by["exact"]) + ".", ""]
     for status in ("differs", "crashed"):
@@ -331,8 +402,33 @@ def markdown(results: list[Result]) -> str:
     lines += [f"| `{r.model_type}` | {r.detail.replace('|', '/')} |" for r in by["refused"]]
     for status, what in (("transformers-cannot-build", "transformers cannot build the shrunk class-default config "
                           "here"), ("skipped", "the shrunk config is still large (sizes in sub-configs)")):
-        lines += ["", f"**{status}** ({what}): " + ", ".join(f"`{r.model_type}`" for r in by[status]) + "."]
+        if by[status]:
+            lines += ["", f"**{status}** ({what}): " + ", ".join(f"`{r.model_type}`" for r in by[status]) + "."]
     return "\n".join(lines) + "\n"
+
+
+COVERAGE_INTRO = """# Coverage of transformers' registry
+
+Generated by `HF_HUB_OFFLINE=1 python benchmarks/hf_coverage.py --json benchmarks/hf_coverage.json
+--coverage docs/coverage.md` (a few minutes on 2 CPU cores; do not edit by hand). Every model type of
+`transformers`' causal-LM, masked-LM and seq2seq registries is built from its config class's defaults shrunk to a tiny
+size (width 64, 2 layers, 4 heads, vocab 97; the layer pattern kept) with random weights, every parameter
+perturbed; `spec_from_config` and `from_hf` convert it, and the logits on the real tokens of a padded batch
+are compared (causal LMs left-padded with position ids counting the real tokens, masked LMs right-padded,
+encoder-decoders with a right-padded source and target).
+`exact` also means the class-default config at full size converts and matches transformers' parameters on
+meta. `tests/test_hf_verify.py` and `tests/test_hf_encoder.py` run a fixed subset in the normal suite.
+"""
+
+
+def coverage_doc(by_task: dict[str, list[Result]]) -> str:
+    titles = {"causal-lm": "Causal language models (`MODEL_FOR_CAUSAL_LM_MAPPING_NAMES`)",
+              "masked-lm": "Masked language models (`MODEL_FOR_MASKED_LM_MAPPING_NAMES`)",
+              "seq2seq": "Encoder-decoders (`MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES`)"}
+    parts = [COVERAGE_INTRO]
+    for task, results in by_task.items():
+        parts += [f"## {titles[task]}", "", markdown(results, task)]
+    return "\n".join(parts)
 
 
 def time_70b(repeats: int = 5) -> None:
@@ -364,7 +460,9 @@ def time_70b(repeats: int = 5) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("types", nargs="*", help="model types (default: all of MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)")
+    parser.add_argument("types", nargs="*", help="model types (default: every type of each task's registry)")
+    parser.add_argument("--task", choices=[*TASKS, "all"], default="all", help="which registry to sweep")
+    parser.add_argument("--coverage", type=Path, help="write docs/coverage.md (every task's table)")
     parser.add_argument("--json", type=Path, help="write the results as JSON")
     parser.add_argument("--markdown", type=Path, help="write the table as Markdown")
     parser.add_argument("--time-70b", action="store_true", help="time the meta check of a 70B config instead")
@@ -375,21 +473,28 @@ def main(argv: list[str] | None = None) -> int:
     logging.disable(logging.WARNING)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     torch.set_num_threads(1)
-    results = []
-    for model_type in args.types or model_types():
-        r = run_one(model_type)
-        results.append(r)
-        print(f"{r.model_type:28s} {r.status:26s} {r.seconds:5.1f}s  {r.detail[:110]}", flush=True)
-    table = markdown(results)
-    print("\n" + table.splitlines()[0])
+    by_task: dict[str, list[Result]] = {}
+    for task in TASKS if args.task == "all" else [args.task]:
+        registry = model_types(task)
+        for model_type in [t for t in args.types if t in registry] if args.types else registry:
+            r = run_one(model_type, task)
+            by_task.setdefault(task, []).append(r)
+            print(f"{task:9s} {r.model_type:28s} {r.status:26s} {r.seconds:5.1f}s  {r.detail[:100]}", flush=True)
+    for task, results in by_task.items():
+        print(f"\n{task}: " + markdown(results, task).splitlines()[0])
     if args.json:
         import transformers
-        args.json.write_text(json.dumps({"transformers": transformers.__version__,
-                                         "results": [{k: v for k, v in asdict(r).items() if k != "seconds"}
-                                                     for r in results]}, indent=1) + "\n")
+
+        def rows(results: list[Result]) -> list[dict]:
+            return [{k: v for k, v in asdict(r).items() if k != "seconds"} for r in results]
+        data = {"transformers": transformers.__version__, "results": rows(by_task.get("causal-lm", []))}
+        data.update({task.replace("-", "_"): rows(results) for task, results in by_task.items() if task != "causal-lm"})
+        args.json.write_text(json.dumps(data, indent=1) + "\n")
     if args.markdown:
-        args.markdown.write_text(table)
-    return 1 if any(r.status in ("differs", "crashed") for r in results) else 0
+        args.markdown.write_text(markdown(by_task.get("causal-lm", []), "causal-lm"))
+    if args.coverage:
+        args.coverage.write_text(coverage_doc(by_task))
+    return 1 if any(r.status in ("differs", "crashed") for results in by_task.values() for r in results) else 0
 
 
 if __name__ == "__main__":

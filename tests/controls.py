@@ -460,7 +460,7 @@ def assert_catches(model: nn.Module, check: Check, *, breakages: Iterable[Breaka
 
 # ------------------------------------------------------------------------------------ the matrix
 MODULES = ["test_hf_parity", "test_families", "test_encoder_decoder", "test_bert_parity", "test_vision", "test_numerics",
-           "test_generate", "test_hf_ssm", "test_hf_linear", "test_ssm", "test_linear_mixers"]
+           "test_generate", "test_hf_ssm", "test_hf_linear", "test_ssm", "test_linear_mixers", "test_hf_encoder"]
 DOC = "docs/testing.md"
 STATUSES = ("caught", "covered", "not applicable", "not reached", "exempt", "survived")
 

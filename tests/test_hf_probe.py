@@ -139,11 +139,11 @@ def test_opt_positions_sit_two_rows_in_and_follow_the_padding():
         hf.spec_from_config(T.OPTConfig(do_layer_norm_before=False))
 
 
-@pytest.mark.parametrize("model_type, model_class", [("bert", "BertLMHeadModel"), ("roberta", "RobertaForCausalLM")])
+@pytest.mark.parametrize("model_type, model_class", [("biogpt", "BioGptForCausalLM"), ("trocr", "TrOCRForCausalLM")])
 def test_a_layout_the_importer_does_not_read_is_named_for_what_it_is(model_type, model_class):
-    """An encoder's layers (BERT, RoBERTa used as causal LMs; a BART config is the seq2seq importer's, its decoder
-    alone as BartForCausalLM is refused the same way in the sweep) are refused as what they are, not with a Llama
-    default's complaint (it said "a gated MLP with activation 'gelu'")."""
+    """Layers the importer does not read (BioGPT's, TrOCR's decoder; BERT-shaped ones are hf_encoder's, and a BART
+    config is the seq2seq importer's) are refused as what they are, not with a Llama default's complaint (it said
+    "a gated MLP with activation 'gelu'")."""
     with pytest.raises(SpecError, match=rf"model_type: unsupported feature: '{model_type}' is a {model_class}, whose "
                                         r"layers are not under model.layers or transformer.h") as exc:
         hf.spec_from_config(hf_coverage.shrink(T.CONFIG_MAPPING[model_type]))

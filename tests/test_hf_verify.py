@@ -197,7 +197,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import hf_coverage  # noqa: E402
 
 RECORDED = json.loads((ROOT / "benchmarks" / "hf_coverage.json").read_text())
-EXACT = sorted(r["model_type"] for r in RECORDED["results"] if r["status"] == "exact" and r["full_size"] == "verified")
+EXACT = sorted({r["model_type"] for r in RECORDED["results"] + RECORDED.get("masked_lm", [])
+                if r["status"] == "exact" and r["full_size"] == "verified"})
 
 
 @pytest.mark.parametrize("model_type,status", [("llama", "exact"), ("glm4", "exact"), ("gpt_neo", "exact"),

@@ -166,8 +166,15 @@ def _grouped_mm_ok(rows: torch.Tensor, weight: torch.Tensor) -> bool:
 
 
 class Linear(nn.Linear):
+    """A projection, optionally followed by an activation (a head's transform)."""
+
+    def __init__(self, width: int, out: int, bias: bool, activation: str = "none"):
+        super().__init__(width, out, bias=bias)
+        self.act = None if activation == "none" else torch.tanh if activation == "tanh" else ACTIVATIONS[activation]
+
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:  # type: ignore[override]
-        return super().forward(x)
+        y = super().forward(x)
+        return y if self.act is None else self.act(y)
 
 
 class Dropout(nn.Dropout):
@@ -342,7 +349,7 @@ def build_moe(node: BuildContext) -> nn.Module:
 
 
 def build_linear(node: BuildContext) -> nn.Module:
-    return Linear(node.in_width, node.spec.out, bias=node.spec.bias)
+    return Linear(node.in_width, node.spec.out, bias=node.spec.bias, activation=node.spec.activation)
 
 
 def build_dropout(node: BuildContext) -> nn.Module:

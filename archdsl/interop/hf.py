@@ -987,6 +987,11 @@ def _is_linear(cfg: Any) -> bool:
     return is_linear(cfg)
 
 
+def _is_encoder(cfg: Any) -> bool:
+    from .hf_encoder import is_encoder
+    return is_encoder(cfg)
+
+
 def spec_yaml_from_config(config: Any, *, verify: bool = True) -> str:
     """The readable YAML spec (vars, blocks, repeat) of a transformers config.
 
@@ -998,7 +1003,12 @@ def spec_yaml_from_config(config: Any, *, verify: bool = True) -> str:
         return _spec_yaml(config)
     cfg = load_config(config)
     text = _read_features(cfg, lambda: _spec_yaml(cfg))
-    _verify_spec(cfg, text)
+    if _is_encoder(cfg):
+        from ..loader import load_spec
+        from . import hf_encoder
+        hf_encoder.check_counts(cfg, load_spec(text))
+    else:
+        _verify_spec(cfg, text)
     return text
 
 
@@ -1020,6 +1030,9 @@ def _spec_yaml(config: Any) -> str:
         if _is_linear(cfg):  # Qwen3-Next, LFM2, RecurrentGemma: linear/recurrent hybrids (hf_linear.py)
             from . import hf_linear
             return hf_linear.spec_yaml_from_config(cfg)
+        if _is_encoder(cfg):  # BERT and the encoders laid out like it, read from the model (hf_encoder.py)
+            from . import hf_encoder
+            return hf_encoder.spec_yaml_from_config(cfg)
     f = config if isinstance(config, Features) else features_from_config(cfg)
     v: dict[str, Any] = {"vocab": f.vocab}
     if f.max_len:
@@ -1300,6 +1313,12 @@ def spec_from_config(config: Any, *, verify: bool = True) -> Any:
     from .hf_seq2seq import is_seq2seq
 
     cfg = load_config(config)
+    if _is_encoder(cfg):  # probed on a small model of its class; its parameter count checked at full size
+        from . import hf_encoder
+        spec = load_spec(_spec_yaml(cfg))
+        if verify:
+            hf_encoder.check_counts(cfg, spec)
+        return spec
     if is_seq2seq(cfg) or _is_vision(cfg) or _is_ssm(cfg) or _is_linear(cfg):
         text = _read_features(cfg, lambda: _spec_yaml(cfg))
     else:
@@ -1873,6 +1892,10 @@ def from_hf(hf_model: Any, *, spec: Any = None, overrides: Mapping[str, Any] | N
     if _is_linear(hf_model.config):  # Qwen3-Next, LFM2, RecurrentGemma
         from . import hf_linear
         return hf_linear.from_hf(hf_model, spec=spec, overrides=overrides, dtype=dtype, device=device, verify=verify)
+    if _is_encoder(hf_model.config):  # BertModel, BertForMaskedLM, RobertaForCausalLM, ...: verified by default
+        from . import hf_encoder
+        return hf_encoder.from_hf(hf_model, spec=spec, overrides=overrides, dtype=dtype, device=device,
+                                  verify_outputs=verify)
     if hf_seq2seq.is_seq2seq(hf_model.config):  # T5, BART
         f2s = hf_seq2seq.seq2seq_features(hf_model.config)
         target = _target_spec(f2s, hf_model.config, spec, overrides)
@@ -2024,6 +2047,12 @@ def from_pretrained(local_dir: str | Path, *, spec: Any = None, overrides: Mappi
     from . import hf_seq2seq
 
     cfg = load_config(Path(local_dir))
+    if dtype == "auto":
+        dtype = _get(cfg, "dtype", "torch_dtype") or torch.float32
+        dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    if _is_encoder(cfg):  # BERT and the encoders laid out like it (hf_encoder.py)
+        from . import hf_encoder
+        return hf_encoder.from_pretrained(local_dir, spec=spec, overrides=overrides, dtype=dtype, device=device)
     if _is_ssm(cfg):  # Mamba, Mamba-2, Jamba, Bamba
         from . import hf_ssm
         return hf_ssm.from_pretrained(local_dir, spec=spec, overrides=overrides, dtype=dtype, device=device)
@@ -2033,9 +2062,6 @@ def from_pretrained(local_dir: str | Path, *, spec: Any = None, overrides: Mappi
     seq2seq = hf_seq2seq.is_seq2seq(cfg)
     f: Any = hf_seq2seq.seq2seq_features(cfg) if seq2seq else features_from_config(cfg)
     target = _target_spec(f, cfg, spec, overrides)
-    if dtype == "auto":
-        dtype = _get(cfg, "dtype", "torch_dtype") or torch.float32
-        dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     model = _build(target, dtype or torch.float32, device)
     with load_safetensors(local_dir, _read_dtype(model)) as shards:
         if seq2seq:

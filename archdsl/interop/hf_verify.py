@@ -77,9 +77,14 @@ def transformers_model_on_meta(cfg: Any) -> Any:
     import torch
     import transformers
 
-    from . import hf_seq2seq, hf_vision
+    from . import hf_encoder, hf_seq2seq, hf_vision
 
     model_type = getattr(cfg, "model_type", None)
+    if hf_encoder.is_encoder(cfg):  # its masked-LM (or causal-LM, or bare) class, as hf_encoder reads it
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with torch.device("meta"):
+                return hf_encoder.model_class(cfg)._from_config(copy.deepcopy(cfg))
     if hf_seq2seq.is_seq2seq(cfg):
         auto: Any = transformers.AutoModelForSeq2SeqLM
     elif model_type in hf_vision.VISION_MODEL_TYPES:

@@ -59,6 +59,8 @@ class Linear(NodeSpec):
 
     out: PosInt = Field(description="Output width.")
     bias: bool = Field(True, description="Add a bias.")
+    activation: Literal["none", "gelu", "gelu_tanh", "relu", "relu2", "silu", "tanh"] = Field(
+        "none", description="Activation applied to the projection's output (BERT's masked-LM head transform: gelu).")
 
     def out_width(self, width: int) -> int:
         return self.out
@@ -70,7 +72,7 @@ class Linear(NodeSpec):
         return 2 * scope.width * self.out
 
     def summary_args(self) -> str:
-        return f"→ {self.out}"
+        return f"→ {self.out}" + (f", {self.activation}" if self.activation != "none" else "")
 
 
 class Dropout(NodeSpec):
