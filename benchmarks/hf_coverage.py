@@ -57,8 +57,10 @@ _SIZES = {
     "num_local_experts": 4, "num_experts": 4, "n_routed_experts": 4, "num_experts_per_tok": 2, "moe_top_k": 2,
     "n_group": 2, "topk_group": 1, "kv_lora_rank": 16, "q_lora_rank": 24, "qk_nope_head_dim": 8,
     "qk_rope_head_dim": 8, "v_head_dim": 16, "sliding_window": 5, "window_size": 5, "rotary_dim": 8,
+    "encoder_attention_heads": HEADS, "decoder_attention_heads": HEADS, "encoder_ffn_dim": 96, "decoder_ffn_dim": 96,
 }
-_LAYER_KEYS = ("num_hidden_layers", "n_layer", "n_layers", "num_layers")
+_LAYER_KEYS = ("num_hidden_layers", "n_layer", "n_layers", "num_layers", "encoder_layers", "decoder_layers",
+               "num_decoder_layers")
 _KV_KEYS = ("num_key_value_heads", "num_kv_heads", "n_kv_heads")
 # (Mamba-2 heads, head dim) whose product transformers requires to be mamba_expand × hidden_size (Bamba,
 # Granite 4.0-H, Zamba2); Falcon-H1 sets its own inner width (mamba_d_ssm) and is left as it is
@@ -179,8 +181,9 @@ def random_model(cfg: Any, seed: int = 0, task: str = "causal-lm") -> Any:
         model = auto.from_config(cfg).eval()
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g, dtype=torch.float32).to(p.dtype) * 0.05)
+        for p in model.parameters():  # the trained ones (a frozen sinusoid table stays what the code computes)
+            if p.requires_grad:
+                p.add_(torch.randn(p.shape, generator=g, dtype=torch.float32).to(p.dtype) * 0.05)
         for name, b in model.named_buffers():
             if name.endswith("e_score_correction_bias"):
                 b.add_(torch.randn(b.shape, generator=g) * 0.05)

@@ -377,7 +377,10 @@ def test_from_pretrained_reads_a_saved_checkpoint(pairs, tmp_path):
 
 
 def test_other_encoder_decoders_are_refused_by_name():
-    cfg = T.PegasusConfig(vocab_size=VOCAB, d_model=32, encoder_layers=1, decoder_layers=1)
+    """An encoder-decoder laid out as neither T5 nor BART (LED's long-document attention) is refused as such;
+    Pegasus, laid out as BART, converts (tests/test_hf_seq2seq_layouts.py)."""
+    cfg = T.LEDConfig(vocab_size=VOCAB, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                      decoder_attention_heads=2, encoder_ffn_dim=48, decoder_ffn_dim=48, attention_window=[4])
     with pytest.raises(archdsl.SpecError, match="encoder-decoder"):
         hf.spec_from_config(cfg)
 

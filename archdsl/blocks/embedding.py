@@ -127,9 +127,9 @@ class RelativePositionBias(nn.Module):
 class SinusoidalPositional(nn.Module):
     """x + the fixed sin/cos table of Vaswani et al. (2017), computed for the positions at hand."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, halves: bool = False):
         super().__init__()
-        self.dim = dim
+        self.dim, self.halves = dim, halves
         self.register_buffer("inv_freq", torch.empty((dim + 1) // 2), persistent=False)
         fill_buffers(self)
 
@@ -138,8 +138,18 @@ class SinusoidalPositional(nn.Module):
         self.inv_freq.copy_(torch.exp(steps * (-math.log(10000.0) / self.dim)))
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
-        angles = ctx.positions.to(torch.float32)[..., None] * self.inv_freq  # (B, S, D/2)
-        table = torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(-2)[..., : self.dim]  # sin, cos interleaved
+        # in float64 where the device has it: sin and cos of positions in the thousands keep ~1e-7 (float32 angles
+        # lose ~1e-4 there), as the float64 tables of Marian and Pegasus do
+        if x.device.type in ("cpu", "cuda") and not torch.compiler.is_compiling():
+            steps = torch.arange(0, self.dim, 2, dtype=torch.float64, device=x.device)
+            inv_freq = torch.exp(steps * (-math.log(10000.0) / self.dim))
+            angles = ctx.positions.to(torch.float64)[..., None] * inv_freq  # (B, S, D/2)
+        else:
+            angles = ctx.positions.to(torch.float32)[..., None] * self.inv_freq
+        if self.halves:  # [sin of every frequency | cos of every frequency] (Marian, Pegasus)
+            table = torch.cat((angles.sin(), angles[..., : self.dim - angles.shape[-1]].cos()), dim=-1)
+        else:
+            table = torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(-2)[..., : self.dim]  # interleaved
         return x + table.to(x.dtype)
 
 
@@ -274,7 +284,7 @@ def build_positional(node: BuildContext) -> nn.Module:
     if s.type == "relative":
         return RelativePositionBias(node.id, s.heads, s.buckets, s.max_distance)
     if s.type == "sinusoidal":
-        return SinusoidalPositional(width)
+        return SinusoidalPositional(width, halves=s.halves)
     if s.type == "rotary":
         scaling = None if s.scaling == "none" else RotaryScaling(
             s.scaling, s.factor, s.low_freq_factor, s.high_freq_factor, s.original_max_len, s.beta_fast, s.beta_slow,

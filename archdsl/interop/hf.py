@@ -159,7 +159,7 @@ _PROBED_BEHAVIOUR: dict[str, dict[str, Any]] = {
 # config keys that switch on something archdsl cannot express: error when truthy
 _UNSUPPORTED_KEYS = {
     "add_cross_attention": "cross-attention",
-    "is_encoder_decoder": "an encoder-decoder architecture other than T5 and BART",
+    "is_encoder_decoder": "an encoder-decoder laid out as neither T5 nor BART (their tensor names: hf_seq2seq._LAYOUT_MARKS)",
     "qk_layernorm": "qk-norm (a norm on queries and keys)",
     "use_qk_norm": "qk-norm (a norm on queries and keys)",
     "qk_norm": "qk-norm (a norm on queries and keys)",

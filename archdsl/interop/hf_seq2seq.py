@@ -25,21 +25,62 @@ untied head, as google/t5-v1_1-* store it), and a tied in-memory head loads into
 """
 from __future__ import annotations
 
+import re
 import textwrap
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-SEQ2SEQ_FAMILIES = ("t5", "bart")
+SEQ2SEQ_FAMILIES = ("t5", "bart")  # the two layouts: T5's blocks of sub-layers, BART's layers
+
+# a tensor that marks each layout in the transformers model (T5, mT5, UMT5, LongT5, Switch; BART, mBART,
+# PLBart, Blenderbot, Pegasus, Marian, M2M-100, ...): the layout is read from the model, not its model_type
+_LAYOUT_MARKS = {"t5": ("encoder.block.0.layer.0.SelfAttention.q.weight", "decoder.block.0.layer.1.EncDecAttention.q.weight"),
+                 "bart": ("model.encoder.layers.0.self_attn.q_proj.weight", "model.encoder.layers.0.fc1.weight",
+                          "model.decoder.layers.0.encoder_attn.q_proj.weight")}
+
+
+def _meta_model(cfg: Any) -> Any:
+    import copy
+    import warnings
+
+    import torch
+    import transformers
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.device("meta"):
+            return transformers.AutoModelForSeq2SeqLM.from_config(copy.deepcopy(cfg))
+
+
+def layout(cfg: Any) -> str | None:
+    """'t5' or 'bart': how the config's transformers encoder-decoder names its tensors (its model built on
+    meta, once per config), or None."""
+    cached = getattr(cfg, "_archdsl_seq2seq_layout", "unset")
+    if cached != "unset":
+        return cached
+    found = None
+    if getattr(cfg, "is_encoder_decoder", False) and hasattr(cfg, "to_dict"):
+        try:
+            names = {n for n, _ in _meta_model(cfg).named_parameters()}
+        except Exception:  # noqa: BLE001 - transformers missing, or no seq2seq class for this config
+            names = set()
+        found = next((name for name, marks in _LAYOUT_MARKS.items() if all(m in names for m in marks)), None)
+    try:
+        cfg._archdsl_seq2seq_layout = found
+    except AttributeError:
+        pass
+    return found
 
 
 def is_seq2seq(cfg: Any) -> bool:
-    """A config this module converts (an encoder-decoder of a supported family)."""
-    return bool(getattr(cfg, "is_encoder_decoder", False)) and str(getattr(cfg, "model_type", "")) in SEQ2SEQ_FAMILIES
+    """A config this module converts: an encoder-decoder laid out as T5 or BART."""
+    return layout(cfg) is not None
 
 
 @dataclass
 class Seq2SeqFeatures:
     model_type: str
+    layout: str  # t5 | bart (_LAYOUT_MARKS)
     name: str
     architectures: list[str]
     vocab: int
@@ -75,13 +116,19 @@ class Seq2SeqFeatures:
         return self.activation in ("swiglu", "geglu")
 
 
-def seq2seq_features(cfg: Any) -> Seq2SeqFeatures:
+def seq2seq_features(cfg: Any, probed: dict[str, Any] | None = None) -> Seq2SeqFeatures:
+    """The features of an encoder-decoder config; what its config does not state is read from a small random
+    model of its class (``probed``: those facts, given when describing that small model itself)."""
     from .hf import _ACTIVATIONS, _GATED, _spec_name, _unsupported
 
     model_type = str(cfg.model_type)
-    common = dict(model_type=model_type, name=_spec_name(cfg), architectures=list(getattr(cfg, "architectures", None) or []),
+    kind = layout(cfg)
+    if probed is None:
+        probed = _probe(cfg)
+    common = dict(model_type=model_type, layout=kind, name=_spec_name(cfg),
+                  architectures=list(getattr(cfg, "architectures", None) or []),
                   vocab=int(cfg.vocab_size), width=int(cfg.d_model))
-    if model_type == "t5":
+    if kind == "t5":
         proj = str(cfg.feed_forward_proj)
         gated = proj.startswith("gated-")
         act_name = getattr(cfg, "dense_act_fn", None) or proj.split("-")[-1]
@@ -93,8 +140,10 @@ def seq2seq_features(cfg: Any) -> Seq2SeqFeatures:
                 raise _unsupported(cfg, "feed_forward_proj", f"a gated feed-forward with '{act_name}'",
                                    "gated feed-forwards are gated-gelu (GeGLU) and gated-silu (SwiGLU)")
             activation = _GATED[activation]
-        # transformers 5 keeps the config's tie_word_embeddings as scale_decoder_outputs (and forces the tie)
-        tied = bool(getattr(cfg, "scale_decoder_outputs", getattr(cfg, "tie_word_embeddings", True)))
+        # transformers 5 keeps T5's tie_word_embeddings as scale_decoder_outputs (and forces the tie); mT5 never
+        # scales: whether the head's input is scaled is read by running a small model of the class. A scaled
+        # head is T5 v1.0's tied one; an unscaled one is v1.1's and mT5's, stored untied in their checkpoints
+        tied = probed["head_scale"]
         return Seq2SeqFeatures(
             **common, encoder_layers=int(cfg.num_layers), decoder_layers=int(cfg.num_decoder_layers or cfg.num_layers),
             heads=int(cfg.num_heads), head_dim=int(cfg.d_kv), ffn=int(cfg.d_ff), activation=activation,
@@ -109,17 +158,223 @@ def seq2seq_features(cfg: Any) -> Seq2SeqFeatures:
     act_name = cfg.activation_function
     if act_name not in _ACTIVATIONS:
         raise _unsupported(cfg, "activation_function", f"activation '{act_name}'")
-    for key in ("add_final_layer_norm", "normalize_before", "add_bias_logits"):
-        if getattr(cfg, key, False):
-            raise _unsupported(cfg, key, f"{key} (mBART-style variants are not mapped)")
+    if getattr(cfg, "add_bias_logits", False):
+        raise _unsupported(cfg, "add_bias_logits", "add_bias_logits (a trained logits bias)")
+    probe = probed
     return Seq2SeqFeatures(
         **common, encoder_layers=int(cfg.encoder_layers), decoder_layers=int(cfg.decoder_layers),
         heads=int(cfg.encoder_attention_heads), head_dim=int(cfg.d_model) // int(cfg.encoder_attention_heads),
-        ffn=int(cfg.encoder_ffn_dim), activation=_ACTIVATIONS[act_name], norm="layernorm", eps=1e-5,
-        arrangement="post", positional="learned", max_len=int(cfg.max_position_embeddings), offset=2,
-        embed_norm=True, final_norm=False, embed_scale=bool(getattr(cfg, "scale_embedding", False)), bias=True,
+        ffn=int(cfg.encoder_ffn_dim), activation=_ACTIVATIONS[act_name], norm="layernorm", eps=probe["eps"],
+        arrangement=probe["arrangement"], positional=probe["positional"], max_len=int(cfg.max_position_embeddings),
+        offset=probe["offset"], embed_norm=probe["embed_norm"], final_norm=probe["final_norm"],
+        embed_scale=probe["embed_scale"], bias=True,
         tie=bool(getattr(cfg, "tie_word_embeddings", True)), padding_idx=getattr(cfg, "pad_token_id", None),
         dropout=float(cfg.dropout or 0.0), attn_dropout=float(cfg.attention_dropout or 0.0))
+
+
+_SMALL = {"d_model": 32, "encoder_ffn_dim": 48, "decoder_ffn_dim": 48, "encoder_layers": 2, "decoder_layers": 2,
+          "encoder_attention_heads": 2, "decoder_attention_heads": 2, "d_ff": 48, "d_kv": 16, "num_heads": 2,
+          "num_layers": 2, "num_decoder_layers": 2}
+
+
+def _small_model(cfg: Any) -> tuple[Any, Any]:
+    """(a copy of the config at a small size, a random model of its class with every parameter perturbed)."""
+    import copy
+    import warnings
+
+    import torch
+    import transformers
+
+    from .hf import _unsupported
+
+    small = copy.deepcopy(cfg)
+    for key, value in _SMALL.items():
+        if isinstance(getattr(small, key, None), int) and not isinstance(getattr(small, key), bool):
+            setattr(small, key, value)
+    for key in ("decoder_start_token_id", "pad_token_id", "eos_token_id", "bos_token_id"):
+        if isinstance(getattr(small, key, None), int) and getattr(small, key) >= small.vocab_size:
+            setattr(small, key, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.manual_seed(0)
+        try:
+            model = transformers.AutoModelForSeq2SeqLM.from_config(small).eval()
+        except Exception as exc:  # noqa: BLE001
+            raise _unsupported(cfg, "model_type", f"transformers cannot build a small {cfg.model_type} model to probe "
+                               f"({type(exc).__name__}: {' '.join(str(exc).split())[:160]})") from None
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():  # norms start at 1 / 0: perturbed, so that a misplaced one shows
+            if p.requires_grad:  # (not a frozen sinusoid table)
+                p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    return small, model
+
+
+def _probe_batch(vocab: int) -> tuple[Any, Any, Any]:
+    import torch
+
+    g = torch.Generator().manual_seed(2)
+    src = torch.randint(3, vocab, (2, 7), generator=g)
+    mask = torch.ones_like(src)
+    mask[1, 5:] = 0
+    return src, mask, torch.randint(3, vocab, (2, 5), generator=g)
+
+
+# every tensor each layout's spec has a role for; another is named in the refusal (Switch Transformers' routers
+# and experts, UMT5's relative bias in every layer, MVP's prompts, FSMT's separate tables)
+_KNOWN = {
+    "t5": re.compile(r"^(?:shared|lm_head|(?:encoder|decoder)\.(?:embed_tokens|final_layer_norm|block\.0\.layer\.0\."
+                     r"SelfAttention\.relative_attention_bias|block\.\d+\.layer\.\d+\.(?:layer_norm|"
+                     r"(?:SelfAttention|EncDecAttention)\.[qkvo]|DenseReluDense\.(?:wi|wi_0|wi_1|wo))))\.weight$"),
+    "bart": re.compile(r"^model\.(?:shared|(?:encoder|decoder)\.(?:embed_tokens|embed_positions|layernorm_embedding|"
+                       r"layer_norm|layers\.\d+\.(?:self_attn|encoder_attn)\.(?:[qkv]_proj|out_proj)|layers\.\d+\."
+                       r"(?:self_attn_layer_norm|encoder_attn_layer_norm|final_layer_norm|fc1|fc2)))\.(?:weight|bias)$"
+                       r"|^lm_head\.weight$"),
+}
+
+
+def _probe(cfg: Any) -> dict[str, Any]:
+    """What the config does not state, read from a small random model of its class, and that model checked
+    against its own description."""
+    from .hf import _unsupported
+
+    small, model = _small_model(cfg)
+    kind = layout(cfg)
+    unknown = sorted({n.rsplit(".", 1)[0] for n, _ in model.named_parameters() if not _KNOWN[kind].match(n)})
+    if unknown:
+        raise _unsupported(cfg, "model_type", f"'{cfg.model_type}' has modules a {kind.upper()}-layout spec has no "
+                           "role for: " + ", ".join(unknown[:6]))
+    facts = _bart_facts(small, model) if layout(cfg) == "bart" else {"head_scale": _t5_head_scale(small, model)}
+    _check_small(cfg, small, model, facts)
+    return facts
+
+
+def _t5_head_scale(small: Any, model: Any) -> bool:
+    """Whether a T5-layout model multiplies the decoder's output by d_model^-0.5 before its head (T5 v1.0)."""
+    import torch
+
+    src, mask, tgt = _probe_batch(small.vocab_size)
+    with torch.no_grad():
+        out = model(input_ids=src, attention_mask=mask, decoder_input_ids=tgt, output_hidden_states=True)
+        h = out.decoder_hidden_states[-1]
+        scaled = model.lm_head(h * small.d_model ** -0.5)
+    return bool(torch.allclose(scaled, out.logits, atol=1e-5, rtol=1e-4))
+
+
+def _check_small(cfg: Any, small: Any, model: Any, facts: dict[str, Any]) -> None:
+    """The description of a small random model of the config's class, built and loaded with that model's
+    weights, gives its logits: a refusal naming the difference otherwise (the class's code does something
+    neither its tree nor the probes showed, e.g. Blenderbot-small's decoder norming the embeddings before
+    adding the positions)."""
+    import torch
+
+    from ..loader import load_spec
+    from .hf import _assign, _build, _unsupported
+
+    f = seq2seq_features(small, probed=facts)
+    ours = _build(load_spec(seq2seq_yaml(f), text_name=f"<{cfg.model_type} probe>"), torch.float32, "cpu")
+    try:
+        state = model.state_dict()
+        _assign(ours, map_seq2seq(f, {k: (lambda t=t: t) for k, t in state.items()}, ours))
+    except ValueError as exc:
+        raise _unsupported(cfg, "model_type", f"'{cfg.model_type}': {' '.join(str(exc).split())[:300]}") from None
+    src, mask, tgt = _probe_batch(small.vocab_size)
+    with torch.no_grad():
+        theirs = model(input_ids=src, attention_mask=mask, decoder_input_ids=tgt).logits
+        got = ours.eval()(src, mask, decoder_tokens=tgt)
+    diff = (got - theirs).abs().max().item()
+    if not diff <= 1e-4 * max(1.0, theirs.abs().max().item()):
+        raise _unsupported(cfg, "model_type", f"a small random '{cfg.model_type}' model differs from its description "
+                           f"by {diff:.3g} in the logits: its code does something its tree and the probes do not show")
+
+
+def _is_sinusoid_halves(table: Any) -> bool:
+    """Whether a fixed (positions, width) table is the sines then cosines of the standard frequencies."""
+    import torch
+
+    from ..blocks.context import ForwardContext
+    from ..blocks.embedding import SinusoidalPositional
+
+    rows, dim = table.shape
+    ours = SinusoidalPositional(dim, halves=True)
+    ctx = ForwardContext(positions=torch.arange(rows).unsqueeze(0), key_padding=None, token_type_ids=None, cache=None)
+    with torch.no_grad():
+        expected = ours(torch.zeros(1, rows, dim), ctx)[0]
+    return bool(torch.allclose(table.detach().float(), expected, atol=1e-5))
+
+
+def _bart_facts(small: Any, model: Any) -> dict[str, Any]:
+    """What a BART-layout model's tree and behaviour say and its config does not (mBART, Blenderbot and Pegasus
+    are pre-norm with final norms, BART and Blenderbot-small post-norm; some scale the embeddings, some
+    norm them), read from a small random model of its class (its tree, its encoder layer run on probe input).
+    Refuses what the spec cannot express (sinusoidal position tables, modules with no role) by name."""
+    import torch
+    import torch.nn.functional as F
+
+    from .hf import _ACTIVATIONS, _unsupported
+    from .hf_encoder import _act
+
+    cfg = small
+    activation = _ACTIVATIONS.get(str(small.activation_function), "gelu")
+    base = model.get_submodule("model")
+    encoder = base.encoder
+    positions = encoder.embed_positions
+    table = getattr(positions, "weight", None)
+    if table is None or not table.requires_grad:  # a fixed table: archdsl computes it, if it is one it knows
+        if table is None or not _is_sinusoid_halves(table):
+            raise _unsupported(cfg, "embed_positions", f"fixed positions that are not the [sin | cos] table of "
+                               f"Marian and Pegasus ({type(positions).__name__})",
+                               "archdsl's sinusoidal tables: interleaved sin/cos, or halves: true")
+        kind, offset = "sinusoidal", 0
+    else:
+        kind, rows = "learned", table.shape[0]
+        offset = rows - int(cfg.max_position_embeddings)
+        if offset < 0:
+            raise _unsupported(cfg, "max_position_embeddings", f"a position table of {rows} rows for "
+                               f"{cfg.max_position_embeddings} positions")
+    ids = torch.arange(3, 9).unsqueeze(0) % small.vocab_size
+    with torch.no_grad():
+        scaled = encoder.embed_tokens(ids)
+        plain = F.embedding(ids, encoder.embed_tokens.weight)
+    ratio = (scaled / plain).median().item()
+    embed_scale = abs(ratio - small.d_model ** 0.5) < 1e-3
+    if not (embed_scale or abs(ratio - 1.0) < 1e-6):
+        raise _unsupported(cfg, "scale_embedding", f"embeddings scaled by {ratio:.4g}")
+    layer = encoder.layers[0]
+    x = torch.randn(2, 5, small.d_model, generator=torch.Generator().manual_seed(0)) * 2 + 0.5
+
+    def attention(h: Any) -> Any:
+        a = layer.self_attn
+        B, S, _ = h.shape
+        q, k, v = (F.linear(h, m.weight, m.bias).view(B, S, small.encoder_attention_heads, -1).transpose(1, 2)
+                   for m in (a.q_proj, a.k_proj, a.v_proj))
+        return a.out_proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, S, -1))
+
+    def mlp(h: Any) -> Any:
+        return layer.fc2(_act(activation)(layer.fc1(h)))
+
+    n1, n2 = layer.self_attn_layer_norm, layer.final_layer_norm
+    with torch.no_grad():
+        try:
+            out = layer(x, attention_mask=None)
+        except Exception as exc:  # noqa: BLE001 - a layer that takes more than hidden states (MVP's prompts)
+            raise _unsupported(cfg, "model_type", f"{type(layer).__name__} cannot be run on hidden states alone "
+                               f"({type(exc).__name__}: {' '.join(str(exc).split())[:140]})") from None
+        theirs = out[0] if isinstance(out, tuple) else out
+        h = n1(x + attention(x))
+        post = n2(h + mlp(h))
+        h = x + attention(n1(x))
+        pre = h + mlp(n2(h))
+    diffs = {"post": (post - theirs).abs().max().item(), "pre": (pre - theirs).abs().max().item()}
+    arrangement = min(diffs, key=diffs.get)  # type: ignore[arg-type]
+    if diffs[arrangement] > 1e-4 * max(1.0, theirs.abs().max().item()):
+        raise _unsupported(cfg, "model_type", f"{type(layer).__name__} is neither a pre- nor a post-norm layer of "
+                           f"softmax attention and a feed-forward (differs by {min(diffs.values()):.3g} at best)")
+    final = getattr(encoder, "layer_norm", None)
+    return {"arrangement": arrangement, "positional": kind, "offset": offset, "embed_scale": embed_scale,
+            "eps": float(n1.eps),
+            "embed_norm": getattr(encoder, "layernorm_embedding", None) is not None,
+            "final_norm": final is not None}
 
 
 # ---------------------------------------------------------------------------------------- YAML
@@ -131,6 +386,8 @@ def _describe(f: Seq2SeqFeatures) -> str:
              f"{'pre' if f.arrangement == 'pre' else 'post'}-norm {norm} (eps {f.eps:g})"]
     if f.positional == "relative":
         parts.append(f"relative position bias ({f.buckets} buckets up to distance {f.max_distance}) per stack")
+    elif f.positional == "sinusoidal":
+        parts.append("fixed sinusoidal positions (sines, then cosines)")
     else:
         parts.append(f"learned positions ({f.max_len}" + (f", offset {f.offset})" if f.offset else ")"))
     attn = f"{f.heads} heads of {f.head_dim}" + ("" if f.bias else ", no biases")
@@ -153,7 +410,7 @@ def seq2seq_yaml(f: Seq2SeqFeatures) -> str:
     from .hf import _args, _scalar
 
     v: dict[str, Any] = {"vocab": f.vocab}
-    if f.positional == "learned":
+    if f.positional in ("learned", "sinusoidal"):
         v["context"] = f.max_len
     v.update(d_model=f.width, heads=f.heads)
     if f.head_dim * f.heads != f.width:
@@ -191,7 +448,7 @@ def seq2seq_yaml(f: Seq2SeqFeatures) -> str:
         return (["- residual:", f"    - {node}"] + ["    " + d for d in drop]
                 + [f"- {f.norm}: {_args([('eps', '$eps'), ('name', name)])}"])
 
-    named = f.model_type == "bart"  # BART's module names read like Hugging Face's
+    named = f.layout == "bart"  # BART's module names read like Hugging Face's
     enc_self = attention(**({"name": "self_attn"} if named else {}))
     dec_self = attention(causal="true", **({"name": "self_attn"} if named else {}))
     dec_cross = attention(cross="encoder", **({"name": "encoder_attn"} if named else {}))
@@ -213,6 +470,9 @@ def seq2seq_yaml(f: Seq2SeqFeatures) -> str:
         if f.positional == "learned":
             pos = [("kind", "learned"), ("max_len", "$context")] + ([("offset", str(f.offset))] if f.offset else [])
             body.append(f"- positional: {_args(pos + [('name', 'embed_positions')])}")
+        if f.positional == "sinusoidal":
+            pos = [("kind", "sinusoidal"), ("max_len", "$context"), ("halves", "true"), ("name", "embed_positions")]
+            body.append(f"- positional: {_args(pos)}")
         if f.embed_norm:
             body.append(f"- {f.norm}: {_args([('eps', '$eps'), ('name', 'layernorm_embedding')])}")
         body += drop
@@ -221,7 +481,7 @@ def seq2seq_yaml(f: Seq2SeqFeatures) -> str:
                    ("name", "relative_bias")]
             body.append(f"- positional: {_args(pos)}")
         layers = "$decoder_layers" if decoder and "decoder_layers" in v else "$layers"
-        body += [f"- repeat: {layers}", f"  name: {'block' if f.model_type == 't5' else 'layers'}",
+        body += [f"- repeat: {layers}", f"  name: {'block' if f.layout == 't5' else 'layers'}",
                  f"  body: {'decoder_layer' if decoder else 'encoder_layer'}"]
         if f.final_norm:
             body.append(f"- {f.norm}: {_args([('eps', '$eps'), ('name', 'final_layer_norm')])}")
@@ -303,7 +563,7 @@ class _Names:
 
     def __init__(self, f: Seq2SeqFeatures):
         self.f = f
-        self.t5 = f.model_type == "t5"
+        self.t5 = f.layout == "t5"
 
     def prefix(self, side: str) -> str:
         return side if self.t5 else f"model.{side}"
@@ -364,7 +624,7 @@ def map_seq2seq(f: Seq2SeqFeatures, tensors: dict[str, Callable[[], Any]], model
     import torch
 
     from ..blocks.attention import Attention, CrossAttention
-    from ..blocks.embedding import Embedding, LearnedPositional, RelativePositionBias
+    from ..blocks.embedding import Embedding, LearnedPositional, RelativePositionBias, SinusoidalPositional
     from ..blocks.feedforward import MLP
     from ..blocks.heads import LMHead
 
@@ -416,6 +676,12 @@ def map_seq2seq(f: Seq2SeqFeatures, tensors: dict[str, Callable[[], Any]], model
                 out[f"{name}.weight"] = get(names.embed())
         elif isinstance(module, LearnedPositional):
             out[f"{name}.weight"] = get(names.positions(side))
+        elif isinstance(module, SinusoidalPositional):  # computed; a stored table must be the one computed
+            key = names.positions(side)
+            if key in tensors:
+                used.add(key)
+                if not _is_sinusoid_halves(tensors[key]()):
+                    errors.append(f"{key} is not the sinusoidal table the spec computes")
         elif isinstance(module, RelativePositionBias):
             out[f"{name}.weight"] = get(names.relative(side))
         elif isinstance(module, CrossAttention):

@@ -121,11 +121,13 @@ def check(cfg: Any, spec: Any) -> Verdict:
 
     ours = compile_spec(spec, device="meta")
     name = type(theirs).__name__
-    total_ours, total_theirs = ours.num_parameters(), sum(p.numel() for p in theirs.parameters())
+    # a parameter transformers keeps fixed (requires_grad False: Marian's sinusoid table) archdsl computes
+    total_ours, total_theirs = ours.num_parameters(), sum(p.numel() for p in theirs.parameters() if p.requires_grad)
     head = getattr(theirs, "lm_head", None)
-    if getattr(cfg, "scale_decoder_outputs", True) is False and head is not None and \
+    ours_untied = any(n.endswith("lm_head.weight") for n, _ in ours.named_parameters())
+    if ours.stack_inputs is not None and ours_untied and head is not None and \
             head.weight is theirs.get_input_embeddings().weight:
-        total_theirs += head.weight.numel()  # transformers 5 ties T5 v1.1's head, which its checkpoints store apart
+        total_theirs += head.weight.numel()  # transformers 5 ties T5 v1.1's and mT5's heads, stored apart in checkpoints
     if _is_decoder(ours) and _roles_known(ours):
         difference = _first_difference(_our_roles(ours), _their_roles(theirs))
     else:  # T5, BART, ViT, state-space and linear-recurrent mixers: their mappers check the layout; here the totals

@@ -98,6 +98,8 @@ class Positional(NodeSpec):
                                    "counts attention FLOPs; longer sequences still run.")
     offset: NonNegInt = Field(0, description="learned: rows reserved before position 0; position p reads row p + offset "
                               "of a table of max_len + offset rows (BART: 2).")
+    halves: bool = Field(False, description="sinusoidal: the sines of every frequency, then the cosines (Marian, "
+                         "Pegasus), instead of sin and cos interleaved (Vaswani et al.).")
     fraction: float = Field(1.0, gt=0.0, le=1.0, description="rotary: fraction of each head's dims that rotate.")
     base: PosFloat = Field(10000.0, description="rotary: frequency base (theta).")
     interleaved: bool = Field(False, description="rotary: rotate adjacent pairs (GPT-J) instead of halves (NeoX/Llama).")
@@ -135,6 +137,8 @@ class Positional(NodeSpec):
             raise ValueError("a learned positional embedding needs max_len")
         if self.type != "learned" and "offset" in self.model_fields_set:
             raise ValueError("offset applies to learned positions only")
+        if self.type != "sinusoidal" and "halves" in self.model_fields_set:
+            raise ValueError("halves applies to kind: sinusoidal only")
         rotary_only = sorted({"fraction", "base", "interleaved", "scaling"} & self.model_fields_set)
         if self.type != "rotary" and rotary_only:
             raise ValueError(f"{', '.join(rotary_only)} appl{'ies' if len(rotary_only) == 1 else 'y'} to kind: rotary only")

@@ -1,0 +1,78 @@
+"""Encoder-decoders import by their layout, read from the model (archdsl/interop/hf_seq2seq.py).
+
+The layout (T5's blocks of sub-layers or BART's layers) is found from the transformers model's tensor
+names, not its model_type, so mT5, mBART, PLBart, Blenderbot, Marian and Pegasus convert through the
+same code as T5 and BART. What their configs do not state is read from a small random model of the
+class: pre- or post-norm (its encoder layer run against both), final and embedding norms, the
+embedding scale, the position table's offset or its being Marian's fixed [sin | cos] table, and whether
+T5-style heads scale their input. That small model is then checked against its own description, so a
+class whose code does something else (Blenderbot-small norms the decoder's embeddings before adding the
+positions) is refused instead of converted differently.
+"""
+from __future__ import annotations
+
+import sys
+import warnings
+
+import pytest
+
+from conftest import ROOT, need
+
+T = need("transformers")
+import torch  # noqa: E402
+
+from archdsl.blocks.context import ForwardContext  # noqa: E402
+from archdsl.blocks.embedding import SinusoidalPositional  # noqa: E402
+from archdsl.errors import SpecError  # noqa: E402
+from archdsl.interop import hf  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import hf_coverage  # noqa: E402
+
+
+@pytest.mark.parametrize("model_type", ["mt5", "mbart", "plbart", "blenderbot", "marian", "pegasus"])
+def test_seq2seq_layouts_import_exactly(model_type):
+    """Logits of a random-weight tiny model on a padded source and target equal transformers' (the coverage
+    harness's seq2seq sweep), and the class-default config verifies at full size."""
+    result = hf_coverage.run_one(model_type, "seq2seq")
+    assert result.status == "exact", result
+    assert result.full_size == "verified", result
+
+
+@pytest.mark.parametrize("model_type, match", [
+    ("blenderbot-small", "differs from its description"),  # its decoder norms the embeddings before the positions
+    ("umt5", "has modules a T5-layout spec has no role for: decoder.block.1"),  # a relative bias in every layer
+    ("switch_transformers", "no role for: .*mlp.experts.expert_0"),
+    ("m2m_100", "fixed positions that are not the \\[sin \\| cos\\] table"),
+])
+def test_what_a_layout_cannot_express_is_refused_by_name(model_type, match):
+    with pytest.raises(SpecError, match=match):
+        hf.spec_from_config(hf_coverage.shrink(T.CONFIG_MAPPING[model_type]))
+
+
+def test_sinusoidal_halves_is_marians_table():
+    """positional: {kind: sinusoidal, halves: true} computes Marian's fixed table (sines, then cosines), to
+    float32 precision over its 512 positions, for even and odd widths."""
+    from transformers.models.marian.modeling_marian import MarianSinusoidalPositionalEmbedding
+
+    for dim in (32, 33):
+        theirs = MarianSinusoidalPositionalEmbedding(512, dim)
+        table = theirs.create_weight() if hasattr(theirs, "create_weight") else theirs.weight
+        ctx = ForwardContext(positions=torch.arange(512).unsqueeze(0), key_padding=None, token_type_ids=None,
+                             cache=None)
+        ours = SinusoidalPositional(dim, halves=True)(torch.zeros(1, 512, dim), ctx)[0]
+        assert (ours - table).abs().max().item() <= 1e-6
+
+
+def test_marian_from_pretrained_reads_a_saved_checkpoint(tmp_path):
+    """save_pretrained of a tiny Marian model (its fixed table computed, not stored as a weight of archdsl's)
+    loads into the weights from_hf gives."""
+    cfg = hf_coverage.shrink(T.CONFIG_MAPPING["marian"])
+    reference = hf_coverage.random_model(cfg, task="seq2seq")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference.save_pretrained(tmp_path)
+    loaded = hf.from_pretrained(tmp_path)
+    expected = hf.from_hf(reference, verify=True)
+    for name, tensor in expected.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
