@@ -211,3 +211,32 @@ def test_coverage_doc_is_the_recorded_sweep():
         assert counts in doc and counts in families, (task, counts)
         for r in results:
             assert f"`{r.model_type}`" in doc, r.model_type
+
+
+@pytest.mark.parametrize("case", ["bert-causal", "roberta-causal"])
+def test_an_encoder_run_as_a_decoder_generates_as_transformers(case):
+    """BertLMHeadModel / RobertaForCausalLM (is_decoder) imported: 10 greedy tokens of a batch whose second row
+    is left-padded (the KV cache, positions counted from the real tokens) equal transformers' generate for BERT,
+    and for RoBERTa the greedy loop over transformers' forward, which numbers positions from padding_idx + 1 as
+    RoBERTa was trained (transformers' generate passes position ids from 0 instead, which its forward then reads
+    from row 0: another model)."""
+    reference = random_model(case)
+    model = hf.from_hf(reference)
+    pad = reference.config.pad_token_id
+    prompt = torch.randint(3, 99, (2, 6), generator=torch.Generator().manual_seed(3))
+    mask = torch.ones_like(prompt)
+    mask[1, :2] = 0
+    prompt = prompt.masked_fill(mask == 0, pad)
+    ours = model.generate(prompt, 10, attention_mask=mask, pad_token_id=pad)
+    if case == "bert-causal":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            theirs = reference.generate(prompt, attention_mask=mask, max_new_tokens=10, min_new_tokens=10,
+                                        do_sample=False, pad_token_id=pad)
+    else:
+        theirs, full_mask = prompt, mask
+        with torch.no_grad():
+            for _ in range(10):
+                nxt = reference(theirs, attention_mask=full_mask).logits[:, -1].argmax(-1, keepdim=True)
+                theirs, full_mask = torch.cat([theirs, nxt], 1), torch.cat([full_mask, torch.ones_like(nxt)], 1)
+    assert torch.equal(ours, theirs)
