@@ -145,6 +145,19 @@ def test_a_layout_the_importer_does_not_read_is_named_for_what_it_is(model_type,
     config is the seq2seq importer's) are refused as what they are, not with a Llama default's complaint (it said
     "a gated MLP with activation 'gelu'")."""
     with pytest.raises(SpecError, match=rf"model_type: unsupported feature: '{model_type}' is a {model_class}, whose "
-                                        r"layers are not under model.layers or transformer.h") as exc:
+                                        r"layers are \S+\.layers\.N \(not model.layers or transformer.h\), holding "
+                                        r"self_attn, ") as exc:
         hf.spec_from_config(hf_coverage.shrink(T.CONFIG_MAPPING[model_type]))
     assert "gated" not in str(exc.value)
+
+
+@pytest.mark.parametrize("model_type", ["codegen", "nanochat"])
+def test_codegen_and_nanochat_generate_as_transformers(model_type):
+    """CodeGen (its qkv rows laid out for 4-way model parallelism, reordered as data) and nanochat (norms
+    without parameters, qk-norm after a rotation by -angle): the spec says so, and greedy tokens of a
+    left-padded batch equal transformers' generate."""
+    cfg = hf_coverage.shrink(T.CONFIG_MAPPING[model_type])
+    text = hf.spec_yaml_from_config(cfg)
+    if model_type == "nanochat":
+        assert "reverse: true" in text and "qk_norm_scale: false" in text and "scale: false" in text
+    assert_greedy_equals_transformers(cfg, low=3, pads=3, pad_token_id=0)

@@ -93,11 +93,12 @@ def test_roles_are_compared_by_shape_not_only_by_count():
 
 
 def test_a_family_read_with_llama_defaults_is_refused_when_it_differs():
-    """CodeGen is not one of archdsl's families: read with Llama-style defaults, its spec is another model."""
+    """DiffLlama is not one of archdsl's families: read with Llama-style defaults (its tree shows Llama's
+    projections; its differential attention's lambdas are extra tensors), its spec is another model."""
     with pytest.warns(UserWarning, match="not one of archdsl's tested families"), pytest.raises(SpecError) as exc:
-        hf.spec_from_config(T.CodeGenConfig())
-    assert "not transformers' CodeGenForCausalLM" in str(exc.value) and "layer 0 " in str(exc.value)
-    assert hf.spec_from_config(T.CodeGenConfig(), verify=False) is not None  # what --no-verify writes
+        hf.spec_from_config(T.DiffLlamaConfig())
+    assert "not transformers' DiffLlamaForCausalLM" in str(exc.value) and "layer 0 attention" in str(exc.value)
+    assert hf.spec_from_config(T.DiffLlamaConfig(), verify=False) is not None  # what --no-verify writes
 
 
 def test_spec_yaml_from_config_verifies_too(monkeypatch):
@@ -158,11 +159,11 @@ def test_import_hf_cli_says_what_was_verified(tmp_path, capsys):
     code, out, err = run_cli(capsys, "import-hf", str(tmp_path / "config.json"), "--no-verify")
     assert code == 0 and out.startswith("# Written by archdsl import-hf")
     assert "warning: not compared with the transformers model (--no-verify)" in err
-    T.CodeGenConfig(n_layer=2).save_pretrained(tmp_path)  # a family archdsl reads wrongly: refused, nothing written
-    code, out, err = run_cli(capsys, "import-hf", str(tmp_path / "config.json"), "-o", str(tmp_path / "cg.yaml"))
+    T.DiffLlamaConfig(num_hidden_layers=2).save_pretrained(tmp_path)  # a family read wrongly: refused, nothing written
+    code, out, err = run_cli(capsys, "import-hf", str(tmp_path / "config.json"), "-o", str(tmp_path / "dl.yaml"))
     assert code == 1
-    assert "config.json: model_type: the spec made from this 'codegen' config is not transformers'" in err
-    assert not (tmp_path / "cg.yaml").exists()
+    assert "config.json: model_type: the spec made from this 'diffllama' config is not transformers'" in err
+    assert not (tmp_path / "dl.yaml").exists()
 
 
 def test_without_transformers_import_hf_says_the_spec_is_unverified(tmp_path, monkeypatch, capsys):
@@ -202,15 +203,18 @@ EXACT = sorted({r["model_type"] for r in RECORDED["results"] + RECORDED.get("mas
 
 
 @pytest.mark.parametrize("model_type,status", [("llama", "exact"), ("glm4", "exact"), ("gpt_neo", "exact"),
-                                               ("gpt_bigcode", "exact"),
-                                               ("codegen", "refused"), ("opt", "exact")])
+                                               ("gpt_bigcode", "exact"), ("codegen", "exact"), ("opt", "exact"),
+                                               ("bert", "exact"), ("roberta", "exact"), ("bart", "refused"),
+                                               ("xglm", "refused")])
 def test_coverage_sweep_fast_subset(model_type, status):
+    """Decoders, CodeGen's qkv rows for 4-way model parallelism, BERT-shaped encoders run as decoders; BART's
+    decoder alone is refused naming its cross-attention, XGLM for its MLP's activation."""
     result = hf_coverage.run_one(model_type)
     assert result.status == status, result
     if status == "exact":
         assert result.full_size == "verified"
-    if model_type == "codegen":
-        assert result.detail.startswith("verification: layer 0 feed-forward")
+    if model_type == "bart":
+        assert "encoder_attn is cross-attention to an encoder" in result.detail or "encoder_attn" in result.detail
 
 
 @pytest.mark.parametrize("model_type", EXACT)

@@ -73,7 +73,7 @@ class Attention(nn.Module):
                  rotary: tuple[str, bool] | None, alibi: bool, relative: str | None = None,
                  qk_norm_eps: float | None = None, qk_norm_over: str = "head", qk_norm_unit_offset: bool = False,
                  softcap: float | None = None, output_gate: bool = False, in_scale: float = 1.0,
-                 qk_norm_after_rotary: bool = False):
+                 qk_norm_after_rotary: bool = False, qk_norm_scale: bool = True):
         super().__init__()
         assert heads % kv_heads == 0, "the spec validator guarantees kv_heads divides heads"
         self.qk_norm_after_rotary = qk_norm_after_rotary
@@ -92,8 +92,8 @@ class Attention(nn.Module):
         self.qk_norm_over = qk_norm_over
         if qk_norm_eps is not None:  # RMSNorm of queries and keys, named as transformers names them
             q_size, k_size = (head_dim, head_dim) if qk_norm_over == "head" else (heads * head_dim, kv_heads * head_dim)
-            self.q_norm = RMSNorm(q_size, qk_norm_eps, unit_offset=qk_norm_unit_offset)
-            self.k_norm = RMSNorm(k_size, qk_norm_eps, unit_offset=qk_norm_unit_offset)
+            self.q_norm = RMSNorm(q_size, qk_norm_eps, unit_offset=qk_norm_unit_offset, scale=qk_norm_scale)
+            self.k_norm = RMSNorm(k_size, qk_norm_eps, unit_offset=qk_norm_unit_offset, scale=qk_norm_scale)
         else:
             self.q_norm = self.k_norm = None
         if alibi:
@@ -327,7 +327,7 @@ def build_attention(node: BuildContext) -> nn.Module:
                      relative=node.positional_id if pos is not None and pos.type == "relative" else None,
                      qk_norm_eps=s.qk_norm_eps if s.qk_norm else None, qk_norm_over=s.qk_norm_over,
                      qk_norm_unit_offset=s.qk_norm_unit_offset, softcap=s.softcap, output_gate=s.output_gate,
-                     in_scale=s.in_scale, qk_norm_after_rotary=s.qk_norm_after_rotary)
+                     in_scale=s.in_scale, qk_norm_after_rotary=s.qk_norm_after_rotary, qk_norm_scale=s.qk_norm_scale)
 
 
 def build_latent_attention(node: BuildContext) -> nn.Module:

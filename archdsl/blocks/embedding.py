@@ -133,16 +133,20 @@ class SinusoidalPositional(nn.Module):
         self.register_buffer("inv_freq", torch.empty((dim + 1) // 2), persistent=False)
         fill_buffers(self)
 
-    def fill_buffers(self) -> None:
-        steps = torch.arange(0, self.dim, 2, dtype=torch.float32, device=self.inv_freq.device)
-        self.inv_freq.copy_(torch.exp(steps * (-math.log(10000.0) / self.dim)))
+    def fill_buffers(self) -> None:  # the float32 nearest each exact frequency (forward adds back the residue)
+        steps = torch.arange(0, self.dim, 2, dtype=torch.float64)  # on the CPU: not every device has float64
+        exact = torch.exp(steps * (-math.log(10000.0) / self.dim)).to(torch.float32)
+        self.inv_freq.copy_(exact.to(self.inv_freq.device, self.inv_freq.dtype))
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         # in float64 where the device has it: sin and cos of positions in the thousands keep ~1e-7 (float32 angles
         # lose ~1e-4 there), as the float64 tables of Marian and Pegasus do
         if x.device.type in ("cpu", "cuda") and not torch.compiler.is_compiling():
+            # the float32 buffer plus its rounding residue: exact frequencies while the buffer is right, and
+            # wrong ones when it is not (a buffer computed in half precision still shows)
             steps = torch.arange(0, self.dim, 2, dtype=torch.float64, device=x.device)
-            inv_freq = torch.exp(steps * (-math.log(10000.0) / self.dim))
+            exact = torch.exp(steps * (-math.log(10000.0) / self.dim))
+            inv_freq = self.inv_freq.to(torch.float64) + (exact - exact.to(torch.float32).to(torch.float64))
             angles = ctx.positions.to(torch.float64)[..., None] * inv_freq  # (B, S, D/2)
         else:
             angles = ctx.positions.to(torch.float32)[..., None] * self.inv_freq
@@ -221,9 +225,10 @@ class Rotary(nn.Module):
     """Computes rotary cos/sin for this forward's positions once; the attention layers it governs apply them."""
 
     def __init__(self, node_id: str, rotary_dim: int, base: float, interleaved: bool,
-                 scaling: RotaryScaling | None = None):
+                 scaling: RotaryScaling | None = None, reverse: bool = False):
         super().__init__()
         self.node_id, self.rotary_dim, self.interleaved, self.base = node_id, rotary_dim, interleaved, base
+        self.reverse = reverse  # rotate by -angle: sin negated
         self.scaling = scaling
         self.register_buffer("inv_freq", torch.empty(rotary_dim // 2), persistent=False)
         fill_buffers(self)
@@ -240,6 +245,8 @@ class Rotary(nn.Module):
         else:
             freqs = torch.cat((freqs, freqs), dim=-1)  # (B, S, R)
         cos, sin = freqs.cos()[:, None], freqs.sin()[:, None]  # (B, 1, S, R)
+        if self.reverse:
+            sin = -sin
         if self.scaling is not None and self.scaling.attention_factor != 1.0:  # yarn
             cos, sin = cos * self.scaling.attention_factor, sin * self.scaling.attention_factor
         ctx.rope[self.node_id] = (cos.to(x.dtype), sin.to(x.dtype))
@@ -291,5 +298,5 @@ def build_positional(node: BuildContext) -> nn.Module:
             s.attention_factor, s.truncate)
         # rotated dims per head, from the nodes it governs (the IR checked that they agree)
         dims = next((d["rotary_dims"] for d in node.governed() if d.get("rotary_dims")), 2)
-        return Rotary(node.id, dims, s.base, s.interleaved, scaling)
+        return Rotary(node.id, dims, s.base, s.interleaved, scaling, reverse=s.reverse)
     return PositionMarker()

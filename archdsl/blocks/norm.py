@@ -45,13 +45,15 @@ class RMSNorm(nn.Module):
     """x / rms(x) * w (Llama: normalised in float32, cast back, then scaled), or with unit_offset
     (x / rms(x) * (1 + w)) computed wholly in float32 and cast back (Gemma); w starts at 0 then."""
 
-    def __init__(self, width: int, eps: float, unit_offset: bool = False):
+    def __init__(self, width: int, eps: float, unit_offset: bool = False, scale: bool = True):
         super().__init__()
-        self.weight = nn.Parameter(torch.zeros(width) if unit_offset else torch.ones(width))
-        self.eps, self.unit_offset = eps, unit_offset
+        self.weight = nn.Parameter(torch.zeros(width) if unit_offset else torch.ones(width)) if scale else None
+        self.eps, self.unit_offset, self.width = eps, unit_offset, width
 
     def init_weights(self, std: float = 0.02, generator: torch.Generator | None = None) -> None:
         """A unit scale: w = 1, or w = 0 with unit_offset (called by archdsl.compiler.initialise)."""
+        if self.weight is None:
+            return
         with torch.no_grad():
             self.weight.fill_(0.0 if self.unit_offset else 1.0)
 
@@ -61,9 +63,11 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         if _FUSED_RMS_NORM and not self.unit_offset and x.dtype == torch.float32:
-            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)  # the same math, one op
+            return F.rms_norm(x, (self.width,), self.weight, self.eps)  # the same math, one op
         xf = x.float()
         normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        if self.weight is None:
+            return normed.to(x.dtype)
         if self.unit_offset:
             return (normed * (1.0 + self.weight.float())).to(x.dtype)
         return self.weight * normed.to(x.dtype)
@@ -75,4 +79,4 @@ def build_layernorm(node: BuildContext) -> nn.Module:
 
 
 def build_rmsnorm(node: BuildContext) -> nn.Module:
-    return RMSNorm(node.in_width, node.spec.eps, node.spec.unit_offset)
+    return RMSNorm(node.in_width, node.spec.eps, node.spec.unit_offset, node.spec.scale)

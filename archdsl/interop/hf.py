@@ -104,6 +104,9 @@ FAMILY_TRAITS: dict[str, dict[str, Any]] = {
                     always_parallel=True, rotary_interleaved=True, norm_bias=False, nope="unless_sliding"),
     "gptj": dict(gated=False, qkv_bias=False, out_bias=False, mlp_bias=True, parallel="shared", always_parallel=True,
                  head_bias=True, rotary_interleaved=True),
+    # CodeGen: GPT-J's block with one fused qkv_proj laid out for 4-way model parallelism: (4, [q, v, k], heads/4 · hd)
+    "codegen": dict(gated=False, qkv_bias=False, out_bias=False, mlp_bias=True, parallel="shared", always_parallel=True,
+                    head_bias=True, rotary_interleaved=True, qkv_layout="codegen"),
     "gemma": dict(embed_scale=True, unit_offset=True),
     "gpt_neox": dict(gated=False, qkv_bias="attention_bias", out_bias="attention_bias", mlp_bias=True,
                      parallel="separate", qkv_layout="per_head"),
@@ -154,6 +157,11 @@ _PROBED_BEHAVIOUR: dict[str, dict[str, Any]] = {
     # HunYuan normalises each head's queries and keys after the rotary rotation
     "hunyuan_v1_dense": dict(qk_norm_after_rotary=True),
     "hunyuan_v1_moe": dict(qk_norm_after_rotary=True),
+    # nanochat: RMSNorms without parameters everywhere (the tree shows none), one of them on the embeddings,
+    # each head's queries and keys divided by their RMS after the rotation, and the rotation by -angle (its
+    # rotate_half is cat(x2, -x1))
+    "nanochat": dict(norm_scale=False, embed_norm=True, qk_norm="head", qk_norm_after_rotary=True,
+                     qk_norm_scale=False, rotary_reverse=True),
 }
 
 # config keys that switch on something archdsl cannot express: error when truthy
@@ -399,6 +407,8 @@ class Features:
     nope: list[bool] | None = None  # per layer: attention without the rotary rotation (NoPE)
     position_offset: int = 0  # learned positions: rows before position 0 (OPT: 2)
     qk_norm_after_rotary: bool = False  # qk-norm per head after the rotation (HunYuan)
+    qk_norm_scale: bool = True  # a learned qk-norm scale (nanochat's has none)
+    rotary_reverse: bool = False  # rotate by -angle (nanochat's rotate_half flips the signs)
     shared_gate: bool = True  # the shared expert is scaled by a learned sigmoid gate (Qwen2-MoE; not DeepSeek's)
     top_k: int = 2
     normalize: bool = True
@@ -413,7 +423,7 @@ class Features:
     head_bias: bool = False
     rotary_interleaved: bool = False
     norm_bias: bool = True  # of LayerNorms
-    norm_scale: bool = True  # of LayerNorms (False with norm_bias False: OLMo 1's parameter-free norms)
+    norm_scale: bool = True  # False: norms without parameters (OLMo 1's LayerNorms, nanochat's RMSNorms)
     embed_norm: bool = False  # a norm right after the token embedding (BLOOM)
     logit_scale: float | None = None  # logits multiplied by this (Cohere; 1 / logits_scaling for Granite)
     embed_multiplier: float | None = None  # the embedding multiplied by this constant (Granite)
@@ -536,8 +546,8 @@ def features_from_config(config: Any) -> Features:
         if "unreadable" in traits:  # an encoder's or a seq2seq decoder's layers, or attention under another name
             raise _unsupported(cfg, "model_type", f"'{model_type}' is a {traits['unreadable']}: not a decoder whose "
                                "layers hold self-attention, an MLP and norms as the importer reads them",
-                               "encoder and seq2seq-decoder layouts (BERT, RoBERTa, BART's decoder, ...) are not "
-                               "imported yet")
+                               "the importer reads decoders (model.layers / transformer.h), BERT-shaped encoders and "
+                               "T5- and BART-layout encoder-decoders; this layout is none of them")
         # the config's qk-norm switch is handled when the probe saw the norms; its shared experts when the
         # router is DeepSeek-V3's, whose config keys size them
         handled = (_QK_NORM_KEYS if traits.get("qk_norm") else ()) + \
@@ -732,6 +742,8 @@ def features_from_config(config: Any) -> Features:
     f.nope = _nope_layers(cfg, traits, f.windows)
     f.position_offset = int(traits.get("position_offset", 0))
     f.qk_norm_after_rotary = bool(traits.get("qk_norm_after_rotary", False)) and f.qk_norm == "head"
+    f.qk_norm_scale = bool(traits.get("qk_norm_scale", True))
+    f.rotary_reverse = bool(traits.get("rotary_reverse", False))
     if model_type == "opt":  # the layouts of OPT-350m (post-norm, a projected embedding) are not written
         if not getattr(cfg, "do_layer_norm_before", True):
             raise _unsupported(cfg, "do_layer_norm_before", "OPT's post-norm layers (do_layer_norm_before=False)")
@@ -1110,6 +1122,8 @@ def _spec_yaml(config: Any) -> str:
             attn.append(("qk_norm_unit_offset", "true"))
         if f.qk_norm_after_rotary:
             attn.append(("qk_norm_after_rotary", "true"))
+        if not f.qk_norm_scale:
+            attn.append(("qk_norm_scale", "false"))
     if f.attn_softcap:
         attn.append(("softcap", _scalar(f.attn_softcap)))
     attention = f"attention: {_args(attn)}"
@@ -1160,7 +1174,7 @@ def _spec_yaml(config: Any) -> str:
             args.append(("unit_offset", "true"))
         if f.norm == "layernorm" and not f.norm_bias:
             args.append(("bias", "false"))
-        if f.norm == "layernorm" and not f.norm_scale:
+        if not f.norm_scale:
             args.append(("scale", "false"))
         return f"{f.norm}: {_args(args + [('name', name)])}"
 
@@ -1242,6 +1256,8 @@ def _spec_yaml(config: Any) -> str:
             pos.append(("fraction", "$rotary_fraction"))
         if f.rotary_interleaved:
             pos.append(("interleaved", "true"))
+        if f.rotary_reverse:
+            pos.append(("reverse", "true"))
         pos += list(f.rope_scaling)
         model.append(f"    - positional: {_args(pos)}")
     else:
@@ -1542,7 +1558,7 @@ class _Mapper:
                 self.put(f"{name}.out.bias", self.src.get(obkey))
         elif obkey in self.src.loaders:
             self.errors.append(f"layer {i}: the checkpoint has a bias {obkey} that the spec lacks")
-        if module.q_norm is not None:  # per-head RMSNorm weights of queries and keys (Qwen3)
+        if module.q_norm is not None and module.q_norm.weight is not None:  # per-head RMSNorm weights (Qwen3)
             for norm, alias in (("q_norm", "query_layernorm"), ("k_norm", "key_layernorm")):  # HunYuan's names
                 nkey = self.src.find(i, [f"{a}.{norm}.weight", f"{a}.{alias}.weight"])
                 if self.need(f"layer {i}'s attention {norm}", nkey):
@@ -1569,6 +1585,16 @@ class _Mapper:
         width = w.shape[-1]
         if layout == "concat":
             return w, b
+        if layout == "codegen":  # (4, [q, v, k], heads/4 · hd): CodeGen's rows for 4-way model parallelism
+            import torch
+
+            mp = 4
+            t = w.view(mp, 3, h * hd // mp, width)
+            w = torch.cat([t[:, 0].reshape(-1, width), t[:, 2].reshape(-1, width), t[:, 1].reshape(-1, width)])
+            if b is not None:
+                tb = b.view(mp, 3, -1)
+                b = torch.cat([tb[:, 0].reshape(-1), tb[:, 2].reshape(-1), tb[:, 1].reshape(-1)])
+            return w.contiguous(), b
         if layout == "per_head":  # (heads, 3, hd): NeoX, Falcon without multi-query
             w = w.view(h, 3, hd, width).transpose(0, 1).reshape(3 * h * hd, width)
             b = None if b is None else b.view(h, 3, hd).transpose(0, 1).reshape(-1)

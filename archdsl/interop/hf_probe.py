@@ -61,6 +61,28 @@ def _layers(model: Any) -> list[Any]:
     return list(layers) if layers is not None else []
 
 
+_CROSS = ("encoder_attn", "crossattention", "cross_attention", "EncDecAttention")
+
+
+def _where_layers_are(model: Any) -> str:
+    """Where a model's layers are and what they hold, when not under model.layers or transformer.h (the decoder
+    of an encoder-decoder used alone as a causal LM keeps its cross-attention, which that forward never reads)."""
+    from torch import nn
+
+    found = max(((name, m) for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m)),
+                key=lambda item: len(item[1]), default=None)
+    if found is None:
+        return "layers are not under model.layers or transformer.h (it has no list of layers)"
+    name, layers = found
+    children = [child for child, _ in layers[0].named_children()]
+    cross = [c for c in children if c in _CROSS]
+    text = f"layers are {name}.N (not model.layers or transformer.h), holding {', '.join(children)}"
+    if cross:
+        text += (f"; {cross[0]} is cross-attention to an encoder, whose weights this causal-LM class holds but never "
+                 "reads: convert the encoder-decoder (its seq2seq class) instead")
+    return text
+
+
 def _first_layer(model: Any) -> Any:
     layers = _layers(model)
     return layers[0] if layers else None
@@ -81,8 +103,7 @@ def traits_from_model(model: Any, head_dim: int) -> dict[str, Any]:
         if any(name in _OTHER_MIXERS for name in children):
             return {}
         return {"unreadable": f"{type(model).__name__}, whose " + (
-            f"layers hold {', '.join(children)}" if layer is not None else
-            "layers are not under model.layers or transformer.h")}
+            f"layers hold {', '.join(children)}" if layer is not None else _where_layers_are(model))}
     traits: dict[str, Any] = {}
     q, k, v, o = (_child(attn, names) for names in (_Q, _K, _V, _O))
     biases = [_has_bias(m) for m in (q, k, v)]

@@ -38,6 +38,8 @@ class Attention(NodeSpec):
                                       "rmsnorm's unit_offset (Gemma 3).")
     qk_norm_after_rotary: bool = Field(False, description="qk_norm: normalise each head's queries and keys after the "
                                        "rotary rotation instead of before it (HunYuan); per head only.")
+    qk_norm_scale: bool = Field(True, description="qk_norm: a learned scale; false: each head's queries and keys "
+                                "divided by their RMS, no parameters (nanochat).")
     softcap: PosFloat | None = Field(None, description="Soft-cap the attention scores: softcap · tanh(scores / "
                                      "softcap) before the mask (Gemma 2: 50). No fused SDPA kernel has this, so such "
                                      "layers run attention as explicit matmuls and softmax.")
@@ -62,7 +64,7 @@ class Attention(NodeSpec):
         if self.cross:  # separate q (from the stream) and kv (from the memory) projections
             memory = scope.memory_widths.get(self.cross, scope.width)
             return linear_params(scope.width, h * hd, self.bias) + linear_params(memory, 2 * kv * hd, self.bias) + out
-        qk_norm = (2 * hd if self.qk_norm_over == "head" else (h + kv) * hd) if self.qk_norm else 0
+        qk_norm = (2 * hd if self.qk_norm_over == "head" else (h + kv) * hd) if self.qk_norm and self.qk_norm_scale else 0
         gate = h * hd if self.output_gate else 0
         return linear_params(scope.width, (h + 2 * kv) * hd + gate, self.bias) + out + qk_norm
 
@@ -83,7 +85,7 @@ class Attention(NodeSpec):
         elif h % kv:
             scope.report("kv_heads", f"kv_heads {kv} does not divide heads {h}",
                          "each key/value head serves a whole group of query heads")
-        for field in ("qk_norm_eps", "qk_norm_over", "qk_norm_unit_offset", "qk_norm_after_rotary"):
+        for field in ("qk_norm_eps", "qk_norm_over", "qk_norm_unit_offset", "qk_norm_after_rotary", "qk_norm_scale"):
             if field in self.model_fields_set and not self.qk_norm:
                 scope.report(field, f"{field} without qk_norm: true", f"add qk_norm: true, or drop {field}")
         if self.qk_norm_after_rotary and self.qk_norm_over != "head":

@@ -103,6 +103,8 @@ class Positional(NodeSpec):
     fraction: float = Field(1.0, gt=0.0, le=1.0, description="rotary: fraction of each head's dims that rotate.")
     base: PosFloat = Field(10000.0, description="rotary: frequency base (theta).")
     interleaved: bool = Field(False, description="rotary: rotate adjacent pairs (GPT-J) instead of halves (NeoX/Llama).")
+    reverse: bool = Field(False, description="rotary: rotate by −angle (nanochat, whose rotate_half flips the signs): "
+                          "scores then depend on the distance with the opposite sign.")
     scaling: Literal["none", "linear", "llama3", "yarn"] = Field(
         "none", description="rotary: frequency scaling for contexts longer than trained: linear (every frequency / "
         "factor, i.e. position interpolation), llama3 (Llama 3.1: long wavelengths / factor, short ones kept, a "
@@ -139,7 +141,7 @@ class Positional(NodeSpec):
             raise ValueError("offset applies to learned positions only")
         if self.type != "sinusoidal" and "halves" in self.model_fields_set:
             raise ValueError("halves applies to kind: sinusoidal only")
-        rotary_only = sorted({"fraction", "base", "interleaved", "scaling"} & self.model_fields_set)
+        rotary_only = sorted({"fraction", "base", "interleaved", "scaling", "reverse"} & self.model_fields_set)
         if self.type != "rotary" and rotary_only:
             raise ValueError(f"{', '.join(rotary_only)} appl{'ies' if len(rotary_only) == 1 else 'y'} to kind: rotary only")
         # factor by value: a block parameter may pass factor: null along with scaling: none

@@ -44,9 +44,15 @@ class RMSNorm(NodeSpec):
     eps: PosFloat = Field(1e-6, description="Added to the mean square.")
     unit_offset: bool = Field(False, description="Store the scale as an offset from 1: apply (1 + weight), initialised "
                                                  "to 0, computed in float32 before casting back (Gemma).")
+    scale: bool = Field(True, description="Learned scale; false: x / rms(x) without parameters, computed in float32 "
+                        "(nanochat).")
+
+    def check(self, scope: Scope) -> None:
+        if self.unit_offset and not self.scale:
+            scope.report("unit_offset", "unit_offset without a learned scale", "drop unit_offset, or keep scale: true")
 
     def param_count(self, scope: Scope) -> int:
-        return scope.width
+        return scope.width if self.scale else 0
 
     def summary_args(self) -> str:
-        return f"eps={self.eps:g}" + (", 1+w" if self.unit_offset else "")
+        return f"eps={self.eps:g}" + (", 1+w" if self.unit_offset else "") + ("" if self.scale else ", no parameters")
