@@ -258,3 +258,39 @@ def control_cases():
                        (test_bert_shaped_encoder_is_post_norm_and_pools_the_first_token, bert_case)):
         yield Case(test, case.__name__.removesuffix("_case"), functools.partial(case, ROOT),
                    f"<= {TOL:g} x max(1, max |value|)")
+
+
+def test_attention_sinks_are_one_more_logit_in_the_softmax():
+    """attention: {sinks: true} computes softmax over [scores, sink] with the sink column dropped (GPT-OSS's
+    form), on a left-padded causal batch, and a sink of -inf is plain attention."""
+    import archdsl
+
+    spec = {"name": "s", "model": {"width": 16, "layers": [
+        {"embedding": {"vocab": 20}},
+        {"attention": {"heads": 2, "causal": True, "sinks": True, "bias": False}}, {"lm_head": 20}]}}
+    model = archdsl.compile(spec, seed=0).eval()
+    attn = model.get_submodule("attention")
+    with torch.no_grad():
+        attn.sinks.copy_(torch.tensor([0.5, -1.0]))
+    tokens = torch.randint(0, 20, (2, 5), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(tokens)
+    mask[1, :2] = 0
+    x = model.get_submodule("embedding").weight[tokens]
+    q, k, v = attn.qkv(x).split(16, dim=-1)
+    q, k, v = (t.view(2, 5, 2, 8).transpose(1, 2) for t in (q, k, v))
+    scores = q @ k.transpose(-1, -2) / 8 ** 0.5
+    keep = torch.ones(5, 5, dtype=torch.bool).tril() & mask.bool()[:, None, None, :]
+    scores = scores.masked_fill(~keep, float("-inf"))
+    sink = attn.sinks.view(1, 2, 1, 1).expand(2, 2, 5, 1)
+    probs = torch.softmax(torch.cat([scores, sink], -1), -1)[..., :-1]
+    expected = model.get_submodule("lm_head")(attn.out((probs @ v).transpose(1, 2).reshape(2, 5, 16)), None)
+    with torch.no_grad():
+        got = model(tokens, mask)
+        real = mask.bool()
+        assert torch.allclose(got[real], expected[real], atol=1e-5)
+        attn.sinks.fill_(float("-inf"))
+        plain = archdsl.compile({**spec, "model": {**spec["model"], "layers": [
+            spec["model"]["layers"][0], {"attention": {"heads": 2, "causal": True, "bias": False}},
+            spec["model"]["layers"][2]]}}, seed=0).eval()
+        plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.endswith("sinks")})
+        assert torch.allclose(model(tokens, mask)[real], plain(tokens, mask)[real], atol=1e-6)

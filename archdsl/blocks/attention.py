@@ -44,18 +44,23 @@ def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor |
 
 
 def softcapped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-                         is_causal: bool, scale: float | None, softcap: float, dropout: float) -> torch.Tensor:
-    """SDPA's arithmetic with softcap · tanh(scores / softcap) between the scores and the mask (Gemma 2).
+                         is_causal: bool, scale: float | None, softcap: float | None, dropout: float,
+                         sinks: torch.Tensor | None = None) -> torch.Tensor:
+    """SDPA's arithmetic with softcap · tanh(scores / softcap) between the scores and the mask (Gemma 2), and/or
+    attention sinks: the output times sigmoid(logsumexp(scores) − sink) per head, the same as a softmax with
+    one more logit, the sink, in its denominator (GPT-OSS, Granite-SWA).
 
-    No fused scaled_dot_product_attention kernel soft-caps, so this is the explicit form: the
-    (B, heads, q, k) score matrix is materialised. `mask` and `is_causal` are ForwardContext's
-    (a boolean keep-mask or an additive float bias); the softmax runs in float32 as transformers'.
+    No fused scaled_dot_product_attention kernel soft-caps or returns the logsumexp, so this is the
+    explicit form: the (B, heads, q, k) score matrix is materialised. `mask` and `is_causal` are
+    ForwardContext's (a boolean keep-mask or an additive float bias); the softmax runs in float32 as
+    transformers'.
     """
     if k.shape[1] != q.shape[1]:  # grouped or multi-query: each kv head serves a group of query heads
         group = q.shape[1] // k.shape[1]
         k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
     scores = (q @ k.transpose(-1, -2)) * (scale if scale is not None else q.shape[-1] ** -0.5)
-    scores = torch.tanh(scores / softcap) * softcap
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
     if is_causal:
         q_len, k_len = scores.shape[-2:]
         mask = torch.ones(q_len, k_len, dtype=torch.bool, device=q.device).tril(k_len - q_len)
@@ -64,7 +69,10 @@ def softcapped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask
     probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
     if dropout:
         probs = F.dropout(probs, dropout)
-    return probs @ v
+    if sinks is None:
+        return probs @ v
+    keep = torch.sigmoid(torch.logsumexp(scores.float(), dim=-1) - sinks.float().view(1, -1, 1))  # (B, heads, q)
+    return (probs @ v) * keep.unsqueeze(-1).to(q.dtype)
 
 
 class Attention(nn.Module):
@@ -73,7 +81,7 @@ class Attention(nn.Module):
                  rotary: tuple[str, bool] | None, alibi: bool, relative: str | None = None,
                  qk_norm_eps: float | None = None, qk_norm_over: str = "head", qk_norm_unit_offset: bool = False,
                  softcap: float | None = None, output_gate: bool = False, in_scale: float = 1.0,
-                 qk_norm_after_rotary: bool = False, qk_norm_scale: bool = True):
+                 qk_norm_after_rotary: bool = False, qk_norm_scale: bool = True, sinks: bool = False):
         super().__init__()
         assert heads % kv_heads == 0, "the spec validator guarantees kv_heads divides heads"
         self.qk_norm_after_rotary = qk_norm_after_rotary
@@ -89,6 +97,7 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(width, (heads * (2 if output_gate else 1) + 2 * kv_heads) * head_dim, bias=bias)
         self.out = nn.Linear(heads * head_dim, width, bias=out_bias)
         self.out.writes_residual = True  # initialised with the residual std (archdsl.compiler.initialise)
+        self.sinks = nn.Parameter(torch.zeros(heads)) if sinks else None  # a logit per head, 0 as transformers starts
         self.qk_norm_over = qk_norm_over
         if qk_norm_eps is not None:  # RMSNorm of queries and keys, named as transformers names them
             q_size, k_size = (head_dim, head_dim) if qk_norm_over == "head" else (heads * head_dim, kv_heads * head_dim)
@@ -132,6 +141,9 @@ class Attention(nn.Module):
         if self.relative is not None:
             raise ValueError("a relative position bias (T5) is shared by the heads of every layer and has no "
                              "tensor-parallel plan yet; train it with --fsdp alone")
+        if self.sinks is not None:
+            raise ValueError("attention sinks (one logit per head) have no tensor-parallel plan yet; train them with "
+                             "--fsdp alone")
         if self.q_norm is not None and self.qk_norm_over == "width":
             raise ValueError("qk-norm over the whole width (OLMo 2) normalises every head together, which needs "
                              "all heads on one rank; train it with --fsdp alone")
@@ -176,8 +188,8 @@ class Attention(nn.Module):
         mask, is_causal = ctx.attention_mask(S, k.shape[2], self.causal, self.window, self.alibi_slopes, q.dtype,
                                              relative)
         dropout = self.dropout if self.training else 0.0
-        if self.softcap is not None:
-            y = softcapped_attention(q, k, v, mask, is_causal, self.scale, self.softcap, dropout)
+        if self.softcap is not None or self.sinks is not None:
+            y = softcapped_attention(q, k, v, mask, is_causal, self.scale, self.softcap, dropout, self.sinks)
         else:
             y = sdpa(q, k, v, mask, is_causal, self.scale, dropout)
         y = y.transpose(1, 2).reshape(B, S, h * hd)
@@ -327,7 +339,8 @@ def build_attention(node: BuildContext) -> nn.Module:
                      relative=node.positional_id if pos is not None and pos.type == "relative" else None,
                      qk_norm_eps=s.qk_norm_eps if s.qk_norm else None, qk_norm_over=s.qk_norm_over,
                      qk_norm_unit_offset=s.qk_norm_unit_offset, softcap=s.softcap, output_gate=s.output_gate,
-                     in_scale=s.in_scale, qk_norm_after_rotary=s.qk_norm_after_rotary, qk_norm_scale=s.qk_norm_scale)
+                     in_scale=s.in_scale, qk_norm_after_rotary=s.qk_norm_after_rotary, qk_norm_scale=s.qk_norm_scale,
+                     sinks=s.sinks)
 
 
 def build_latent_attention(node: BuildContext) -> nn.Module:

@@ -409,6 +409,7 @@ class Features:
     qk_norm_after_rotary: bool = False  # qk-norm per head after the rotation (HunYuan)
     qk_norm_scale: bool = True  # a learned qk-norm scale (nanochat's has none)
     rotary_reverse: bool = False  # rotate by -angle (nanochat's rotate_half flips the signs)
+    sinks: bool = False  # a learned logit per head in the softmax's denominator (GPT-OSS, Granite-SWA)
     shared_gate: bool = True  # the shared expert is scaled by a learned sigmoid gate (Qwen2-MoE; not DeepSeek's)
     top_k: int = 2
     normalize: bool = True
@@ -744,6 +745,7 @@ def features_from_config(config: Any) -> Features:
     f.qk_norm_after_rotary = bool(traits.get("qk_norm_after_rotary", False)) and f.qk_norm == "head"
     f.qk_norm_scale = bool(traits.get("qk_norm_scale", True))
     f.rotary_reverse = bool(traits.get("rotary_reverse", False))
+    f.sinks = bool(traits.get("sinks", False))
     if model_type == "opt":  # the layouts of OPT-350m (post-norm, a projected embedding) are not written
         if not getattr(cfg, "do_layer_norm_before", True):
             raise _unsupported(cfg, "do_layer_norm_before", "OPT's post-norm layers (do_layer_norm_before=False)")
@@ -1126,6 +1128,8 @@ def _spec_yaml(config: Any) -> str:
             attn.append(("qk_norm_scale", "false"))
     if f.attn_softcap:
         attn.append(("softcap", _scalar(f.attn_softcap)))
+    if f.sinks:
+        attn.append(("sinks", "true"))
     attention = f"attention: {_args(attn)}"
     if f.latent is not None:
         latent = [("heads", "$heads"), ("kv_rank", "$kv_rank")] + ([("q_rank", "$q_rank")] if f.latent[0] else []) + [
@@ -1558,6 +1562,10 @@ class _Mapper:
                 self.put(f"{name}.out.bias", self.src.get(obkey))
         elif obkey in self.src.loaders:
             self.errors.append(f"layer {i}: the checkpoint has a bias {obkey} that the spec lacks")
+        if module.sinks is not None:  # one logit per head (GPT-OSS, Granite-SWA)
+            skey = self.src.find(i, [f"{a}.sinks"])
+            if self.need(f"layer {i}'s attention sinks", skey):
+                self.put(f"{name}.sinks", self.src.get(skey))  # type: ignore[arg-type]
         if module.q_norm is not None and module.q_norm.weight is not None:  # per-head RMSNorm weights (Qwen3)
             for norm, alias in (("q_norm", "query_layernorm"), ("k_norm", "key_layernorm")):  # HunYuan's names
                 nkey = self.src.find(i, [f"{a}.{norm}.weight", f"{a}.{alias}.weight"])

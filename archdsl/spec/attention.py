@@ -43,6 +43,9 @@ class Attention(NodeSpec):
     softcap: PosFloat | None = Field(None, description="Soft-cap the attention scores: softcap · tanh(scores / "
                                      "softcap) before the mask (Gemma 2: 50). No fused SDPA kernel has this, so such "
                                      "layers run attention as explicit matmuls and softmax.")
+    sinks: bool = Field(False, description="Attention sinks: a learned logit per head added to each query's softmax "
+                        "denominator, so a query may attend to nothing (GPT-OSS, Granite-SWA; output · sigmoid(lse − "
+                        "sink)). Such layers run attention as explicit matmuls, as softcap does.")
     nope: bool = Field(False, description="NoPE: this self-attention ignores the positional node before it (no rotary "
                        "rotation, ALiBi or relative bias), as the global layers of SmolLM3, Cohere2 and EXAONE 4 among "
                        "rotary ones; the causal mask alone orders the tokens.")
@@ -66,7 +69,8 @@ class Attention(NodeSpec):
             return linear_params(scope.width, h * hd, self.bias) + linear_params(memory, 2 * kv * hd, self.bias) + out
         qk_norm = (2 * hd if self.qk_norm_over == "head" else (h + kv) * hd) if self.qk_norm and self.qk_norm_scale else 0
         gate = h * hd if self.output_gate else 0
-        return linear_params(scope.width, (h + 2 * kv) * hd + gate, self.bias) + out + qk_norm
+        sinks = h if self.sinks else 0
+        return linear_params(scope.width, (h + 2 * kv) * hd + gate, self.bias) + out + qk_norm + sinks
 
     def flops_per_token(self, scope: Scope) -> int:
         h, kv, hd = self.dims(scope.width)
@@ -92,7 +96,7 @@ class Attention(NodeSpec):
             scope.report("qk_norm_after_rotary", "qk_norm_after_rotary normalises each head; qk_norm_over is 'width'",
                          "use qk_norm_over: head, or drop qk_norm_after_rotary")
         if self.cross is not None:
-            for field in ("qk_norm", "softcap", "output_gate", "nope", "in_scale"):
+            for field in ("qk_norm", "softcap", "output_gate", "nope", "in_scale", "sinks"):
                 if (getattr(self, field) != 1.0) if field == "in_scale" else getattr(self, field):
                     scope.report(field, f"{field} is implemented for self-attention only", f"drop {field} here")
             if self.cross not in scope.memory_widths:
@@ -143,6 +147,8 @@ class Attention(NodeSpec):
             parts.append("qk-norm" + (" (width)" if self.qk_norm_over == "width" else ""))
         if self.softcap:
             parts.append(f"softcap {self.softcap:g}")
+        if self.sinks:
+            parts.append("sinks")
         if self.output_gate:
             parts.append("output gate")
         if self.nope:
