@@ -20,14 +20,31 @@ ACTIVATIONS = {
 }
 
 
+class XIELU(nn.Module):
+    """xIELU (Huang et al. 2024; Apertus): α_p·x² + β·x for x > 0, α_n·(expm1(min(x, ε)) − x) + β·x otherwise,
+    with α_p = softplus(alpha_p) and α_n = β + softplus(alpha_n) learned (transformers' parametrisation and
+    initial values, α_p = α_n = 0.8)."""
+
+    def __init__(self, beta: float = 0.5, eps: float = -1e-6):
+        super().__init__()
+        self.beta, self.eps = beta, eps
+        self.alpha_p = nn.Parameter(torch.log(torch.expm1(torch.tensor([0.8]))))
+        self.alpha_n = nn.Parameter(torch.log(torch.expm1(torch.tensor([0.8 - beta]))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        alpha_p, alpha_n = F.softplus(self.alpha_p), self.beta + F.softplus(self.alpha_n)
+        negative = (torch.expm1(torch.clamp(x, max=self.eps)) - x) * alpha_n
+        return torch.where(x > 0, alpha_p * x * x, negative) + self.beta * x
+
+
 class MLP(nn.Module):
     """down(act(up(x))); gated variants compute [gate, up] in one fused projection."""
 
     def __init__(self, width: int, hidden: int, activation: str, bias: bool, dropout: float, gated: bool,
-                 gate_scale: float = 1.0):
+                 gate_scale: float = 1.0, xielu: tuple[float, float] = (0.5, -1e-6)):
         super().__init__()
         self.gated, self.gate_scale = gated, gate_scale
-        self.act = ACTIVATIONS[activation]
+        self.act = XIELU(*xielu) if activation == "xielu" else ACTIVATIONS[activation]
         self.up = nn.Linear(width, hidden * (2 if gated else 1), bias=bias)
         self.down = nn.Linear(hidden, width, bias=bias)
         self.down.writes_residual = True  # initialised with the residual std (archdsl.compiler.initialise)
@@ -338,7 +355,8 @@ def router_aux_loss(model: nn.Module, attention_mask: torch.Tensor | None = None
 # ------------------------------------------------------------------------------------ builders
 def build_mlp(node: BuildContext) -> nn.Module:
     s = node.spec
-    return MLP(node.in_width, s.hidden, s.activation, s.bias, s.dropout, s.gated, s.gate_scale)
+    return MLP(node.in_width, s.hidden, s.activation, s.bias, s.dropout, s.gated, s.gate_scale,
+               (s.xielu_beta, s.xielu_eps))
 
 
 def build_moe(node: BuildContext) -> nn.Module:

@@ -183,11 +183,11 @@ _UNSUPPORTED_KEYS = {
 # hidden_act -> archdsl activation (plain) ; gated form below
 _ACTIVATIONS = {
     "gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": "gelu_tanh",
-    "relu": "relu", "silu": "silu", "swish": "silu", "relu2": "relu2",
+    "relu": "relu", "silu": "silu", "swish": "silu", "relu2": "relu2", "xielu": "xielu",
 }
 _GATED = {"silu": "swiglu", "gelu_tanh": "geglu"}
 _ACT_NAMES = {"gelu": "GELU", "gelu_tanh": "GELU (tanh)", "relu": "ReLU", "relu2": "squared ReLU", "silu": "SiLU", "swiglu": "SwiGLU",
-              "geglu": "GeGLU"}
+              "geglu": "GeGLU", "xielu": "xIELU"}
 
 
 # ---------------------------------------------------------------------------------------- config
@@ -1380,9 +1380,11 @@ _TOP_NORMS = {
     "embed_norm": ["word_embeddings_layernorm"],
 }
 _LAYER_NORMS = {
-    "attn_norm": ["input_layernorm", "ln_1", "ln_attn", "attention_norm", "norm_1", "self_attn_layer_norm"],
+    "attn_norm": ["input_layernorm", "ln_1", "ln_attn", "attention_norm", "norm_1", "self_attn_layer_norm",
+                  "attention_layernorm"],  # Apertus' last
     # a checkpoint with pre_feedforward_layernorm (Gemma 2) uses post_attention_layernorm after the attention
     "mlp_norm": ["pre_feedforward_layernorm", "post_attention_layernorm", "ln_2", "ln_mlp", "ffn_norm", "norm_2",
+                 "feedforward_layernorm",
                  "final_layer_norm"],  # OPT's layer i: self_attn_layer_norm, then final_layer_norm before fc1
     "post_attn_norm": ["post_self_attn_layernorm", "post_attention_layernorm"],  # GLM-4's first, then Gemma 2's
     "post_mlp_norm": ["post_feedforward_layernorm", "post_mlp_layernorm"],
@@ -1657,6 +1659,18 @@ class _Mapper:
         b = self.bias(i, [f"{m}{p}"], bias, "the down projection")
         if b is not None:
             self.put(f"{name}.down.bias", b)
+        if hasattr(module.act, "alpha_p"):  # a learned activation (xIELU): its scalars, its constants
+            for param in ("alpha_p", "alpha_n"):
+                key = self.src.find(i, [f"{mm}act_fn.{param}" for mm in _MLP_OR_LAYER])
+                if self.need(f"layer {i}'s activation {param}", key):
+                    self.put(f"{name}.act.{param}", self.src.get(key).reshape(1))  # type: ignore[arg-type]
+            for const in ("beta", "eps"):
+                key = self.src.find(i, [f"{mm}act_fn.{const}" for mm in _MLP_OR_LAYER])
+                if key is not None:
+                    stored = float(self.src.get(key))
+                    if abs(stored - getattr(module.act, const)) > 1e-8 + 1e-2 * abs(stored):  # bf16-stored constants
+                        self.errors.append(f"layer {i}: the activation's {const} is {stored:g}, the spec's "
+                                           f"{getattr(module.act, const):g}")
 
     def moe(self, name: str, i: int, module: Any) -> None:
         import torch

@@ -34,6 +34,7 @@ _K_NORM = ("k_norm", "key_layernorm", "k_layernorm")
 # MLP only (OLMo 2), or both (Gemma 2's sandwich)
 _NORM_LAYOUTS = {
     frozenset({"input_layernorm", "post_attention_layernorm"}): "pre",
+    frozenset({"attention_layernorm", "feedforward_layernorm"}): "pre",  # Apertus
     frozenset({"post_attention_layernorm", "post_feedforward_layernorm"}): "post",
     frozenset({"input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
                "post_feedforward_layernorm"}): "sandwich",

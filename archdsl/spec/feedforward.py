@@ -7,7 +7,8 @@ from pydantic import Field
 
 from .base import NodeSpec, PosFloat, PosInt, Probability, Scope, linear_params
 
-Activation = Literal["gelu", "gelu_tanh", "relu", "relu2", "silu", "swiglu", "geglu"]
+Activation = Literal["gelu", "gelu_tanh", "relu", "relu2", "silu", "swiglu", "geglu", "xielu"]
+LEARNED_ACTIVATIONS = {"xielu": 2}  # activations with parameters of their own: how many per MLP
 GATED = {"swiglu", "geglu"}
 
 
@@ -22,7 +23,11 @@ class MLP(NodeSpec):
 
     hidden: PosInt = Field(description="Inner width (e.g. 4 × width; for gated activations, the width of each half).")
     activation: Activation = Field("gelu", description="gelu, gelu_tanh, relu, relu2 (squared ReLU, relu(x)², "
-                                   "Primer; Nemotron-H), silu, or gated swiglu / geglu.")
+                                   "Primer; Nemotron-H), silu, gated swiglu / geglu, or xielu (Huang et al. 2024; "
+                                   "Apertus: two learned scalars per MLP, α_p = softplus(a_p), α_n = β + "
+                                   "softplus(a_n): α_p·x² + β·x for x > 0, α_n·(expm1(min(x, ε)) − x) + β·x else).")
+    xielu_beta: float = Field(0.5, description="xielu: β.")
+    xielu_eps: float = Field(-1e-6, description="xielu: ε, the clamp of expm1's input (negative).")
     bias: bool = Field(True, description="Biases on both projections.")
     gate_scale: PosFloat = Field(1.0, description="Gated activations: multiply the gate by this inside the "
                                  "activation, act(s · gate) · up (Falcon-H1's mlp_multipliers[0]).")
@@ -34,12 +39,16 @@ class MLP(NodeSpec):
 
     def param_count(self, scope: Scope) -> int:
         up = self.hidden * (2 if self.gated else 1)
-        return linear_params(scope.width, up, self.bias) + linear_params(self.hidden, scope.width, self.bias)
+        return (linear_params(scope.width, up, self.bias) + linear_params(self.hidden, scope.width, self.bias)
+                + LEARNED_ACTIVATIONS.get(self.activation, 0))
 
     def flops_per_token(self, scope: Scope) -> int:
         return 2 * scope.width * self.hidden * (3 if self.gated else 2)
 
     def check(self, scope: Scope) -> None:
+        for field in ("xielu_beta", "xielu_eps"):
+            if field in self.model_fields_set and self.activation != "xielu":
+                scope.report(field, f"{field} with activation '{self.activation}'", "drop it, or use xielu")
         if self.gate_scale != 1.0 and not self.gated:
             scope.report("gate_scale", f"gate_scale with the ungated activation '{self.activation}'",
                          "gate_scale scales the gate of swiglu / geglu; drop it")
@@ -159,6 +168,9 @@ class MoE(NodeSpec):
         return 2 * scope.width * self.experts + self.top_k * per_hidden * self.hidden + shared
 
     def check(self, scope: Scope) -> None:
+        if self.activation in LEARNED_ACTIVATIONS:
+            scope.report("activation", f"experts with the learned activation '{self.activation}'",
+                         "experts use gelu, gelu_tanh, relu, relu2, silu, swiglu or geglu")
         if self.top_k > self.experts:
             scope.report("top_k", f"top_k {self.top_k} is more than the {self.experts} experts",
                          "each token goes to at most all experts: top_k <= experts")
