@@ -151,12 +151,13 @@ def test_a_layout_the_importer_does_not_read_is_named_for_what_it_is(model_type,
     assert "gated" not in str(exc.value)
 
 
-@pytest.mark.parametrize("model_type", ["codegen", "nanochat", "granite_swa", "apertus"])
+@pytest.mark.parametrize("model_type", ["codegen", "nanochat", "granite_swa", "apertus", "openai-gpt"])
 def test_codegen_nanochat_and_sinks_generate_as_transformers(model_type):
     """CodeGen (its qkv rows laid out for 4-way model parallelism, reordered as data), nanochat (norms
     without parameters, qk-norm after a rotation by -angle) and Granite-SWA (attention sinks, sliding-window
-    layers) and Apertus (xIELU, two learned scalars per MLP): the spec says so, and greedy tokens of a
-    left-padded batch equal transformers' generate (the cached decoding steps included)."""
+    layers), Apertus (xIELU, two learned scalars per MLP) and GPT-1 (a norm after each residual's sum, no
+    final norm, its "gelu" the tanh one): the spec says so, and greedy tokens of a left-padded batch equal
+    transformers' generate (the cached decoding steps included)."""
     cfg = hf_coverage.shrink(T.CONFIG_MAPPING[model_type])
     text = hf.spec_yaml_from_config(cfg)
     if model_type == "nanochat":
@@ -165,4 +166,6 @@ def test_codegen_nanochat_and_sinks_generate_as_transformers(model_type):
         assert "sinks: true" in text
     if model_type == "apertus":
         assert "activation: xielu" in text
+    if model_type == "openai-gpt":
+        assert "gelu_tanh" in text and "- layernorm: {eps: $eps, name: mlp_norm}" in text
     assert_greedy_equals_transformers(cfg, low=3, pads=3, pad_token_id=0)

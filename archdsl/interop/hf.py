@@ -77,6 +77,9 @@ FAMILY_TRAITS: dict[str, dict[str, Any]] = {
     # OPT: learned positions with 2 rows before position 0, biases everywhere, an ungated ReLU MLP (fc1/fc2)
     "opt": dict(gated=False, qkv_bias="enable_bias", out_bias="enable_bias", mlp_bias="enable_bias",
                 positional="learned", position_offset=2),
+    # GPT-1: norm(x + f(x)) after each residual (BERT's arrangement), no final norm, learned positions
+    "openai-gpt": dict(gated=False, qkv_bias=True, out_bias=True, mlp_bias=True, positional="learned",
+                       norms="post_residual", final_norm=False, activation="gelu_tanh"),  # its "gelu" is gelu_new
     # StarCoder 1 / SantaCoder: GPT-2's blocks with multi-query attention, c_attn a Linear of [q; k; v]
     # (with multi_query false, of (heads, 3, head_dim): set in features_from_config)
     "gpt_bigcode": dict(gated=False, qkv_bias=True, out_bias=True, mlp_bias=True, positional="learned"),
@@ -410,6 +413,7 @@ class Features:
     qk_norm_scale: bool = True  # a learned qk-norm scale (nanochat's has none)
     rotary_reverse: bool = False  # rotate by -angle (nanochat's rotate_half flips the signs)
     sinks: bool = False  # a learned logit per head in the softmax's denominator (GPT-OSS, Granite-SWA)
+    final_norm: bool = True  # a norm after the layers (GPT-1 has none)
     shared_gate: bool = True  # the shared expert is scaled by a learned sigmoid gate (Qwen2-MoE; not DeepSeek's)
     top_k: int = 2
     normalize: bool = True
@@ -746,6 +750,7 @@ def features_from_config(config: Any) -> Features:
     f.qk_norm_scale = bool(traits.get("qk_norm_scale", True))
     f.rotary_reverse = bool(traits.get("rotary_reverse", False))
     f.sinks = bool(traits.get("sinks", False))
+    f.final_norm = bool(traits.get("final_norm", True))
     if model_type == "opt":  # the layouts of OPT-350m (post-norm, a projected embedding) are not written
         if not getattr(cfg, "do_layer_norm_before", True):
             raise _unsupported(cfg, "do_layer_norm_before", "OPT's post-norm layers (do_layer_norm_before=False)")
@@ -925,7 +930,10 @@ def _describe(f: Features) -> str:
               "parallel_shared": "parallel attention and MLP sharing one norm"}[f.block]
     if f.norms != "pre":
         layout = {"sandwich": "decoder with sandwich norms (before and after attention and MLP)",
-                  "post": "decoder with norms after attention and MLP, inside the residual"}[f.norms]
+                  "post": "decoder with norms after attention and MLP, inside the residual",
+                  "post_residual": "post-norm decoder (a norm after each residual's sum)"}[f.norms]
+    if not f.final_norm:
+        layout += ", no final norm"
     parts.append(f"{layout}, {norm} (eps {f.eps:g})")
     if f.positional == "rotary":
         rot = f"rotary positions (theta {f.rope_theta:g}"
@@ -1183,7 +1191,10 @@ def _spec_yaml(config: Any) -> str:
         return f"{f.norm}: {_args(args + [('name', name)])}"
 
     drop = ["- dropout: $dropout"] if f.resid_dropout else []
-    if f.block == "sequential" and f.norms != "pre":
+    if f.block == "sequential" and f.norms == "post_residual":  # GPT-1: norm(x + attention(x)), norm(h + mlp(h))
+        body = (["- residual:", f"    - {attention}"] + ["    " + d for d in drop] + [f"- {norm('attn_norm')}"]
+                + ["- residual:", f"    - {ffn_node}"] + ["    " + d for d in drop] + [f"- {norm('mlp_norm')}"])
+    elif f.block == "sequential" and f.norms != "pre":
         # Gemma 2: x + norm(attention(norm(x))); OLMo 2: x + norm(attention(x)); the same for the MLP
         pre = f.norms == "sandwich"
         body = (["- residual:"] + ([f"    - {norm('attn_norm')}"] if pre else [])
@@ -1276,7 +1287,8 @@ def _spec_yaml(config: Any) -> str:
                   f"      pattern: [{', '.join(kinds[:_period(kinds)])}]"]
     else:
         model += ["    - repeat: $layers", "      name: layers", "      body: decoder_layer"]
-    model.append(f"    - {norm('norm')}")
+    if f.final_norm:
+        model.append(f"    - {norm('norm')}")
     head = [("vocab", "$vocab")] + ([("tie", "embed_tokens")] if f.tie else []) + ([("bias", "true")] if f.head_bias else [])
     if f.logit_scale is not None and f.logit_scale != 1.0:
         if f.head_bias:
@@ -1370,8 +1382,8 @@ _IGNORED = re.compile(r"(rotary_emb|inv_freq|\.attn\.bias$|\.attn\.masked_bias$|
 _LAYER = re.compile(r"^(?:.*\.)?(?:layers|h|blocks)\.(\d+)\.(.+)$")
 
 _TOP = {
-    "embed": ["embed_tokens.weight", "wte.weight", "embed_in.weight", "word_embeddings.weight"],
-    "positions": ["wpe.weight", "embed_positions.weight"],
+    "embed": ["embed_tokens.weight", "wte.weight", "embed_in.weight", "word_embeddings.weight", "tokens_embed.weight"],
+    "positions": ["wpe.weight", "embed_positions.weight", "positions_embed.weight"],
     "head": ["lm_head.weight", "embed_out.weight"],
     "head_bias": ["lm_head.bias", "embed_out.bias"],
 }
@@ -1388,6 +1400,8 @@ _LAYER_NORMS = {
                  "final_layer_norm"],  # OPT's layer i: self_attn_layer_norm, then final_layer_norm before fc1
     "post_attn_norm": ["post_self_attn_layernorm", "post_attention_layernorm"],  # GLM-4's first, then Gemma 2's
     "post_mlp_norm": ["post_feedforward_layernorm", "post_mlp_layernorm"],
+    "post_res_attn_norm": ["ln_1"],  # GPT-1's norm(x + attention(x))
+    "post_res_mlp_norm": ["ln_2"],
 }
 _ATTN = ["attn.attention", "self_attn", "attn", "attention", "self_attention"]  # GPT-Neo's first
 _QKV_SPLIT = [("q_proj", "k_proj", "v_proj")]
@@ -1762,6 +1776,11 @@ class _Mapper:
                         and g.nodes[previous]["parent"] == g.nodes[node]["parent"]):
                     # after a sublayer in the same residual body: a post-norm (Gemma 2's sandwich, OLMo 2)
                     role = "post_attn_norm" if g.nodes[previous]["kind"] == "attention" else "post_mlp_norm"
+                elif (i is not None and previous is not None and g.nodes[previous]["kind"] in ("attention", "mlp")
+                      and g.nodes[g.nodes[node]["parent"]]["kind"] not in ("residual", "parallel")
+                      and g.nodes[g.nodes[previous]["parent"]]["kind"] == "residual"):
+                    # after the residual's sum, at the layer's level: norm(x + f(x)) (GPT-1, BERT)
+                    role = "post_res_attn_norm" if g.nodes[previous]["kind"] == "attention" else "post_res_mlp_norm"
             out[node] = (i, role)
         return out
 
@@ -1786,7 +1805,8 @@ class _Mapper:
                     self.put(f"{name}.weight", self.src.get(key))
             elif role == "unknown_norm":
                 self.errors.append(f"{name}: a norm that feeds neither an attention nor an MLP has no Hugging Face counterpart")
-            elif role in ("attn_norm", "mlp_norm", "post_attn_norm", "post_mlp_norm", "final", "embed_norm"):
+            elif role in ("attn_norm", "mlp_norm", "post_attn_norm", "post_mlp_norm", "post_res_attn_norm",
+                          "post_res_mlp_norm", "final", "embed_norm"):
                 self.norm(name, i, role, module)
             elif role == "attention":
                 self.attention(name, i, module)  # type: ignore[arg-type]

@@ -53,8 +53,8 @@ _ATTN = ("self_attn", "attn", "attention", "self_attention", "SelfAttention")
 _FF = ("mlp", "feed_forward", "ffn", "block_sparse_moe", "moe", "fc1", "fc2")  # OPT: fc1/fc2 in the layer itself
 _LAYER = re.compile(r"^(?:.*\.)?(?:layers|h|blocks)\.(\d+)\.(.+)$")
 _TOP_ROLES = {
-    "embedding": ("embed_tokens", "wte", "embed_in", "word_embeddings"),
-    "positions": ("wpe", "embed_positions"),
+    "embedding": ("embed_tokens", "wte", "embed_in", "word_embeddings", "tokens_embed"),
+    "positions": ("wpe", "embed_positions", "positions_embed"),
     "embedding norm": ("word_embeddings_layernorm",),
     # LFM2 calls its final norm embedding_norm (it runs after the layers)
     "final norm": ("norm", "ln_f", "final_layer_norm", "final_layernorm", "norm_f", "embedding_norm"),
