@@ -333,37 +333,18 @@ def _position_offset(model: Any, roles: dict[str, str], padding_idx: int | None)
                        "padding_idx + 1")
 
 
+# the config keys a probe model is shrunk by (those a config has)
+_PROBE_SIZES = {"hidden_size": 32, "intermediate_size": 48, "num_attention_heads": 2, "num_hidden_layers": 2,
+                "embedding_size": 16, "input_embedding_size": 16, "output_embedding_size": 16, "dim": 32,
+                "hidden_dim": 48, "n_heads": 2, "n_layers": 2}
+
+
 def _probe_model(cfg: Any, cls: Any) -> Any:
     """A small random model of the class, for the probes (the config's sizes made small, its structure kept)."""
-    import torch
+    from .hf_probe import small_random_model
 
-    small = copy.deepcopy(cfg)
-    for key, value in (("hidden_size", 32), ("intermediate_size", 48), ("num_attention_heads", 2),
-                       ("num_hidden_layers", 2), ("embedding_size", 16), ("input_embedding_size", 16),
-                       ("output_embedding_size", 16), ("dim", 32), ("hidden_dim", 48), ("n_heads", 2),
-                       ("n_layers", 2), ("vocab_size", min(getattr(cfg, "vocab_size", 64) or 64, 256))):
-        if isinstance(getattr(small, key, None), int) and not isinstance(getattr(small, key), bool):
-            try:
-                setattr(small, key, value)
-            except Exception as exc:  # noqa: BLE001 - a config that fixes its own sizes (Funnel's layers)
-                raise _unsupported(cfg, key, f"a config whose {key} cannot be set ({type(exc).__name__}: "
-                                   f"{' '.join(str(exc).split())[:120]}), so no small model of its class can be "
-                                   "probed") from None
-    for key in ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id"):
-        if isinstance(getattr(small, key, None), int) and getattr(small, key) >= small.vocab_size:
-            setattr(small, key, 1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.manual_seed(0)
-        try:
-            model = cls._from_config(small)
-        except Exception as exc:  # noqa: BLE001 - transformers' own checks of the small config
-            raise _unsupported(cfg, "model_type", f"transformers cannot build a small {cls.__name__} to probe "
-                               f"({type(exc).__name__}: {' '.join(str(exc).split())[:160]})") from None
-    with torch.no_grad():
-        for p in model.parameters():  # LayerNorms start at 1 / 0: perturbed, so that a misplaced one shows
-            p.add_(torch.randn_like(p) * 0.05)
-    return model.eval()
+    sizes = {**_PROBE_SIZES, "vocab_size": min(getattr(cfg, "vocab_size", 64) or 64, 256)}
+    return small_random_model(cfg, sizes, cls._from_config)[1]
 
 
 def model_class(cfg: Any) -> Any:

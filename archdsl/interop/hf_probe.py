@@ -147,3 +147,45 @@ def probe_config(cfg: Any, head_dim: int) -> dict[str, Any]:
     except Exception:  # transformers missing, or a config its modelling code cannot build
         return {}
     return traits_from_model(model, head_dim)
+
+
+def small_random_model(cfg: Any, sizes: Any, build: Any) -> tuple[Any, Any]:
+    """(a copy of `cfg` with the integer keys of `sizes` set small, `build(copy)` with random weights): the model
+    that the importers run their probes on when a config alone is given. Every trainable parameter is
+    perturbed (norms start at 1 and biases at 0, where a misplaced one would not show; a frozen table such
+    as Marian's sinusoids stays what its code computed). A config that refuses a size, or a class that
+    cannot be built small, is a SpecError naming it."""
+    import copy
+    import warnings
+
+    import torch
+
+    from .hf import _unsupported
+
+    small = copy.deepcopy(cfg)
+    for key, value in sizes.items():
+        if isinstance(getattr(small, key, None), int) and not isinstance(getattr(small, key), bool):
+            try:
+                setattr(small, key, value)
+            except Exception as exc:  # noqa: BLE001 - a config that fixes its own sizes (Funnel's layers)
+                raise _unsupported(cfg, key, f"a config whose {key} cannot be set ({type(exc).__name__}: "
+                                   f"{' '.join(str(exc).split())[:120]}), so no small model of its class can be "
+                                   "probed") from None
+    for key in ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id",
+                "decoder_start_token_id"):
+        if isinstance(getattr(small, key, None), int) and getattr(small, key) >= small.vocab_size:
+            setattr(small, key, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.manual_seed(0)
+        try:
+            model = build(small)
+        except Exception as exc:  # noqa: BLE001 - transformers' own checks of the small config
+            raise _unsupported(cfg, "model_type", f"transformers cannot build a small '{cfg.model_type}' model to "
+                               f"probe ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})") from None
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn(p.shape, generator=g, dtype=torch.float32).to(p.dtype) * 0.05)
+    return small, model.eval()

@@ -179,35 +179,11 @@ _SMALL = {"d_model": 32, "encoder_ffn_dim": 48, "decoder_ffn_dim": 48, "encoder_
 
 def _small_model(cfg: Any) -> tuple[Any, Any]:
     """(a copy of the config at a small size, a random model of its class with every parameter perturbed)."""
-    import copy
-    import warnings
-
-    import torch
     import transformers
 
-    from .hf import _unsupported
+    from .hf_probe import small_random_model
 
-    small = copy.deepcopy(cfg)
-    for key, value in _SMALL.items():
-        if isinstance(getattr(small, key, None), int) and not isinstance(getattr(small, key), bool):
-            setattr(small, key, value)
-    for key in ("decoder_start_token_id", "pad_token_id", "eos_token_id", "bos_token_id"):
-        if isinstance(getattr(small, key, None), int) and getattr(small, key) >= small.vocab_size:
-            setattr(small, key, 1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.manual_seed(0)
-        try:
-            model = transformers.AutoModelForSeq2SeqLM.from_config(small).eval()
-        except Exception as exc:  # noqa: BLE001
-            raise _unsupported(cfg, "model_type", f"transformers cannot build a small {cfg.model_type} model to probe "
-                               f"({type(exc).__name__}: {' '.join(str(exc).split())[:160]})") from None
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():  # norms start at 1 / 0: perturbed, so that a misplaced one shows
-            if p.requires_grad:  # (not a frozen sinusoid table)
-                p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    return small, model
+    return small_random_model(cfg, _SMALL, transformers.AutoModelForSeq2SeqLM.from_config)
 
 
 def _probe_batch(vocab: int) -> tuple[Any, Any, Any]:
