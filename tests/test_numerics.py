@@ -7,6 +7,7 @@ test_hf_parity.py; these catch mistakes in the blocks themselves.
 from __future__ import annotations
 
 import functools
+import json
 import math
 
 import pytest
@@ -294,3 +295,20 @@ def test_attention_sinks_are_one_more_logit_in_the_softmax():
             spec["model"]["layers"][2]]}}, seed=0).eval()
         plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.endswith("sinks")})
         assert torch.allclose(model(tokens, mask)[real], plain(tokens, mask)[real], atol=1e-6)
+
+
+@pytest.mark.parametrize("node, message", [
+    ({"positional": {"kind": "rotary", "halves": True}}, "halves applies to kind: sinusoidal only"),
+    ({"positional": {"kind": "learned", "max_len": 8, "reverse": True}}, "reverse applies to kind: rotary only"),
+    ({"rmsnorm": {"scale": False, "unit_offset": True}}, "unit_offset without a learned scale"),
+    ({"mlp": {"hidden": 8, "activation": "gelu", "xielu_beta": 0.3}}, "xielu_beta with activation 'gelu'"),
+    ({"attention": {"heads": 2, "qk_norm_scale": False}}, "qk_norm_scale without qk_norm: true"),
+])
+def test_the_new_fields_refuse_their_misuse_with_a_location(node, message):
+    """This session's fields say where and what when misused (a SpecError at the spec's line, not a traceback)."""
+    import archdsl
+
+    text = f"name: t\nmodel:\n  width: 16\n  layers:\n    - embedding: 10\n    - {json.dumps(node)}\n"
+    with pytest.raises(archdsl.SpecError, match=message) as exc:
+        archdsl.load_spec(text, text_name="t.yaml")
+    assert "t.yaml:6" in str(exc.value)

@@ -120,7 +120,6 @@ class EncoderDescription:
     final_norm_eps: float | None
     pooler: bool
     head: dict[str, Any] | None = None  # {"dense": out width, "activation", "norm_eps", "tied", "bias"}
-    notes: list[str] = field(default_factory=list)
     roles: dict[str, str] = field(default_factory=dict)  # top role -> transformers module name
     layer_modules: list[str] = field(default_factory=list)  # transformers name of each layer (ALBERT: one)
 
@@ -814,8 +813,8 @@ def verify(d: EncoderDescription, hf_model: Any, model: Any) -> float:
     was_training = hf_model.training
     hf_model.eval()
     if d.causal:  # positions counting the real tokens, as generation gives them
-        position_kwargs = (mask.cumsum(-1) - 1).clamp(min=0)
-        pairs = _causal_outputs(hf_model, model, tokens, mask, types, position_kwargs)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        pairs = _causal_outputs(d, hf_model, model, tokens, mask, types, positions)
     else:
         pairs = _outputs(hf_model, model, tokens, mask, types)
     hf_model.train(was_training)
@@ -830,28 +829,23 @@ def verify(d: EncoderDescription, hf_model: Any, model: Any) -> float:
     return worst
 
 
-def _causal_outputs(hf_model: Any, model: Any, tokens: Any, mask: Any, types: Any, positions: Any) -> list:
-    """A decoder's logits on a left-padded batch: transformers given the position ids it would compute itself
-    when it counts them from the padding id (RoBERTa) and those counting real tokens otherwise."""
+def _causal_outputs(d: EncoderDescription, hf_model: Any, model: Any, tokens: Any, mask: Any, types: Any,
+                    positions: Any) -> list:
+    """A decoder's logits on a left-padded batch: archdsl given position ids counting the real tokens, and
+    transformers too unless it numbers them itself from the padding id (RoBERTa: the probed offset)."""
     import inspect
 
     import torch
 
     kwargs = {"token_type_ids": types} if types is not None else {}
     theirs_kwargs = dict(kwargs)
-    if "position_ids" in inspect.signature(type(hf_model).forward).parameters and not d_counts_from_padding(hf_model):
+    if "position_ids" in inspect.signature(type(hf_model).forward).parameters and not d.offset:
         theirs_kwargs["position_ids"] = positions
     with torch.no_grad():
         ours = model(tokens, mask, position_ids=positions, **kwargs)
         theirs = hf_model(input_ids=tokens, attention_mask=mask, **theirs_kwargs).logits
     real = mask.bool()
     return [("logits", ours[real], theirs[real])]
-
-
-def d_counts_from_padding(hf_model: Any) -> bool:
-    """Whether the model numbers positions from its padding id when given none (RoBERTa's embeddings)."""
-    emb = next((m for n, m in hf_model.named_modules() if n.endswith("embeddings") and hasattr(m, "padding_idx")), None)
-    return emb is not None and hasattr(emb, "create_position_ids_from_input_ids")
 
 
 # ---------------------------------------------------------------------------------------- from_hf

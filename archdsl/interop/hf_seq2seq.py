@@ -264,6 +264,11 @@ def _check_small(cfg: Any, small: Any, model: Any, facts: dict[str, Any]) -> Non
                            f"by {diff:.3g} in the logits: its code does something its tree and the probes do not show")
 
 
+# a BART encoder layer's modules by role, for hf_encoder's reference computation of a layer
+_BART_LAYER = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.out_proj",
+               "attn_norm": "self_attn_layer_norm", "up": "fc1", "down": "fc2", "mlp_norm": "final_layer_norm"}
+
+
 def _is_sinusoid_halves(table: Any) -> bool:
     """Whether a fixed (positions, width) table is the sines then cosines of the standard frequencies."""
     import torch
@@ -288,7 +293,7 @@ def _bart_facts(small: Any, model: Any) -> dict[str, Any]:
     import torch.nn.functional as F
 
     from .hf import _ACTIVATIONS, _unsupported
-    from .hf_encoder import _act
+    from .hf_encoder import _reference_layer
 
     cfg = small
     activation = _ACTIVATIONS.get(str(small.activation_function), "gelu")
@@ -319,17 +324,7 @@ def _bart_facts(small: Any, model: Any) -> dict[str, Any]:
     layer = encoder.layers[0]
     x = torch.randn(2, 5, small.d_model, generator=torch.Generator().manual_seed(0)) * 2 + 0.5
 
-    def attention(h: Any) -> Any:
-        a = layer.self_attn
-        B, S, _ = h.shape
-        q, k, v = (F.linear(h, m.weight, m.bias).view(B, S, small.encoder_attention_heads, -1).transpose(1, 2)
-                   for m in (a.q_proj, a.k_proj, a.v_proj))
-        return a.out_proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, S, -1))
-
-    def mlp(h: Any) -> Any:
-        return layer.fc2(_act(activation)(layer.fc1(h)))
-
-    n1, n2 = layer.self_attn_layer_norm, layer.final_layer_norm
+    n1 = layer.self_attn_layer_norm
     with torch.no_grad():
         try:
             out = layer(x, attention_mask=None)
@@ -337,10 +332,8 @@ def _bart_facts(small: Any, model: Any) -> dict[str, Any]:
             raise _unsupported(cfg, "model_type", f"{type(layer).__name__} cannot be run on hidden states alone "
                                f"({type(exc).__name__}: {' '.join(str(exc).split())[:140]})") from None
         theirs = out[0] if isinstance(out, tuple) else out
-        h = n1(x + attention(x))
-        post = n2(h + mlp(h))
-        h = x + attention(n1(x))
-        pre = h + mlp(n2(h))
+        post, pre = (_reference_layer(layer, {**_BART_LAYER, "arrangement": a}, small.encoder_attention_heads,
+                                      activation, x, causal=False) for a in ("post", "pre"))
     diffs = {"post": (post - theirs).abs().max().item(), "pre": (pre - theirs).abs().max().item()}
     arrangement = min(diffs, key=diffs.get)  # type: ignore[arg-type]
     if diffs[arrangement] > 1e-4 * max(1.0, theirs.abs().max().item()):
