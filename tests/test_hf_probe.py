@@ -101,10 +101,56 @@ def test_families_with_layers_without_positions_import_exactly(model_type):
     assert_greedy_equals_transformers(cfg, low=0, pads=2, pad_token_id=0)
 
 
-def test_a_v3_style_router_without_its_config_keys_is_refused():
-    """MiniMax-M3's text model has DeepSeek-V3's router module, but its config does not size it as V3's does."""
-    with pytest.raises(SpecError, match=r"norm_topk_prob: unsupported feature: a DeepSeek-V3-style router"):
-        hf.spec_from_config(hf_coverage.shrink(T.CONFIG_MAPPING["minimax_m3_vl_text"]))
+@pytest.mark.parametrize("model_type", ["gpt_oss", "minimax_m3_vl_text", "minimax_m2", "hy_v3", "hunyuan_v1_moe",
+                                        "phimoe", "persimmon"])
+def test_families_read_from_behaviour_import_exactly(model_type):
+    """Each was refused until the probe ran parts of the model rather than reading config keys: GPT-OSS's experts
+    gate (their _apply_gate on probe values: clamped SwiGLU, gate and up rows interleaved; stored (experts, in,
+    out)), router bias and attention sinks; MiniMax-M3's (1 + w) RMSNorms (a copy of its norm run with a known
+    weight), the same clamped SwiGLU with halves concatenated, and a rotary table over whole heads although its
+    config carries rotary_dim: 8 (the model's inv_freq decides); MiniMax-M2's and HY-V3's sigmoid router whose
+    config has no n_group / norm_topk_prob (its choice bias sits on the MoE block, not the gate); HunYuan-MoE's
+    ungated shared_mlp (sized from the tree); PhiMoE's nn.LayerNorm beside an rms_norm_eps key and its
+    sparsemixer routing; Persimmon's fused query_key_value with biases and per-head LayerNorm qk-norm."""
+    result = hf_coverage.run_one(model_type)
+    full = "unverified: " if model_type == "hunyuan_v1_moe" else "verified"  # its class default has head_dim None
+    assert result.status == "exact" and result.full_size.startswith(full), result
+
+
+def test_the_experts_gate_is_read_from_what_it_computes():
+    """GPT-OSS says hidden_act 'silu'; its experts compute another function, with interleaved halves."""
+    from archdsl.interop.hf_probe import experts_traits
+
+    cfg, model = _meta("gpt_oss")
+    traits = experts_traits(cfg, model.model.layers[0].mlp.experts)
+    assert traits == dict(experts_transposed=True, experts_bias=True, experts_activation="swiglu_clamped",
+                          experts_interleaved=True)
+    cfg, model = _meta("mixtral")
+    assert experts_traits(cfg, model.model.layers[0].mlp.experts) == dict(experts_activation="swiglu")
+
+
+def test_experts_whose_gate_matches_no_activation_are_refused():
+    """A gate that is none of archdsl's gated activations (here relu(gate) · up) is refused by name."""
+    from archdsl.interop.hf_probe import experts_traits
+
+    cfg, model = _meta("mixtral")
+    experts = model.model.layers[0].mlp.experts
+    experts.act_fn = torch.nn.ReLU()
+    assert experts_traits(cfg, experts)["experts_activation"] == "unknown"
+    traits = {**hf.FAMILY_TRAITS["llama"], "experts_activation": "unknown"}
+    with pytest.raises(SpecError, match=r"hidden_act: unsupported feature: experts whose gated activation"):
+        hf._experts_from_traits(cfg, hf.features_from_config(cfg), traits)
+
+
+def test_norms_are_read_from_what_they_compute():
+    """(1 + w) RMSNorm (MiniMax-M3, Gemma), plain RMSNorm (Llama), and LayerNorm under an rms_norm_eps key (PhiMoE)."""
+    from archdsl.interop.hf_probe import norm_traits
+
+    for model_type, expected in (("minimax_m3_vl_text", dict(norm="rmsnorm", unit_offset=True)),
+                                 ("llama", dict(norm="rmsnorm", unit_offset=False)),
+                                 ("phimoe", dict(norm="layernorm", unit_offset=False))):
+        _, model = _meta(model_type)
+        assert norm_traits(model.model.layers[0].input_layernorm) == expected, model_type
 
 
 @pytest.mark.parametrize("multi_query", [True, False])

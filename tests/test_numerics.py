@@ -303,6 +303,11 @@ def test_attention_sinks_are_one_more_logit_in_the_softmax():
     ({"rmsnorm": {"scale": False, "unit_offset": True}}, "unit_offset without a learned scale"),
     ({"mlp": {"hidden": 8, "activation": "gelu", "xielu_beta": 0.3}}, "xielu_beta with activation 'gelu'"),
     ({"attention": {"heads": 2, "qk_norm_scale": False}}, "qk_norm_scale without qk_norm: true"),
+    ({"attention": {"heads": 2, "qk_norm_centered": True}}, "qk_norm_centered without qk_norm: true"),
+    ({"mlp": {"hidden": 8, "activation": "swiglu", "swiglu_limit": 3.0}}, "swiglu_limit with activation 'swiglu'"),
+    ({"moe": {"experts": 4, "hidden": 8, "sparsemixer_eps": 0.1}}, "sparsemixer_eps without scoring: sparsemixer"),
+    ({"moe": {"experts": 4, "hidden": 8, "scoring": "sparsemixer", "score_bias": True}},
+     "score_bias with scoring: sparsemixer"),
 ])
 def test_the_new_fields_refuse_their_misuse_with_a_location(node, message):
     """This session's fields say where and what when misused (a SpecError at the spec's line, not a traceback)."""
@@ -312,3 +317,22 @@ def test_the_new_fields_refuse_their_misuse_with_a_location(node, message):
     with pytest.raises(archdsl.SpecError, match=message) as exc:
         archdsl.load_spec(text, text_name="t.yaml")
     assert "t.yaml:6" in str(exc.value)
+
+
+def test_sparsemixer_rounds_pick_the_best_remaining_expert_and_weigh_it_among_its_near_rivals():
+    """scoring: sparsemixer (PhiMoE) at inference, against a direct reading of its rule, for top_k 2 and 3."""
+    from archdsl.blocks.feedforward import MoE
+
+    scores = torch.tensor([[2.0, 1.99, 0.5, -1.0], [0.1, 0.3, 0.29, 0.0]])
+    for top_k in (2, 3):
+        moe = MoE(4, 4, top_k, 8, "swiglu", False, False, True, 0.0, True, scoring="sparsemixer", sparsemixer_eps=0.01)
+        weights, chosen = moe.sparsemixer(scores)
+        for row in range(2):
+            left = list(range(4))
+            for r in range(top_k):
+                best = max(left, key=lambda e: scores[row, e].item())
+                near = [e for e in left if (scores[row, best] - scores[row, e]) / max(abs(scores[row, e].item()),
+                                                                                    scores[row, best].item()) <= 0.02]
+                expected = torch.softmax(scores[row, near], dim=0)[near.index(best)]
+                assert chosen[row, r].item() == best and torch.isclose(weights[row, r], expected)
+                left.remove(best)

@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from ..cache import KVState, ValueState
 from .context import BuildContext, ForwardContext
 from .embedding import apply_rotary, fill_buffers
-from .norm import RMSNorm
+from .norm import LayerNorm, RMSNorm
 
 _SDPA_HAS_GQA = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 5)
 
@@ -81,7 +81,8 @@ class Attention(nn.Module):
                  rotary: tuple[str, bool] | None, alibi: bool, relative: str | None = None,
                  qk_norm_eps: float | None = None, qk_norm_over: str = "head", qk_norm_unit_offset: bool = False,
                  softcap: float | None = None, output_gate: bool = False, in_scale: float = 1.0,
-                 qk_norm_after_rotary: bool = False, qk_norm_scale: bool = True, sinks: bool = False):
+                 qk_norm_after_rotary: bool = False, qk_norm_scale: bool = True, sinks: bool = False,
+                 qk_norm_centered: bool = False):
         super().__init__()
         assert heads % kv_heads == 0, "the spec validator guarantees kv_heads divides heads"
         self.qk_norm_after_rotary = qk_norm_after_rotary
@@ -99,10 +100,16 @@ class Attention(nn.Module):
         self.out.writes_residual = True  # initialised with the residual std (archdsl.compiler.initialise)
         self.sinks = nn.Parameter(torch.zeros(heads)) if sinks else None  # a logit per head, 0 as transformers starts
         self.qk_norm_over = qk_norm_over
-        if qk_norm_eps is not None:  # RMSNorm of queries and keys, named as transformers names them
+        if qk_norm_eps is not None:  # a norm of queries and keys, named as transformers names them
             q_size, k_size = (head_dim, head_dim) if qk_norm_over == "head" else (heads * head_dim, kv_heads * head_dim)
-            self.q_norm = RMSNorm(q_size, qk_norm_eps, unit_offset=qk_norm_unit_offset, scale=qk_norm_scale)
-            self.k_norm = RMSNorm(k_size, qk_norm_eps, unit_offset=qk_norm_unit_offset, scale=qk_norm_scale)
+            if qk_norm_centered:  # a LayerNorm, with a shift (Persimmon)
+                self.q_norm = LayerNorm(q_size, qk_norm_eps, bias=qk_norm_scale, scale=qk_norm_scale,
+                                        unit_offset=qk_norm_unit_offset)
+                self.k_norm = LayerNorm(k_size, qk_norm_eps, bias=qk_norm_scale, scale=qk_norm_scale,
+                                        unit_offset=qk_norm_unit_offset)
+            else:
+                self.q_norm = RMSNorm(q_size, qk_norm_eps, unit_offset=qk_norm_unit_offset, scale=qk_norm_scale)
+                self.k_norm = RMSNorm(k_size, qk_norm_eps, unit_offset=qk_norm_unit_offset, scale=qk_norm_scale)
         else:
             self.q_norm = self.k_norm = None
         if alibi:
@@ -340,7 +347,7 @@ def build_attention(node: BuildContext) -> nn.Module:
                      qk_norm_eps=s.qk_norm_eps if s.qk_norm else None, qk_norm_over=s.qk_norm_over,
                      qk_norm_unit_offset=s.qk_norm_unit_offset, softcap=s.softcap, output_gate=s.output_gate,
                      in_scale=s.in_scale, qk_norm_after_rotary=s.qk_norm_after_rotary, qk_norm_scale=s.qk_norm_scale,
-                     sinks=s.sinks)
+                     sinks=s.sinks, qk_norm_centered=s.qk_norm_centered)
 
 
 def build_latent_attention(node: BuildContext) -> nn.Module:

@@ -20,6 +20,25 @@ ACTIVATIONS = {
 }
 
 
+class ClampedSwiGLU:
+    """GPT-OSS's gated activation of (gate, up): (clamp(up, ±limit) + 1) · g · sigmoid(alpha · g), g = min(gate, limit)."""
+
+    def __init__(self, alpha: float, limit: float):
+        self.alpha, self.limit = alpha, limit
+
+    def __call__(self, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+        gate = gate.clamp(max=self.limit)
+        return (up.clamp(-self.limit, self.limit) + 1) * (gate * torch.sigmoid(gate * self.alpha))
+
+
+def gated_combine(activation: str, clamp: tuple[float, float]) -> Any:
+    """f(gate, up) of a gated activation: act(gate) · up, or GPT-OSS's clamped form."""
+    if activation == "swiglu_clamped":
+        return ClampedSwiGLU(*clamp)
+    act = ACTIVATIONS[activation]
+    return lambda gate, up: act(gate) * up
+
+
 class XIELU(nn.Module):
     """xIELU (Huang et al. 2024; Apertus): α_p·x² + β·x for x > 0, α_n·(expm1(min(x, ε)) − x) + β·x otherwise,
     with α_p = softplus(alpha_p) and α_n = β + softplus(alpha_n) learned (transformers' parametrisation and
@@ -41,10 +60,12 @@ class MLP(nn.Module):
     """down(act(up(x))); gated variants compute [gate, up] in one fused projection."""
 
     def __init__(self, width: int, hidden: int, activation: str, bias: bool, dropout: float, gated: bool,
-                 gate_scale: float = 1.0, xielu: tuple[float, float] = (0.5, -1e-6)):
+                 gate_scale: float = 1.0, xielu: tuple[float, float] = (0.5, -1e-6),
+                 clamp: tuple[float, float] = (1.702, 7.0)):
         super().__init__()
         self.gated, self.gate_scale = gated, gate_scale
-        self.act = XIELU(*xielu) if activation == "xielu" else ACTIVATIONS[activation]
+        self.act = XIELU(*xielu) if activation == "xielu" else gated_combine(activation, clamp) if gated else \
+            ACTIVATIONS[activation]
         self.up = nn.Linear(width, hidden * (2 if gated else 1), bias=bias)
         self.down = nn.Linear(hidden, width, bias=bias)
         self.down.writes_residual = True  # initialised with the residual std (archdsl.compiler.initialise)
@@ -68,7 +89,7 @@ class MLP(nn.Module):
         h = self.up(x)
         if self.gated:
             gate, up = h.chunk(2, dim=-1)
-            h = self.act(gate * self.gate_scale if self.gate_scale != 1.0 else gate) * up
+            h = self.act(gate * self.gate_scale if self.gate_scale != 1.0 else gate, up)
         else:
             h = self.act(h)
         out = self.down(h)
@@ -86,9 +107,10 @@ class Experts(nn.Module):
     :meth:`dense` are the static-shape forms torch.compile traces.
     """
 
-    def __init__(self, n: int, width: int, hidden: int, activation: str, bias: bool, gated: bool):
+    def __init__(self, n: int, width: int, hidden: int, activation: str, bias: bool, gated: bool,
+                 clamp: tuple[float, float] = (1.702, 7.0)):
         super().__init__()
-        self.gated, self.act = gated, ACTIVATIONS[activation]
+        self.gated, self.act = gated, gated_combine(activation, clamp) if gated else ACTIVATIONS[activation]
         up = hidden * (2 if gated else 1)
         self.up = nn.Parameter(torch.empty(n, up, width))
         self.down = nn.Parameter(torch.empty(n, width, hidden))
@@ -110,7 +132,7 @@ class Experts(nn.Module):
     def _activate(self, h: torch.Tensor) -> torch.Tensor:
         if self.gated:
             gate, value = h.chunk(2, dim=-1)
-            return self.act(gate) * value
+            return self.act(gate, value)
         return self.act(h)
 
     def grouped(self, rows: torch.Tensor, expert: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
@@ -213,21 +235,22 @@ class MoE(nn.Module):
                  router_bias: bool, normalize: bool, jitter: float, gated: bool, aux_loss_coef: float = 0.0,
                  shared_hidden: int | None = None, shared_gate: bool = False, scoring: str = "softmax",
                  score_bias: bool = False, groups: int = 1, top_groups: int | None = None, routed_scale: float = 1.0,
-                 group_score: str = "top2_sum", router_fp32: bool = False):
+                 group_score: str = "top2_sum", router_fp32: bool = False, sparsemixer_eps: float = 0.01,
+                 clamp: tuple[float, float] = (1.702, 7.0)):
         super().__init__()
         self.num_experts, self.top_k, self.normalize, self.jitter = experts, top_k, normalize, jitter
         self.aux_loss_coef = aux_loss_coef
         self.scoring, self.groups, self.top_groups, self.routed_scale = scoring, groups, top_groups, routed_scale
-        self.group_score, self.router_fp32 = group_score, router_fp32
+        self.group_score, self.router_fp32, self.sparsemixer_eps = group_score, router_fp32, sparsemixer_eps
         if score_bias:  # a checkpoint's state (DeepSeek-V3's e_score_correction_bias), not trained by gradients
             self.register_buffer("score_bias", torch.zeros(experts))
         else:
             self.score_bias = None
         self.router = nn.Linear(width, experts, bias=router_bias)
-        self.experts = Experts(experts, width, hidden, activation, bias, gated)
+        self.experts = Experts(experts, width, hidden, activation, bias, gated, clamp)
         self.router_logits: torch.Tensor | None = None
         # an expert every token goes through, optionally scaled by a learned sigmoid gate (Qwen2-MoE)
-        self.shared = MLP(width, shared_hidden, activation, bias, 0.0, gated) if shared_hidden else None
+        self.shared = MLP(width, shared_hidden, activation, bias, 0.0, gated, clamp=clamp) if shared_hidden else None
         self.shared_gate = nn.Linear(width, 1, bias=False) if shared_gate else None
 
     def _apply(self, fn: Any, recurse: bool = True) -> "MoE":
@@ -266,6 +289,8 @@ class MoE(nn.Module):
                               None if self.router.bias is None else self.router.bias.float())
         else:
             logits = self.router(flat)
+        if self.scoring == "sparsemixer":
+            return (logits, *self.sparsemixer(logits.float()))
         if self.scoring == "softmax" and self.score_bias is None and self.groups == 1:
             probs = torch.softmax(logits.float(), dim=-1)
             weights, chosen = torch.topk(probs, self.top_k, dim=-1)
@@ -286,6 +311,18 @@ class MoE(nn.Module):
         if self.normalize:
             weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
         return logits, weights * self.routed_scale, chosen
+
+    def sparsemixer(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """PhiMoE's routing at inference: round r picks the best expert not yet picked and weights it by its
+        softmax probability among the remaining experts whose logits lie within 2 · eps (relative) of it."""
+        remaining, weights, chosen = scores, [], []
+        for _ in range(self.top_k):
+            best, index = remaining.max(dim=-1, keepdim=True)
+            far = (best - scores) / scores.abs().clamp(min=best) > 2 * self.sparsemixer_eps
+            weights.append(torch.softmax(remaining.masked_fill(far, float("-inf")), dim=-1).gather(-1, index))
+            chosen.append(index)
+            remaining = remaining.scatter(-1, index, float("-inf"))
+        return torch.cat(weights, dim=-1), torch.cat(chosen, dim=-1)
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         shape = x.shape
@@ -330,7 +367,7 @@ def router_aux_loss(model: nn.Module, attention_mask: torch.Tensor | None = None
     layers = [m for m in model.modules() if isinstance(m, MoE) and m.router_logits is not None]
     if not layers:
         return torch.zeros(())
-    if any(m.scoring != "softmax" or m.groups > 1 for m in layers):
+    if any(m.scoring == "sigmoid" or m.groups > 1 for m in layers):  # sparsemixer picks the softmax's top-k too
         raise ValueError("router_aux_loss is the loss of a softmax router over all experts; this model routes with "
                          "sigmoid scores or expert groups (DeepSeek-V3 balances its load with score_bias instead)")
     experts, top_k = layers[0].num_experts, layers[0].top_k
@@ -356,14 +393,15 @@ def router_aux_loss(model: nn.Module, attention_mask: torch.Tensor | None = None
 def build_mlp(node: BuildContext) -> nn.Module:
     s = node.spec
     return MLP(node.in_width, s.hidden, s.activation, s.bias, s.dropout, s.gated, s.gate_scale,
-               (s.xielu_beta, s.xielu_eps))
+               (s.xielu_beta, s.xielu_eps), (s.swiglu_alpha, s.swiglu_limit))
 
 
 def build_moe(node: BuildContext) -> nn.Module:
     s = node.spec
     return MoE(node.in_width, s.experts, s.top_k, s.hidden, s.activation, s.bias, s.router_bias, s.normalize,
                s.jitter, s.gated, s.aux_loss_coef, s.shared_hidden, s.shared_gate, s.scoring, s.score_bias, s.groups,
-               s.top_groups, s.routed_scale, s.group_score, s.router_fp32)
+               s.top_groups, s.routed_scale, s.group_score, s.router_fp32, s.sparsemixer_eps,
+               (s.swiglu_alpha, s.swiglu_limit))
 
 
 def build_linear(node: BuildContext) -> nn.Module:

@@ -144,6 +144,8 @@ FAMILY_TRAITS: dict[str, dict[str, Any]] = {
 # though their configs look like supported ones.
 UNSUPPORTED_FAMILIES: dict[str, str] = {
     "gemma3": "a vision tower (import the text model, model_type gemma3_text)",
+    "kolibri1": "a router that chooses experts by logits + e_score_correction_bias and weights them by the "
+                "sigmoid of the chosen logits (archdsl's score_bias is added to the sigmoid scores)",
 }
 
 # Behaviour that neither a family's config nor its module tree shows, for families read by probing
@@ -156,6 +158,10 @@ _PROBED_BEHAVIOUR: dict[str, dict[str, Any]] = {
     "minicpm3": dict(rotary_interleaved=False),
     # Nemotron's LayerNorm1P applies (1 + w); OLMo 1's LayerNorms have no parameters (its tree shows no norms)
     "nemotron": dict(unit_offset=True),
+    # PhiMoE routes by sparsemixer, its router_jitter_noise the threshold (input_jitter_noise the training noise)
+    "phimoe": dict(scoring="sparsemixer"),
+    # Persimmon views its fused query_key_value as (heads, 3, head_dim), as GPT-NeoX does
+    "persimmon": dict(qkv_layout="per_head"),
     "olmo": dict(norm_scale=False, norm_bias=False),
     # HunYuan normalises each head's queries and keys after the rotary rotation
     "hunyuan_v1_dense": dict(qk_norm_after_rotary=True),
@@ -190,7 +196,7 @@ _ACTIVATIONS = {
 }
 _GATED = {"silu": "swiglu", "gelu_tanh": "geglu"}
 _ACT_NAMES = {"gelu": "GELU", "gelu_tanh": "GELU (tanh)", "relu": "ReLU", "relu2": "squared ReLU", "silu": "SiLU", "swiglu": "SwiGLU",
-              "geglu": "GeGLU", "xielu": "xIELU"}
+              "geglu": "GeGLU", "xielu": "xIELU", "swiglu_clamped": "clamped SwiGLU"}
 
 
 # ---------------------------------------------------------------------------------------- config
@@ -411,6 +417,7 @@ class Features:
     position_offset: int = 0  # learned positions: rows before position 0 (OPT: 2)
     qk_norm_after_rotary: bool = False  # qk-norm per head after the rotation (HunYuan)
     qk_norm_scale: bool = True  # a learned qk-norm scale (nanochat's has none)
+    qk_norm_centered: bool = False  # a LayerNorm qk-norm, with a shift (Persimmon)
     rotary_reverse: bool = False  # rotate by -angle (nanochat's rotate_half flips the signs)
     sinks: bool = False  # a learned logit per head in the softmax's denominator (GPT-OSS, Granite-SWA)
     final_norm: bool = True  # a norm after the layers (GPT-1 has none)
@@ -435,7 +442,12 @@ class Features:
     latent: tuple[int | None, int, int, int, int] | None = None  # MLA (q_rank, kv_rank, head_dim, rope_dim, v_dim)
     mlp_kinds: list[str] | None = None  # per layer "dense" (an MLP of dense_ffn) or "moe", when they are mixed
     dense_ffn: int = 0
-    scoring: str = "softmax"  # expert scores: softmax | sigmoid (DeepSeek-V3, with score_bias)
+    scoring: str = "softmax"  # expert scores: softmax | sigmoid (DeepSeek-V3, with score_bias) | sparsemixer (PhiMoE)
+    sparsemixer_eps: float = 0.01
+    router_bias: bool = False
+    experts_transposed: bool = False  # a checkpoint's expert weights stored (experts, in, out) (GPT-OSS)
+    experts_interleaved: bool = False  # ... with gate and up rows interleaved, gate0, up0, gate1, ... (GPT-OSS)
+    swiglu_clamp: tuple[float, float] = (1.702, 7.0)  # swiglu_clamped's (alpha, limit)
     score_bias: bool = False
     groups: int = 1
     top_groups: int | None = None
@@ -452,7 +464,7 @@ class Features:
 
     @property
     def gated(self) -> bool:
-        return self.activation in ("swiglu", "geglu")
+        return self.activation in ("swiglu", "geglu", "swiglu_clamped")
 
 
 def _bias(cfg: Any, traits: dict, key: str, *config_keys: str) -> bool:
@@ -556,7 +568,7 @@ def features_from_config(config: Any) -> Features:
         # the config's qk-norm switch is handled when the probe saw the norms; its shared experts when the
         # router is DeepSeek-V3's, whose config keys size them
         handled = (_QK_NORM_KEYS if traits.get("qk_norm") else ()) + \
-            (("n_shared_experts",) if traits.get("router") == "sigmoid_groups" else ())
+            (("n_shared_experts",) if traits.get("router") == "sigmoid_groups" or traits.get("shared_hidden") else ())
         _refuse_keys(cfg, {"handles": handled}, only=_PROBED_KEYS)
     if model_type == "falcon":
         new_arch = bool(getattr(cfg, "new_decoder_architecture", False))
@@ -592,6 +604,9 @@ def features_from_config(config: Any) -> Features:
         rotary_dim = getattr(cfg, "rotary_dim", None)
         if rotary_dim and fraction == 1.0:
             fraction = rotary_dim / head_dim
+        if traits.get("rotary_dims") and int(head_dim * fraction) % 2 == 0:  # the model's own rotary table
+            fraction = int(traits["rotary_dims"]) / head_dim  # (hf_probe): MiniMax-M3 ignores its rotary_dim
+            # (an odd count is left to be refused: its table has one pair more, its frequencies over the odd count)
         if local is not None and fraction != 1.0:
             raise _unsupported(cfg, "partial_rotary_factor", "partial rotary with rotary settings per layer type")
     elif traits.get("positional") == "alibi":
@@ -735,11 +750,12 @@ def features_from_config(config: Any) -> Features:
         if traits.get("latent"):
             _latent_attention(cfg, f, interleaved=bool(traits.get("rotary_interleaved", True)))
         if traits.get("router") == "sigmoid_groups" and experts:
-            missing = [k for k in ("norm_topk_prob", "n_group", "topk_group", "routed_scaling_factor")
-                       if getattr(cfg, k, None) is None]
-            if missing:  # the router looks like DeepSeek-V3's, but its config does not size it as V3's does
-                raise _unsupported(cfg, missing[0], f"a DeepSeek-V3-style router (a gate with e_score_correction_bias) "
-                                   f"whose config has no {', '.join(missing)}")
+            if (getattr(cfg, "n_group", None) is None) != (getattr(cfg, "topk_group", None) is None):
+                present = "n_group" if getattr(cfg, "n_group", None) is not None else "topk_group"
+                raise _unsupported(cfg, present, "a DeepSeek-V3-style router (a gate with e_score_correction_bias) "
+                                   "whose config sizes its expert groups by only one of n_group and topk_group")
+            # what such a config leaves out is what those routers do without it (MiniMax-M2, HY-V3: no groups,
+            # normalised top-k weights, unscaled unless router_scaling_factor says); from_hf checks the logits
             _sigmoid_group_routing(cfg, f)
             f.router_fp32 = bool(traits.get("router_fp32"))
     if model_type == "gpt_neo":
@@ -748,6 +764,18 @@ def features_from_config(config: Any) -> Features:
     f.position_offset = int(traits.get("position_offset", 0))
     f.qk_norm_after_rotary = bool(traits.get("qk_norm_after_rotary", False)) and f.qk_norm == "head"
     f.qk_norm_scale = bool(traits.get("qk_norm_scale", True))
+    f.qk_norm_centered = bool(traits.get("qk_norm_centered", False))
+    if experts:  # what the module tree and the experts' own gate showed (hf_probe.experts_traits)
+        _experts_from_traits(cfg, f, traits)
+    if experts and traits.get("scoring") == "sparsemixer":
+        f.scoring, f.sparsemixer_eps = "sparsemixer", f.jitter or 0.01
+        f.jitter = float(getattr(cfg, "input_jitter_noise", 0.0) or 0.0)
+    if traits.get("norm") and traits["norm"] != f.norm:  # the layer's norm class, whatever the eps key's name
+        f.norm = str(traits["norm"])
+    if traits.get("head_bias"):
+        f.head_bias = True
+    if experts and traits.get("shared_hidden"):  # the module tree's shared expert (hf_probe), whatever keys size it
+        f.shared_hidden, f.shared_gate = int(traits["shared_hidden"]), bool(traits["shared_gate"])
     f.rotary_reverse = bool(traits.get("rotary_reverse", False))
     f.sinks = bool(traits.get("sinks", False))
     f.final_norm = bool(traits.get("final_norm", True))
@@ -766,6 +794,24 @@ def features_from_config(config: Any) -> Features:
             f.qkv_layout = "per_head"
     _check_shapes(cfg, f)
     return f
+
+
+def _experts_from_traits(cfg: Any, f: Features, traits: Mapping[str, Any]) -> None:
+    """The experts' activation, layout and biases as hf_probe read them from the model: its gate's behaviour
+    decides the activation (GPT-OSS's clamped SwiGLU whatever hidden_act says); a gate matching none is refused."""
+    act = traits.get("experts_activation")
+    if act == "unknown":
+        raise _unsupported(cfg, "hidden_act", "experts whose gated activation (their _apply_gate) matches none of "
+                           "archdsl's swiglu, geglu or swiglu_clamped", "add the activation to archdsl's mlp kinds")
+    if act:
+        f.activation = str(act)
+    if act == "swiglu_clamped":
+        f.swiglu_clamp = (float(getattr(cfg, "swiglu_alpha", 1.702)), float(getattr(cfg, "swiglu_limit", 7.0)))
+    f.experts_transposed = bool(traits.get("experts_transposed", False))
+    f.experts_interleaved = bool(traits.get("experts_interleaved", False))
+    if traits.get("experts_bias"):
+        f.mlp_bias = True
+    f.router_bias = bool(traits.get("router_bias", False))
 
 
 def _nope_layers(cfg: Any, traits: Mapping[str, Any], windows: list[int | None]) -> list[bool] | None:
@@ -879,13 +925,13 @@ def _sigmoid_group_routing(cfg: Any, f: Features, v3: bool = True, method: str =
     if not getattr(cfg, "num_experts_per_tok", None):
         raise _unsupported(cfg, "num_experts_per_tok", "experts without num_experts_per_tok")
     f.top_k = int(cfg.num_experts_per_tok)
-    f.normalize = bool(cfg.norm_topk_prob) if v3 else False
+    f.normalize = bool(getattr(cfg, "norm_topk_prob", True)) if v3 else False
     f.scoring, f.score_bias = ("sigmoid", True) if v3 else ("softmax", False)
     grouped = v3 or method == "group_limited_greedy"
     f.groups = int(getattr(cfg, "n_group", 1) or 1) if grouped else 1
     f.top_groups = int(cfg.topk_group) if f.groups > 1 else None
     f.group_score = "top2_sum" if v3 else "max"
-    f.routed_scale = float(getattr(cfg, "routed_scaling_factor", 1.0) or 1.0)
+    f.routed_scale = float(_get(cfg, "routed_scaling_factor", "router_scaling_factor", default=1.0) or 1.0)
     per_group = (f.experts or 0) // f.groups if f.groups > 1 else 0
     if f.groups > 1 and (f.experts % f.groups or f.top_k > f.top_groups * per_group):
         raise _unsupported(cfg, "n_group", f"expert groups that do not fit: n_group={cfg.n_group} for {f.experts} "
@@ -1134,6 +1180,8 @@ def _spec_yaml(config: Any) -> str:
             attn.append(("qk_norm_after_rotary", "true"))
         if not f.qk_norm_scale:
             attn.append(("qk_norm_scale", "false"))
+        if f.qk_norm_centered:
+            attn.append(("qk_norm_centered", "true"))
     if f.attn_softcap:
         attn.append(("softcap", _scalar(f.attn_softcap)))
     if f.sinks:
@@ -1161,6 +1209,12 @@ def _spec_yaml(config: Any) -> str:
             moe.append(("aux_loss_coef", _scalar(f.aux_loss_coef)))
         if f.scoring != "softmax":
             moe.append(("scoring", f.scoring))
+        if f.scoring == "sparsemixer":
+            moe.append(("sparsemixer_eps", _scalar(f.sparsemixer_eps)))
+        if f.router_bias:
+            moe.append(("router_bias", "true"))
+        if f.activation == "swiglu_clamped":
+            moe += [("swiglu_alpha", _scalar(f.swiglu_clamp[0])), ("swiglu_limit", _scalar(f.swiglu_clamp[1]))]
         if f.score_bias:
             moe.append(("score_bias", "true"))
         if f.groups > 1:
@@ -1583,10 +1637,12 @@ class _Mapper:
             if self.need(f"layer {i}'s attention sinks", skey):
                 self.put(f"{name}.sinks", self.src.get(skey))  # type: ignore[arg-type]
         if module.q_norm is not None and module.q_norm.weight is not None:  # per-head RMSNorm weights (Qwen3)
-            for norm, alias in (("q_norm", "query_layernorm"), ("k_norm", "key_layernorm")):  # HunYuan's names
-                nkey = self.src.find(i, [f"{a}.{norm}.weight", f"{a}.{alias}.weight"])
-                if self.need(f"layer {i}'s attention {norm}", nkey):
-                    self.put(f"{name}.{norm}.weight", self.src.get(nkey))  # type: ignore[arg-type]
+            for norm, aliases in (("q_norm", ("query_layernorm", "q_layernorm")),  # HunYuan's, Persimmon's names
+                                  ("k_norm", ("key_layernorm", "k_layernorm"))):
+                for param in ("weight", "bias") if getattr(getattr(module, norm), "bias", None) is not None else ("weight",):
+                    nkey = self.src.find(i, [f"{a}.{n}.{param}" for n in (norm, *aliases)])
+                    if self.need(f"layer {i}'s attention {norm} {param}", nkey):
+                        self.put(f"{name}.{norm}.{param}", self.src.get(nkey))  # type: ignore[arg-type]
 
     def latent_attention(self, name: str, i: int, module: Any) -> None:
         """DeepSeek's module names: q_proj or q_a_proj/q_a_layernorm/q_b_proj, kv_a_proj_with_mqa,
@@ -1689,7 +1745,7 @@ class _Mapper:
     def moe(self, name: str, i: int, module: Any) -> None:
         import torch
 
-        rkey = self.src.find(i, ["mlp.gate.weight", "mlp.router.weight", "mlp.router.layer.weight"])
+        rkey = self.src.find(i, ["mlp.gate.weight", "mlp.router.weight", "mlp.router.layer.weight", "mlp.gate.wg.weight"])
         if self.need(f"layer {i}'s router", rkey) is None:
             return
         self.put(f"{name}.router.weight", self.src.get(rkey))
@@ -1700,13 +1756,16 @@ class _Mapper:
         elif rb in self.src.loaders:
             self.errors.append(f"layer {i}: the checkpoint has a router bias {rb} that the spec lacks")
         if module.score_bias is not None:  # DeepSeek-V3's e_score_correction_bias (a buffer)
-            bkey = self.src.find(i, ["mlp.gate.e_score_correction_bias"])
+            bkey = self.src.find(i, ["mlp.gate.e_score_correction_bias", "mlp.e_score_correction_bias"])
             if self.need(f"layer {i}'s expert score bias", bkey):
                 self.put(f"{name}.score_bias", self.src.get(bkey))  # type: ignore[arg-type]
         if module.shared is not None:  # Qwen2-MoE: mlp.shared_expert.*, mlp.shared_expert_gate; DeepSeek: shared_experts
-            keys = [self.src.find(i, [f"mlp.shared_expert.{p}.weight", f"mlp.shared_experts.{p}.weight"])
-                    for p in ("gate_proj", "up_proj", "down_proj")]
-            if any(k is None for k in keys):
+            keys = [self.src.find(i, [f"mlp.{s}.{p}.weight" for s in ("shared_expert", "shared_experts", "shared_mlp")])
+                    for p in ("gate_proj", "up_proj", "down_proj", "gate_up_proj")]
+            if keys[3] is not None and keys[0] is None and keys[1] is None and keys[2] is not None:
+                self.put(f"{name}.shared.up.weight", self.src.get(keys[3]))  # fused [gate; up] (MiniMax-M3)
+                self.put(f"{name}.shared.down.weight", self.src.get(keys[2]))  # type: ignore[arg-type]
+            elif any(k is None for k in keys[:3]):
                 self.errors.append(f"layer {i}: the shared expert's projections are missing from the checkpoint")
             else:
                 up_keys = keys[:2] if module.shared.gated else [keys[1]]
@@ -1717,7 +1776,7 @@ class _Mapper:
                 if self.need(f"layer {i}'s shared expert gate", gkey):
                     self.put(f"{name}.shared_gate.weight", self.src.get(gkey))  # type: ignore[arg-type]
         experts = module.num_experts
-        if module.experts.up_bias is not None:
+        if module.experts.up_bias is not None and not self.f.experts_transposed:
             self.errors.append(f"layer {i}: experts with biases are not mapped")
             return
         # transformers 5 in memory, and GraniteMoE on disk (input_linear/output_linear): (E, 2I, D), (E, D, I)
@@ -1727,8 +1786,17 @@ class _Mapper:
             down_key = self.src.find(i, ["mlp.experts.down_proj", "mlp.output_linear.weight"])
             if self.need(f"layer {i}'s expert down projections", down_key) is None:
                 return
-            self.put(f"{name}.experts.up", gate_up)
-            self.put(f"{name}.experts.down", self.src.get(down_key))
+            down = self.src.get(down_key)
+            if self.f.experts_transposed:  # (E, in, out), GPT-OSS: archdsl's are (E, out, in)
+                gate_up, down = gate_up.transpose(1, 2), down.transpose(1, 2)
+            self.put(f"{name}.experts.up", self.deinterleave(gate_up, 1).contiguous())
+            self.put(f"{name}.experts.down", down.contiguous())
+            if module.experts.up_bias is not None:
+                for mine, theirs, interleaved in (("up_bias", "gate_up_proj_bias", True), ("down_bias", "down_proj_bias", False)):
+                    bkey = self.src.find(i, [f"mlp.experts.{theirs}"])
+                    if self.need(f"layer {i}'s expert {theirs}", bkey):
+                        b = self.src.get(bkey)  # type: ignore[arg-type]
+                        self.put(f"{name}.experts.{mine}", self.deinterleave(b, 1) if interleaved else b)
             return
         ups, downs = [], []
         for e in range(experts):
@@ -1745,6 +1813,14 @@ class _Mapper:
             downs.append(self.src.get(keys[2]))  # type: ignore[arg-type]
         self.put(f"{name}.experts.up", torch.stack(ups))
         self.put(f"{name}.experts.down", torch.stack(downs))
+
+    def deinterleave(self, t: Any, dim: int) -> Any:
+        """[gate; up] from gate and up rows interleaved along dim (GPT-OSS), else t itself."""
+        if not self.f.experts_interleaved:
+            return t
+        import torch
+        n = t.shape[dim]
+        return t.index_select(dim, torch.cat([torch.arange(0, n, 2), torch.arange(1, n, 2)]).to(t.device))
 
     def layout(self) -> dict[str, tuple[int | None, str]]:
         """Module path -> (Hugging Face layer index or None, role), read from the spec's structure.

@@ -27,6 +27,7 @@ _OTHER_MIXERS = ("linear_attn", "linear_attention", "conv", "mamba", "mixer", "t
 _Q = ("q_proj", "query", "wq")
 _K = ("k_proj", "key", "wk")
 _V = ("v_proj", "value", "wv")
+_QKV = ("query_key_value", "qkv_proj", "Wqkv", "c_attn")
 _O = ("o_proj", "out_proj", "dense", "wo")
 _Q_NORM = ("q_norm", "query_layernorm", "q_layernorm")
 _K_NORM = ("k_norm", "key_layernorm", "k_layernorm")
@@ -38,6 +39,8 @@ _NORM_LAYOUTS = {
     frozenset({"post_attention_layernorm", "post_feedforward_layernorm"}): "post",
     frozenset({"input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
                "post_feedforward_layernorm"}): "sandwich",
+    frozenset({"input_layernorm", "post_self_attn_layernorm", "post_attention_layernorm",  # GLM-4's names
+               "post_mlp_layernorm"}): "sandwich",
 }
 
 
@@ -62,6 +65,7 @@ def _layers(model: Any) -> list[Any]:
     return list(layers) if layers is not None else []
 
 
+_SHARED = ("shared_expert", "shared_experts", "shared_mlp")
 _CROSS = ("encoder_attn", "crossattention", "cross_attention", "EncDecAttention")
 
 
@@ -89,6 +93,81 @@ def _first_layer(model: Any) -> Any:
     return layers[0] if layers else None
 
 
+def _gate_candidates(cfg: Any, experts: Any) -> dict[str, Any]:
+    """archdsl's gated activations as f(gate, up), GPT-OSS's clamped one with the experts' own constants."""
+    from ..blocks.feedforward import ClampedSwiGLU, gated_combine
+
+    alpha = getattr(experts, "alpha", None) or getattr(cfg, "swiglu_alpha", None) or 1.702
+    limit = getattr(experts, "limit", None) or getattr(cfg, "swiglu_limit", None) or 7.0
+    return {"swiglu": gated_combine("swiglu", (alpha, limit)), "geglu": gated_combine("geglu", (alpha, limit)),
+            "swiglu_clamped": ClampedSwiGLU(float(alpha), float(limit))}
+
+
+def experts_traits(cfg: Any, experts: Any) -> dict[str, Any]:
+    """How a transformers 5 experts module (``@use_experts_implementation``) stores and gates its MLPs: from its
+    flags (is_transposed: (experts, in, out) weights; has_bias), and from behaviour: its ``_apply_gate`` run on
+    probe values, matched against archdsl's gated activations with the gate and up halves concatenated
+    ([gate; up]) or interleaved (gate0, up0, gate1, ...). experts_activation "unknown" when none matches."""
+    import torch
+
+    traits: dict[str, Any] = {}
+    if getattr(experts, "is_transposed", False):
+        traits["experts_transposed"] = True
+    if getattr(experts, "has_bias", False):
+        traits["experts_bias"] = True
+    apply = getattr(type(experts), "_apply_gate", None)
+    if apply is None or not getattr(experts, "has_gate", True) or not hasattr(experts, "gate_up_proj"):
+        return traits
+    values = torch.randn(3, 24, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 6  # past ±7
+    try:
+        out = apply(experts, values)
+    except Exception:  # noqa: BLE001 - a gate that needs more than its input: left to the logits check
+        return traits
+    halves = {"concat": values.chunk(2, dim=-1), "interleaved": (values[..., ::2], values[..., 1::2])}
+    for name, act in _gate_candidates(cfg, experts).items():
+        for layout, (gate, up) in halves.items():
+            if out.shape == gate.shape and torch.allclose(out, act(gate, up), rtol=1e-9, atol=1e-9):
+                traits["experts_activation"] = name
+                if layout == "interleaved":
+                    traits["experts_interleaved"] = True
+                return traits
+    traits["experts_activation"] = "unknown"
+    return traits
+
+
+def norm_traits(norm: Any) -> dict[str, Any]:
+    """What a layer's norm computes, from behaviour: a copy of it on the CPU with a known weight (and a zero
+    shift) run on probe values, matched against RMSNorm and LayerNorm scaled by w or by (1 + w) (Gemma's and
+    Nemotron's). Empty when the norm has no 1-D weight or matches none (the defaults and the logits check decide)."""
+    import copy
+
+    import torch
+
+    weight = getattr(norm, "weight", None)
+    if weight is None or weight.dim() != 1:
+        return {}
+    g = torch.Generator().manual_seed(0)
+    n = int(weight.shape[0])
+    x, w = torch.randn(3, n, generator=g) + 0.5, torch.rand(n, generator=g) + 0.5
+    try:
+        probe = copy.deepcopy(norm).to_empty(device="cpu").float()
+        with torch.no_grad():
+            probe.weight.copy_(w)
+            if getattr(probe, "bias", None) is not None:
+                probe.bias.zero_()
+            out = probe(x)
+    except Exception:  # noqa: BLE001 - a norm whose forward needs more than its input
+        return {}
+    rms = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True))
+    centred = x - x.mean(-1, keepdim=True)
+    layer = centred * torch.rsqrt(centred.pow(2).mean(-1, keepdim=True))
+    for kind, base in (("rmsnorm", rms), ("layernorm", layer)):
+        for unit_offset, scale in ((False, w), (True, 1 + w)):
+            if out.shape == base.shape and torch.allclose(out, base * scale, rtol=1e-3, atol=1e-4):  # any eps
+                return {"norm": kind, "unit_offset": unit_offset}
+    return {}
+
+
 def traits_from_model(model: Any, head_dim: int) -> dict[str, Any]:
     """The FAMILY_TRAITS keys that layer 0 of ``model`` (a transformers causal LM, on any device) shows
     unambiguously: qkv_bias, out_bias, mlp_bias and gated (from the projections), qk_norm ("head" when
@@ -96,6 +175,8 @@ def traits_from_model(model: Any, head_dim: int) -> dict[str, Any]:
     layer's norm names); latent (DeepSeek's multi-head latent attention: a kv_a_proj_with_mqa); router "sigmoid_groups" when the first layer with experts routes them as
     DeepSeek-V3 does (a `gate` holding e_score_correction_bias), with router_fp32 when the model keeps
     that gate in float32. When the model has no such layer, only ``unreadable``: what it is instead."""
+    from torch import nn
+
     layer = _first_layer(model)
     attn = _child(layer, _ATTN) if layer is not None else None
     if attn is None:  # not a decoder laid out as the importer reads one: say what it is instead, unless its
@@ -107,7 +188,8 @@ def traits_from_model(model: Any, head_dim: int) -> dict[str, Any]:
             f"layers hold {', '.join(children)}" if layer is not None else _where_layers_are(model))}
     traits: dict[str, Any] = {}
     q, k, v, o = (_child(attn, names) for names in (_Q, _K, _V, _O))
-    biases = [_has_bias(m) for m in (q, k, v)]
+    fused = _child(attn, _QKV)
+    biases = [_has_bias(m) for m in (q, k, v)] if fused is None else [_has_bias(fused)]
     if None not in biases and len(set(biases)) == 1:
         traits["qkv_bias"] = biases[0]
     if _has_bias(o) is not None:
@@ -120,16 +202,39 @@ def traits_from_model(model: Any, head_dim: int) -> dict[str, Any]:
     if q_norm is not None and k_norm is not None and getattr(q_norm, "weight", None) is not None:
         width = int(q_norm.weight.shape[-1])
         traits["qk_norm"] = "head" if width == head_dim else "width"
+        if getattr(q_norm, "bias", None) is not None:  # a LayerNorm's shift (Persimmon)
+            traits["qk_norm_centered"] = True
     mlp = _child(layer, _MLP)
-    down = _child(mlp, ("down_proj", "fc2", "c_proj", "w2")) if mlp is not None else None
+    down = _child(mlp, ("down_proj", "fc2", "c_proj", "w2", "dense_4h_to_h")) if mlp is not None else None
     if down is not None and _has_bias(down) is not None:  # a dense MLP (experts keep their weights elsewhere)
         traits["mlp_bias"] = _has_bias(down)
         traits["gated"] = any(getattr(mlp, n, None) is not None for n in ("gate_proj", "gate_up_proj", "w1", "w3"))
     moe = next((m for m in (_child(lay, _MLP) for lay in _layers(model)) if m is not None and hasattr(m, "experts")), None)
-    router = getattr(moe, "gate", None) if moe is not None else None
-    if router is not None and "e_score_correction_bias" in dict(router.named_buffers()):
+    if moe is not None and getattr(moe, "experts", None) is not None and not isinstance(moe.experts, nn.ModuleList):
+        traits.update(experts_traits(model.config, moe.experts))
+    shared = _child(moe, _SHARED) if moe is not None else None
+    shared_down = _child(shared, ("down_proj", "w2", "fc2")) if shared is not None else None
+    if shared_down is not None:  # an always-on expert beside the routed ones (HunYuan's shared_mlp)
+        traits["shared_hidden"] = int(shared_down.weight.shape[-1])
+        traits["shared_gate"] = _child(moe, ("shared_expert_gate",)) is not None
+    router = (getattr(moe, "gate", None) or getattr(moe, "router", None)) if moe is not None else None
+    if router is not None and _has_bias(router):  # GPT-OSS's router bias
+        traits["router_bias"] = True
+    if router is not None and ("e_score_correction_bias" in dict(router.named_buffers()) or
+                               "e_score_correction_bias" in dict(moe.named_buffers(recurse=False))):  # MiniMax-M2's
         traits["router"] = "sigmoid_groups"  # DeepSeek-V3's TopkRouter (GLM-4.5, Solar Open, ...)
         traits["router_fp32"] = "gate.weight" in (getattr(type(model), "_keep_in_fp32_modules_strict", None) or ())
+    norm = next((child for name, child in layer.named_children() if "norm" in name
+                 and sum(p.numel() for p in child.parameters()) > 0), None)
+    if norm is not None:  # PhiMoE's nn.LayerNorm beside an rms_norm_eps key; MiniMax-M3's (1 + w) RMSNorm
+        traits.update(norm_traits(norm))
+    base = getattr(model, "model", None) or getattr(model, "transformer", None) or model
+    inv_freq = dict(getattr(base, "rotary_emb", nn.Module()).named_buffers()).get("inv_freq")
+    if inv_freq is not None and inv_freq.dim() == 1:  # the dims its rotary rotates, whatever rotary_dim says
+        traits["rotary_dims"] = 2 * int(inv_freq.shape[0])
+    head = getattr(model, "lm_head", None)
+    if head is not None and getattr(head, "bias", None) is not None:  # lm_head_bias (PhiMoE)
+        traits["head_bias"] = True
     norms = frozenset(name for name, child in layer.named_children() if "norm" in name
                       and sum(p.numel() for p in child.parameters()) > 0)
     if norms in _NORM_LAYOUTS:

@@ -185,11 +185,14 @@ def _our_roles(model: Any) -> dict[Role, Tensors]:
 
 def _their_roles(model: Any) -> dict[Role, Tensors]:
     conv1d = {n for n, m in model.named_modules() if type(m).__name__ == "Conv1D"}  # GPT-2 stores (in, out)
+    transposed = {n for n, m in model.named_modules() if getattr(m, "is_transposed", False)}  # GPT-OSS's experts
     roles: dict[Role, Tensors] = defaultdict(list)
     for name, p in model.named_parameters():
         shape = tuple(p.shape)
         if name.rsplit(".", 1)[0] in conv1d and len(shape) == 2:
             shape = shape[::-1]
+        if name.rsplit(".", 1)[0] in transposed and len(shape) == 3:  # (experts, in, out)
+            shape = (shape[0], shape[2], shape[1])
         m = _LAYER.match(name)
         if m:
             child = m.group(2).split(".")[0]

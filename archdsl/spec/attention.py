@@ -33,7 +33,9 @@ class Attention(NodeSpec):
     qk_norm_over: Literal["head", "width"] = Field(
         "head", description="qk_norm: normalise each head's head_dim values with one weight shared by the heads "
         "(head: Qwen3, Gemma 3), or all heads' values together with one weight per value (width: OLMo 2).")
-    qk_norm_eps: PosFloat = Field(1e-6, description="qk_norm: the RMSNorm epsilon.")
+    qk_norm_centered: bool = Field(False, description="qk_norm: subtract each vector's mean and add a learned shift "
+                                   "after the scale, as a LayerNorm does (Persimmon), instead of an RMSNorm.")
+    qk_norm_eps: PosFloat = Field(1e-6, description="qk_norm: the norm's epsilon.")
     qk_norm_unit_offset: bool = Field(False, description="qk_norm: scale by (1 + w) with w starting at 0, as "
                                       "rmsnorm's unit_offset (Gemma 3).")
     qk_norm_after_rotary: bool = Field(False, description="qk_norm: normalise each head's queries and keys after the "
@@ -68,6 +70,7 @@ class Attention(NodeSpec):
             memory = scope.memory_widths.get(self.cross, scope.width)
             return linear_params(scope.width, h * hd, self.bias) + linear_params(memory, 2 * kv * hd, self.bias) + out
         qk_norm = (2 * hd if self.qk_norm_over == "head" else (h + kv) * hd) if self.qk_norm and self.qk_norm_scale else 0
+        qk_norm *= 2 if self.qk_norm_centered else 1  # a shift as well as a scale
         gate = h * hd if self.output_gate else 0
         sinks = h if self.sinks else 0
         return linear_params(scope.width, (h + 2 * kv) * hd + gate, self.bias) + out + qk_norm + sinks
@@ -89,7 +92,7 @@ class Attention(NodeSpec):
         elif h % kv:
             scope.report("kv_heads", f"kv_heads {kv} does not divide heads {h}",
                          "each key/value head serves a whole group of query heads")
-        for field in ("qk_norm_eps", "qk_norm_over", "qk_norm_unit_offset", "qk_norm_after_rotary", "qk_norm_scale"):
+        for field in ("qk_norm_centered", "qk_norm_eps", "qk_norm_over", "qk_norm_unit_offset", "qk_norm_after_rotary", "qk_norm_scale"):
             if field in self.model_fields_set and not self.qk_norm:
                 scope.report(field, f"{field} without qk_norm: true", f"add qk_norm: true, or drop {field}")
         if self.qk_norm_after_rotary and self.qk_norm_over != "head":

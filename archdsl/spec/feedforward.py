@@ -7,9 +7,18 @@ from pydantic import Field
 
 from .base import NodeSpec, PosFloat, PosInt, Probability, Scope, linear_params
 
-Activation = Literal["gelu", "gelu_tanh", "relu", "relu2", "silu", "swiglu", "geglu", "xielu"]
+Activation = Literal["gelu", "gelu_tanh", "relu", "relu2", "silu", "swiglu", "geglu", "swiglu_clamped", "xielu"]
 LEARNED_ACTIVATIONS = {"xielu": 2}  # activations with parameters of their own: how many per MLP
-GATED = {"swiglu", "geglu"}
+GATED = {"swiglu", "geglu", "swiglu_clamped"}
+CLAMPED_DOC = ("swiglu_clamped (GPT-OSS): the gate clamped above at swiglu_limit, the up half to ±swiglu_limit, "
+               "then (up + 1) · gate · sigmoid(swiglu_alpha · gate)")
+
+
+def check_clamped_fields(node: "MLP | MoE", scope: Scope) -> None:
+    """swiglu_alpha / swiglu_limit set on a node whose activation is not swiglu_clamped: an error at the field."""
+    for field in ("swiglu_alpha", "swiglu_limit"):
+        if field in node.model_fields_set and node.activation != "swiglu_clamped":
+            scope.report(field, f"{field} with activation '{node.activation}'", "drop it, or use swiglu_clamped")
 
 
 class MLP(NodeSpec):
@@ -25,7 +34,10 @@ class MLP(NodeSpec):
     activation: Activation = Field("gelu", description="gelu, gelu_tanh, relu, relu2 (squared ReLU, relu(x)², "
                                    "Primer; Nemotron-H), silu, gated swiglu / geglu, or xielu (Huang et al. 2024; "
                                    "Apertus: two learned scalars per MLP, α_p = softplus(a_p), α_n = β + "
-                                   "softplus(a_n): α_p·x² + β·x for x > 0, α_n·(expm1(min(x, ε)) − x) + β·x else).")
+                                   "softplus(a_n): α_p·x² + β·x for x > 0, α_n·(expm1(min(x, ε)) − x) + β·x else), or "
+                                   + CLAMPED_DOC + ".")
+    swiglu_alpha: PosFloat = Field(1.702, description="swiglu_clamped: the sigmoid's slope.")
+    swiglu_limit: PosFloat = Field(7.0, description="swiglu_clamped: the clamp of the gate (above) and the up half.")
     xielu_beta: float = Field(0.5, description="xielu: β.")
     xielu_eps: float = Field(-1e-6, description="xielu: ε, the clamp of expm1's input (negative).")
     bias: bool = Field(True, description="Biases on both projections.")
@@ -46,12 +58,13 @@ class MLP(NodeSpec):
         return 2 * scope.width * self.hidden * (3 if self.gated else 2)
 
     def check(self, scope: Scope) -> None:
+        check_clamped_fields(self, scope)
         for field in ("xielu_beta", "xielu_eps"):
             if field in self.model_fields_set and self.activation != "xielu":
                 scope.report(field, f"{field} with activation '{self.activation}'", "drop it, or use xielu")
         if self.gate_scale != 1.0 and not self.gated:
             scope.report("gate_scale", f"gate_scale with the ungated activation '{self.activation}'",
-                         "gate_scale scales the gate of swiglu / geglu; drop it")
+                         "gate_scale scales the gate of swiglu / geglu / swiglu_clamped; drop it")
 
     def summary_args(self) -> str:
         return f"{self.activation}, hidden {self.hidden}"
@@ -114,6 +127,8 @@ class MoE(NodeSpec):
     top_k: PosInt = Field(2, description="Experts each token is sent to.")
     hidden: PosInt = Field(description="Inner width of each expert (for gated activations, of each half).")
     activation: Activation = Field("swiglu", description="Activation of every expert, as for mlp.")
+    swiglu_alpha: PosFloat = Field(1.702, description="swiglu_clamped: the sigmoid's slope.")
+    swiglu_limit: PosFloat = Field(7.0, description="swiglu_clamped: the clamp of the gate (above) and the up half.")
     bias: bool = Field(False, description="Biases on the experts' projections.")
     router_bias: bool = Field(False, description="Bias on the router's projection.")
     normalize: bool = Field(True, description="Renormalise the top_k routing probabilities to sum to 1 (Mixtral); "
@@ -127,8 +142,14 @@ class MoE(NodeSpec):
                                          "(Qwen2-MoE).")
     shared_gate: bool = Field(False, description="Scale the shared expert's output by sigmoid(w·x), one learned "
                                                  "gate per token (Qwen2-MoE).")
-    scoring: Literal["softmax", "sigmoid"] = Field("softmax", description="Routing scores: softmax over the experts "
-                                                   "(Mixtral), or an independent sigmoid per expert (DeepSeek-V3).")
+    scoring: Literal["softmax", "sigmoid", "sparsemixer"] = Field(
+        "softmax", description="Routing scores: softmax over the experts (Mixtral), an independent sigmoid per expert "
+        "(DeepSeek-V3), or sparsemixer (PhiMoE): each of the top_k rounds picks the best remaining expert and weights "
+        "it by a softmax over the remaining experts whose logits are within sparsemixer_eps (relative) of it. "
+        "Training uses the same choice and weights (not PhiMoE's sampled choice and its gradient estimator).")
+    sparsemixer_eps: PosFloat = Field(0.01, description="scoring sparsemixer: an expert joins a round's softmax when "
+                                      "(best − logit) / max(|logit|, best) ≤ 2 · sparsemixer_eps (PhiMoE's "
+                                      "router_jitter_noise).")
     score_bias: bool = Field(False, description="A per-expert bias added to the scores when choosing the experts but "
                              "not when weighting them (DeepSeek-V3's e_score_correction_bias; a buffer, adjusted "
                              "outside gradient descent).")
@@ -168,9 +189,10 @@ class MoE(NodeSpec):
         return 2 * scope.width * self.experts + self.top_k * per_hidden * self.hidden + shared
 
     def check(self, scope: Scope) -> None:
+        check_clamped_fields(self, scope)
         if self.activation in LEARNED_ACTIVATIONS:
             scope.report("activation", f"experts with the learned activation '{self.activation}'",
-                         "experts use gelu, gelu_tanh, relu, relu2, silu, swiglu or geglu")
+                         "experts use gelu, gelu_tanh, relu, relu2, silu, swiglu, geglu or swiglu_clamped")
         if self.top_k > self.experts:
             scope.report("top_k", f"top_k {self.top_k} is more than the {self.experts} experts",
                          "each token goes to at most all experts: top_k <= experts")
@@ -191,12 +213,21 @@ class MoE(NodeSpec):
                              "raise top_groups or lower top_k")
         elif self.top_groups is not None:
             scope.report("top_groups", "top_groups without groups", "set groups, or drop top_groups")
+        if "sparsemixer_eps" in self.model_fields_set and self.scoring != "sparsemixer":
+            scope.report("sparsemixer_eps", "sparsemixer_eps without scoring: sparsemixer",
+                         "set scoring: sparsemixer, or drop sparsemixer_eps")
+        if self.scoring == "sparsemixer" and (self.score_bias or self.groups > 1 or not self.normalize
+                                              or self.routed_scale != 1.0):
+            field = next(f for f, on in (("score_bias", self.score_bias), ("groups", self.groups > 1),
+                                         ("normalize", not self.normalize), ("routed_scale", True)) if on)
+            scope.report(field, f"{field} with scoring: sparsemixer, whose rounds weigh each expert themselves",
+                         f"drop {field}, or use scoring: softmax or sigmoid")
         if "group_score" in self.model_fields_set and self.groups == 1:
             scope.report("group_score", "group_score without groups", "set groups, or drop group_score")
 
     def summary_args(self) -> str:
         shared = f", shared {self.shared_hidden}" + (" gated" if self.shared_gate else "") if self.shared_hidden else ""
-        routing = (", sigmoid" if self.scoring == "sigmoid" else "") + (" + bias" if self.score_bias else "") + (
+        routing = (f", {self.scoring}" if self.scoring != "softmax" else "") + (" + bias" if self.score_bias else "") + (
             f", {self.top_groups}/{self.groups} groups" + (" by max" if self.group_score == "max" else "")
             if self.groups > 1 else "") + (f", × {self.routed_scale:g}" if self.routed_scale != 1.0 else "")
         return f"{self.experts} experts, top {self.top_k}{routing}, {self.activation}, hidden {self.hidden}{shared}"
