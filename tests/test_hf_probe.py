@@ -102,7 +102,7 @@ def test_families_with_layers_without_positions_import_exactly(model_type):
 
 
 @pytest.mark.parametrize("model_type", ["gpt_oss", "minimax_m3_vl_text", "minimax_m2", "hy_v3", "hunyuan_v1_moe",
-                                        "phimoe", "persimmon"])
+                                        "phimoe", "persimmon", "ernie4_5_moe", "aria_text"])
 def test_families_read_from_behaviour_import_exactly(model_type):
     """Each was refused until the probe ran parts of the model rather than reading config keys: GPT-OSS's experts
     gate (their _apply_gate on probe values: clamped SwiGLU, gate and up rows interleaved; stored (experts, in,
@@ -111,7 +111,10 @@ def test_families_read_from_behaviour_import_exactly(model_type):
     config carries rotary_dim: 8 (the model's inv_freq decides); MiniMax-M2's and HY-V3's sigmoid router whose
     config has no n_group / norm_topk_prob (its choice bias sits on the MoE block, not the gate); HunYuan-MoE's
     ungated shared_mlp (sized from the tree); PhiMoE's nn.LayerNorm beside an rms_norm_eps key and its
-    sparsemixer routing; Persimmon's fused query_key_value with biases and per-head LayerNorm qk-norm."""
+    sparsemixer routing; Persimmon's fused query_key_value with biases and per-head LayerNorm qk-norm; ERNIE 4.5
+    MoE's and Aria's experts counted and sized from the tree (moe_num_experts, moe_layer_start_index ... are keys
+    no other family uses), ERNIE's softmax router with a choice bias and its rotation of adjacent pairs (both
+    from behaviour)."""
     result = hf_coverage.run_one(model_type)
     full = "unverified: " if model_type == "hunyuan_v1_moe" else "verified"  # its class default has head_dim None
     assert result.status == "exact" and result.full_size.startswith(full), result
@@ -215,3 +218,39 @@ def test_codegen_nanochat_and_sinks_generate_as_transformers(model_type):
     if model_type == "openai-gpt":
         assert "gelu_tanh" in text and "- layernorm: {eps: $eps, name: mlp_norm}" in text
     assert_greedy_equals_transformers(cfg, low=3, pads=3, pad_token_id=0)
+
+
+@pytest.mark.parametrize("model_type, expected", [
+    ("ernie4_5_moe", dict(scoring="softmax", score_bias=True, normalize=True, routed_scale=1.0)),
+    ("hy_v3", dict(scoring="sigmoid", score_bias=True, normalize=True, routed_scale=2.826)),  # inside its router
+    ("phimoe", dict(scoring="sparsemixer", score_bias=False, normalize=True, routed_scale=1.0)),
+    ("gpt_oss", dict(scoring="softmax", score_bias=False, normalize=True, routed_scale=1.0)),  # softmax of top-k
+    ("qwen3_moe", dict(scoring="softmax", score_bias=False, normalize=False, routed_scale=1.0)),  # norm_topk_prob
+])
+def test_the_router_is_read_from_what_it_returns(model_type, expected):
+    """A CPU copy of the router with random weights (and choice bias) routes probe tokens; archdsl's candidate
+    routings of the same logits must choose the same experts with the same weights up to one constant."""
+    from archdsl.interop.hf_probe import router_traits
+
+    cfg, model = _meta(model_type)
+    moe = next(layer.mlp for layer in model.model.layers if hasattr(layer.mlp, "experts"))
+    routing = router_traits(cfg, moe)["routing"]
+    assert {k: routing[k] for k in expected} == expected
+
+
+def test_a_router_matching_no_routing_is_refused():
+    """Kolibri chooses by logits + bias and weights by the sigmoid of the chosen logits: no archdsl routing."""
+    with pytest.raises(SpecError, match=r"a router whose experts and weights, run on probe values, match none"):
+        hf.spec_from_config(hf_coverage.shrink(T.CONFIG_MAPPING["kolibri1"]))
+
+
+@pytest.mark.parametrize("model_type, expected", [
+    ("llama", dict(rotary_interleaved=False, rotary_reverse=False)),
+    ("ernie4_5_moe", dict(rotary_interleaved=True, rotary_reverse=False)),  # adjacent pairs
+    ("nanochat", dict(rotary_interleaved=False, rotary_reverse=True)),  # by -angle
+])
+def test_the_rotation_is_read_from_what_the_model_computes(model_type, expected):
+    from archdsl.interop.hf_probe import rotary_traits
+
+    _, model = _meta(model_type)
+    assert rotary_traits(model, model.model.layers[0].self_attn) == expected

@@ -289,14 +289,18 @@ class MoE(nn.Module):
                               None if self.router.bias is None else self.router.bias.float())
         else:
             logits = self.router(flat)
+        return (logits, *self.choose(logits))
+
+    def choose(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(top-k weights (N, k) in float32, top-k expert ids (N, k)) from router logits (N, E)."""
         if self.scoring == "sparsemixer":
-            return (logits, *self.sparsemixer(logits.float()))
+            return self.sparsemixer(logits.float())
         if self.scoring == "softmax" and self.score_bias is None and self.groups == 1:
             probs = torch.softmax(logits.float(), dim=-1)
             weights, chosen = torch.topk(probs, self.top_k, dim=-1)
             if self.normalize:
                 weights = weights / weights.sum(dim=-1, keepdim=True)
-            return logits, weights * self.routed_scale if self.routed_scale != 1.0 else weights, chosen
+            return weights * self.routed_scale if self.routed_scale != 1.0 else weights, chosen
         # DeepSeek-V2/V3: choose by the (biased) scores within the best groups, weight by the unbiased scores
         scores = torch.sigmoid(logits.float()) if self.scoring == "sigmoid" else torch.softmax(logits.float(), dim=-1)
         choice = scores if self.score_bias is None else scores + self.score_bias.float()
@@ -304,13 +308,13 @@ class MoE(nn.Module):
             grouped = choice.view(-1, self.groups, self.num_experts // self.groups)
             group = grouped.topk(2, dim=-1).values.sum(dim=-1) if self.group_score == "top2_sum" else grouped.amax(dim=-1)
             best = group.topk(self.top_groups, dim=-1).indices  # (N, top_groups)
-            keep = torch.zeros(grouped.shape[:2], dtype=torch.bool, device=flat.device).scatter(1, best, True)
+            keep = torch.zeros(grouped.shape[:2], dtype=torch.bool, device=logits.device).scatter(1, best, True)
             choice = grouped.masked_fill(~keep[..., None], float("-inf")).view(-1, self.num_experts)
         chosen = torch.topk(choice, self.top_k, dim=-1).indices
         weights = scores.gather(1, chosen)
         if self.normalize:
             weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
-        return logits, weights * self.routed_scale, chosen
+        return weights * self.routed_scale, chosen
 
     def sparsemixer(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """PhiMoE's routing at inference: round r picks the best expert not yet picked and weights it by its

@@ -144,8 +144,6 @@ FAMILY_TRAITS: dict[str, dict[str, Any]] = {
 # though their configs look like supported ones.
 UNSUPPORTED_FAMILIES: dict[str, str] = {
     "gemma3": "a vision tower (import the text model, model_type gemma3_text)",
-    "kolibri1": "a router that chooses experts by logits + e_score_correction_bias and weights them by the "
-                "sigmoid of the chosen logits (archdsl's score_bias is added to the sigmoid scores)",
 }
 
 # Behaviour that neither a family's config nor its module tree shows, for families read by probing
@@ -158,8 +156,6 @@ _PROBED_BEHAVIOUR: dict[str, dict[str, Any]] = {
     "minicpm3": dict(rotary_interleaved=False),
     # Nemotron's LayerNorm1P applies (1 + w); OLMo 1's LayerNorms have no parameters (its tree shows no norms)
     "nemotron": dict(unit_offset=True),
-    # PhiMoE routes by sparsemixer, its router_jitter_noise the threshold (input_jitter_noise the training noise)
-    "phimoe": dict(scoring="sparsemixer"),
     # Persimmon views its fused query_key_value as (heads, 3, head_dim), as GPT-NeoX does
     "persimmon": dict(qkv_layout="per_head"),
     "olmo": dict(norm_scale=False, norm_bias=False),
@@ -167,10 +163,10 @@ _PROBED_BEHAVIOUR: dict[str, dict[str, Any]] = {
     "hunyuan_v1_dense": dict(qk_norm_after_rotary=True),
     "hunyuan_v1_moe": dict(qk_norm_after_rotary=True),
     # nanochat: RMSNorms without parameters everywhere (the tree shows none), one of them on the embeddings,
-    # each head's queries and keys divided by their RMS after the rotation, and the rotation by -angle (its
-    # rotate_half is cat(x2, -x1))
+    # each head's queries and keys divided by their RMS after the rotation (its rotation by -angle, rotate_half
+    # being cat(x2, -x1), is read from behaviour: hf_probe.rotary_traits)
     "nanochat": dict(norm_scale=False, embed_norm=True, qk_norm="head", qk_norm_after_rotary=True,
-                     qk_norm_scale=False, rotary_reverse=True),
+                     qk_norm_scale=False),
 }
 
 # config keys that switch on something archdsl cannot express: error when truthy
@@ -677,7 +673,7 @@ def features_from_config(config: Any) -> Features:
         local_rope = None
 
     # experts
-    experts = _get(cfg, "num_local_experts", "num_experts", "n_routed_experts")
+    experts = _get(cfg, "num_local_experts", "num_experts", "n_routed_experts") or traits.get("experts")
     top_k, normalize, mlp_kinds, dense_ffn = 2, True, None, int(ffn)
     if experts:
         top_k = int(_get(cfg, "num_experts_per_tok", "moe_top_k", default=2))
@@ -749,7 +745,7 @@ def features_from_config(config: Any) -> Features:
     else:
         if traits.get("latent"):
             _latent_attention(cfg, f, interleaved=bool(traits.get("rotary_interleaved", True)))
-        if traits.get("router") == "sigmoid_groups" and experts:
+        if traits.get("router") == "sigmoid_groups" and experts and not traits.get("routing"):  # config-sized
             if (getattr(cfg, "n_group", None) is None) != (getattr(cfg, "topk_group", None) is None):
                 present = "n_group" if getattr(cfg, "n_group", None) is not None else "topk_group"
                 raise _unsupported(cfg, present, "a DeepSeek-V3-style router (a gate with e_score_correction_bias) "
@@ -767,9 +763,6 @@ def features_from_config(config: Any) -> Features:
     f.qk_norm_centered = bool(traits.get("qk_norm_centered", False))
     if experts:  # what the module tree and the experts' own gate showed (hf_probe.experts_traits)
         _experts_from_traits(cfg, f, traits)
-    if experts and traits.get("scoring") == "sparsemixer":
-        f.scoring, f.sparsemixer_eps = "sparsemixer", f.jitter or 0.01
-        f.jitter = float(getattr(cfg, "input_jitter_noise", 0.0) or 0.0)
     if traits.get("norm") and traits["norm"] != f.norm:  # the layer's norm class, whatever the eps key's name
         f.norm = str(traits["norm"])
     if traits.get("head_bias"):
@@ -799,6 +792,29 @@ def features_from_config(config: Any) -> Features:
 def _experts_from_traits(cfg: Any, f: Features, traits: Mapping[str, Any]) -> None:
     """The experts' activation, layout and biases as hf_probe read them from the model: its gate's behaviour
     decides the activation (GPT-OSS's clamped SwiGLU whatever hidden_act says); a gate matching none is refused."""
+    if traits.get("routing") == "unknown":
+        raise _unsupported(cfg, "model_type", "a router whose experts and weights, run on probe values, match none "
+                           "of archdsl's routings (softmax, sigmoid or sparsemixer scores, with or without a choice "
+                           "bias, renormalised or not, scaled)", "add the routing to archdsl's moe kind")
+    if traits.get("experts"):  # the tree's experts: how many, how wide, in which layers (hf_probe._experts_layout)
+        f.experts, f.ffn = int(traits["experts"]), int(traits["moe_hidden"])
+        kinds = list(traits["mlp_kinds"])
+        f.mlp_kinds = kinds if "dense" in kinds else None
+        f.dense_ffn = int(traits.get("dense_hidden") or f.dense_ffn)
+        f.top_k = int(traits.get("top_k") or f.top_k)
+    routing = traits.get("routing")
+    if isinstance(routing, dict):  # the router's own behaviour (hf_probe.router_traits)
+        f.scoring, f.score_bias, f.normalize = routing["scoring"], routing["score_bias"], routing["normalize"]
+        f.groups = int(routing["groups"])
+        f.top_groups = int(cfg.topk_group) if f.groups > 1 else None
+        f.group_score = "top2_sum"
+        f.routed_scale = float(routing["routed_scale"]) if routing["routed_scale"] != 1.0 else \
+            float(getattr(cfg, "routed_scaling_factor", None) or 1.0)  # a scale the block applies (MiniMax-M3)
+        if f.scoring == "sparsemixer":
+            f.sparsemixer_eps = float(routing["eps"])
+            f.jitter = float(getattr(cfg, "input_jitter_noise", 0.0) or 0.0)
+        if f.score_bias or f.scoring != "softmax":
+            f.aux_loss_coef = 0.0
     act = traits.get("experts_activation")
     if act == "unknown":
         raise _unsupported(cfg, "hidden_act", "experts whose gated activation (their _apply_gate) matches none of "
@@ -1756,9 +1772,10 @@ class _Mapper:
         elif rb in self.src.loaders:
             self.errors.append(f"layer {i}: the checkpoint has a router bias {rb} that the spec lacks")
         if module.score_bias is not None:  # DeepSeek-V3's e_score_correction_bias (a buffer)
-            bkey = self.src.find(i, ["mlp.gate.e_score_correction_bias", "mlp.e_score_correction_bias"])
+            bkey = self.src.find(i, ["mlp.gate.e_score_correction_bias", "mlp.e_score_correction_bias",
+                                     "mlp.gate.moe_statics.e_score_correction_bias"])  # ERNIE 4.5's, (1, experts)
             if self.need(f"layer {i}'s expert score bias", bkey):
-                self.put(f"{name}.score_bias", self.src.get(bkey))  # type: ignore[arg-type]
+                self.put(f"{name}.score_bias", self.src.get(bkey).reshape(-1))  # type: ignore[arg-type]
         if module.shared is not None:  # Qwen2-MoE: mlp.shared_expert.*, mlp.shared_expert_gate; DeepSeek: shared_experts
             keys = [self.src.find(i, [f"mlp.{s}.{p}.weight" for s in ("shared_expert", "shared_experts", "shared_mlp")])
                     for p in ("gate_proj", "up_proj", "down_proj", "gate_up_proj")]

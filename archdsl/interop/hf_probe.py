@@ -135,6 +135,151 @@ def experts_traits(cfg: Any, experts: Any) -> dict[str, Any]:
     return traits
 
 
+def _experts_layout(model: Any, moe: Any, transposed: bool) -> dict[str, Any]:
+    """How many experts, how wide, and in which layers, from the tree: the experts' stacked tensors (or their
+    list), each layer's feed-forward module (with experts or not), a dense layer's down projection."""
+    from torch import nn
+
+    experts = moe.experts
+    traits: dict[str, Any] = {}
+    if isinstance(experts, nn.ModuleList):
+        down = _child(experts[0], ("down_proj", "w2")) if len(experts) else None
+        if down is None:
+            return {}
+        traits["experts"], traits["moe_hidden"] = len(experts), int(down.weight.shape[-1])
+    else:
+        down = getattr(experts, "down_proj", None)
+        if not isinstance(down, nn.Parameter) or down.dim() != 3:
+            return {}
+        traits["experts"] = int(down.shape[0])
+        traits["moe_hidden"] = int(down.shape[1] if transposed else down.shape[2])  # (E, I, D) or (E, D, I)
+    kinds = []
+    for layer in _layers(model):
+        ff = _child(layer, _MLP)
+        kinds.append("moe" if ff is not None and hasattr(ff, "experts") else "dense")
+        dense_down = _child(ff, ("down_proj", "fc2", "w2")) if kinds[-1] == "dense" and ff is not None else None
+        if dense_down is not None and "dense_hidden" not in traits:
+            traits["dense_hidden"] = int(dense_down.weight.shape[-1])
+    traits["mlp_kinds"] = kinds
+    router = getattr(moe, "gate", None) or getattr(moe, "router", None)
+    if isinstance(getattr(router, "top_k", None), int):
+        traits["top_k"] = int(router.top_k)
+    return traits
+
+
+def router_traits(cfg: Any, moe: Any) -> dict[str, Any]:
+    """How a router routes, from behaviour: a copy of it on the CPU with random weights (and a random choice bias
+    where the model has one) run on probe values; the experts and weights it returns are matched against archdsl's
+    routings of its own logits (softmax / sigmoid / sparsemixer scores, a choice bias, renormalised or not, expert
+    groups as the config sizes them), the weights' constant ratio being the routed scale. Empty when the router
+    does not return (logits, weights, experts) (DeepSeek's returns logits; its block routes: the config decides);
+    router "unknown" when no candidate matches."""
+    import copy
+
+    import torch
+
+    from ..blocks.feedforward import MoE
+
+    router = getattr(moe, "gate", None) or getattr(moe, "router", None)
+    if router is None or not isinstance(getattr(router, "top_k", None), int):
+        return {}
+    g = torch.Generator().manual_seed(0)
+    try:
+        probe = copy.deepcopy(router).to_empty(device="cpu").float()
+        bias = None
+        with torch.no_grad():
+            for name, t in [*probe.named_parameters(), *probe.named_buffers()]:
+                t.copy_(torch.randn(t.shape, generator=g) * (0.1 if "bias" in name else 1.0))
+                if name.endswith("e_score_correction_bias"):
+                    bias = t.reshape(-1)
+            block_bias = dict(moe.named_buffers(recurse=False)).get("e_score_correction_bias")
+            args = []
+            if block_bias is not None:  # MiniMax-M2 / HY-V3 pass the block's bias to the router
+                bias = torch.randn(block_bias.shape, generator=g) * 0.1
+                args = [bias]
+            width = next(t for t in probe.parameters() if t.dim() == 2).shape[-1]
+            x = torch.randn(32, width, generator=g) / width ** 0.5  # logits of order 1 at any width
+            probe.eval()
+            out = probe(x, *args)
+    except Exception:  # noqa: BLE001 - a router that needs more than its input
+        return {}
+    if not (isinstance(out, tuple) and len(out) == 3 and all(isinstance(t, torch.Tensor) for t in out)):
+        return {}
+    logits, weights, chosen = (t.reshape(x.shape[0], -1) for t in out)
+    n, k = logits.shape[-1], chosen.shape[-1]
+    order = chosen.argsort(dim=-1)
+    theirs_ids, theirs_w = chosen.gather(1, order), weights.float().gather(1, order)
+    groups = int(getattr(cfg, "n_group", 1) or 1)
+    top_groups = getattr(cfg, "topk_group", None)
+    eps = float(getattr(cfg, "router_jitter_noise", 0.0) or 0.01)
+    candidates = [(s, b, norm, grp) for s in ("softmax", "sigmoid", "sparsemixer")
+                  for b in ((True, False) if bias is not None else (False,)) for norm in (True, False)
+                  for grp in sorted({1, groups} if groups > 1 and top_groups else {1})
+                  if not (s == "sparsemixer" and (b or not norm))]
+    for scoring, score_bias, normalize, grp in candidates:
+        if grp > 1 and (n % grp or top_groups > grp):
+            continue
+        ours = MoE(1, n, k, 1, "swiglu", False, False, normalize, 0.0, True, scoring=scoring, score_bias=score_bias,
+                   groups=grp, top_groups=int(top_groups) if grp > 1 else None, sparsemixer_eps=eps)
+        if score_bias:
+            ours.score_bias.copy_(bias)
+        w, ids = ours.choose(logits.float())
+        o = ids.argsort(dim=-1)
+        ids, w = ids.gather(1, o), w.gather(1, o)
+        if not torch.equal(ids, theirs_ids):
+            continue
+        ratio = theirs_w / w
+        scale = float(ratio.mean())
+        if torch.allclose(ratio, torch.full_like(ratio, scale), rtol=1e-4, atol=0):
+            return {"routing": dict(scoring=scoring, score_bias=score_bias, normalize=normalize, groups=grp,
+                                    routed_scale=round(scale, 6), eps=eps)}
+    return {"routing": "unknown"}
+
+
+def rotary_traits(model: Any, attn: Any) -> dict[str, Any]:
+    """How the model rotates queries, from behaviour: its rotary module rebuilt on the CPU gives cos/sin for a few
+    positions, its modelling file's apply_rotary_pos_emb rotates probe queries, matched against archdsl's rotation
+    of adjacent pairs or of halves, by +angle or -angle (nanochat), over the same frequencies. Empty when the
+    model has no such pieces (the family's traits or Llama's halves decide, and the logits check)."""
+    import sys
+
+    import torch
+
+    from ..blocks.embedding import apply_rotary
+
+    base = getattr(model, "model", None) or getattr(model, "transformer", None) or model
+    rotary, apply = getattr(base, "rotary_emb", None), getattr(sys.modules.get(type(attn).__module__), "apply_rotary_pos_emb", None)
+    if rotary is None or apply is None:
+        return {}
+    g = torch.Generator().manual_seed(0)
+    try:
+        with torch.device("cpu"):
+            table = type(rotary)(config=model.config)
+        positions = torch.arange(1, 6)[None]
+        x = torch.randn(1, 5, 8, generator=g)
+        cos, sin = table(x, positions)
+        q = torch.randn(1, 2, 5, getattr(attn, "head_dim", cos.shape[-1]), generator=g)
+        theirs = apply(q, q.clone(), cos, sin)[0].float()
+    except Exception:  # noqa: BLE001 - a rotary module or function with another signature
+        return {}
+    cos, sin = cos.float()[:, None], sin.float()[:, None]  # (1, 1, S, dims)
+    half = cos.shape[-1] // 2
+    if torch.allclose(cos[..., :half], cos[..., half:]):  # [f, f]: read the frequencies' angles from the first half
+        angles_cos, angles_sin = cos[..., :half], sin[..., :half]
+    elif torch.allclose(cos[..., 0::2], cos[..., 1::2]):  # [f0, f0, f1, f1, ...]
+        angles_cos, angles_sin = cos[..., 0::2], sin[..., 0::2]
+    else:
+        return {}
+    for interleaved in (False, True):
+        for reverse in (False, True):
+            c = angles_cos.repeat_interleave(2, -1) if interleaved else torch.cat([angles_cos] * 2, -1)
+            s = (angles_sin.repeat_interleave(2, -1) if interleaved else torch.cat([angles_sin] * 2, -1)) * (
+                -1 if reverse else 1)
+            if theirs.shape == q.shape and torch.allclose(apply_rotary(q, c, s, interleaved), theirs, atol=1e-5):
+                return {"rotary_interleaved": interleaved, "rotary_reverse": reverse}
+    return {}
+
+
 def norm_traits(norm: Any) -> dict[str, Any]:
     """What a layer's norm computes, from behaviour: a copy of it on the CPU with a known weight (and a zero
     shift) run on probe values, matched against RMSNorm and LayerNorm scaled by w or by (1 + w) (Gemma's and
@@ -212,6 +357,9 @@ def traits_from_model(model: Any, head_dim: int) -> dict[str, Any]:
     moe = next((m for m in (_child(lay, _MLP) for lay in _layers(model)) if m is not None and hasattr(m, "experts")), None)
     if moe is not None and getattr(moe, "experts", None) is not None and not isinstance(moe.experts, nn.ModuleList):
         traits.update(experts_traits(model.config, moe.experts))
+    if moe is not None:
+        traits.update(_experts_layout(model, moe, bool(traits.get("experts_transposed"))))
+        traits.update(router_traits(model.config, moe))
     shared = _child(moe, _SHARED) if moe is not None else None
     shared_down = _child(shared, ("down_proj", "w2", "fc2")) if shared is not None else None
     if shared_down is not None:  # an always-on expert beside the routed ones (HunYuan's shared_mlp)
@@ -228,6 +376,8 @@ def traits_from_model(model: Any, head_dim: int) -> dict[str, Any]:
                  and sum(p.numel() for p in child.parameters()) > 0), None)
     if norm is not None:  # PhiMoE's nn.LayerNorm beside an rms_norm_eps key; MiniMax-M3's (1 + w) RMSNorm
         traits.update(norm_traits(norm))
+    if not traits.get("latent"):  # latent attention rotates with functions of its own (DeepSeek's interleave)
+        traits.update(rotary_traits(model, attn))
     base = getattr(model, "model", None) or getattr(model, "transformer", None) or model
     inv_freq = dict(getattr(base, "rotary_emb", nn.Module()).named_buffers()).get("inv_freq")
     if inv_freq is not None and inv_freq.dim() == 1:  # the dims its rotary rotates, whatever rotary_dim says

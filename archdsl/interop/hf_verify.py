@@ -189,6 +189,8 @@ def _their_roles(model: Any) -> dict[Role, Tensors]:
     roles: dict[Role, Tensors] = defaultdict(list)
     for name, p in model.named_parameters():
         shape = tuple(p.shape)
+        if name.endswith("e_score_correction_bias"):  # a frozen parameter (ERNIE 4.5): archdsl's score_bias buffer
+            continue
         if name.rsplit(".", 1)[0] in conv1d and len(shape) == 2:
             shape = shape[::-1]
         if name.rsplit(".", 1)[0] in transposed and len(shape) == 3:  # (experts, in, out)
