@@ -69,7 +69,8 @@ class ArchModel(nn.Module):
                 position_ids: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None,
                 cache: KVCache | None = None, decoder_tokens: torch.Tensor | None = None,
                 decoder_attention_mask: torch.Tensor | None = None,
-                decoder_position_ids: torch.Tensor | None = None) -> Any:
+                decoder_position_ids: torch.Tensor | None = None,
+                memory: dict[str, Any] | None = None) -> Any:
         """tokens (B, S) -> logits (B, S, vocab) for a language model, hidden states (B, S, D) for an
         encoder, or EncoderOutput(hidden states, pooled) when the spec has a pooler.
 
@@ -84,6 +85,10 @@ class ArchModel(nn.Module):
         decoder_tokens default to tokens (with their mask). With a cache, the encoder runs on the
         first call only (its output and the cross-attention keys/values stay in the cache; later
         calls may pass tokens=None) and decoder_tokens continue the cached decoder sequence.
+
+        memory: the memories the spec declares (``memories``) that this call is given, name -> states
+        (B, S_m, width) or (states, padding mask (B, S_m), 1 for real positions); the ``with_memory``
+        blocks of a memory not given are skipped. With a cache, the first call's memory stays in it.
         """
         if "image" in self.graph.graph["inputs"]:  # tokens are pixel values (B, C, H, W): blocks/vision.py
             from .blocks.vision import forward_image
@@ -104,7 +109,38 @@ class ArchModel(nn.Module):
                                        decoder_attention_mask, decoder_position_ids)
         self._check_tokens(tokens, cache)
         self._check_side_inputs(tokens, attention_mask, position_ids, token_type_ids, cache, "")
-        return self._forward(tokens, attention_mask, position_ids, token_type_ids, cache)
+        given = self._check_memory(memory, tokens.shape[0], cache)
+        return self._forward(tokens, attention_mask, position_ids, token_type_ids, cache, memory=given)
+
+    def _check_memory(self, memory: Any, batch: int, cache: KVCache | None) -> dict:
+        """The given memories as {name: (states, padding or None)}, checked against the spec's ``memories``;
+        with a cache, those its first call stored."""
+        declared = self.graph.graph.get("memories") or {}
+        if memory is None:
+            return dict(cache.memory) if cache is not None else {}
+        if not isinstance(memory, dict):
+            raise TypeError(f"memory must be a dict of name -> states, got {type(memory).__name__}")
+        if cache is not None and cache.memory:
+            raise ValueError("this cache already holds the memory its first call was given; pass memory on the "
+                             "first call only")
+        out = {}
+        for name, value in memory.items():
+            if name not in declared:
+                raise ValueError(f"'{self.spec.name}' reads no memory '{name}' (memories: "
+                                 f"{', '.join(declared) or 'none'}); declare it with memories: {{{name}: WIDTH}}")
+            states, padding = value if isinstance(value, (tuple, list)) else (value, None)
+            if not isinstance(states, torch.Tensor) or states.dim() != 3 or states.shape[0] != batch \
+                    or states.shape[2] != declared[name]:
+                shape = tuple(states.shape) if isinstance(states, torch.Tensor) else type(states).__name__
+                raise ValueError(f"memory '{name}' must be states of shape ({batch}, length, {declared[name]}), got "
+                                 f"{shape}")
+            if padding is not None and (not isinstance(padding, torch.Tensor) or
+                                        tuple(padding.shape) != tuple(states.shape[:2])):
+                raise ValueError(f"the padding mask of memory '{name}' must have shape {tuple(states.shape[:2])}")
+            out[name] = (states, padding.bool() if padding is not None else None)
+        if cache is not None:
+            cache.memory.update(out)
+        return out
 
     def _check_side_inputs(self, tokens: torch.Tensor, attention_mask: Any, position_ids: Any, token_type_ids: Any,
                            cache: KVCache | None, prefix: str) -> None:
@@ -162,7 +198,8 @@ class ArchModel(nn.Module):
                 raise ValueError(f"token ids must lie in [0, {self.vocab}) for '{self.spec.name}', got {low}..{high}")
 
     def _forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None,
-                 token_type_ids: torch.Tensor | None, cache: KVCache | None, last_only: bool = False) -> Any:
+                 token_type_ids: torch.Tensor | None, cache: KVCache | None, last_only: bool = False,
+                 memory: dict | None = None) -> Any:
         B, S = tokens.shape
         if cache is None:
             if position_ids is None:
@@ -172,8 +209,10 @@ class ArchModel(nn.Module):
             if position_ids is None:
                 position_ids = torch.arange(cache.length, cache.length + S, device=tokens.device).expand(B, S)
             key_padding = cache.key_padding(attention_mask, S)
+        if memory is None and cache is not None:
+            memory = cache.memory  # given on the cache's first call
         ctx = ForwardContext(positions=position_ids, key_padding=key_padding, token_type_ids=token_type_ids,
-                             cache=cache)
+                             cache=cache, memory=dict(memory or {}))
         x = self._run(tokens, ctx, last_only)
         if cache is not None:
             cache.length += S
@@ -289,7 +328,7 @@ class ArchModel(nn.Module):
                  top_k: int | None = None, top_p: float | None = None, eos_token_id: int | list[int] | None = None,
                  pad_token_id: int | None = None, attention_mask: torch.Tensor | None = None,
                  generator: torch.Generator | None = None, decoder_start_token_id: int | None = None,
-                 compile: bool | str | dict | None = None) -> torch.Tensor:
+                 compile: bool | str | dict | None = None, memory: dict[str, Any] | None = None) -> torch.Tensor:
         """Continue each prompt of tokens (B, S); returns (B, S + n) ids with n <= max_new_tokens.
 
         Encoder-decoder graphs: tokens (B, S) are the source, encoded once (attention_mask marks its
@@ -308,6 +347,9 @@ class ArchModel(nn.Module):
         (CUDA graphs on CUDA), a torch.compile mode, or a dict of torch.compile's mode/backend/options;
         None takes the model's ``compile_decoding`` (default False: eager). The same tokens as eager;
         the first call per (batch, cache bucket) compiles.
+
+        memory: the memories (``memories`` of the spec) every step reads, as for forward; decoding
+        with a memory is eager.
         """
         if compile is None:
             compile = self.compile_decoding
@@ -320,7 +362,7 @@ class ArchModel(nn.Module):
             raise ValueError(f"decoder_start_token_id is for encoder-decoder models; '{self.spec.name}' has one stack")
         return _generate(self, tokens, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                          eos_token_id=eos_token_id, pad_token_id=pad_token_id, attention_mask=attention_mask,
-                         generator=generator, compile=compile)
+                         generator=generator, compile=compile, memory=memory)
 
     def materialize(self, device: Any = "cpu") -> "ArchModel":
         """Allocate a meta-built model on a real device (uninitialised weights), keeping ties and derived buffers."""

@@ -348,7 +348,8 @@ def build_view(g, detail: str = "blocks", *, merge_runs: bool = True, residual_c
 
     # ---- clusters
     clusters: dict[str, DCluster] = {}
-    cluster_kinds = {"stack", "repeat", "layer", "parallel", "branch"} | ({"residual"} if residual_clusters else set())
+    cluster_kinds = ({"stack", "repeat", "layer", "parallel", "branch", "with_memory"}
+                     | ({"residual"} if residual_clusters else set()))
     for n, d in g.nodes(data=True):
         if not d.get("composite") or c.map(n) != n or n == "model":
             continue
@@ -393,6 +394,8 @@ def build_view(g, detail: str = "blocks", *, merge_runs: bool = True, residual_c
                 label = (name or f"layer {index}") + (f" × {run}" if run > 1 else "")
         elif kind == "parallel":
             label = "parallel"
+        elif kind == "with_memory":  # run only when the model is given the memory, else skipped
+            label, sublabel = f"with {d.get('needs')}", "skipped without it"
         params = 0
         if kind == "repeat":
             prefix = n + "."
@@ -908,6 +911,12 @@ def _cluster_attrs(cl: DCluster, o: _Opts) -> str:
     if cl.kind == "parallel":
         return _attrs(label=_HTML(f'<FONT POINT-SIZE="9" COLOR="{t["muted"]}">{_h(cl.label)}</FONT>'),
                       labeljust="l", style="rounded,dotted", color=t["group_line"], margin=6)
+    if cl.kind == "with_memory":
+        text = f'<FONT POINT-SIZE="10"><I>{_h(cl.label)}</I></FONT>'
+        if cl.sublabel:
+            text += f'<BR/><FONT POINT-SIZE="9" COLOR="{t["muted"]}">{_h(cl.sublabel)}</FONT>'
+        return _attrs(label=_HTML(text), labeljust="l", labelloc="t", style="rounded,dashed", color=t["group_line"],
+                      margin=8)
     return _attrs(label="", style="rounded,dotted", color=t["group_line"], margin=6)
 
 

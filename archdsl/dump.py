@@ -41,6 +41,8 @@ def spec_to_data(spec: Spec) -> dict:
         out = {"width": s.width, "layers": [_node_to_data(n) for n in s.layers]}
         if s.input != "tokens":
             out["input"] = s.input
+        if getattr(s, "memories", None):
+            out["memories"] = dict(s.memories)
         return out
 
     stacks = spec.model.stacks()

@@ -98,7 +98,7 @@ def outside_inference_mode(decode: Any) -> Any:
 def generate(model: "ArchModel", tokens: torch.Tensor, max_new_tokens: int, *, temperature: float = 0.0,
              top_k: int | None = None, top_p: float | None = None, eos_token_id: int | Sequence[int] | None = None,
              pad_token_id: int | None = None, attention_mask: torch.Tensor | None = None,
-             generator: torch.Generator | None = None, compile: Any = False) -> torch.Tensor:
+             generator: torch.Generator | None = None, compile: Any = False, memory: dict | None = None) -> torch.Tensor:
     """Prompt (B, S) -> (B, S + n) token ids, n <= max_new_tokens. See ArchModel.generate."""
     _check_sampling(max_new_tokens, temperature, top_k, top_p, eos_token_id)
     options = decoding.compile_options(compile, tokens.device) if compile not in (False, None) else None
@@ -137,6 +137,10 @@ def generate(model: "ArchModel", tokens: torch.Tensor, max_new_tokens: int, *, t
         positions = None
         next_pos = torch.full((B, 1), S, dtype=torch.long, device=tokens.device)
 
+    given = model._check_memory(memory, B, None)
+    if options is not None and given:
+        decoding.warn_eager(model, "a memory given to generate")
+        options = None
     if options is not None and decoding.static_refusal(model):
         decoding.warn_eager(model, decoding.static_refusal(model))
         options = None
@@ -154,6 +158,7 @@ def generate(model: "ArchModel", tokens: torch.Tensor, max_new_tokens: int, *, t
         return torch.cat([tokens.to(torch.long), new], dim=1)
     try:
         cache = model.new_cache(B, total, device=tokens.device)
+        cache.memory.update(given)  # every step reads it (with_memory blocks, cross-attention)
         logits = model._forward(tokens, attention_mask, positions, None, cache, last_only=True)[:, -1]
 
         def step(token: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ from .errors import ErrorCollector, ErrorItem, Loc, SpecError
 from .kinds import REGISTRY
 from .limits import MAX_GRAPH_NODES, MAX_LAYERS, MAX_NESTING
 from .spec import NodeSpec, Repeat, Scope, Spec
-from .spec.structure import Parallel, Residual
+from .spec.structure import Parallel, Residual, WithMemory
 
 DEFAULT_MAX_PARAMS = 10**12
 # Top-level nodes become attributes of the compiled model, so they must not shadow nn.Module's
@@ -79,6 +79,8 @@ class _Builder:
         self.embeddings: dict[str, tuple[int, int]] = {}
         self.embedding_ids: dict[str, str] = {}  # name -> node id, for tied heads
         self.memory_widths: dict[str, int] = {}  # stack name -> output width, once resolved
+        self.given: dict[str, int] = {}  # memories the model is given when called (SingleStack.memories) -> width
+        self.inside_memory: list[str] = []  # the memories of the with_memory nodes around the node being resolved
         self.stack_ends: dict[str, str] = {}  # stack name -> id of its last node
         self.stack_id, self.stack_width = "model", 0  # the stack being resolved
         self.stack_input = "tokens"  # the input of the stack being resolved
@@ -197,6 +199,8 @@ class _Builder:
             return self.parallel(node, node_id, parent, source, width, scope, path, copy, common), width, scope
         if isinstance(node, Repeat):
             return self.repeat(node, node_id, parent, source, width, scope, path, copy, common)
+        if isinstance(node, WithMemory):
+            return self.with_memory(node, node_id, source, width, scope, path, copy, common), width, scope
         in_width = width if width is not None else node.start_width(self.stack_width)
         scope = replace(scope, width=in_width, report=report, embeddings=dict(self.embeddings),
                         memory_widths=dict(self.memory_widths), top_level=parent == self.stack_id)
@@ -214,6 +218,10 @@ class _Builder:
         memory = node.memory()
         if memory in self.stack_ends:
             self.g.add_edge(self.stack_ends[memory], node_id, role="memory", width=self.memory_widths[memory])
+        elif memory in self.given and memory not in self.inside_memory:
+            report(None, f"this reads the memory '{memory}', which the model is given when called, outside a "
+                   f"with_memory of it: without the memory the model could not run",
+                   f"wrap the block in - with_memory: {{needs: {memory}, body: [...]}}")
         table = node.table()
         if table is not None:
             name = table[0] or node_id
@@ -238,6 +246,28 @@ class _Builder:
         self.g.add_edge(end, add, role="data", width=out_width)
         self.g.add_edge(source, add, role="skip", width=width)
         return add
+
+    def with_memory(self, node: WithMemory, node_id, source, width, scope, path, copy, common) -> str:
+        """The body, run only when the model is given the memory: the stream passes it unchanged otherwise."""
+        self.add(node_id, **{**common, "composite": True}, in_width=width, out_width=width, needs=node.needs)
+        if node.needs not in self.given:
+            declared = ", ".join(self.given) or "none"
+            self.errors.add(node.loc_of("needs"), f"{path}.with_memory.needs",
+                            f"'{node.needs}' is not a memory the model is given (memories: {declared})",
+                            f"declare it beside width and layers: memories: {{{node.needs}: WIDTH}}"
+                            if node.needs not in self.stack_ends else "a stack's output is always there: "
+                            "read it with attention: {cross: ...} directly")
+        self.inside_memory.append(node.needs)
+        try:
+            end, out_width = self.sequence(node.body, node_id, node_id, source, width, scope,
+                                           f"{path}.with_memory.body", copy)
+        finally:
+            self.inside_memory.pop()
+        if out_width != width:
+            self.errors.add(node.loc_of(), f"{path}.with_memory",
+                            f"the body changes the width from {width} to {out_width}",
+                            "without the memory the stream passes unchanged, so the body must keep the width")
+        return end
 
     def parallel(self, node: Parallel, node_id, parent, source, width, scope, path, copy, common) -> str:
         self.add(node_id, **{**common, "composite": True}, in_width=width, out_width=width)
@@ -333,6 +363,8 @@ def build_graph(spec: Spec, *, max_params: int | None = None, seq_len: int | Non
             b.g.nodes["model"].setdefault("children", []).append(name)
         b.stack_id, b.stack_width = (name if graph_form else "model"), stack.width
         b.stack_input = stack.input
+        b.given = dict(getattr(stack, "memories", {}) or {})
+        b.memory_widths.update(b.given)
         scope = Scope(width=stack.width, seq_len=seq_len)
         end, width = b.sequence(stack.layers, name, b.stack_id, input_id, None, scope, path, ())
         b.stack_ends[name], b.memory_widths[name] = end, width or stack.width
@@ -375,6 +407,7 @@ def build_graph(spec: Spec, *, max_params: int | None = None, seq_len: int | Non
                             if "spec" in d and d["spec"].residual_branch and _inside_residual(b.g, n))
     b.g.graph.update(spec=spec, total_params=total, embeddings=b.embedding_ids, stacks=b.stack_ends,
                      inputs=[d["input"] for _, d in b.g.nodes(data=True) if d["kind"] == "input"], seq_len=seq_len,
+                     memories=dict(b.given),
                      output=returns or "hidden", limits=b.limits,
                      has_pooler=any(b.g.nodes[n]["spec"].side_output == "pooled" for n in side_outputs),
                      residual_branches=max(residual_branches, 1),
@@ -401,10 +434,10 @@ def _footprint(nodes: list, path: str, depth: int = 0) -> tuple[int, int]:
     total_nodes = total_layers = 0
     for i, node in enumerate(nodes):
         where = f"{path}[{i}].{node.kind}"
-        if isinstance(node, (Residual, Parallel, Repeat)) and depth >= MAX_NESTING:
-            raise SpecError([ErrorItem.at(node.loc_of(), f"{path}[{i}]", f"composite nodes (residual, parallel, repeat) "
+        if isinstance(node, (Residual, Parallel, Repeat, WithMemory)) and depth >= MAX_NESTING:
+            raise SpecError([ErrorItem.at(node.loc_of(), f"{path}[{i}]", f"composite nodes (residual, parallel, repeat, with_memory) "
                                           f"nest more than {MAX_NESTING} deep here", "flatten the spec")])
-        if isinstance(node, Residual):
+        if isinstance(node, (Residual, WithMemory)):
             inner, layers = _footprint(node.body, f"{where}.body", depth + 1)
             total_nodes, total_layers = total_nodes + inner + 2, total_layers + layers  # + the junction
         elif isinstance(node, Parallel):
@@ -512,7 +545,7 @@ def _walk(nodes: list) -> Any:
     """Every node, nested ones included (a positional node inside a repeated layer: Gemma 3)."""
     for node in nodes:
         yield node
-        if isinstance(node, (Residual, Repeat)):
+        if isinstance(node, (Residual, Repeat, WithMemory)):
             for body in (node.bodies() if isinstance(node, Repeat) else [node.body]):
                 yield from _walk(body)
         elif isinstance(node, Parallel):

@@ -100,7 +100,7 @@ class _Registry:
             raise KindError(f"kind '{name}' needs a builder: register_kind({spec.__qualname__}, build=...) or a "
                             "`builder = 'package.module:function'` class attribute")
         if origin != BUILTIN and not spec.leaf:
-            raise KindError(f"kind '{name}': only leaf kinds can be added; composition (residual, parallel, repeat) "
+            raise KindError(f"kind '{name}': only leaf kinds can be added; composition (residual, parallel, repeat, with_memory) "
                             "is part of the language")
         from .spec.base import check_kind_class
 

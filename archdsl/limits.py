@@ -19,7 +19,7 @@ MAX_YAML_NODES = 200_000
 MAX_SPEC_NODES = 100_000
 #: Blocks inside blocks (a chain b1: [b0], b2: [b1], ...). Expansion recurses once per level.
 MAX_BLOCK_DEPTH = 64
-#: Composite nodes (residual, parallel, repeat) inside one another. Every stage that walks the
+#: Composite nodes (residual, parallel, repeat, with_memory) inside one another. Every stage that walks the
 #: tree (validation, the IR, the compiler, the diagram) recurses once per level; and a diagram
 #: of n nested residuals takes time growing much faster than n to lay out (60: 1 s; 200: 133 s).
 MAX_NESTING = 64

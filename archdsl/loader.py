@@ -296,7 +296,7 @@ class _Expander:
         self.globals = variables
         self.errors = errors
         self.block_stack: list[str] = []
-        self.nesting = 0  # composite nodes (residual, parallel, repeat) around the one being expanded
+        self.nesting = 0  # composite nodes (residual, parallel, repeat, with_memory) around the one being expanded
         self.used = used if used is not None else set()
         # expanded path of a node inlined from a block -> the path where it is written (blocks.NAME[i]),
         # so later errors (Pydantic's, the IR's) can be reported once, at the block
@@ -386,7 +386,7 @@ class _Expander:
             return []
         composite = not NODE_KINDS[kind].leaf
         if composite and self.nesting >= MAX_NESTING:
-            self.errors.add(item.key_locs.get(kind) or loc, path, f"composite nodes (residual, parallel, repeat) nest "
+            self.errors.add(item.key_locs.get(kind) or loc, path, f"composite nodes (residual, parallel, repeat, with_memory) nest "
                             f"more than {MAX_NESTING} deep here", "flatten the spec: real architectures nest a few levels")
             return []
         self.nesting += composite

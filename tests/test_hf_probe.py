@@ -89,11 +89,14 @@ def test_probed_families_import_exactly(model_type):
             hf_coverage.shrink(T.CONFIG_MAPPING[model_type]), verify=False)
 
 
-@pytest.mark.parametrize("model_type", ["smollm3", "exaone4", "cohere2"])
+@pytest.mark.parametrize("model_type", ["smollm3", "exaone4", "cohere2", "flint", "exaone_moe"])
 def test_families_with_layers_without_positions_import_exactly(model_type):
-    """NoPE layers (attention: {nope: true}) among rotary ones: SmolLM3's no_rope_layers, EXAONE 4's full-attention
-    layers when sliding ones are present (its tree is OLMo 3's: converted without knowing it, its logits differed by
-    0.13), Cohere2's full-attention layers always. Logits of a padded batch, and greedy generation with the cache."""
+    """NoPE layers (attention: {nope: true}) among rotary ones: SmolLM3's no_rope_layers, Cohere2's full-attention
+    layers always; EXAONE 4's and Flint's full-attention layers, which their configs do not mark, found by running
+    each layer's attention with two spacings of positions (EXAONE 4's tree is OLMo 3's: converted without knowing
+    it, its logits differed by 0.13; Flint's by 0.5); EXAONE-MoE's, with a dense first layer before the experts'
+    (the per-layer pattern of attention kinds and of feed-forward kinds combined). Logits of a padded batch, and
+    greedy generation with the cache."""
     result = hf_coverage.run_one(model_type)
     assert result.status == "exact", result
     cfg = hf_coverage.shrink(T.CONFIG_MAPPING[model_type])
@@ -188,11 +191,11 @@ def test_opt_positions_sit_two_rows_in_and_follow_the_padding():
         hf.spec_from_config(T.OPTConfig(do_layer_norm_before=False))
 
 
-@pytest.mark.parametrize("model_type, model_class", [("biogpt", "BioGptForCausalLM"), ("trocr", "TrOCRForCausalLM")])
+@pytest.mark.parametrize("model_type, model_class", [("biogpt", "BioGptForCausalLM")])
 def test_a_layout_the_importer_does_not_read_is_named_for_what_it_is(model_type, model_class):
-    """Layers the importer does not read (BioGPT's, TrOCR's decoder; BERT-shaped ones are hf_encoder's, and a BART
-    config is the seq2seq importer's) are refused as what they are, not with a Llama default's complaint (it said
-    "a gated MLP with activation 'gelu'")."""
+    """Layers the importer does not read (BioGPT's; BERT-shaped ones are hf_encoder's, a BART config is the seq2seq
+    importer's and a decoder used alone, TrOCR's, hf_decoder's) are refused as what they are, not with a Llama
+    default's complaint (it said "a gated MLP with activation 'gelu'")."""
     with pytest.raises(SpecError, match=rf"model_type: unsupported feature: '{model_type}' is a {model_class}, whose "
                                         r"layers are \S+\.layers\.N \(not model.layers or transformer.h\), holding "
                                         r"self_attn, ") as exc:
@@ -254,3 +257,15 @@ def test_the_rotation_is_read_from_what_the_model_computes(model_type, expected)
 
     _, model = _meta(model_type)
     assert rotary_traits(model, model.model.layers[0].self_attn) == expected
+
+
+def test_which_layers_rotate_is_read_from_what_each_computes():
+    """Flint's code rotates queries and keys in its sliding-window layers only: run alone with the rotary tables of
+    two spacings of positions, its full-attention layers give the same output. Llama's every layer rotates."""
+    from archdsl.interop.hf_probe import rotation_traits
+
+    _, flint = _meta("flint")
+    assert rotation_traits(flint) == {"rotates": [t == "sliding_attention" for t in flint.config.layer_types]}
+    assert not all(rotation_traits(flint)["rotates"]) and any(rotation_traits(flint)["rotates"])
+    _, llama = _meta("llama")
+    assert rotation_traits(llama) == {"rotates": [True] * len(llama.model.layers)}

@@ -374,7 +374,7 @@ def test_an_unknown_kind_lists_the_installed_plugins(fake_plugins):
 
 
 # ----------------------------------------------------------------------------- the protocol stays true
-COMPOSITION = {"residual", "parallel", "repeat"}  # the only kinds the tools know by name (design.md)
+COMPOSITION = {"residual", "parallel", "repeat", "with_memory"}  # the only kinds the tools know by name (design.md)
 EXEMPT = {"interop"}  # the Hugging Face importer maps checkpoints onto kinds (issue 11 makes it a decompiler)
 
 

@@ -126,7 +126,8 @@ class BuildContext:
 
     def memory_width(self) -> int:
         """Width of the stack output this node reads (cross-attention's memory)."""
-        return next(e["width"] for _, _, e in self.graph.in_edges(self.id, data=True) if e["role"] == "memory")
+        edges = [e["width"] for _, _, e in self.graph.in_edges(self.id, data=True) if e["role"] == "memory"]
+        return edges[0] if edges else self.graph.graph["memories"][self.spec.memory()]  # one the model is given
 
     def tied_weight(self) -> Any:
         """The weight Parameter of the embedding table this node shares (NodeSpec.tied_to), or None."""

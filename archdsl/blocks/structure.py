@@ -1,4 +1,5 @@
-"""Composition modules: a sequence of named children, residual, parallel (paired with spec/structure.py)."""
+"""Composition modules: a sequence of named children, residual, parallel, with_memory (paired with
+spec/structure.py)."""
 from __future__ import annotations
 
 import torch
@@ -58,6 +59,20 @@ class Parallel(nn.Module):
         return out
 
 
+class WithMemory(Sequence):
+    """The children when the forward was given the memory, else the stream unchanged (Hugging Face's
+    decoders run their cross-attention blocks only ``if encoder_hidden_states is not None``)."""
+
+    def __init__(self, children: list[tuple[str, nn.Module]], memory: str):
+        super().__init__(children)
+        self.memory = memory
+
+    def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        if self.memory not in ctx.memory:
+            return x
+        return super().forward(x, ctx)
+
+
 # ------------------------------------------------------------------------------------ builders
 def build_residual(node: BuildContext) -> nn.Module:
     return Residual(node.children, node.spec.scale)
@@ -69,3 +84,7 @@ def build_parallel(node: BuildContext) -> nn.Module:
 
 def build_repeat(node: BuildContext) -> nn.Module:
     return Sequence(node.children)
+
+
+def build_with_memory(node: BuildContext) -> nn.Module:
+    return WithMemory(node.children, node.spec.needs)

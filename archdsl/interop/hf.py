@@ -149,7 +149,6 @@ UNSUPPORTED_FAMILIES: dict[str, str] = {
 # Behaviour that neither a family's config nor its module tree shows, for families read by probing
 # (hf_probe): EXAONE 4's full-attention layers skip the rotary rotation (NoPE) when sliding-window
 # layers are present.
-_NOPE_GLOBAL_LAYERS = {"exaone4", "exaone4_5", "exaone_moe", "kolibri1"}  # NoPE full-attention layers: _nope_layers
 # ... and traits of behaviour for probed families: MiniCPM3's latent attention rotates halves, not
 # DeepSeek's adjacent pairs (its config has no rope_interleave to say so)
 _PROBED_BEHAVIOUR: dict[str, dict[str, Any]] = {
@@ -832,18 +831,20 @@ def _experts_from_traits(cfg: Any, f: Features, traits: Mapping[str, Any]) -> No
 
 def _nope_layers(cfg: Any, traits: Mapping[str, Any], windows: list[int | None]) -> list[bool] | None:
     """Which layers' attention skips the rotary rotation (NoPE), or None when every layer rotates: SmolLM3's
-    no_rope_layers (0 marks one); EXAONE 4's full-attention layers when sliding-window ones are present;
-    Cohere2's full-attention layers always (its code rotates only in sliding-window layers)."""
+    no_rope_layers (0 marks one); Cohere2's full-attention layers always (its code rotates only in
+    sliding-window layers); for a probed family, each layer's behaviour (EXAONE 4's and Flint's full-attention
+    layers do not rotate, which their configs do not say)."""
     nope = None
     no_rope = getattr(cfg, "no_rope_layers", None)
     if no_rope and not all(no_rope):
         if len(no_rope) != len(windows):
             raise _unsupported(cfg, "no_rope_layers", f"{len(no_rope)} entries for {len(windows)} layers")
         nope = [not bool(x) for x in no_rope]
-    if cfg.model_type in _NOPE_GLOBAL_LAYERS and any(windows) and not all(windows):
-        nope = [w is None for w in windows]
     if traits.get("nope") == "unless_sliding":
         nope = [w is None for w in windows]
+    rotates = traits.get("rotates")
+    if isinstance(rotates, list) and len(rotates) == len(windows):  # the layers' behaviour (hf_probe.rotation_traits)
+        nope = [not r for r in rotates]
     return nope if nope and any(nope) else None
 
 
@@ -1076,6 +1077,11 @@ def _is_encoder(cfg: Any) -> bool:
     return is_encoder(cfg)
 
 
+def _is_lone_decoder(cfg: Any) -> bool:
+    from .hf_decoder import is_lone_decoder
+    return is_lone_decoder(cfg)
+
+
 def spec_yaml_from_config(config: Any, *, verify: bool = True) -> str:
     """The readable YAML spec (vars, blocks, repeat) of a transformers config.
 
@@ -1087,10 +1093,10 @@ def spec_yaml_from_config(config: Any, *, verify: bool = True) -> str:
         return _spec_yaml(config)
     cfg = load_config(config)
     text = _read_features(cfg, lambda: _spec_yaml(cfg))
-    if _is_encoder(cfg):
+    if _is_encoder(cfg) or _is_lone_decoder(cfg):
         from ..loader import load_spec
-        from . import hf_encoder
-        hf_encoder.check_counts(cfg, load_spec(text))
+        from . import hf_decoder, hf_encoder
+        (hf_encoder if _is_encoder(cfg) else hf_decoder).check_counts(cfg, load_spec(text))
     else:
         _verify_spec(cfg, text)
     return text
@@ -1117,6 +1123,9 @@ def _spec_yaml(config: Any) -> str:
         if _is_encoder(cfg):  # BERT and the encoders laid out like it, read from the model (hf_encoder.py)
             from . import hf_encoder
             return hf_encoder.spec_yaml_from_config(cfg)
+        if _is_lone_decoder(cfg):  # BartForCausalLM and the like: a decoder used alone (hf_decoder.py)
+            from . import hf_decoder
+            return hf_decoder.spec_yaml_from_config(cfg)
     f = config if isinstance(config, Features) else features_from_config(cfg)
     v: dict[str, Any] = {"vocab": f.vocab}
     if f.max_len:
@@ -1148,9 +1157,6 @@ def _spec_yaml(config: Any) -> str:
         if f.rotary_fraction != 1.0:
             v["rotary_fraction"] = f.rotary_fraction
     windows = sorted({w for w in f.windows if w})
-    if f.mlp_kinds and ((windows and not all(f.windows)) or (f.nope and len(set(f.nope)) > 1)):
-        raise _unsupported(None, "layer_types", "sliding-window and full layers (or layers with and without positions) "
-                           "mixed with dense and sparse layers")
     if len(windows) > 1:
         raise _unsupported(None, "sliding_window", f"several different window sizes ({windows})")
     if windows:
@@ -1303,17 +1309,27 @@ def _spec_yaml(config: Any) -> str:
                                                if d else [])
         params = (["window: null"] if per_layer_window else []) + (["nope: false"] if per_layer_nope else []) + (
             ["rope_theta: null", "rope_scaling: none", "rope_factor: null"] if rope_each else [])
-        lines += ["  decoder_layer:", f"    params: {{{', '.join(params)}}}", "    layers:"]
-        if rope_each:
-            lines.append("      - positional: {kind: rotary, base: $rope_theta, scaling: $rope_scaling, factor: $rope_factor"
-                         + (", max_len: $context}" if f.max_len else "}"))
-        lines += ["      " + line for line in body]
-        for kind in [k for k in ("local", "local_nope", "global", "global_nope") if k in kinds]:
+        # with dense layers among the experts' (EXAONE-MoE, AFMoE), a dense_layer block of the same parameters too
+        dense = f"mlp: {_args([('hidden', '$dense_ffn'), ('activation', f.activation)] + ([] if f.mlp_bias else [('bias', 'false')]))}"
+        layer_blocks = [("decoder_layer", body)] + ([("dense_layer", [line.replace(ffn_node, dense) for line in body])]
+                                                    if f.mlp_kinds else [])
+        for block, lines_of in layer_blocks:
+            lines += [f"  {block}:", f"    params: {{{', '.join(params)}}}", "    layers:"]
+            if rope_each:
+                lines.append("      - positional: {kind: rotary, base: $rope_theta, scaling: $rope_scaling, factor: "
+                             "$rope_factor" + (", max_len: $context}" if f.max_len else "}"))
+            lines += ["      " + line for line in lines_of]
+        mlp_kinds = f.mlp_kinds or ["moe"] * f.layers
+        names = [("dense_" if m == "dense" else "") + k for k, m in zip(kinds, mlp_kinds)]
+        for name in dict.fromkeys(names):
+            kind = name.removeprefix("dense_")
             local = kind.startswith("local")
             args = (["window: $local_window"] if local else []) + (["nope: true"] if kind.endswith("_nope") else [])
             if rope_each:
                 args += rope_args("$local_rope_theta", f.local_rope[1]) if local else rope_args("$rope_theta", f.rope_scaling)
-            lines += [f"  {kind}:", "    - decoder_layer" + (f": {{{', '.join(args)}}}" if args else "")]
+            block = "dense_layer" if name.startswith("dense_") else "decoder_layer"
+            lines += [f"  {name}:", f"    - {block}" + (f": {{{', '.join(args)}}}" if args else "")]
+        kinds = names
     elif f.mlp_kinds:  # some layers have a dense MLP in place of the experts (DeepSeek's first ones, Qwen-MoE's)
         dense = f"mlp: {_args([('hidden', '$dense_ffn'), ('activation', f.activation)] + ([] if f.mlp_bias else [('bias', 'false')]))}"
         split = max(i for i, line in enumerate(body) if line.startswith("- residual:"))  # the feed-forward residual
@@ -1350,11 +1366,10 @@ def _spec_yaml(config: Any) -> str:
         model.append(f"    - positional: {_args(learned + ([('offset', f.position_offset)] if f.position_offset else []))}")
     if f.embed_dropout:
         model.append("    - dropout: $embed_dropout")
-    if f.mlp_kinds:
+    if per_layer:
+        model += _pattern_repeats(kinds)
+    elif f.mlp_kinds:
         model += _mixed_repeats(f.mlp_kinds)
-    elif per_layer:
-        model += ["    - repeat: $layers", "      name: layers",
-                  f"      pattern: [{', '.join(kinds[:_period(kinds)])}]"]
     else:
         model += ["    - repeat: $layers", "      name: layers", "      body: decoder_layer"]
     if f.final_norm:
@@ -1397,6 +1412,31 @@ def _mixed_repeats(kinds: list[str]) -> list[str]:
             for line in (f"    - repeat: {n}", f"      name: layers_{j}", f"      body: {blocks[kind]}")]
 
 
+def _pattern_repeats(names: list[str]) -> list[str]:
+    """Repeats over the layers' block names: one cycling the shortest pattern when it is short; else the first
+    layers that break the cycle (EXAONE-MoE's dense first layer before its sliding/full pattern), one repeat
+    each run, then the cycle; else a repeat per run of equal layers. Layer numbers continue across repeats."""
+    def runs(part: list[str], start: int) -> list[str]:
+        groups: list[list] = []
+        for name in part:
+            if groups and groups[-1][0] == name:
+                groups[-1][1] += 1
+            else:
+                groups.append([name, 1])
+        return [line for j, (name, n) in enumerate(groups, start)
+                for line in (f"    - repeat: {n}", f"      name: layers_{j}", f"      body: {name}")]
+
+    for first in range(len(names)):
+        period = _period(names[first:])
+        if period <= 8:
+            if not first:
+                return ["    - repeat: $layers", "      name: layers", f"      pattern: [{', '.join(names[:period])}]"]
+            head = runs(names[:first], 0)
+            return head + [f'    - repeat: "${{layers - {first}}}"', "      name: layers",
+                           f"      pattern: [{', '.join(names[first:first + period])}]"]
+    return runs(names, 0)
+
+
 def _period(kinds: list[str]) -> int:
     """The shortest p with kinds[i] == kinds[i % p] for every layer i."""
     return next(p for p in range(1, len(kinds) + 1) if all(kinds[i] == kinds[i % p] for i in range(len(kinds))))
@@ -1420,6 +1460,12 @@ def spec_from_config(config: Any, *, verify: bool = True) -> Any:
         spec = load_spec(_spec_yaml(cfg))
         if verify:
             hf_encoder.check_counts(cfg, spec)
+        return spec
+    if _is_lone_decoder(cfg):  # probed on a small model of its class; its parameter count checked at full size
+        from . import hf_decoder
+        spec = load_spec(_read_features(cfg, lambda: _spec_yaml(cfg)))
+        if verify:
+            hf_decoder.check_counts(cfg, spec)
         return spec
     if is_seq2seq(cfg) or _is_vision(cfg) or _is_ssm(cfg) or _is_linear(cfg):
         text = _read_features(cfg, lambda: _spec_yaml(cfg))
@@ -2057,6 +2103,9 @@ def from_hf(hf_model: Any, *, spec: Any = None, overrides: Mapping[str, Any] | N
         from . import hf_encoder
         return hf_encoder.from_hf(hf_model, spec=spec, overrides=overrides, dtype=dtype, device=device,
                                   verify_outputs=verify)
+    if _is_lone_decoder(hf_model.config):  # BartForCausalLM, TrOCR, ...: verified by default
+        from . import hf_decoder
+        return hf_decoder.from_hf(hf_model, spec=spec, overrides=overrides, dtype=dtype, device=device, verify=verify)
     if hf_seq2seq.is_seq2seq(hf_model.config):  # T5, BART
         f2s = hf_seq2seq.seq2seq_features(hf_model.config)
         target = _target_spec(f2s, hf_model.config, spec, overrides)
@@ -2214,6 +2263,9 @@ def from_pretrained(local_dir: str | Path, *, spec: Any = None, overrides: Mappi
     if _is_encoder(cfg):  # BERT and the encoders laid out like it (hf_encoder.py)
         from . import hf_encoder
         return hf_encoder.from_pretrained(local_dir, spec=spec, overrides=overrides, dtype=dtype, device=device)
+    if _is_lone_decoder(cfg):  # BartForCausalLM, TrOCR, ... (hf_decoder.py)
+        from . import hf_decoder
+        return hf_decoder.from_pretrained(local_dir, spec=spec, overrides=overrides, dtype=dtype, device=device)
     if _is_ssm(cfg):  # Mamba, Mamba-2, Jamba, Bamba
         from . import hf_ssm
         return hf_ssm.from_pretrained(local_dir, spec=spec, overrides=overrides, dtype=dtype, device=device)
@@ -2254,7 +2306,8 @@ def import_hf_main(config_json: str | Path, output_path: str | Path | None = Non
     total = summary(spec).total_params
     if verify:
         verdict = check(cfg, spec)
-        note = (f"verified: the same parameters, role by role, as transformers' {verdict.model_class} of this config"
+        how = "role by role" if verdict.by_role else "in total (the importer maps each tensor when it loads weights)"
+        note = (f"verified: the same parameters, {how}, as transformers' {verdict.model_class} of this config"
                 if verdict.verified else f"warning: the spec is unverified: {verdict.reason}")
     else:
         note = "warning: not compared with the transformers model (--no-verify); the spec may describe a different model"

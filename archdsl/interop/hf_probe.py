@@ -280,6 +280,67 @@ def rotary_traits(model: Any, attn: Any) -> dict[str, Any]:
     return {}
 
 
+def _small_attention_config(cfg: Any) -> Any:
+    """A copy of a decoder's config with its attention made small (width 64, 4 heads of 16, the kv heads'
+    sharing kept), for building its attention modules alone on the CPU."""
+    import copy
+
+    small = copy.deepcopy(cfg)
+    heads = getattr(cfg, "num_attention_heads", None)
+    kv = getattr(cfg, "num_key_value_heads", None) or heads
+    sizes = {"hidden_size": 64, "num_attention_heads": 4, "head_dim": 16,
+             "num_key_value_heads": 4 if kv == heads else 1 if kv == 1 else 2}
+    for key, value in sizes.items():
+        if isinstance(getattr(small, key, None), int) and not isinstance(getattr(small, key), bool):
+            setattr(small, key, value)
+    return small
+
+
+def rotation_traits(model: Any) -> dict[str, Any]:
+    """Which layers rotate queries and keys, from behaviour: each layer's attention, built small on the CPU
+    from its own class and a small copy of the config, run on the same input with the rotary tables of two
+    position sequences spaced differently (a rotation makes the scores depend on the spacing; a NoPE layer's
+    output is the same). Flint's code rotates only in its sliding-window layers, which its config does not
+    say. Empty when the pieces cannot be built or run this way (the config then decides)."""
+    import warnings
+
+    import torch
+
+    base = getattr(model, "model", None) or getattr(model, "transformer", None) or model
+    rotary, layers = getattr(base, "rotary_emb", None), _layers(model)
+    if rotary is None or not layers:
+        return {}
+    small = _small_attention_config(model.config)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 6, 64, generator=g)
+    spacings = (torch.arange(6)[None], (torch.arange(6) * 3 + 1)[None])
+    types = getattr(model.config, "layer_types", None)
+    rotates = []
+    try:
+        with warnings.catch_warnings(), torch.no_grad(), torch.device("cpu"):
+            warnings.simplefilter("ignore")
+            table = type(rotary)(config=small)
+            for i, layer in enumerate(layers):
+                attn = _child(layer, _ATTN)
+                if attn is None:
+                    return {}
+                module = type(attn)(small, i).eval()
+                for p in module.parameters():
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+                outs = []
+                for positions in spacings:
+                    try:
+                        cos, sin = table(x, positions)
+                    except TypeError:  # one table per layer type (Gemma 3's)
+                        cos, sin = table(x, positions, types[i])
+                    out = module(hidden_states=x, position_embeddings=(cos, sin), attention_mask=None)
+                    outs.append(out[0] if isinstance(out, tuple) else out)
+                rotates.append(not torch.allclose(outs[0], outs[1], atol=1e-6))
+    except Exception:  # noqa: BLE001 - an attention built or called another way: no evidence
+        return {}
+    return {"rotates": rotates}
+
+
 def norm_traits(norm: Any) -> dict[str, Any]:
     """What a layer's norm computes, from behaviour: a copy of it on the CPU with a known weight (and a zero
     shift) run on probe values, matched against RMSNorm and LayerNorm scaled by w or by (1 + w) (Gemma's and
@@ -378,6 +439,7 @@ def traits_from_model(model: Any, head_dim: int) -> dict[str, Any]:
         traits.update(norm_traits(norm))
     if not traits.get("latent"):  # latent attention rotates with functions of its own (DeepSeek's interleave)
         traits.update(rotary_traits(model, attn))
+        traits.update(rotation_traits(model))
     base = getattr(model, "model", None) or getattr(model, "transformer", None) or model
     inv_freq = dict(getattr(base, "rotary_emb", nn.Module()).named_buffers()).get("inv_freq")
     if inv_freq is not None and inv_freq.dim() == 1:  # the dims its rotary rotates, whatever rotary_dim says

@@ -100,6 +100,7 @@ class Seq2SeqFeatures:
     max_len: int | None = None
     offset: int = 0
     embed_norm: bool = False
+    decoder_norm_first: bool = False  # the decoder's embedding norm before the positions are added (Blenderbot-small)
     final_norm: bool = True
     embed_scale: bool = False
     bias: bool = False
@@ -167,6 +168,7 @@ def seq2seq_features(cfg: Any, probed: dict[str, Any] | None = None) -> Seq2SeqF
         ffn=int(cfg.encoder_ffn_dim), activation=_ACTIVATIONS[act_name], norm="layernorm", eps=probe["eps"],
         arrangement=probe["arrangement"], positional=probe["positional"], max_len=int(cfg.max_position_embeddings),
         offset=probe["offset"], embed_norm=probe["embed_norm"], final_norm=probe["final_norm"],
+        decoder_norm_first=probe.get("decoder_norm_first", False),
         embed_scale=probe["embed_scale"], bias=True,
         tie=bool(getattr(cfg, "tie_word_embeddings", True)), padding_idx=getattr(cfg, "pad_token_id", None),
         dropout=float(cfg.dropout or 0.0), attn_dropout=float(cfg.attention_dropout or 0.0))
@@ -221,8 +223,17 @@ def _probe(cfg: Any) -> dict[str, Any]:
         raise _unsupported(cfg, "model_type", f"'{cfg.model_type}' has modules a {kind.upper()}-layout spec has no "
                            "role for: " + ", ".join(unknown[:6]))
     facts = _bart_facts(small, model) if layout(cfg) == "bart" else {"head_scale": _t5_head_scale(small, model)}
-    _check_small(cfg, small, model, facts)
-    return facts
+    # the decoder's embedding norm after the positions are added (BART), or before (Blenderbot-small): the
+    # first that gives the small model's logits
+    diffs = {}
+    for before in ([False, True] if facts.get("embed_norm") else [False]):
+        facts["decoder_norm_first"] = before
+        diffs[before] = _check_small(cfg, small, model, facts)
+        if diffs[before] <= 1e-4:
+            return facts
+    raise _unsupported(cfg, "model_type", f"a small random '{cfg.model_type}' model differs from its description "
+                       f"by {min(diffs.values()):.3g} of the largest logit: its code does something its tree and the "
+                       "probes do not show")
 
 
 def _t5_head_scale(small: Any, model: Any) -> bool:
@@ -237,11 +248,9 @@ def _t5_head_scale(small: Any, model: Any) -> bool:
     return bool(torch.allclose(scaled, out.logits, atol=1e-5, rtol=1e-4))
 
 
-def _check_small(cfg: Any, small: Any, model: Any, facts: dict[str, Any]) -> None:
-    """The description of a small random model of the config's class, built and loaded with that model's
-    weights, gives its logits: a refusal naming the difference otherwise (the class's code does something
-    neither its tree nor the probes showed, e.g. Blenderbot-small's decoder norming the embeddings before
-    adding the positions)."""
+def _check_small(cfg: Any, small: Any, model: Any, facts: dict[str, Any]) -> float:
+    """How far the description of a small random model of the config's class, built and loaded with that
+    model's weights, is from its logits (relative to the largest); a refusal when the weights do not map."""
     import torch
 
     from ..loader import load_spec
@@ -258,10 +267,7 @@ def _check_small(cfg: Any, small: Any, model: Any, facts: dict[str, Any]) -> Non
     with torch.no_grad():
         theirs = model(input_ids=src, attention_mask=mask, decoder_input_ids=tgt).logits
         got = ours.eval()(src, mask, decoder_tokens=tgt)
-    diff = (got - theirs).abs().max().item()
-    if not diff <= 1e-4 * max(1.0, theirs.abs().max().item()):
-        raise _unsupported(cfg, "model_type", f"a small random '{cfg.model_type}' model differs from its description "
-                           f"by {diff:.3g} in the logits: its code does something its tree and the probes do not show")
+    return (got - theirs).abs().max().item() / max(1.0, theirs.abs().max().item())
 
 
 # a BART encoder layer's modules by role, for hf_encoder's reference computation of a layer
@@ -365,7 +371,8 @@ def _describe(f: Seq2SeqFeatures) -> str:
     parts.append(attn)
     parts.append(f"{_ACT_NAMES[f.activation]} feed-forward (hidden {f.ffn})")
     if f.embed_norm:
-        parts.append("LayerNorm on the embeddings")
+        parts.append("LayerNorm on the embeddings" + (" (the decoder's before its positions are added)"
+                                                      if f.decoder_norm_first else ""))
     if f.embed_scale:
         parts.append("embeddings scaled by sqrt(d_model)")
     parts.append("one embedding table for both stacks" + (", tied head" if f.tie else ", untied head"))
@@ -436,13 +443,16 @@ def seq2seq_yaml(f: Seq2SeqFeatures) -> str:
         lines = [f"    {name}:", "      width: $d_model"] + (["      input: decoder_tokens"] if decoder else [])
         lines += ["      layers:", f"        - embedding: {_args(embed)}"]
         body: list[str] = []
+        norm_first = f.embed_norm and decoder and f.decoder_norm_first
+        if norm_first:
+            body.append(f"- {f.norm}: {_args([('eps', '$eps'), ('name', 'layernorm_embedding')])}")
         if f.positional == "learned":
             pos = [("kind", "learned"), ("max_len", "$context")] + ([("offset", str(f.offset))] if f.offset else [])
             body.append(f"- positional: {_args(pos + [('name', 'embed_positions')])}")
         if f.positional == "sinusoidal":
             pos = [("kind", "sinusoidal"), ("max_len", "$context"), ("halves", "true"), ("name", "embed_positions")]
             body.append(f"- positional: {_args(pos)}")
-        if f.embed_norm:
+        if f.embed_norm and not norm_first:
             body.append(f"- {f.norm}: {_args([('eps', '$eps'), ('name', 'layernorm_embedding')])}")
         body += drop
         if f.positional == "relative":

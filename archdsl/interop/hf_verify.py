@@ -46,6 +46,7 @@ class Verdict:
     reason: str = ""
     model_class: str = ""
     parameters: int = 0
+    by_role: bool = True  # compared role by role; False: by the parameter total (the importer maps every tensor)
 
 
 # where a transformers parameter sits inside a layer, by the name of the layer's child module
@@ -128,9 +129,11 @@ def check(cfg: Any, spec: Any) -> Verdict:
     if ours.stack_inputs is not None and ours_untied and head is not None and \
             head.weight is theirs.get_input_embeddings().weight:
         total_theirs += head.weight.numel()  # transformers 5 ties T5 v1.1's and mT5's heads, stored apart in checkpoints
-    if _is_decoder(ours) and _roles_known(ours):
+    by_role = _is_decoder(ours) and _roles_known(ours) and not ours.graph.graph.get("memories")
+    if by_role:
         difference = _first_difference(_our_roles(ours), _their_roles(theirs))
-    else:  # T5, BART, ViT, state-space and linear-recurrent mixers: their mappers check the layout; here the totals
+    else:  # T5, BART (and its decoder alone), ViT, state-space and linear-recurrent mixers: their mappers check
+        # the layout; here the totals
         difference = None
     if difference is None and total_ours != total_theirs:
         difference = "the total"
@@ -142,7 +145,7 @@ def check(cfg: Any, spec: Any) -> Verdict:
             f"(archdsl {total_ours:,} parameters, transformers {total_theirs:,}): {difference}",
             "its modelling code does something the config does not state, which archdsl does not know for this "
             "family; --no-verify (verify=False) writes the spec anyway")])
-    return Verdict(True, model_class=name, parameters=total_theirs)
+    return Verdict(True, model_class=name, parameters=total_theirs, by_role=by_role)
 
 
 # ---------------------------------------------------------------------------------------- roles

@@ -19,7 +19,7 @@ from .linear_mixers import RGLRU, GatedDeltaNet, LightningAttention, ShortConv
 from .norm import LayerNorm, RMSNorm
 from .sequence import GRU, LSTM, Conv1d
 from .ssm import Mamba, Mamba2
-from .structure import Parallel, Repeat, Residual
+from .structure import Parallel, Repeat, Residual, WithMemory
 from .vision import Classifier, PatchEmbedding
 
 
@@ -113,7 +113,7 @@ class _NodeType:
 
 Node = _NodeType
 
-for _cls in (Residual, Parallel, Repeat):
+for _cls in (Residual, Parallel, Repeat, WithMemory):
     _cls.model_rebuild(_types_namespace={"Node": Node})
 
 
@@ -144,6 +144,10 @@ class SingleStack(Stack):
     """`model: {width, layers}`: one stack, the common case (GPT, BERT, Llama)."""
 
     init: Init = Field(default_factory=Init, description="Weight initialisation.")
+    memories: dict[Name, PosInt] = Field(default_factory=dict, description="Memories the model is given when "
+                                         "called rather than computing them (an encoder's output, for a decoder "
+                                         "also used alone): name -> width. Cross-attention reads one by name, "
+                                         "inside `with_memory`, so that the model also runs without it.")
 
     def stacks(self) -> dict[str, Stack]:
         return {"": self}
@@ -207,5 +211,5 @@ class Spec(BaseModel):
 
 __all__ = ["NODE_KINDS", "MODEL_TAGS", "Node", "NodeSpec", "Scope", "DecodeState", "Spec", "Stack", "SingleStack",
            "GraphModel", "Init", "Embedding", "Positional", "Attention", "LatentAttention", "MLP", "MoE", "Linear",
-           "Dropout", "LayerNorm", "RMSNorm", "Residual", "Parallel", "Repeat", "LMHead", "Pooler", "Conv1d", "LSTM",
+           "Dropout", "LayerNorm", "RMSNorm", "Residual", "Parallel", "Repeat", "WithMemory", "LMHead", "Pooler", "Conv1d", "LSTM",
            "GRU", "PatchEmbedding", "Classifier"]

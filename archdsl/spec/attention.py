@@ -104,8 +104,9 @@ class Attention(NodeSpec):
                     scope.report(field, f"{field} is implemented for self-attention only", f"drop {field} here")
             if self.cross not in scope.memory_widths:
                 known = ", ".join(sorted(scope.memory_widths)) or "none"
-                scope.report("cross", f"no stack named '{self.cross}' to attend to (stacks resolved before this one: "
-                             f"{known})", "name a stack under model.graph; a stack cannot read itself")
+                scope.report("cross", f"no stack or memory named '{self.cross}' to attend to (stacks resolved before "
+                             f"this one, and memories: {known})", "name a stack under model.graph (a stack cannot "
+                             "read itself), or a memory the model is given (memories: {NAME: WIDTH})")
             if self.causal:
                 scope.report("causal", "cross-attention cannot be causal: the memory is not in the query's timeline",
                              "drop causal: true here")

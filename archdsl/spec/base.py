@@ -67,7 +67,7 @@ class NodeSpec(BaseModel):
     family: ClassVar[str] = "other"  # colour group in diagrams (archdsl.diagram.FAMILY_STYLES)
     title: ClassVar[str | None] = None  # how a diagram titles the node; default: the kind
     shorthand: ClassVar[str | None] = None  # `dropout: 0.1` means `dropout: {p: 0.1}`
-    leaf: ClassVar[bool] = True  # composite kinds (residual, parallel, repeat) are False
+    leaf: ClassVar[bool] = True  # composite kinds (residual, parallel, repeat, with_memory) are False
     builder: ClassVar[Any] = None  # "package.module:function" (or a callable) building the torch module
     residual_branch: ClassVar[bool] = False  # a sublayer whose output projection writes into a residual
     # (attention, feed-forward): counted for the 1/sqrt(N) scaling of its initialisation

@@ -1,4 +1,4 @@
-"""Composition: residual connections, parallel branches and repeated layers.
+"""Composition: residual connections, parallel branches, repeated layers and blocks that need a memory.
 
 These kinds own no parameters; the IR resolves their bodies and checks that widths agree.
 """
@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, model_validator
 
-from .base import NodeSpec, PosFloat, PosInt
+from .base import Name, NodeSpec, PosFloat, PosInt
 
 
 class Residual(NodeSpec):
@@ -86,3 +86,23 @@ class Repeat(NodeSpec):
 
     def default_name(self) -> str:
         return "layers"
+
+
+class WithMemory(NodeSpec):
+    """body(x) when the model is given the memory it names, else x unchanged. A decoder trained
+    beside an encoder and also used alone (BartForCausalLM, TrOCR's and Whisper's decoders as
+    causal LMs) skips its cross-attention blocks, their norms included, when no encoder states
+    are given; the memory is declared in the stack's ``memories`` and passed to the model's call
+    (``model(tokens, memory={name: states})``). The body must keep the width."""
+
+    kind = "with_memory"
+    family = "structure"
+    builder = "archdsl.blocks.structure:build_with_memory"
+    shorthand = "body"
+    leaf = False
+
+    needs: Name = Field(description="The memory (declared in the stack's `memories`) whose presence runs the body.")
+    body: list["Node"] = Field(min_length=1, description="What runs when the memory is given, a list of nodes.")  # noqa: F821
+
+    def summary_args(self) -> str:
+        return f"with {self.needs}"
