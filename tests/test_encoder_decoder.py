@@ -339,7 +339,7 @@ def test_geglu_is_t5_v1_1s_gelu_new():
     ({"kind": "relative", "heads": 4, "buckets": 2}, "at least 4 buckets"),
     ({"kind": "relative", "heads": 4, "buckets": 32, "max_distance": 16}, "must exceed half the buckets"),
     ({"kind": "rotary", "buckets": 8}, "kind: relative only"),
-    ({"kind": "sinusoidal", "offset": 2}, "learned positions only"),
+    ({"kind": "rotary", "offset": 2}, "learned and sinusoidal positions only"),
 ])
 def test_positional_field_errors(positional, message):
     spec = {"name": "x", "model": {"width": 32, "layers": [{"embedding": 10}, {"positional": positional},

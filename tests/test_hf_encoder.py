@@ -163,9 +163,11 @@ def test_what_archdsl_cannot_express_is_refused_by_name(config_class, extra, mat
 @pytest.mark.parametrize("model_type,status", [
     ("bert", "exact"), ("roberta", "exact"), ("electra", "exact"), ("albert", "exact"), ("distilbert", "exact"),
     ("xlm-roberta-xl", "exact"), ("megatron-bert", "exact"), ("ibert", "exact"), ("mra", "refused"),
-    ("big_bird", "refused")])
+    ("big_bird", "refused"), ("eurobert", "exact")])
 def test_coverage_sweep_masked_lm_subset(model_type, status):
-    """The coverage harness's masked-LM sweep on a fixed subset (the full sweep: docs/coverage.md)."""
+    """The coverage harness's masked-LM sweep on a fixed subset (the full sweep: docs/coverage.md). EuroBERT's
+    layers are Llama's, attending to every token (its attention's is_causal is False): the decoder importer reads
+    it, with attention: {causal: false}."""
     result = hf_coverage.run_one(model_type, "masked-lm")
     assert result.status == status, result
     if status == "exact":

@@ -17,6 +17,8 @@ import warnings
 
 import pytest
 
+import archdsl
+
 from conftest import ROOT, need
 
 T = need("transformers")
@@ -32,7 +34,7 @@ import hf_coverage  # noqa: E402
 
 
 @pytest.mark.parametrize("model_type", ["mt5", "mbart", "plbart", "blenderbot", "blenderbot-small", "marian",
-                                        "pegasus"])
+                                        "pegasus", "m2m_100"])
 def test_seq2seq_layouts_import_exactly(model_type):
     """Logits of a random-weight tiny model on a padded source and target equal transformers' (the coverage
     harness's seq2seq sweep), and the class-default config verifies at full size."""
@@ -44,7 +46,6 @@ def test_seq2seq_layouts_import_exactly(model_type):
 @pytest.mark.parametrize("model_type, match", [
     ("umt5", "has modules a T5-layout spec has no role for: decoder.block.1"),  # a relative bias in every layer
     ("switch_transformers", "no role for: .*mlp.experts.expert_0"),
-    ("m2m_100", "fixed positions that are not the \\[sin \\| cos\\] table"),
 ])
 def test_what_a_layout_cannot_express_is_refused_by_name(model_type, match):
     with pytest.raises(SpecError, match=match):
@@ -63,6 +64,27 @@ def test_sinusoidal_halves_is_marians_table():
                              cache=None)
         ours = SinusoidalPositional(dim, halves=True)(torch.zeros(1, 512, dim), ctx)[0]
         assert (ours - table).abs().max().item() <= 1e-6
+
+
+def test_sinusoidal_tensor2tensor_is_fairseqs_table():
+    """spacing: tensor2tensor with offset 2 computes the table of XGLM and M2M-100 (frequencies 10000^(-i/(d/2 - 1)),
+    position p at row p + 2) bit for bit, in float32 as they compute it, over 4096 positions, even and odd widths."""
+    from transformers.models.m2m_100.modeling_m2m_100 import M2M100SinusoidalPositionalEmbedding
+    from transformers.models.xglm.modeling_xglm import XGLMSinusoidalPositionalEmbedding
+
+    positions = torch.arange(4096).unsqueeze(0)
+    ctx = ForwardContext(positions=positions, key_padding=None, token_type_ids=None, cache=None)
+    for dim in (64, 33):
+        ours = SinusoidalPositional(dim, halves=True, spacing="tensor2tensor", offset=2)(torch.zeros(1, 4096, dim), ctx)[0]
+        assert torch.equal(ours, XGLMSinusoidalPositionalEmbedding(4096, dim, padding_idx=1)(positions)[0])
+        m2m = M2M100SinusoidalPositionalEmbedding(4096, dim, padding_idx=1)
+        assert torch.equal(ours, m2m(input_ids=torch.full((1, 4096), 5))[0])  # real tokens count from row 2
+    with pytest.raises(SpecError, match="spacing applies to kind: sinusoidal only"):
+        archdsl.load_spec({"name": "x", "model": {"width": 8, "layers": [
+            {"embedding": {"vocab": 10}}, {"positional": {"kind": "rotary", "spacing": "tensor2tensor"}}]}})
+    with pytest.raises(SpecError, match="offset applies to learned and sinusoidal positions only"):
+        archdsl.load_spec({"name": "x", "model": {"width": 8, "layers": [
+            {"embedding": {"vocab": 10}}, {"positional": {"kind": "rotary", "offset": 2}}]}})
 
 
 def test_marian_from_pretrained_reads_a_saved_checkpoint(tmp_path):

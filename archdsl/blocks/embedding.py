@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -127,33 +127,51 @@ class RelativePositionBias(nn.Module):
 class SinusoidalPositional(nn.Module):
     """x + the fixed sin/cos table of Vaswani et al. (2017), computed for the positions at hand."""
 
-    def __init__(self, dim: int, halves: bool = False):
+    def __init__(self, dim: int, halves: bool = False, spacing: str = "vaswani", offset: int = 0):
         super().__init__()
-        self.dim, self.halves = dim, halves
-        self.register_buffer("inv_freq", torch.empty((dim + 1) // 2), persistent=False)
+        self.dim, self.halves, self.spacing, self.offset = dim, halves, spacing, offset
+        if spacing == "tensor2tensor" and dim < 4:
+            raise ValueError(f"tensor2tensor's sinusoids need a width of at least 4, not {dim}")
+        self.register_buffer("inv_freq", torch.empty(self._frequencies()), persistent=False)
         fill_buffers(self)
 
+    def _frequencies(self) -> int:
+        return self.dim // 2 if self.spacing == "tensor2tensor" else (self.dim + 1) // 2
+
+    def _exact(self, device: Any = None) -> torch.Tensor:
+        """The frequencies in float64: 10000^(-2i/d), or tensor2tensor's 10000^(-i/(d/2 - 1))."""
+        if self.spacing == "tensor2tensor":
+            steps = torch.arange(self.dim // 2, dtype=torch.float64, device=device)
+            return torch.exp(steps * (-math.log(10000.0) / (self.dim // 2 - 1)))
+        steps = torch.arange(0, self.dim, 2, dtype=torch.float64, device=device)
+        return torch.exp(steps * (-math.log(10000.0) / self.dim))
+
     def fill_buffers(self) -> None:  # the float32 nearest each exact frequency (forward adds back the residue)
-        steps = torch.arange(0, self.dim, 2, dtype=torch.float64)  # on the CPU: not every device has float64
-        exact = torch.exp(steps * (-math.log(10000.0) / self.dim)).to(torch.float32)
+        exact = self._exact().to(torch.float32)  # on the CPU: not every device has float64
         self.inv_freq.copy_(exact.to(self.inv_freq.device, self.inv_freq.dtype))
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         # in float64 where the device has it: sin and cos of positions in the thousands keep ~1e-7 (float32 angles
         # lose ~1e-4 there), as the float64 tables of Marian and Pegasus do
-        if x.device.type in ("cpu", "cuda") and not torch.compiler.is_compiling():
+        if self.spacing == "tensor2tensor":  # fairseq's float32 table, rounded as it computes it
+            steps = torch.arange(self.dim // 2, dtype=torch.float32, device=x.device)
+            inv_freq = torch.exp(steps * -(math.log(10000.0) / (self.dim // 2 - 1)))
+            angles = (ctx.positions + self.offset).to(torch.float32)[..., None] * inv_freq
+        elif x.device.type in ("cpu", "cuda") and not torch.compiler.is_compiling():
             # the float32 buffer plus its rounding residue: exact frequencies while the buffer is right, and
             # wrong ones when it is not (a buffer computed in half precision still shows)
-            steps = torch.arange(0, self.dim, 2, dtype=torch.float64, device=x.device)
-            exact = torch.exp(steps * (-math.log(10000.0) / self.dim))
+            exact = self._exact(x.device)
             inv_freq = self.inv_freq.to(torch.float64) + (exact - exact.to(torch.float32).to(torch.float64))
-            angles = ctx.positions.to(torch.float64)[..., None] * inv_freq  # (B, S, D/2)
+            angles = (ctx.positions.to(torch.float64) + self.offset)[..., None] * inv_freq  # (B, S, D/2)
         else:
-            angles = ctx.positions.to(torch.float32)[..., None] * self.inv_freq
+            angles = (ctx.positions.to(torch.float32) + self.offset)[..., None] * self.inv_freq
         if self.halves:  # [sin of every frequency | cos of every frequency] (Marian, Pegasus)
-            table = torch.cat((angles.sin(), angles[..., : self.dim - angles.shape[-1]].cos()), dim=-1)
+            cos = angles.cos() if self.spacing == "tensor2tensor" else angles[..., : self.dim - angles.shape[-1]].cos()
+            table = torch.cat((angles.sin(), cos), dim=-1)
         else:
             table = torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(-2)[..., : self.dim]  # interleaved
+        if table.shape[-1] < self.dim:  # tensor2tensor's odd width: a zero last dim
+            table = torch.nn.functional.pad(table, (0, self.dim - table.shape[-1]))
         return x + table.to(x.dtype)
 
 
@@ -291,7 +309,7 @@ def build_positional(node: BuildContext) -> nn.Module:
     if s.type == "relative":
         return RelativePositionBias(node.id, s.heads, s.buckets, s.max_distance)
     if s.type == "sinusoidal":
-        return SinusoidalPositional(width, halves=s.halves)
+        return SinusoidalPositional(width, halves=s.halves, spacing=s.spacing, offset=s.offset)
     if s.type == "rotary":
         scaling = None if s.scaling == "none" else RotaryScaling(
             s.scaling, s.factor, s.low_freq_factor, s.high_freq_factor, s.original_max_len, s.beta_fast, s.beta_slow,

@@ -415,6 +415,7 @@ class Features:
     qk_norm_centered: bool = False  # a LayerNorm qk-norm, with a shift (Persimmon)
     rotary_reverse: bool = False  # rotate by -angle (nanochat's rotate_half flips the signs)
     sinks: bool = False  # a learned logit per head in the softmax's denominator (GPT-OSS, Granite-SWA)
+    causal: bool = True  # False: a masked LM's layers attend to every token (EuroBERT's Llama-style layers)
     final_norm: bool = True  # a norm after the layers (GPT-1 has none)
     shared_gate: bool = True  # the shared expert is scaled by a learned sigmoid gate (Qwen2-MoE; not DeepSeek's)
     top_k: int = 2
@@ -770,6 +771,7 @@ def features_from_config(config: Any) -> Features:
         f.shared_hidden, f.shared_gate = int(traits["shared_hidden"]), bool(traits["shared_gate"])
     f.rotary_reverse = bool(traits.get("rotary_reverse", False))
     f.sinks = bool(traits.get("sinks", False))
+    f.causal = not traits.get("bidirectional", False)
     f.final_norm = bool(traits.get("final_norm", True))
     if model_type == "opt":  # the layouts of OPT-350m (post-norm, a projected embedding) are not written
         if not getattr(cfg, "do_layer_norm_before", True):
@@ -997,6 +999,8 @@ def _describe(f: Features) -> str:
                   "post_residual": "post-norm decoder (a norm after each residual's sum)"}[f.norms]
     if not f.final_norm:
         layout += ", no final norm"
+    if not f.causal:  # a masked LM's layers, laid out as a decoder's but attending to every token
+        layout = layout.replace("decoder", "encoder") + " (bidirectional attention)"
     parts.append(f"{layout}, {norm} (eps {f.eps:g})")
     if f.positional == "rotary":
         rot = f"rotary positions (theta {f.rope_theta:g}"
@@ -1172,7 +1176,8 @@ def _spec_yaml(config: Any) -> str:
         attn.append(("kv_heads", "$kv_heads"))
     if "head_dim" in v:
         attn.append(("head_dim", "$head_dim"))
-    attn.append(("causal", "true"))
+    if f.causal:
+        attn.append(("causal", "true"))
     per_layer_window = bool(windows) and not all(f.windows)
     if windows:
         attn.append(("window", "$window" if per_layer_window else "$local_window"))

@@ -49,7 +49,7 @@ class DecoderDescription:
     head: str  # the head's module path: lm_head, output_projection, proj_out
     layers: int
     width: int
-    memory_width: int
+    memory_width: int | None  # None: no cross-attention (XGLM)
     heads: int
     ffn: int
     vocab: int
@@ -59,6 +59,7 @@ class DecoderDescription:
     positional: str  # learned | sinusoidal
     max_len: int
     offset: int
+    spacing: str  # sinusoidal: "vaswani" (Marian's, Pegasus's frequencies) or "tensor2tensor" (fairseq's: XGLM)
     embed_scale: float
     embed_norm: bool
     final_norm: bool
@@ -99,26 +100,36 @@ def _meta(cfg: Any) -> Any:
             return _causal_class(cfg)._from_config(copy.deepcopy(cfg))
 
 
-def _decoder_path(model: Any) -> str | None:
-    """The module path of the decoder whose layers hold self- and cross-attention and fc1/fc2, or None."""
+def _decoder_path(model: Any, cross: bool = True) -> str | None:
+    """The module path of the decoder whose layers hold self-attention (and cross-attention, unless ``cross`` is
+    False) and fc1/fc2 as BART's do, or None."""
     names = {n for n, _ in model.named_parameters()}
     for prefix in ("model.decoder", "decoder", "model"):
-        marks = [f"{prefix}.layers.0.{LAYER[r]}.weight" for r in ("q", "cq", "up", "down")]
+        marks = [f"{prefix}.layers.0.{LAYER[r]}.weight" for r in (("q", "cq", "up", "down") if cross else
+                                                                   ("q", "attn_norm", "up", "down", "mlp_norm"))]
         if all(m in names for m in marks):
             return prefix
     return None
 
 
+def _has_cross(model: Any, prefix: str) -> bool:
+    return any(n.startswith(f"{prefix}.layers.0.encoder_attn.") for n, _ in model.named_parameters())
+
+
 def is_lone_decoder(cfg: Any) -> bool:
-    """A config whose causal-LM class is the decoder of an encoder-decoder laid out like BART's (its model built on
-    meta, once per config)."""
+    """A config whose causal-LM class is the decoder of an encoder-decoder laid out like BART's, or a decoder of
+    the same layers without cross-attention (XGLM) of a family without a table entry (its model built on meta,
+    once per config)."""
     cached = getattr(cfg, "_archdsl_lone_decoder", None)
     if cached is not None:
         return cached
+    from .hf import FAMILY_TRAITS
+
     answer = False
     if not getattr(cfg, "is_encoder_decoder", False) and hasattr(cfg, "to_dict"):
-        try:
-            answer = _causal_class(cfg) is not None and _decoder_path(_meta(cfg)) is not None
+        try:  # BART's decoder layers, with cross-attention or (XGLM) without; OPT's keep their own importer
+            answer = _causal_class(cfg) is not None and _decoder_path(
+                _meta(cfg), cross=getattr(cfg, "model_type", None) in FAMILY_TRAITS) is not None
         except Exception:  # noqa: BLE001 - transformers missing, or a class that cannot be built: not this module's
             answer = False
     try:
@@ -134,11 +145,12 @@ def _tree(cfg: Any, model: Any) -> dict[str, Any]:
     with no role by name."""
     from torch import nn
 
-    prefix = _decoder_path(model)
+    prefix = _decoder_path(model, cross=False)
     decoder = model.get_submodule(prefix)
+    cross = _has_cross(model, prefix)
     extra = [n for n, m in decoder.named_children() if n not in _DECODER_PARTS and any(True for _ in m.parameters())]
     layer = decoder.layers[0]
-    known = set(LAYER.values())
+    known = set(LAYER.values()) if cross else {m for r, m in LAYER.items() if not r.startswith("c")}
     extra += sorted({f"layers.0.{n.rsplit('.', 1)[0]}" for n, _ in layer.named_parameters()
                      if n.rsplit(".", 1)[0] not in known})
     heads = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and not n.startswith(prefix + ".")
@@ -153,8 +165,10 @@ def _tree(cfg: Any, model: Any) -> dict[str, Any]:
     if head.bias is not None:
         raise _unsupported(cfg, "model_type", f"a head with a bias ({head_name}.bias)")
     attn = layer.get_submodule("self_attn")
-    biased = {role: layer.get_submodule(LAYER[role]).bias is not None for role in LAYER if "norm" not in role}
+    roles = [r for r in LAYER if "norm" not in r and (cross or not r.startswith("c"))]
+    biased = {role: layer.get_submodule(LAYER[role]).bias is not None for role in roles}
     for group in (("q", "k", "v", "cq", "ck", "cv"), ("o", "co"), ("up", "down")):
+        group = tuple(r for r in group if r in biased)
         if len({biased[r] for r in group}) > 1:
             missing = next(r for r in group if not biased[r])
             raise _unsupported(cfg, "model_type", f"a decoder layer whose {LAYER[missing]} has no bias while "
@@ -163,7 +177,8 @@ def _tree(cfg: Any, model: Any) -> dict[str, Any]:
     table = decoder.embed_tokens
     return {"prefix": prefix, "head": head_name, "layers": len(decoder.layers), "width": int(table.embedding_dim),
             "vocab": int(table.num_embeddings), "heads": int(getattr(attn, "num_heads", 0) or cfg.decoder_attention_heads),
-            "ffn": int(layer.fc1.out_features), "memory_width": int(layer.encoder_attn.k_proj.in_features),
+            "ffn": int(layer.fc1.out_features),
+            "memory_width": int(layer.encoder_attn.k_proj.in_features) if cross else None,
             "tied": head.weight is table.weight, "embed_norm": getattr(decoder, "layernorm_embedding", None) is not None,
             "final_norm": getattr(decoder, "layer_norm", None) is not None, "eps": float(layer.self_attn_layer_norm.eps),
             "padding_idx": table.padding_idx, "bias": biased["q"], "out_bias": biased["o"], "mlp_bias": biased["up"]}
@@ -177,9 +192,9 @@ def _probe_facts(cfg: Any, small: Any, model: Any) -> dict[str, Any]:
 
     from .hf import _ACTIVATIONS
     from .hf_encoder import _ACT_CANDIDATES, _reference_layer
-    from .hf_seq2seq import _is_sinusoid_halves
+    from .hf_seq2seq import fixed_positions
 
-    prefix = _decoder_path(model)
+    prefix = _decoder_path(model, cross=False)
     decoder = model.get_submodule(prefix)
     layer = decoder.layers[0]
     heads = int(getattr(layer.self_attn, "num_heads", 0) or small.decoder_attention_heads)
@@ -207,15 +222,16 @@ def _probe_facts(cfg: Any, small: Any, model: Any) -> dict[str, Any]:
                            "best)")
     positions = decoder.embed_positions
     table = getattr(positions, "weight", None)
-    if table is None:
-        raise _unsupported(cfg, "embed_positions", f"positions computed by {type(positions).__name__} without a table")
-    if not table.requires_grad:  # a fixed table: archdsl computes it, if it is one it knows
-        if not _is_sinusoid_halves(table):
-            raise _unsupported(cfg, "embed_positions", f"fixed positions that are not the [sin | cos] table of Marian "
-                               f"and Pegasus ({type(positions).__name__})")
-        kind, offset = "sinusoidal", 0
-    else:
+    spacing = "vaswani"
+    if table is not None and table.requires_grad:
         kind, offset = "learned", _position_offset(cfg, decoder)
+        offsets = [offset]
+    else:  # a fixed table: archdsl computes it, if it is one it knows
+        fixed = fixed_positions(positions, decoder.embed_tokens.padding_idx)
+        if fixed is None:
+            raise _unsupported(cfg, "embed_positions", f"fixed positions that are not a [sin | cos] table of "
+                               f"Marian's, Pegasus's or fairseq's ({type(positions).__name__})")
+        kind, spacing, offsets = "sinusoidal", fixed["spacing"], fixed["offsets"]
     ids = torch.arange(3, 9).unsqueeze(0) % decoder.embed_tokens.num_embeddings
     with torch.no_grad():
         scaled = decoder.embed_tokens(ids)
@@ -230,8 +246,8 @@ def _probe_facts(cfg: Any, small: Any, model: Any) -> dict[str, Any]:
         scale = 1.0
     else:
         raise _unsupported(cfg, "scale_embedding", f"embeddings scaled by {ratio:.4g}")
-    return {"activation": activation, "arrangement": arrangement, "positional": kind, "offset": offset,
-            "embed_scale": scale}
+    return {"activation": activation, "arrangement": arrangement, "positional": kind, "offsets": offsets,
+            "spacing": spacing, "embed_scale": scale}
 
 
 def _position_offset(cfg: Any, decoder: Any) -> int:
@@ -263,11 +279,13 @@ def describe(hf_model: Any, cfg: Any | None = None) -> DecoderDescription:
     small_tree = _tree(small_cfg, small)
     placements = ["embeddings", "tokens"] + (["last"] if not small_tree["final_norm"] else [])
     diffs = {}
-    for at in placements if small_tree["embed_norm"] else ["embeddings"]:  # the first that gives the logits
-        facts["embed_norm_at"] = at
-        diffs[at] = _check_small(cfg, _description(small_cfg, small, small_tree, facts, _spec_name(small_cfg)), small)
-        if diffs[at] <= 1e-4:
-            return _description(cfg, hf_model, tree, facts, _spec_name(cfg))
+    for offset in facts["offsets"]:  # the first description that gives the small model's logits
+        for at in placements if small_tree["embed_norm"] else ["embeddings"]:
+            facts["embed_norm_at"], facts["offset"] = at, offset
+            d = _description(small_cfg, small, small_tree, facts, _spec_name(small_cfg))
+            diffs[(offset, at)] = _check_small(cfg, d, small)
+            if diffs[(offset, at)] <= 1e-4:
+                return _description(cfg, hf_model, tree, facts, _spec_name(cfg))
     raise _unsupported(cfg, "model_type", f"a small random '{cfg.model_type}' decoder differs from its description by "
                        f"{min(diffs.values()):.3g} of the largest logit: its code does something its tree and the "
                        "probes do not show")
@@ -275,12 +293,18 @@ def describe(hf_model: Any, cfg: Any | None = None) -> DecoderDescription:
 
 def _description(cfg: Any, model: Any, tree: dict, facts: dict, name: str) -> DecoderDescription:
     scale = math.sqrt(tree["width"]) if facts["embed_scale"] == "sqrt" else 1.0
-    max_len = model.get_submodule(tree["prefix"]).embed_positions.weight.shape[0] - facts["offset"]
+    positions = model.get_submodule(tree["prefix"]).embed_positions
+    if facts["positional"] == "learned":
+        max_len = positions.weight.shape[0] - facts["offset"]
+    else:  # a fixed table's positions: the config's (fairseq's table grows with the sequence)
+        max_len = next((getattr(cfg, k) for k in ("max_position_embeddings", "max_target_positions")
+                        if isinstance(getattr(cfg, k, None), int)), 2048)
     return DecoderDescription(
         model_type=str(cfg.model_type), model_class=type(model).__name__, name=name, prefix=tree["prefix"],
         head=tree["head"], layers=tree["layers"], width=tree["width"], memory_width=tree["memory_width"],
         heads=tree["heads"], ffn=tree["ffn"], vocab=tree["vocab"], activation=facts["activation"], eps=tree["eps"],
         arrangement=facts["arrangement"], positional=facts["positional"], max_len=int(max_len), offset=facts["offset"],
+        spacing=facts["spacing"],
         embed_scale=scale, embed_norm=tree["embed_norm"], final_norm=tree["final_norm"],
         embed_norm_at=facts["embed_norm_at"], tied=tree["tied"],
         padding_idx=tree["padding_idx"], bias=tree["bias"], out_bias=tree["out_bias"], mlp_bias=tree["mlp_bias"],
@@ -312,7 +336,7 @@ def _batch(d: DecoderDescription, vocab: int) -> tuple[Any, Any, Any, Any]:
     tokens = torch.randint(3, vocab, (2, 6), generator=g)
     if d.padding_idx is not None:
         tokens = torch.where(tokens == d.padding_idx, (d.padding_idx + 1) % vocab, tokens)
-    states = torch.randn(2, 5, d.memory_width, generator=g)
+    states = torch.randn(2, 5, d.memory_width or 1, generator=g)
     mask = torch.ones(2, 5, dtype=torch.long)
     mask[1, 3:] = 0
     return tokens, None, states, mask
@@ -329,7 +353,7 @@ def _largest_difference(hf_model: Any, model: Any, d: DecoderDescription) -> flo
     hf_model.eval()
     worst = 0.0
     with torch.no_grad():
-        for memory in (None, (states, mask)):
+        for memory in (None, (states, mask)) if d.memory_width else (None,):
             theirs = hf_model(input_ids=tokens, use_cache=False, **({} if memory is None else {
                 "encoder_hidden_states": states, "encoder_attention_mask": mask})).logits.float()
             ours = model(tokens, memory=None if memory is None else {"encoder": memory}).float()
@@ -342,10 +366,14 @@ def _largest_difference(hf_model: Any, model: Any, d: DecoderDescription) -> flo
 def _describe(d: DecoderDescription) -> str:
     from .hf import _ACT_NAMES
 
-    parts = [f"the decoder of an encoder-decoder, used alone: {d.layers} {d.arrangement}-norm layers of causal "
-             f"self-attention, cross-attention to an encoder of width {d.memory_width} (run only when its states "
-             f"are given) and a {_ACT_NAMES[d.activation]} feed-forward (hidden {d.ffn}), {d.heads} heads",
-             "fixed sinusoidal positions (sines, then cosines)" if d.positional == "sinusoidal" else
+    cross = (f"cross-attention to an encoder of width {d.memory_width} (run only when its states are given) and "
+             if d.memory_width else "")
+    what = "the decoder of an encoder-decoder, used alone" if d.memory_width else "a decoder laid out as BART's"
+    sinusoids = ("fixed sinusoidal positions (sines, then cosines" + (", fairseq's frequencies" if
+                 d.spacing == "tensor2tensor" else "") + (f", from row {d.offset})" if d.offset else ")"))
+    parts = [f"{what}: {d.layers} {d.arrangement}-norm layers of causal self-attention, {cross}"
+             f"a {_ACT_NAMES[d.activation]} feed-forward (hidden {d.ffn}), {d.heads} heads",
+             sinusoids if d.positional == "sinusoidal" else
              f"learned positions ({d.max_len}" + (f", from row {d.offset})" if d.offset else ")")]
     if d.embed_scale != 1.0:
         parts.append("embeddings scaled by sqrt(d_model)" if d.embed_scale == math.sqrt(d.width)
@@ -362,7 +390,7 @@ def spec_data(d: DecoderDescription) -> dict[str, Any]:
     """The spec (as data, with vars): one stack whose cross-attention blocks need the memory 'encoder'."""
     v: dict[str, Any] = {"vocab": d.vocab, "context": d.max_len, "d_model": d.width, "heads": d.heads,
                          "layers": d.layers, "ffn": d.ffn, "eps": d.eps}
-    if d.memory_width != d.width:
+    if d.memory_width and d.memory_width != d.width:
         v["encoder_width"] = d.memory_width
     if d.dropout:
         v["dropout"] = d.dropout
@@ -390,9 +418,9 @@ def spec_data(d: DecoderDescription) -> dict[str, Any]:
 
     mlp = {"mlp": {"hidden": "$ffn", "activation": d.activation, **({} if d.mlp_bias else {"bias": False}),
                    "name": "mlp"}}
-    layer = (sublayer(attention("self_attn", causal=True), "self_attn_layer_norm")
-             + [{"with_memory": {"needs": "encoder", "body": sublayer(attention("encoder_attn", cross="encoder"),
-                                                                     "encoder_attn_layer_norm")}}]
+    cross = [{"with_memory": {"needs": "encoder", "body": sublayer(attention("encoder_attn", cross="encoder"),
+                                                                  "encoder_attn_layer_norm")}}] if d.memory_width else []
+    layer = (sublayer(attention("self_attn", causal=True), "self_attn_layer_norm") + cross
              + sublayer(mlp, "final_layer_norm"))
     embed: dict[str, Any] = {"name": "embed_tokens", "vocab": "$vocab"}
     if d.padding_idx is not None:
@@ -405,6 +433,8 @@ def spec_data(d: DecoderDescription) -> dict[str, Any]:
     pos: dict[str, Any] = {"kind": d.positional, "max_len": "$context"}
     if d.positional == "sinusoidal":
         pos["halves"] = True
+        if d.spacing != "vaswani":
+            pos["spacing"] = d.spacing
     if d.offset:
         pos["offset"] = d.offset
     top.append({"positional": {**pos, "name": "embed_positions"}})
@@ -421,8 +451,11 @@ def spec_data(d: DecoderDescription) -> dict[str, Any]:
         head["tie"] = "embed_tokens"
     top.append({"lm_head": head})
     memory = "$encoder_width" if "encoder_width" in v else "$d_model"
+    model: dict[str, Any] = {"width": "$d_model"}
+    if d.memory_width:
+        model["memories"] = {"encoder": memory}
     return {"archdsl": 1, "name": d.name, "description": _describe(d), "vars": v, "blocks": {"layer": layer},
-            "model": {"width": "$d_model", "memories": {"encoder": memory}, "layers": top}}
+            "model": {**model, "layers": top}}
 
 
 def spec_yaml(d: DecoderDescription) -> str:
@@ -489,10 +522,10 @@ def map_weights(d: DecoderDescription, tensors: dict[str, Callable[[], Any]], mo
             errors.append(f"{name} has no counterpart in the {what}")
     positions = f"{p}.embed_positions.weight"
     if d.positional == "sinusoidal" and positions in tensors:  # computed by archdsl: a stored table must be it
-        from .hf_seq2seq import _is_sinusoid_halves
+        from .hf_seq2seq import sinusoid_spacing
 
         used.add(positions)
-        if not _is_sinusoid_halves(tensors[positions]()):
+        if sinusoid_spacing(tensors[positions]()) != d.spacing:
             errors.append(f"{positions} is not the sinusoidal table the spec computes")
     head = f"{d.head}.weight"
     if d.tied and head in tensors:  # a stored copy of the tied table

@@ -382,7 +382,9 @@ def is_encoder(cfg: Any) -> bool:
         return False
     model_type = str(getattr(cfg, "model_type", ""))  # BART's masked-LM class is its seq2seq model: not an encoder
     answer = model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and model_type not in MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES
-    if not answer:
+    if answer and _decoder_layout(cfg):  # a masked LM whose layers are a decoder's (EuroBERT): hf.py reads it
+        answer = False
+    elif not answer:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -396,6 +398,28 @@ def is_encoder(cfg: Any) -> bool:
     except AttributeError:
         pass
     return answer
+
+
+def _decoder_layout(cfg: Any) -> bool:
+    """Whether the masked-LM model of the config holds no BERT-layout layers but Llama-style ones (self_attn with
+    separate q/k/v/o projections beside a norm before each sub-layer), which the decoder importer reads."""
+    import torch
+
+    from .hf_probe import _first_layer
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with torch.device("meta"):
+                meta = model_class(cfg)._from_config(copy.deepcopy(cfg))
+    except Exception:  # noqa: BLE001 - no class, or one that cannot be built
+        return False
+    if _layer_list(meta) is not None:
+        return False
+    layer = _first_layer(meta)
+    names = {n for n, _ in layer.named_parameters()} if layer is not None else set()
+    return {"self_attn.q_proj.weight", "self_attn.o_proj.weight", "input_layernorm.weight",
+            "post_attention_layernorm.weight"} <= names
 
 
 def identify(hf_model: Any, cfg: Any | None = None) -> EncoderDescription:

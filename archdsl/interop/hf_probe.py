@@ -402,6 +402,8 @@ def traits_from_model(model: Any, head_dim: int) -> dict[str, Any]:
         traits["out_bias"] = _has_bias(o)
     if "sinks" in dict(attn.named_parameters(recurse=False)):  # a logit per head in the softmax (GPT-OSS)
         traits["sinks"] = True
+    if getattr(attn, "is_causal", None) is False and type(model).__name__.endswith("ForMaskedLM"):
+        traits["bidirectional"] = True  # a masked LM laid out as a decoder (EuroBERT): every token sees every other
     if _child(attn, ("kv_a_proj_with_mqa",)) is not None:  # DeepSeek's latent attention, however named
         traits["latent"] = True
     q_norm, k_norm = _child(attn, _Q_NORM), _child(attn, _K_NORM)

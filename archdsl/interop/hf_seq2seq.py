@@ -99,6 +99,7 @@ class Seq2SeqFeatures:
     max_distance: int = 128
     max_len: int | None = None
     offset: int = 0
+    spacing: str = "vaswani"  # sinusoidal: Marian's frequencies, or fairseq's (tensor2tensor's: M2M-100)
     embed_norm: bool = False
     decoder_norm_first: bool = False  # the decoder's embedding norm before the positions are added (Blenderbot-small)
     final_norm: bool = True
@@ -167,7 +168,8 @@ def seq2seq_features(cfg: Any, probed: dict[str, Any] | None = None) -> Seq2SeqF
         heads=int(cfg.encoder_attention_heads), head_dim=int(cfg.d_model) // int(cfg.encoder_attention_heads),
         ffn=int(cfg.encoder_ffn_dim), activation=_ACTIVATIONS[act_name], norm="layernorm", eps=probe["eps"],
         arrangement=probe["arrangement"], positional=probe["positional"], max_len=int(cfg.max_position_embeddings),
-        offset=probe["offset"], embed_norm=probe["embed_norm"], final_norm=probe["final_norm"],
+        offset=probe["offset"], spacing=probe.get("spacing", "vaswani"), embed_norm=probe["embed_norm"],
+        final_norm=probe["final_norm"],
         decoder_norm_first=probe.get("decoder_norm_first", False),
         embed_scale=probe["embed_scale"], bias=True,
         tie=bool(getattr(cfg, "tie_word_embeddings", True)), padding_idx=getattr(cfg, "pad_token_id", None),
@@ -226,11 +228,12 @@ def _probe(cfg: Any) -> dict[str, Any]:
     # the decoder's embedding norm after the positions are added (BART), or before (Blenderbot-small): the
     # first that gives the small model's logits
     diffs = {}
-    for before in ([False, True] if facts.get("embed_norm") else [False]):
-        facts["decoder_norm_first"] = before
-        diffs[before] = _check_small(cfg, small, model, facts)
-        if diffs[before] <= 1e-4:
-            return facts
+    for offset in facts.get("offsets", [facts.get("offset", 0)]):  # fairseq's row of position 0
+        for before in ([False, True] if facts.get("embed_norm") else [False]):
+            facts["decoder_norm_first"], facts["offset"] = before, offset
+            diffs[(offset, before)] = _check_small(cfg, small, model, facts)
+            if diffs[(offset, before)] <= 1e-4:
+                return facts
     raise _unsupported(cfg, "model_type", f"a small random '{cfg.model_type}' model differs from its description "
                        f"by {min(diffs.values()):.3g} of the largest logit: its code does something its tree and the "
                        "probes do not show")
@@ -275,19 +278,49 @@ _BART_LAYER = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn
                "attn_norm": "self_attn_layer_norm", "up": "fc1", "down": "fc2", "mlp_norm": "final_layer_norm"}
 
 
-def _is_sinusoid_halves(table: Any) -> bool:
-    """Whether a fixed (positions, width) table is the sines then cosines of the standard frequencies."""
+def sinusoid_spacing(table: Any) -> str | None:
+    """Which of archdsl's [sin | cos] tables a fixed (positions, width) table is, row r at angle r: "vaswani"
+    (Marian's, Pegasus's), "tensor2tensor" (fairseq's: M2M-100, XGLM; its padding row, zeroed, is skipped), or
+    None."""
     import torch
 
     from ..blocks.context import ForwardContext
     from ..blocks.embedding import SinusoidalPositional
 
     rows, dim = table.shape
-    ours = SinusoidalPositional(dim, halves=True)
+    table = table.detach().float()
     ctx = ForwardContext(positions=torch.arange(rows).unsqueeze(0), key_padding=None, token_type_ids=None, cache=None)
-    with torch.no_grad():
-        expected = ours(torch.zeros(1, rows, dim), ctx)[0]
-    return bool(torch.allclose(table.detach().float(), expected, atol=1e-5))
+    kept = table.abs().amax(-1) > 0  # fairseq zeroes the padding row
+    for spacing in ("vaswani", "tensor2tensor"):
+        if spacing == "tensor2tensor" and dim < 4:
+            continue
+        with torch.no_grad():
+            expected = SinusoidalPositional(dim, halves=True, spacing=spacing)(torch.zeros(1, rows, dim), ctx)[0]
+        if torch.allclose(table[kept], expected[kept], atol=1e-5):
+            return spacing
+    return None
+
+
+def _is_sinusoid_halves(table: Any) -> bool:
+    """Whether a fixed (positions, width) table is the sines then cosines of the standard frequencies."""
+    return sinusoid_spacing(table) == "vaswani"
+
+
+def fixed_positions(module: Any, padding_idx: int | None) -> dict[str, Any] | None:
+    """A position module's fixed table as archdsl's sinusoids: {"spacing", "offsets"} with the rows position 0 may
+    read (0 for a table indexed by position; for fairseq's, its own offset or padding_idx + 1, which its code
+    uses as it numbers positions after the padding id: the small model's logits decide); None if it is none."""
+    table = getattr(module, "weight", None)
+    if table is None or table.requires_grad:
+        table = getattr(module, "weights", None)  # fairseq's tables: a buffer, grown on demand
+    if table is None or getattr(table, "requires_grad", False) or table.dim() != 2 or table.device.type == "meta":
+        return None
+    spacing = sinusoid_spacing(table)
+    if spacing is None:
+        return None
+    offsets = [0] if spacing == "vaswani" else sorted({int(getattr(module, "offset", 0) or 0),
+                                                        (padding_idx + 1) if isinstance(padding_idx, int) else 0})
+    return {"spacing": spacing, "offsets": offsets}
 
 
 def _bart_facts(small: Any, model: Any) -> dict[str, Any]:
@@ -307,18 +340,21 @@ def _bart_facts(small: Any, model: Any) -> dict[str, Any]:
     encoder = base.encoder
     positions = encoder.embed_positions
     table = getattr(positions, "weight", None)
+    spacing, offsets = "vaswani", [0]
     if table is None or not table.requires_grad:  # a fixed table: archdsl computes it, if it is one it knows
-        if table is None or not _is_sinusoid_halves(table):
-            raise _unsupported(cfg, "embed_positions", f"fixed positions that are not the [sin | cos] table of "
-                               f"Marian and Pegasus ({type(positions).__name__})",
+        fixed = fixed_positions(positions, getattr(small, "pad_token_id", None))
+        if fixed is None:
+            raise _unsupported(cfg, "embed_positions", f"fixed positions that are not a [sin | cos] table of "
+                               f"Marian's, Pegasus's or fairseq's ({type(positions).__name__})",
                                "archdsl's sinusoidal tables: interleaved sin/cos, or halves: true")
-        kind, offset = "sinusoidal", 0
+        kind, offset, spacing, offsets = "sinusoidal", fixed["offsets"][0], fixed["spacing"], fixed["offsets"]
     else:
         kind, rows = "learned", table.shape[0]
         offset = rows - int(cfg.max_position_embeddings)
         if offset < 0:
             raise _unsupported(cfg, "max_position_embeddings", f"a position table of {rows} rows for "
                                f"{cfg.max_position_embeddings} positions")
+        offsets = [offset]
     ids = torch.arange(3, 9).unsqueeze(0) % small.vocab_size
     with torch.no_grad():
         scaled = encoder.embed_tokens(ids)
@@ -346,7 +382,8 @@ def _bart_facts(small: Any, model: Any) -> dict[str, Any]:
         raise _unsupported(cfg, "model_type", f"{type(layer).__name__} is neither a pre- nor a post-norm layer of "
                            f"softmax attention and a feed-forward (differs by {min(diffs.values()):.3g} at best)")
     final = getattr(encoder, "layer_norm", None)
-    return {"arrangement": arrangement, "positional": kind, "offset": offset, "embed_scale": embed_scale,
+    return {"arrangement": arrangement, "positional": kind, "offset": offset, "spacing": spacing,
+            "offsets": offsets, "embed_scale": embed_scale,
             "eps": float(n1.eps),
             "embed_norm": getattr(encoder, "layernorm_embedding", None) is not None,
             "final_norm": final is not None}
@@ -362,7 +399,8 @@ def _describe(f: Seq2SeqFeatures) -> str:
     if f.positional == "relative":
         parts.append(f"relative position bias ({f.buckets} buckets up to distance {f.max_distance}) per stack")
     elif f.positional == "sinusoidal":
-        parts.append("fixed sinusoidal positions (sines, then cosines)")
+        parts.append("fixed sinusoidal positions (sines, then cosines" + (", fairseq's frequencies" if
+                     f.spacing == "tensor2tensor" else "") + (f", from row {f.offset})" if f.offset else ")"))
     else:
         parts.append(f"learned positions ({f.max_len}" + (f", offset {f.offset})" if f.offset else ")"))
     attn = f"{f.heads} heads of {f.head_dim}" + ("" if f.bias else ", no biases")
@@ -450,8 +488,10 @@ def seq2seq_yaml(f: Seq2SeqFeatures) -> str:
             pos = [("kind", "learned"), ("max_len", "$context")] + ([("offset", str(f.offset))] if f.offset else [])
             body.append(f"- positional: {_args(pos + [('name', 'embed_positions')])}")
         if f.positional == "sinusoidal":
-            pos = [("kind", "sinusoidal"), ("max_len", "$context"), ("halves", "true"), ("name", "embed_positions")]
-            body.append(f"- positional: {_args(pos)}")
+            pos = [("kind", "sinusoidal"), ("max_len", "$context"), ("halves", "true")]
+            pos += ([("spacing", f.spacing)] if f.spacing != "vaswani" else []) + (
+                [("offset", str(f.offset))] if f.offset else [])
+            body.append(f"- positional: {_args(pos + [('name', 'embed_positions')])}")
         if f.embed_norm and not norm_first:
             body.append(f"- {f.norm}: {_args([('eps', '$eps'), ('name', 'layernorm_embedding')])}")
         body += drop
@@ -659,7 +699,7 @@ def map_seq2seq(f: Seq2SeqFeatures, tensors: dict[str, Callable[[], Any]], model
             key = names.positions(side)
             if key in tensors:
                 used.add(key)
-                if not _is_sinusoid_halves(tensors[key]()):
+                if sinusoid_spacing(tensors[key]()) != module.spacing:
                     errors.append(f"{key} is not the sinusoidal table the spec computes")
         elif isinstance(module, RelativePositionBias):
             out[f"{name}.weight"] = get(names.relative(side))

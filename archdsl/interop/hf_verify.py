@@ -78,6 +78,9 @@ def transformers_model_on_meta(cfg: Any) -> Any:
     import torch
     import transformers
 
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+
     from . import hf_encoder, hf_seq2seq, hf_vision
 
     model_type = getattr(cfg, "model_type", None)
@@ -90,6 +93,8 @@ def transformers_model_on_meta(cfg: Any) -> Any:
         auto: Any = transformers.AutoModelForSeq2SeqLM
     elif model_type in hf_vision.VISION_MODEL_TYPES:
         auto = transformers.AutoModelForImageClassification if hf_vision._is_classifier(cfg) else transformers.AutoModel
+    elif model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        auto = transformers.AutoModelForMaskedLM  # a masked LM laid out as a decoder (EuroBERT)
     else:
         auto = transformers.AutoModelForCausalLM
     with warnings.catch_warnings():

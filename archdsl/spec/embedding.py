@@ -97,9 +97,14 @@ class Positional(NodeSpec):
                                    "Other kinds: the context the model was trained for, at which archdsl summary "
                                    "counts attention FLOPs; longer sequences still run.")
     offset: NonNegInt = Field(0, description="learned: rows reserved before position 0; position p reads row p + offset "
-                              "of a table of max_len + offset rows (BART: 2).")
+                              "of a table of max_len + offset rows (BART: 2). sinusoidal: position p gets the "
+                              "table's row p + offset (fairseq's tables: 2).")
     halves: bool = Field(False, description="sinusoidal: the sines of every frequency, then the cosines (Marian, "
                          "Pegasus), instead of sin and cos interleaved (Vaswani et al.).")
+    spacing: Literal["vaswani", "tensor2tensor"] = Field(
+        "vaswani", description="sinusoidal: the frequencies 10000^(-2i/d) (Vaswani et al.; Marian, Pegasus), or "
+        "tensor2tensor's 10000^(-i/(d/2 - 1)), whose last is exactly 1/10000 (fairseq's: XGLM, M2M-100; an odd "
+        "width gets a zero last dim).")
     fraction: float = Field(1.0, gt=0.0, le=1.0, description="rotary: fraction of each head's dims that rotate.")
     base: PosFloat = Field(10000.0, description="rotary: frequency base (theta).")
     interleaved: bool = Field(False, description="rotary: rotate adjacent pairs (GPT-J) instead of halves (NeoX/Llama).")
@@ -137,10 +142,11 @@ class Positional(NodeSpec):
     def _learned_needs_length(self):
         if self.type == "learned" and self.max_len is None:
             raise ValueError("a learned positional embedding needs max_len")
-        if self.type != "learned" and "offset" in self.model_fields_set:
-            raise ValueError("offset applies to learned positions only")
-        if self.type != "sinusoidal" and "halves" in self.model_fields_set:
-            raise ValueError("halves applies to kind: sinusoidal only")
+        if self.type not in ("learned", "sinusoidal") and "offset" in self.model_fields_set:
+            raise ValueError("offset applies to learned and sinusoidal positions only")
+        for field in ("halves", "spacing"):
+            if self.type != "sinusoidal" and field in self.model_fields_set:
+                raise ValueError(f"{field} applies to kind: sinusoidal only")
         rotary_only = sorted({"fraction", "base", "interleaved", "scaling", "reverse"} & self.model_fields_set)
         if self.type != "rotary" and rotary_only:
             raise ValueError(f"{', '.join(rotary_only)} appl{'ies' if len(rotary_only) == 1 else 'y'} to kind: rotary only")
