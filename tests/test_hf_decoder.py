@@ -153,19 +153,20 @@ def test_summary_and_diagram_show_the_block():
 
 # ---------------------------------------------------------------------------------------- the importer
 @pytest.mark.parametrize("model_type", ["bart", "mbart", "pegasus", "blenderbot-small", "bigbird_pegasus", "trocr",
-                                        "xglm"])
+                                        "xglm", "biogpt"])
 def test_lone_decoders_import_exactly(model_type):
     """The coverage sweep's check (a left-padded batch, logits within 1e-5 of the largest), and the class
     default's decoder counted at full size: post- and pre-norm, Pegasus' fixed sinusoids, Blenderbot-small's norm
     before the positions, BigBird-Pegasus' 'layernorm_embedding' that runs after the last layer, TrOCR; XGLM, the
-    same layers without cross-attention and with fairseq's sinusoids (tensor2tensor's frequencies, from row 2)."""
+    same layers without cross-attention and with fairseq's sinusoids (tensor2tensor's frequencies, from row 2);
+    BioGPT's, under biogpt.layers, with an output_projection head."""
     result = hf_coverage.run_one(model_type)
     assert result.status == "exact", result
     cfg = T.CONFIG_MAPPING[model_type]()  # the class default as a decoder alone, at full size, on meta
     cfg.is_decoder, cfg.is_encoder_decoder = True, False
     spec = hf.spec_from_config(cfg)  # its parameter count checked against transformers' on meta
-    if model_type == "xglm":  # BART's layers without cross-attention, fairseq's sinusoids
-        assert not spec.model.memories and "spacing: tensor2tensor" in spec.to_yaml()
+    if model_type in ("xglm", "biogpt"):  # BART's layers without cross-attention (XGLM: fairseq's sinusoids)
+        assert not spec.model.memories and ("spacing: tensor2tensor" in spec.to_yaml()) == (model_type == "xglm")
         return
     assert spec.model.memories == {"encoder": hf_decoder._meta(cfg).model.decoder.layers[0].encoder_attn.k_proj
                                    .in_features}

@@ -105,7 +105,8 @@ def test_families_with_layers_without_positions_import_exactly(model_type):
 
 
 @pytest.mark.parametrize("model_type", ["gpt_oss", "minimax_m3_vl_text", "minimax_m2", "hy_v3", "hunyuan_v1_moe",
-                                        "phimoe", "persimmon", "ernie4_5_moe", "aria_text"])
+                                        "phimoe", "persimmon", "ernie4_5_moe", "aria_text", "cohere2_moe",
+                                        "hyperclovax"])
 def test_families_read_from_behaviour_import_exactly(model_type):
     """Each was refused until the probe ran parts of the model rather than reading config keys: GPT-OSS's experts
     gate (their _apply_gate on probe values: clamped SwiGLU, gate and up rows interleaved; stored (experts, in,
@@ -117,7 +118,10 @@ def test_families_read_from_behaviour_import_exactly(model_type):
     sparsemixer routing; Persimmon's fused query_key_value with biases and per-head LayerNorm qk-norm; ERNIE 4.5
     MoE's and Aria's experts counted and sized from the tree (moe_num_experts, moe_layer_start_index ... are keys
     no other family uses), ERNIE's softmax router with a choice bias and its rotation of adjacent pairs (both
-    from behaviour)."""
+    from behaviour); Cohere2-MoE's one norm per layer feeding attention and experts side by side, a LayerNorm
+    without a shift (its norm run with a known weight), rotation of adjacent pairs in its sliding-window layers
+    only; HyperCLOVA X's norms after attention and MLP (post_norm1/2: its use_post_norm) with Granite's
+    multipliers."""
     result = hf_coverage.run_one(model_type)
     full = "unverified: " if model_type == "hunyuan_v1_moe" else "verified"  # its class default has head_dim None
     assert result.status == "exact" and result.full_size.startswith(full), result
@@ -191,14 +195,15 @@ def test_opt_positions_sit_two_rows_in_and_follow_the_padding():
         hf.spec_from_config(T.OPTConfig(do_layer_norm_before=False))
 
 
-@pytest.mark.parametrize("model_type, model_class", [("biogpt", "BioGptForCausalLM")])
-def test_a_layout_the_importer_does_not_read_is_named_for_what_it_is(model_type, model_class):
-    """Layers the importer does not read (BioGPT's; BERT-shaped ones are hf_encoder's, a BART config is the seq2seq
-    importer's and a decoder used alone, TrOCR's, hf_decoder's) are refused as what they are, not with a Llama
-    default's complaint (it said "a gated MLP with activation 'gelu'")."""
+@pytest.mark.parametrize("model_type, model_class, holding", [
+    ("gpt_neox_japanese", "GPTNeoXJapaneseForCausalLM", "input_layernorm, "), ("hrm_text", "HrmTextForCausalLM", "self_attn, ")])
+def test_a_layout_the_importer_does_not_read_is_named_for_what_it_is(model_type, model_class, holding):
+    """Layers the importer does not read (GPT-NeoX-Japanese's, HRM's; BERT-shaped ones are hf_encoder's, a BART
+    config is the seq2seq importer's, BART-layout decoder layers, TrOCR's and BioGPT's, hf_decoder's) are refused
+    as what they are, not with a Llama default's complaint (it said "a gated MLP with activation 'gelu'")."""
     with pytest.raises(SpecError, match=rf"model_type: unsupported feature: '{model_type}' is a {model_class}, whose "
                                         r"layers are \S+\.layers\.N \(not model.layers or transformer.h\), holding "
-                                        r"self_attn, ") as exc:
+                                        + holding) as exc:
         hf.spec_from_config(hf_coverage.shrink(T.CONFIG_MAPPING[model_type]))
     assert "gated" not in str(exc.value)
 

@@ -521,7 +521,7 @@ def _multiplier(cfg: Any, key: str) -> float | None:
 
 
 _QK_NORM_KEYS = ("qk_layernorm", "use_qk_norm", "qk_norm")
-_PROBED_KEYS = _QK_NORM_KEYS + ("n_shared_experts",)  # for families outside FAMILY_TRAITS: decided by hf_probe
+_PROBED_KEYS = _QK_NORM_KEYS + ("n_shared_experts", "use_post_norm")  # for families outside FAMILY_TRAITS: hf_probe decides
 
 
 def _refuse_keys(cfg: Any, traits: Mapping[str, Any], skip: tuple[str, ...] = (), only: tuple[str, ...] = ()) -> None:
@@ -564,7 +564,8 @@ def features_from_config(config: Any) -> Features:
         # the config's qk-norm switch is handled when the probe saw the norms; its shared experts when the
         # router is DeepSeek-V3's, whose config keys size them
         handled = (_QK_NORM_KEYS if traits.get("qk_norm") else ()) + \
-            (("n_shared_experts",) if traits.get("router") == "sigmoid_groups" or traits.get("shared_hidden") else ())
+            (("n_shared_experts",) if traits.get("router") == "sigmoid_groups" or traits.get("shared_hidden") else ()) + \
+            (("use_post_norm",) if traits.get("norms") == "sandwich" else ())  # HyperCLOVA X's norms after each block
         _refuse_keys(cfg, {"handles": handled}, only=_PROBED_KEYS)
     if model_type == "falcon":
         new_arch = bool(getattr(cfg, "new_decoder_architecture", False))
@@ -1519,8 +1520,9 @@ _LAYER_NORMS = {
     "mlp_norm": ["pre_feedforward_layernorm", "post_attention_layernorm", "ln_2", "ln_mlp", "ffn_norm", "norm_2",
                  "feedforward_layernorm",
                  "final_layer_norm"],  # OPT's layer i: self_attn_layer_norm, then final_layer_norm before fc1
-    "post_attn_norm": ["post_self_attn_layernorm", "post_attention_layernorm"],  # GLM-4's first, then Gemma 2's
-    "post_mlp_norm": ["post_feedforward_layernorm", "post_mlp_layernorm"],
+    # GLM-4's first, HyperCLOVA X's (whose post_attention_layernorm comes before the MLP), then Gemma 2's
+    "post_attn_norm": ["post_self_attn_layernorm", "post_norm1", "post_attention_layernorm"],
+    "post_mlp_norm": ["post_feedforward_layernorm", "post_mlp_layernorm", "post_norm2"],
     "post_res_attn_norm": ["ln_1"],  # GPT-1's norm(x + attention(x))
     "post_res_mlp_norm": ["ln_2"],
 }

@@ -104,7 +104,8 @@ def _decoder_path(model: Any, cross: bool = True) -> str | None:
     """The module path of the decoder whose layers hold self-attention (and cross-attention, unless ``cross`` is
     False) and fc1/fc2 as BART's do, or None."""
     names = {n for n, _ in model.named_parameters()}
-    for prefix in ("model.decoder", "decoder", "model"):
+    own = getattr(model, "base_model_prefix", None) or "model"  # BioGPT's biogpt.layers
+    for prefix in dict.fromkeys(("model.decoder", "decoder", "model", f"{own}.decoder", own)):
         marks = [f"{prefix}.layers.0.{LAYER[r]}.weight" for r in (("q", "cq", "up", "down") if cross else
                                                                    ("q", "attn_norm", "up", "down", "mlp_norm"))]
         if all(m in names for m in marks):

@@ -41,6 +41,7 @@ _NORM_LAYOUTS = {
                "post_feedforward_layernorm"}): "sandwich",
     frozenset({"input_layernorm", "post_self_attn_layernorm", "post_attention_layernorm",  # GLM-4's names
                "post_mlp_layernorm"}): "sandwich",
+    frozenset({"input_layernorm", "post_norm1", "post_attention_layernorm", "post_norm2"}): "sandwich",  # HyperCLOVA X
 }
 
 
@@ -370,7 +371,10 @@ def norm_traits(norm: Any) -> dict[str, Any]:
     for kind, base in (("rmsnorm", rms), ("layernorm", layer)):
         for unit_offset, scale in ((False, w), (True, 1 + w)):
             if out.shape == base.shape and torch.allclose(out, base * scale, rtol=1e-3, atol=1e-4):  # any eps
-                return {"norm": kind, "unit_offset": unit_offset}
+                traits = {"norm": kind, "unit_offset": unit_offset}
+                if kind == "layernorm":  # a LayerNorm's shift: a bias parameter, or none (Cohere's)
+                    traits["norm_bias"] = getattr(norm, "bias", None) is not None
+                return traits
     return {}
 
 
@@ -453,6 +457,8 @@ def traits_from_model(model: Any, head_dim: int) -> dict[str, Any]:
                       and sum(p.numel() for p in child.parameters()) > 0)
     if norms in _NORM_LAYOUTS:
         traits["norms"] = _NORM_LAYOUTS[norms]
+    elif norms == frozenset({"input_layernorm"}) and mlp is not None:  # one norm feeding attention and MLP side
+        traits.update(parallel="shared", always_parallel=True)  # by side (Cohere2-MoE); the logits check decides
     return traits
 
 
