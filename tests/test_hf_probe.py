@@ -153,12 +153,14 @@ def test_experts_whose_gate_matches_no_activation_are_refused():
 
 
 def test_norms_are_read_from_what_they_compute():
-    """(1 + w) RMSNorm (MiniMax-M3, Gemma), plain RMSNorm (Llama), and LayerNorm under an rms_norm_eps key (PhiMoE)."""
+    """(1 + w) RMSNorm (MiniMax-M3, Gemma), plain RMSNorm (Llama), LayerNorm under an rms_norm_eps key (PhiMoE), and
+    a LayerNorm without a shift (Cohere2-MoE's)."""
     from archdsl.interop.hf_probe import norm_traits
 
     for model_type, expected in (("minimax_m3_vl_text", dict(norm="rmsnorm", unit_offset=True)),
                                  ("llama", dict(norm="rmsnorm", unit_offset=False)),
-                                 ("phimoe", dict(norm="layernorm", unit_offset=False))):
+                                 ("phimoe", dict(norm="layernorm", unit_offset=False, norm_bias=True)),
+                                 ("cohere2_moe", dict(norm="layernorm", unit_offset=False, norm_bias=False))):
         _, model = _meta(model_type)
         assert norm_traits(model.model.layers[0].input_layernorm) == expected, model_type
 
