@@ -9,6 +9,7 @@ against transformers itself: logits of a left-padded batch of a random-weight ti
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -106,7 +107,7 @@ def test_families_with_layers_without_positions_import_exactly(model_type):
 
 @pytest.mark.parametrize("model_type", ["gpt_oss", "minimax_m3_vl_text", "minimax_m2", "hy_v3", "hunyuan_v1_moe",
                                         "phimoe", "persimmon", "ernie4_5_moe", "aria_text", "cohere2_moe",
-                                        "hyperclovax"])
+                                        "hyperclovax", "afmoe"])
 def test_families_read_from_behaviour_import_exactly(model_type):
     """Each was refused until the probe ran parts of the model rather than reading config keys: GPT-OSS's experts
     gate (their _apply_gate on probe values: clamped SwiGLU, gate and up rows interleaved; stored (experts, in,
@@ -121,7 +122,9 @@ def test_families_read_from_behaviour_import_exactly(model_type):
     from behaviour); Cohere2-MoE's one norm per layer feeding attention and experts side by side, a LayerNorm
     without a shift (its norm run with a known weight), rotation of adjacent pairs in its sliding-window layers
     only; HyperCLOVA X's norms after attention and MLP (post_norm1/2: its use_post_norm) with Granite's
-    multipliers."""
+    multipliers; AFMoE's gated attention (a gate_proj as wide as q_proj: attention: {output_gate: true}), its
+    sandwich norms under their own names, and its router, which takes (batch, seq, width) and the block's frozen
+    expert_bias (sigmoid scores chosen with the bias, renormalised)."""
     result = hf_coverage.run_one(model_type)
     full = "unverified: " if model_type == "hunyuan_v1_moe" else "verified"  # its class default has head_dim None
     assert result.status == "exact" and result.full_size.startswith(full), result
@@ -276,3 +279,16 @@ def test_which_layers_rotate_is_read_from_what_each_computes():
     assert not all(rotation_traits(flint)["rotates"]) and any(rotation_traits(flint)["rotates"])
     _, llama = _meta("llama")
     assert rotation_traits(llama) == {"rotates": [True] * len(llama.model.layers)}
+
+
+def test_afmoes_mup_scales_the_embeddings():
+    """AFMoE's mup_enabled multiplies the embeddings by sqrt(hidden_size) in its forward, which no module shows: the
+    config says so, and from_hf's check (on by default for a family without a table entry) agrees."""
+    cfg = hf_coverage.shrink(T.CONFIG_MAPPING["afmoe"])
+    cfg.mup_enabled = True
+    assert 'scale: "${d_model ** 0.5}"' in hf.spec_yaml_from_config(cfg, verify=False)
+    reference = hf_coverage.random_model(cfg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = hf.from_hf(reference)
+    assert hf_coverage.max_diff(reference, hf_coverage.hf_logits(reference), model) <= 1e-5

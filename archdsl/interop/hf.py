@@ -416,6 +416,7 @@ class Features:
     rotary_reverse: bool = False  # rotate by -angle (nanochat's rotate_half flips the signs)
     sinks: bool = False  # a learned logit per head in the softmax's denominator (GPT-OSS, Granite-SWA)
     causal: bool = True  # False: a masked LM's layers attend to every token (EuroBERT's Llama-style layers)
+    output_gate: bool = False  # attention outputs times sigmoid(gate_proj(x)) per head (AFMoE)
     final_norm: bool = True  # a norm after the layers (GPT-1 has none)
     shared_gate: bool = True  # the shared expert is scaled by a learned sigmoid gate (Qwen2-MoE; not DeepSeek's)
     top_k: int = 2
@@ -715,7 +716,8 @@ def features_from_config(config: Any) -> Features:
         mlp_bias=_bias(cfg, traits, "mlp_bias", "mlp_bias", "bias", "use_bias"),
         activation=activation, windows=windows,
         tie=bool(getattr(cfg, "tie_word_embeddings", True)),
-        embed_scale=bool(traits.get("embed_scale", False)), attn_scale=attn_scale,
+        # AFMoE's mup_enabled multiplies the embeddings by sqrt(hidden_size), as Gemma's code always does
+        embed_scale=bool(traits.get("embed_scale", False) or getattr(cfg, "mup_enabled", False)), attn_scale=attn_scale,
         qk_norm=str(traits.get("qk_norm", "")), norms=str(traits.get("norms", "pre")),
         head_bias=bool(traits.get("head_bias", False)), rotary_interleaved=bool(traits.get("rotary_interleaved", False)),
         norm_bias=bool(traits.get("norm_bias", True)), norm_scale=bool(traits.get("norm_scale", True)),
@@ -773,6 +775,7 @@ def features_from_config(config: Any) -> Features:
     f.rotary_reverse = bool(traits.get("rotary_reverse", False))
     f.sinks = bool(traits.get("sinks", False))
     f.causal = not traits.get("bidirectional", False)
+    f.output_gate = bool(traits.get("output_gate", False))
     f.final_norm = bool(traits.get("final_norm", True))
     if model_type == "opt":  # the layouts of OPT-350m (post-norm, a projected embedding) are not written
         if not getattr(cfg, "do_layer_norm_before", True):
@@ -1214,6 +1217,8 @@ def _spec_yaml(config: Any) -> str:
         attn.append(("softcap", _scalar(f.attn_softcap)))
     if f.sinks:
         attn.append(("sinks", "true"))
+    if f.output_gate:
+        attn.append(("output_gate", "true"))
     attention = f"attention: {_args(attn)}"
     if f.latent is not None:
         latent = [("heads", "$heads"), ("kv_rank", "$kv_rank")] + ([("q_rank", "$q_rank")] if f.latent[0] else []) + [
@@ -1517,7 +1522,8 @@ _LAYER_NORMS = {
     "attn_norm": ["input_layernorm", "ln_1", "ln_attn", "attention_norm", "norm_1", "self_attn_layer_norm",
                   "attention_layernorm"],  # Apertus' last
     # a checkpoint with pre_feedforward_layernorm (Gemma 2) uses post_attention_layernorm after the attention
-    "mlp_norm": ["pre_feedforward_layernorm", "post_attention_layernorm", "ln_2", "ln_mlp", "ffn_norm", "norm_2",
+    "mlp_norm": ["pre_feedforward_layernorm", "pre_mlp_layernorm", "post_attention_layernorm", "ln_2", "ln_mlp",
+                 "ffn_norm", "norm_2",
                  "feedforward_layernorm",
                  "final_layer_norm"],  # OPT's layer i: self_attn_layer_norm, then final_layer_norm before fc1
     # GLM-4's first, HyperCLOVA X's (whose post_attention_layernorm comes before the MLP), then Gemma 2's
@@ -1669,6 +1675,11 @@ class _Mapper:
             if any(w is None for w in ws):
                 self.errors.append(f"layer {i}: incomplete q/k/v projections under {a}")
                 return
+            if module.output_gate:  # the gate's rows follow q, k and v (AFMoE's gate_proj)
+                gkey = self.src.find(i, [f"{a}.gate_proj.weight"])
+                if self.need(f"layer {i}'s attention output gate", gkey) is None:
+                    return
+                ws.append(gkey)
             self.put(f"{name}.qkv.weight", self.src.cat(ws))  # type: ignore[arg-type]
             b = self.bias(i, [f"{a}.{p}" for p in (q, k, v)], qkv_bias, "the qkv projection")
             if b is not None:
@@ -1814,7 +1825,8 @@ class _Mapper:
     def moe(self, name: str, i: int, module: Any) -> None:
         import torch
 
-        rkey = self.src.find(i, ["mlp.gate.weight", "mlp.router.weight", "mlp.router.layer.weight", "mlp.gate.wg.weight"])
+        rkey = self.src.find(i, ["mlp.gate.weight", "mlp.router.weight", "mlp.router.layer.weight", "mlp.gate.wg.weight",
+                                 "mlp.router.gate.weight"])  # AFMoE's last
         if self.need(f"layer {i}'s router", rkey) is None:
             return
         self.put(f"{name}.router.weight", self.src.get(rkey))
@@ -1826,7 +1838,8 @@ class _Mapper:
             self.errors.append(f"layer {i}: the checkpoint has a router bias {rb} that the spec lacks")
         if module.score_bias is not None:  # DeepSeek-V3's e_score_correction_bias (a buffer)
             bkey = self.src.find(i, ["mlp.gate.e_score_correction_bias", "mlp.e_score_correction_bias",
-                                     "mlp.gate.moe_statics.e_score_correction_bias"])  # ERNIE 4.5's, (1, experts)
+                                     "mlp.gate.moe_statics.e_score_correction_bias",  # ERNIE 4.5's, (1, experts)
+                                     "mlp.expert_bias"])  # AFMoE's
             if self.need(f"layer {i}'s expert score bias", bkey):
                 self.put(f"{name}.score_bias", self.src.get(bkey).reshape(-1))  # type: ignore[arg-type]
         if module.shared is not None:  # Qwen2-MoE: mlp.shared_expert.*, mlp.shared_expert_gate; DeepSeek: shared_experts

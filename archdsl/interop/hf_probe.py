@@ -42,6 +42,7 @@ _NORM_LAYOUTS = {
     frozenset({"input_layernorm", "post_self_attn_layernorm", "post_attention_layernorm",  # GLM-4's names
                "post_mlp_layernorm"}): "sandwich",
     frozenset({"input_layernorm", "post_norm1", "post_attention_layernorm", "post_norm2"}): "sandwich",  # HyperCLOVA X
+    frozenset({"input_layernorm", "post_attention_layernorm", "pre_mlp_layernorm", "post_mlp_layernorm"}): "sandwich",
 }
 
 
@@ -193,7 +194,8 @@ def router_traits(cfg: Any, moe: Any) -> dict[str, Any]:
                 t.copy_(torch.randn(t.shape, generator=g) * (0.1 if "bias" in name else 1.0))
                 if name.endswith("e_score_correction_bias"):
                     bias = t.reshape(-1)
-            block_bias = dict(moe.named_buffers(recurse=False)).get("e_score_correction_bias")
+            own = {**dict(moe.named_buffers(recurse=False)), **dict(moe.named_parameters(recurse=False))}
+            block_bias = own.get("e_score_correction_bias", own.get("expert_bias"))  # AFMoE's: a frozen parameter
             args = []
             if block_bias is not None:  # MiniMax-M2 / HY-V3 pass the block's bias to the router
                 bias = torch.randn(block_bias.shape, generator=g) * 0.1
@@ -201,7 +203,10 @@ def router_traits(cfg: Any, moe: Any) -> dict[str, Any]:
             width = next(t for t in probe.parameters() if t.dim() == 2).shape[-1]
             x = torch.randn(32, width, generator=g) / width ** 0.5  # logits of order 1 at any width
             probe.eval()
-            out = probe(x, *args)
+            try:
+                out = probe(x, *args)
+            except Exception:  # noqa: BLE001 - a router that takes (batch, seq, width) (AFMoE's)
+                out = probe(x[None], *args)
     except Exception:  # noqa: BLE001 - a router that needs more than its input
         return {}
     if not (isinstance(out, tuple) and len(out) == 3 and all(isinstance(t, torch.Tensor) for t in out)):
@@ -406,6 +411,10 @@ def traits_from_model(model: Any, head_dim: int) -> dict[str, Any]:
         traits["out_bias"] = _has_bias(o)
     if "sinks" in dict(attn.named_parameters(recurse=False)):  # a logit per head in the softmax (GPT-OSS)
         traits["sinks"] = True
+    gate = _child(attn, ("gate_proj",))
+    if gate is not None and q is not None and getattr(gate, "weight", None) is not None and \
+            tuple(gate.weight.shape) == tuple(q.weight.shape):  # one gate per query dim on the attention output (AFMoE)
+        traits["output_gate"] = True
     if getattr(attn, "is_causal", None) is False and type(model).__name__.endswith("ForMaskedLM"):
         traits["bidirectional"] = True  # a masked LM laid out as a decoder (EuroBERT): every token sees every other
     if _child(attn, ("kv_a_proj_with_mqa",)) is not None:  # DeepSeek's latent attention, however named

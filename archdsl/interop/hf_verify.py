@@ -197,8 +197,8 @@ def _their_roles(model: Any) -> dict[Role, Tensors]:
     roles: dict[Role, Tensors] = defaultdict(list)
     for name, p in model.named_parameters():
         shape = tuple(p.shape)
-        if name.endswith("e_score_correction_bias"):  # a frozen parameter (ERNIE 4.5): archdsl's score_bias buffer
-            continue
+        if name.endswith(("e_score_correction_bias", "expert_bias")) and not p.requires_grad:
+            continue  # a frozen parameter (ERNIE 4.5's, AFMoE's): archdsl's score_bias buffer
         if name.rsplit(".", 1)[0] in conv1d and len(shape) == 2:
             shape = shape[::-1]
         if name.rsplit(".", 1)[0] in transposed and len(shape) == 3:  # (experts, in, out)
