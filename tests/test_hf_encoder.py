@@ -149,6 +149,7 @@ def test_import_hf_of_a_full_size_config_is_short_and_counts_like_transformers(t
     ("YosoConfig", {}, "does not compute softmax attention over every token"),
     ("LayoutLMConfig", {}, "x_position_embeddings"),
     ("BertConfig", {"is_decoder": True, "add_cross_attention": True}, "cross-attention"),
+    ("RoFormerConfig", {"rotary_value": True}, "values rotated with the queries and keys"),
 ])
 def test_what_archdsl_cannot_express_is_refused_by_name(config_class, extra, match):
     config = getattr(T, config_class)(**SIZES, **extra)
@@ -163,11 +164,12 @@ def test_what_archdsl_cannot_express_is_refused_by_name(config_class, extra, mat
 @pytest.mark.parametrize("model_type,status", [
     ("bert", "exact"), ("roberta", "exact"), ("electra", "exact"), ("albert", "exact"), ("distilbert", "exact"),
     ("xlm-roberta-xl", "exact"), ("megatron-bert", "exact"), ("ibert", "exact"), ("mra", "refused"),
-    ("big_bird", "refused"), ("eurobert", "exact")])
+    ("big_bird", "refused"), ("eurobert", "exact"), ("roformer", "exact")])
 def test_coverage_sweep_masked_lm_subset(model_type, status):
     """The coverage harness's masked-LM sweep on a fixed subset (the full sweep: docs/coverage.md). EuroBERT's
     layers are Llama's, attending to every token (its attention's is_causal is False): the decoder importer reads
-    it, with attention: {causal: false}."""
+    it, with attention: {causal: false}. RoFormer's are BERT's with its fixed sinusoid table (encoder.embed_positions)
+    rotating adjacent pairs of the queries and keys: positional: {kind: rotary, interleaved: true}."""
     result = hf_coverage.run_one(model_type, "masked-lm")
     assert result.status == status, result
     if status == "exact":

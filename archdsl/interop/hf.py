@@ -605,8 +605,7 @@ def features_from_config(config: Any) -> Features:
         if traits.get("rotary_dims") and int(head_dim * fraction) % 2 == 0:  # the model's own rotary table
             fraction = int(traits["rotary_dims"]) / head_dim  # (hf_probe): MiniMax-M3 ignores its rotary_dim
             # (an odd count is left to be refused: its table has one pair more, its frequencies over the odd count)
-        if local is not None and fraction != 1.0:
-            raise _unsupported(cfg, "partial_rotary_factor", "partial rotary with rotary settings per layer type")
+        local_fraction = float(local.get("partial_rotary_factor", 1.0)) if local is not None else 1.0
     elif traits.get("positional") == "alibi":
         positional, theta, fraction, rope_scaling = "alibi", 10000.0, 1.0, ()
     else:
@@ -669,10 +668,12 @@ def features_from_config(config: Any) -> Features:
     if len(windows) != layers:
         raise _unsupported(cfg, "layer_types", f"{len(windows)} layer types for {layers} layers")
     if local_rope is not None and not (any(windows) and not all(windows)):
-        # rotary settings per layer type, but one type of layer: its settings are the model's
+        # rotary settings per layer type, but one type of layer: its settings are the model's (Laguna's full ones)
         if all(windows):
-            theta, rope_scaling = local_rope
+            (theta, rope_scaling), fraction = local_rope, local_fraction
         local_rope = None
+    elif local_rope is not None and (fraction != 1.0 or local_fraction != 1.0):
+        raise _unsupported(cfg, "partial_rotary_factor", "partial rotary with rotary settings per layer type")
 
     # experts
     experts = _get(cfg, "num_local_experts", "num_experts", "n_routed_experts") or traits.get("experts")

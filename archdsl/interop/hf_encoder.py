@@ -78,6 +78,7 @@ TOP_ROLES: list[tuple[str, str]] = [
              r"vocab_projector)$"),
     ("head_bias", r"^(?:cls\.predictions|lm_head|predictions)$"),  # the head's own bias parameter
     ("final_norm", r"^[a-z_0-9]+\.(?:LayerNorm|encoder\.ln|encoder\.LayerNorm)$"),
+    ("rotary_table", _P + r"encoder\.embed_positions$"),  # RoFormer's fixed sinusoids, rotating queries and keys
 ]
 _ACT_CANDIDATES = ("gelu", "gelu_tanh", "relu", "silu", "relu2")
 
@@ -119,6 +120,7 @@ class EncoderDescription:
     embed_proj: bool
     final_norm_eps: float | None
     pooler: bool
+    rotary: bool = False  # queries and keys rotated by a fixed sinusoid table, adjacent pairs (RoFormer)
     head: dict[str, Any] | None = None  # {"dense": out width, "activation", "norm_eps", "tied", "bias"}
     roles: dict[str, str] = field(default_factory=dict)  # top role -> transformers module name
     layer_modules: list[str] = field(default_factory=list)  # transformers name of each layer (ALBERT: one)
@@ -343,6 +345,9 @@ def _probe_model(cfg: Any, cls: Any) -> Any:
     from .hf_probe import small_random_model
 
     sizes = {**_PROBE_SIZES, "vocab_size": min(getattr(cfg, "vocab_size", 64) or 64, 256)}
+    for key in ("embedding_size", "input_embedding_size", "output_embedding_size"):  # as wide as the stream, or not
+        if getattr(cfg, key, None) == getattr(cfg, "hidden_size", None):
+            sizes[key] = sizes["hidden_size"]
     return small_random_model(cfg, sizes, cls._from_config)[1]
 
 
@@ -486,6 +491,10 @@ def _identify(hf_model: Any, cfg: Any, probe: Any) -> EncoderDescription:
     max_len = None
     if "positions" in roles:
         max_len = _int(cfg, "max_position_embeddings") - offset
+    rotary = "rotary_table" in roles
+    if rotary:
+        _check_rotary_table(cfg, probe.get_submodule(roles["rotary_table"]), _int(probe.config, "hidden_size", "dim")
+                            // probe_heads)
     head = None
     if "head" in roles and "head_dense" not in roles and "head_norm" not in roles:  # a decoder alone
         decoder = probe.get_submodule(roles["head"])
@@ -515,7 +524,21 @@ def _identify(hf_model: Any, cfg: Any, probe: Any) -> EncoderDescription:
         token_types=_int(cfg, "type_vocab_size") if "token_types" in roles else None,
         padding_idx=padding_idx if isinstance(padding_idx, int) and 0 <= padding_idx < _int(cfg, "vocab_size") else None,
         embed_norm_eps=eps_of("embed_norm"), embed_proj="embed_proj" in roles, final_norm_eps=eps_of("final_norm"),
-        pooler="pooler" in roles, head=head, roles=roles, layer_modules=[f"{layers_name}.{i}" for i in range(len(layers))])
+        pooler="pooler" in roles, rotary=rotary, head=head, roles=roles, layer_modules=[f"{layers_name}.{i}" for i in range(len(layers))])
+
+
+def _check_rotary_table(cfg: Any, module: Any, head_dim: int) -> None:
+    """RoFormer's position table is a fixed [sin | cos] table over one head's dims, which its attention turns into a
+    rotation of adjacent pairs of the queries and keys (archdsl's rotary, interleaved, base 10000); refused unless
+    it is that table, and when the values rotate too (rotary_value)."""
+    from .hf_seq2seq import sinusoid_spacing
+
+    table = getattr(module, "weight", None)
+    if table is None or table.dim() != 2 or table.shape[1] != head_dim or sinusoid_spacing(table) != "vaswani":
+        raise _unsupported(cfg, "model_type", f"'{cfg.model_type}': a position table ({type(module).__name__}) that is "
+                           "not the fixed [sin | cos] table of one head's dims")
+    if getattr(cfg, "rotary_value", False):
+        raise _unsupported(cfg, "rotary_value", "values rotated with the queries and keys (rotary_value=True)")
 
 
 def _int(cfg: Any, *keys: str) -> int:
@@ -565,6 +588,8 @@ def _describe(d: EncoderDescription) -> str:
              f"{_ACT_NAMES[d.activation]} feed-forward (hidden {d.ffn})"]
     if d.max_len:
         parts.append(f"learned positions ({d.max_len}" + (f", from row {d.offset})" if d.offset else ")"))
+    if d.rotary:
+        parts.append("rotary positions (adjacent pairs of each head's queries and keys)")
     if d.token_types:
         parts.append(f"{d.token_types} token types")
     if d.embed_dim:
@@ -620,6 +645,8 @@ def spec_data(d: EncoderDescription) -> dict[str, Any]:
         top.append(norm("embeddings_norm", d.embed_norm_eps))
     if d.embed_proj:
         top.append({"linear": {"out": "$d_model", "name": "embeddings_project"}})
+    if d.rotary:
+        top.append({"positional": {"kind": "rotary", "interleaved": True, "name": "embed_positions"}})
     repeat: dict[str, Any] = {"repeat": "$layers", "name": "encoder", "body": "layer"}
     if d.shared:
         repeat = {"repeat": {"times": "$layers", "body": "layer", "shared": True, "name": "encoder"}}
@@ -663,7 +690,7 @@ def check_counts(cfg: Any, spec: Any) -> None:
         warnings.simplefilter("ignore")
         with torch.device("meta"):
             theirs = cls._from_config(copy.deepcopy(cfg))
-    n_theirs = sum(p.numel() for p in theirs.parameters())
+    n_theirs = sum(p.numel() for p in theirs.parameters() if p.requires_grad)  # RoFormer's fixed table: computed
     n_ours = compile_spec(spec, device="meta").num_parameters()
     if n_ours != n_theirs:
         raise _unsupported(cfg, "model_type", f"the spec has {n_ours:,} parameters, transformers' {cls.__name__} "
@@ -751,6 +778,13 @@ def map_weights(d: EncoderDescription, tensors: Any, model: Any, canonical: dict
     for ours, role in (("embeddings_norm", "embed_norm"), ("final_norm", "final_norm"), ("head_norm", "head_norm")):
         if ours + ".weight" in params:
             norm(ours, d.roles[role])
+    if d.rotary:  # computed by archdsl; the stored table must be the one it computes
+        from .hf_seq2seq import sinusoid_spacing
+
+        key = d.roles["rotary_table"] + ".weight"
+        table = get(key)
+        if table is not None and sinusoid_spacing(table) != "vaswani":
+            errors.append(f"{key} is not the sinusoid table whose rotation the spec computes")
     if d.head:
         decoder = d.roles.get("head")
         if "lm_head.weight" in params:
