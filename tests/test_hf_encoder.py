@@ -164,12 +164,14 @@ def test_what_archdsl_cannot_express_is_refused_by_name(config_class, extra, mat
 @pytest.mark.parametrize("model_type,status", [
     ("bert", "exact"), ("roberta", "exact"), ("electra", "exact"), ("albert", "exact"), ("distilbert", "exact"),
     ("xlm-roberta-xl", "exact"), ("megatron-bert", "exact"), ("ibert", "exact"), ("mra", "refused"),
-    ("big_bird", "refused"), ("eurobert", "exact"), ("roformer", "exact")])
+    ("big_bird", "refused"), ("eurobert", "exact"), ("roformer", "exact"), ("ultrabert", "exact")])
 def test_coverage_sweep_masked_lm_subset(model_type, status):
     """The coverage harness's masked-LM sweep on a fixed subset (the full sweep: docs/coverage.md). EuroBERT's
     layers are Llama's, attending to every token (its attention's is_causal is False): the decoder importer reads
     it, with attention: {causal: false}. RoFormer's are BERT's with its fixed sinusoid table (encoder.embed_positions)
-    rotating adjacent pairs of the queries and keys: positional: {kind: rotary, interleaved: true}."""
+    rotating adjacent pairs of the queries and keys: positional: {kind: rotary, interleaved: true}. UltraBERT's are
+    Llama's with sliding-window and full layers (transformers' bidirectional window is inclusive: archdsl's is one
+    wider) and a head that transforms the stream (linear1, GELU, linear2, GELU) before its decoder."""
     result = hf_coverage.run_one(model_type, "masked-lm")
     assert result.status == status, result
     if status == "exact":
@@ -244,3 +246,24 @@ def test_an_encoder_run_as_a_decoder_generates_as_transformers(case):
                 nxt = reference(theirs, attention_mask=full_mask).logits[:, -1].argmax(-1, keepdim=True)
                 theirs, full_mask = torch.cat([theirs, nxt], 1), torch.cat([full_mask, torch.ones_like(nxt)], 1)
     assert torch.equal(ours, theirs)
+
+
+def test_a_heads_transform_is_read_from_its_tree_and_behaviour():
+    """The head module outside the base model, ending in the vocabulary-wide Linear: its Linears and norms in order,
+    the activation after each Linear found by running it (UltraBERT's tanh GELUs whatever hidden_act says; ESM-C's
+    exact GELU, then a LayerNorm); a model whose lm_head is the projection itself has none."""
+    from archdsl.interop.hf_probe import head_traits
+
+    def meta(model_type, auto):
+        cfg = hf_coverage.shrink(T.CONFIG_MAPPING[model_type])
+        with torch.device("meta"):
+            return auto.from_config(cfg)
+
+    ultra = head_traits(meta("ultrabert", T.AutoModelForMaskedLM))["head_transform"]
+    assert [(s["kind"], s["name"], s["activation"]) for s in ultra["steps"]] == [
+        ("linear", "linear1", "gelu_tanh"), ("linear", "linear2", "gelu_tanh")]
+    assert ultra["decoder"] == "head.decoder" and not ultra["decoder_bias"]
+    esmc = head_traits(meta("esmc", T.AutoModelForMaskedLM))["head_transform"]
+    assert [(s["kind"], s.get("activation")) for s in esmc["steps"]] == [("linear", "gelu"), ("layernorm", None)]
+    assert esmc["decoder_bias"]
+    assert head_traits(meta("llama", T.AutoModelForCausalLM)) == {}

@@ -417,6 +417,8 @@ class Features:
     sinks: bool = False  # a learned logit per head in the softmax's denominator (GPT-OSS, Granite-SWA)
     causal: bool = True  # False: a masked LM's layers attend to every token (EuroBERT's Llama-style layers)
     output_gate: bool = False  # attention outputs times sigmoid(gate_proj(x)) per head (AFMoE)
+    # a masked LM's transform before the output projection (hf_probe.head_traits): its module, steps and decoder
+    head_transform: dict[str, Any] | None = None
     final_norm: bool = True  # a norm after the layers (GPT-1 has none)
     shared_gate: bool = True  # the shared expert is scaled by a learned sigmoid gate (Qwen2-MoE; not DeepSeek's)
     top_k: int = 2
@@ -776,7 +778,15 @@ def features_from_config(config: Any) -> Features:
     f.rotary_reverse = bool(traits.get("rotary_reverse", False))
     f.sinks = bool(traits.get("sinks", False))
     f.causal = not traits.get("bidirectional", False)
+    if not f.causal:  # transformers' bidirectional window is inclusive (|i - j| <= w); archdsl's exclusive
+        f.windows = [w + 1 if w else w for w in f.windows]
     f.output_gate = bool(traits.get("output_gate", False))
+    if traits.get("head_transform") == "unknown":
+        raise _unsupported(cfg, "model_type", "a head transforming the stream before the output projection with "
+                           "modules other than linear projections (with an activation) and norms")
+    if traits.get("head_transform"):
+        f.head_transform = dict(traits["head_transform"])
+        f.head_bias = bool(f.head_transform["decoder_bias"])
     f.final_norm = bool(traits.get("final_norm", True))
     if model_type == "opt":  # the layouts of OPT-350m (post-norm, a projected embedding) are not written
         if not getattr(cfg, "do_layer_norm_before", True):
@@ -1386,6 +1396,14 @@ def _spec_yaml(config: Any) -> str:
         model += ["    - repeat: $layers", "      name: layers", "      body: decoder_layer"]
     if f.final_norm:
         model.append(f"    - {norm('norm')}")
+    for j, step in enumerate((f.head_transform or {}).get("steps", [])):  # a masked LM's head transform
+        if step["kind"] == "linear":
+            args = [("out", "$d_model" if step["out"] == f.width else str(step["out"]))]
+            args += ([("activation", step["activation"])] if step["activation"] != "none" else [])
+            args += [] if step["bias"] else [("bias", "false")]
+        else:
+            args = [("eps", _scalar(step["eps"]))] + ([] if step["bias"] or step["kind"] == "rmsnorm" else [("bias", "false")])
+        model.append(f"    - {'linear' if step['kind'] == 'linear' else step['kind']}: {_args(args + [('name', f'head_{j}')])}")
     head = [("vocab", "$vocab")] + ([("tie", "embed_tokens")] if f.tie else []) + ([("bias", "true")] if f.head_bias else [])
     if f.logit_scale is not None and f.logit_scale != 1.0:
         if f.head_bias:
@@ -1976,8 +1994,17 @@ class _Mapper:
                 self.moe(name, i, module)  # type: ignore[arg-type]
             elif role == "mlp":
                 self.mlp(name, i, module)  # type: ignore[arg-type]
+            elif re.fullmatch(r"head_\d+", name) and self.f.head_transform:  # a masked LM's head transform
+                theirs = f"{self.f.head_transform['module']}.{self.f.head_transform['steps'][int(name[5:])]['name']}"
+                for part in ("weight", "bias"):
+                    if getattr(module, part, None) is not None and self.need(f"{theirs}.{part}", theirs + f".{part}"
+                                                                             if theirs + f".{part}" in self.src.loaders else None):
+                        self.put(f"{name}.{part}", self.src.get(f"{theirs}.{part}"))
             elif isinstance(module, LMHead):
                 key = self.src.find_top(_TOP["head"])
+                if self.f.head_transform:  # the transform's decoder is the output projection
+                    decoder = self.f.head_transform["decoder"] + ".weight"
+                    key = decoder if decoder in self.src.loaders else None
                 if module.tied:
                     if key is not None:  # the checkpoint stores the tied copy: it must equal the embedding
                         head, embed = self.src.get(key), self.src.get(self.src.find_top(_TOP["embed"]))  # type: ignore[arg-type]
@@ -1986,6 +2013,9 @@ class _Mapper:
                 elif self.need("the output head", key):
                     self.put(f"{name}.weight", self.src.get(key))  # type: ignore[arg-type]
                 bkey = self.src.find_top(_TOP["head_bias"])
+                if self.f.head_transform:
+                    decoder_bias = self.f.head_transform["decoder"] + ".bias"
+                    bkey = decoder_bias if decoder_bias in self.src.loaders else None
                 if module.bias is not None:
                     if self.need("the output head's bias", bkey):
                         self.put(f"{name}.bias", self.src.get(bkey))  # type: ignore[arg-type]

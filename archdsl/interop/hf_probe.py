@@ -347,6 +347,81 @@ def rotation_traits(model: Any) -> dict[str, Any]:
     return {"rotates": rotates}
 
 
+_HEAD_ACTIVATIONS = ("none", "gelu", "gelu_tanh", "relu", "silu", "tanh")
+
+
+def head_traits(model: Any) -> dict[str, Any]:
+    """A head that transforms the stream before the output projection (a masked LM's: UltraBERT's linear1, GELU,
+    linear2, GELU; ESM-C's dense, GELU, LayerNorm), from the tree and behaviour: the model's child module outside
+    the base model that ends in the vocabulary-wide Linear, its Linear and norm children in order, and the
+    activation after each Linear found by running a CPU copy with random weights against each candidate. Empty
+    when the output projection is a child of the model itself (lm_head) or the head is something else."""
+    import copy
+    import itertools
+
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    vocab = getattr(model.config, "vocab_size", None)
+    base = getattr(model, getattr(model, "base_model_prefix", "") or "", None)
+    found = [(name, child) for name, child in model.named_children() if child is not base
+             and not isinstance(child, nn.Linear) and any(isinstance(m, nn.Linear) and m.out_features == vocab
+                                                          for m in child.modules())]
+    if len(found) != 1:
+        return {}
+    prefix, head = found[0]
+    parts = [(n, m) for n, m in head.named_children() if any(True for _ in m.parameters())]
+    if not parts or not isinstance(parts[-1][1], nn.Linear) or parts[-1][1].out_features != vocab:
+        return {"head_transform": "unknown"}
+    steps = []
+    for n, m in parts[:-1]:
+        if isinstance(m, nn.Linear):
+            steps.append({"kind": "linear", "name": n, "out": int(m.out_features), "bias": m.bias is not None})
+        elif "norm" in type(m).__name__.lower() and getattr(m, "weight", None) is not None and m.weight.dim() == 1:
+            norm = norm_traits(m)
+            if not norm or norm.get("unit_offset"):
+                return {"head_transform": "unknown"}
+            steps.append({"kind": norm["norm"], "name": n, "bias": getattr(m, "bias", None) is not None,
+                          "eps": float(getattr(m, "eps", None) or getattr(m, "variance_epsilon", 1e-5))})
+        else:
+            return {"head_transform": "unknown"}
+    linears = [i for i, step in enumerate(steps) if step["kind"] == "linear"]
+    if not linears:
+        return {}
+    g = torch.Generator().manual_seed(0)
+    try:
+        probe = copy.deepcopy(head).to_empty(device="cpu").float()
+        with torch.no_grad():
+            for t in probe.parameters():
+                t.copy_(torch.randn(t.shape, generator=g) * 0.5)
+            x = torch.randn(2, 3, parts[0][1].weight.shape[-1] if hasattr(parts[0][1], "weight") else 8, generator=g)
+            theirs = probe(x)
+            theirs = theirs[0] if isinstance(theirs, tuple) else theirs
+    except Exception:  # noqa: BLE001 - a head whose forward needs more than the stream
+        return {"head_transform": "unknown"}
+    from ..blocks.feedforward import ACTIVATIONS
+
+    acts = {"none": lambda t: t, "tanh": torch.tanh, **{a: ACTIVATIONS[a] for a in _HEAD_ACTIVATIONS[1:-1]}}
+    for choice in itertools.product(_HEAD_ACTIVATIONS, repeat=len(linears)):
+        with torch.no_grad():
+            h = x
+            for step, (n, _) in zip(steps, parts[:-1]):
+                m = probe.get_submodule(n)
+                if step["kind"] == "linear":
+                    h = acts[choice[linears.index(steps.index(step))]](F.linear(h, m.weight, m.bias))
+                else:
+                    h = m(h)
+            last = probe.get_submodule(parts[-1][0])
+            h = F.linear(h, last.weight, last.bias)
+        if h.shape == theirs.shape and torch.allclose(h, theirs, atol=1e-5, rtol=1e-4):
+            for i, act in zip(linears, choice):
+                steps[i]["activation"] = act
+            return {"head_transform": {"module": prefix, "steps": steps, "decoder": f"{prefix}.{parts[-1][0]}",
+                                       "decoder_bias": parts[-1][1].bias is not None}}
+    return {"head_transform": "unknown"}
+
+
 def norm_traits(norm: Any) -> dict[str, Any]:
     """What a layer's norm computes, from behaviour: a copy of it on the CPU with a known weight (and a zero
     shift) run on probe values, matched against RMSNorm and LayerNorm scaled by w or by (1 + w) (Gemma's and
@@ -462,6 +537,7 @@ def traits_from_model(model: Any, head_dim: int) -> dict[str, Any]:
     head = getattr(model, "lm_head", None)
     if head is not None and getattr(head, "bias", None) is not None:  # lm_head_bias (PhiMoE)
         traits["head_bias"] = True
+    traits.update(head_traits(model))
     norms = frozenset(name for name, child in layer.named_children() if "norm" in name
                       and sum(p.numel() for p in child.parameters()) > 0)
     if norms in _NORM_LAYOUTS:
