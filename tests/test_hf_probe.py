@@ -292,3 +292,24 @@ def test_afmoes_mup_scales_the_embeddings():
         warnings.simplefilter("ignore")
         model = hf.from_hf(reference)
     assert hf_coverage.max_diff(reference, hf_coverage.hf_logits(reference), model) <= 1e-5
+
+
+def test_llama4_text_with_chunks_and_temperature_inside_the_sequence():
+    """Llama 4's text model with a chunk of 4 and a temperature floor of 4, so that a 12-token left-padded batch
+    crosses both: chunked attention in its rotary layers, the query temperature in its NoPE ones (t counts the
+    padding, as its code does), qk-norm in the rotary layers only, top-1 sigmoid experts whose input the routing
+    weight scales, a shared expert, rotation of adjacent pairs. Logits, and greedy generation through the cache."""
+    cfg = hf_coverage.shrink(T.CONFIG_MAPPING["llama4_text"])
+    cfg.attention_chunk_size, cfg.floor_scale, cfg.attn_scale, cfg.num_experts_per_tok = 4, 4, 0.5, 1
+    cfg.num_hidden_layers, cfg.layer_types, cfg.no_rope_layers = 4, cfg.layer_types[:4], cfg.no_rope_layers[:4]
+    cfg.moe_layers = [1, 3]  # dense and sparse layers interleaved, as the 128-expert model
+    text = hf.spec_yaml_from_config(cfg, verify=False)
+    for expected in ("chunk: $chunk", "temperature_floor: $temperature_floor", "scale_inputs: true",
+                     "interleaved: true", "qk_norm_after_rotary: true", "nope: true"):
+        assert expected in text, expected
+    reference = hf_coverage.random_model(cfg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = hf.from_hf(reference)
+    assert hf_coverage.max_diff(reference, hf_coverage.hf_logits(reference), model) <= 1e-5
+    assert_greedy_equals_transformers(cfg, low=3, pads=2, pad_token_id=0)

@@ -82,8 +82,11 @@ class Attention(nn.Module):
                  qk_norm_eps: float | None = None, qk_norm_over: str = "head", qk_norm_unit_offset: bool = False,
                  softcap: float | None = None, output_gate: bool = False, in_scale: float = 1.0,
                  qk_norm_after_rotary: bool = False, qk_norm_scale: bool = True, sinks: bool = False,
-                 qk_norm_centered: bool = False):
+                 qk_norm_centered: bool = False, chunk: int | None = None,
+                 temperature: tuple[int, float] | None = None):
         super().__init__()
+        self.chunk = chunk  # aligned chunks of keys a query may see (Llama 4), or None
+        self.temperature = temperature  # (floor, scale) of the queries' temperature (Llama 4's NoPE layers), or None
         assert heads % kv_heads == 0, "the spec validator guarantees kv_heads divides heads"
         self.qk_norm_after_rotary = qk_norm_after_rotary
         self.in_scale = in_scale  # the input's multiplier before the projections (Falcon-H1)
@@ -189,11 +192,15 @@ class Attention(nn.Module):
             q, k = apply_rotary(q, cos, sin, self.rotary[1]), apply_rotary(k, cos, sin, self.rotary[1])
         if self.q_norm is not None and self.qk_norm_after_rotary:  # each head, after the rotation (HunYuan)
             q, k = self.q_norm(q, ctx), self.k_norm(k, ctx)
+        if self.temperature is not None:  # 1 + scale · log(1 + floor((t + 1) / floor)), t the sequence index
+            floor, scale = self.temperature
+            t = ctx.sequence_index(S)
+            q = (q * (torch.log1p(torch.floor((t.float() + 1.0) / floor)) * scale + 1.0)[None, None, :, None]).to(q.dtype)
         if ctx.cache is not None:  # write this step's keys/values in place, attend over everything cached so far
             k, v = ctx.cache.update(self.cache_slot, k, v)
         relative = ctx.relative[self.relative] if self.relative is not None else None
         mask, is_causal = ctx.attention_mask(S, k.shape[2], self.causal, self.window, self.alibi_slopes, q.dtype,
-                                             relative)
+                                             relative, chunk=self.chunk)
         dropout = self.dropout if self.training else 0.0
         if self.softcap is not None or self.sinks is not None:
             y = softcapped_attention(q, k, v, mask, is_causal, self.scale, self.softcap, dropout, self.sinks)
@@ -347,7 +354,8 @@ def build_attention(node: BuildContext) -> nn.Module:
                      qk_norm_eps=s.qk_norm_eps if s.qk_norm else None, qk_norm_over=s.qk_norm_over,
                      qk_norm_unit_offset=s.qk_norm_unit_offset, softcap=s.softcap, output_gate=s.output_gate,
                      in_scale=s.in_scale, qk_norm_after_rotary=s.qk_norm_after_rotary, qk_norm_scale=s.qk_norm_scale,
-                     sinks=s.sinks, qk_norm_centered=s.qk_norm_centered)
+                     sinks=s.sinks, qk_norm_centered=s.qk_norm_centered, chunk=s.chunk,
+                     temperature=(s.temperature_floor, s.temperature_scale) if s.temperature_floor else None)
 
 
 def build_latent_attention(node: BuildContext) -> nn.Module:

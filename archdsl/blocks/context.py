@@ -30,9 +30,18 @@ class ForwardContext:
     key_mask: torch.Tensor | None = None
     _masks: dict[Any, Any] = field(default_factory=dict)
 
+    def sequence_index(self, q_len: int) -> torch.Tensor:
+        """(q_len,) index of each current token in the whole sequence, padding included: 0.. without a cache,
+        continuing the cached ones with one (Llama 4's query temperature counts these, not position ids)."""
+        device = self.positions.device
+        if self.query_start is not None:  # a static decoding step: the first query's index in the buffers
+            return self.query_start.to(device) + torch.arange(q_len, device=device)
+        start = self.cache.length if self.cache is not None else 0
+        return torch.arange(start, start + q_len, device=device)
+
     def attention_mask(self, q_len: int, k_len: int, causal: bool, window: int | None,
                        alibi_slopes: torch.Tensor | None, dtype: torch.dtype,
-                       relative: Any = None) -> tuple[torch.Tensor | None, bool]:
+                       relative: Any = None, chunk: int | None = None) -> tuple[torch.Tensor | None, bool]:
         """(attn_mask, is_causal) for scaled_dot_product_attention.
 
         Queries are the last q_len positions of the k_len keys (bottom-right aligned, as in
@@ -44,12 +53,12 @@ class ForwardContext:
         position tensor: it also hides the buffer positions not written yet.
         """
         if self.query_start is None and self.key_padding is None and window is None and alibi_slopes is None and relative is None and (
-                not causal or q_len == k_len or q_len == 1):
+                chunk is None or k_len <= chunk) and (not causal or q_len == k_len or q_len == 1):
             return None, causal and q_len == k_len  # one query at the end sees every key: no mask
         key = (q_len, k_len, causal, window, None if alibi_slopes is None else id(alibi_slopes),
-               None if relative is None else id(relative), dtype)
+               None if relative is None else id(relative), dtype, chunk)
         if key not in self._masks:
-            self._masks[key] = self._build(q_len, k_len, causal, window, alibi_slopes, dtype, relative)
+            self._masks[key] = self._build(q_len, k_len, causal, window, alibi_slopes, dtype, relative, chunk)
         return self._masks[key], False
 
     def memory_mask(self, name: str) -> torch.Tensor | None:
@@ -64,7 +73,7 @@ class ForwardContext:
             self._masks[key] = keep[:, None, None, :]
         return self._masks[key]
 
-    def _build(self, q_len, k_len, causal, window, slopes, dtype, relative=None):
+    def _build(self, q_len, k_len, causal, window, slopes, dtype, relative=None, chunk=None):
         device = self.positions.device
         i = torch.arange(q_len, device=device)[:, None]  # query index in the key timeline
         i = i + (self.query_start if self.query_start is not None else k_len - q_len)
@@ -78,6 +87,10 @@ class ForwardContext:
             keep = keep & (i - j < window) & (j - i < window)
         keep = keep[None, None]  # (1, 1, Sq, Sk)
         padding = self.key_padding if self.query_start is None else self.key_mask
+        if chunk is not None:  # aligned chunks counted from each row's first real token (Llama 4, left padding)
+            first = padding.long().argmax(-1)[:, None, None, None] if padding is not None else 0
+            keep = keep & (torch.div(i - first, chunk, rounding_mode="floor")
+                           == torch.div(j - first, chunk, rounding_mode="floor"))
         if padding is not None:
             keep = keep & padding[:, None, None, :].bool()
         keep = keep | ~keep.any(dim=-1, keepdim=True)  # fully masked rows (padding queries) attend anywhere, never NaN

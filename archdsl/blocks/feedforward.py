@@ -161,18 +161,24 @@ class Experts(nn.Module):
             start += n
         return torch.cat(outs) if len(outs) > 1 else outs[0]
 
-    def gathered(self, x: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+    def gathered(self, x: torch.Tensor, chosen: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
         """x (N, width), chosen (N, k) -> (N, k, width): each token through each of its experts, their
-        weights gathered (static shapes; reads k experts per token, for a few tokens such as a decode step)."""
-        h = torch.einsum("nd,nkod->nko", x, self.up[chosen])
+        weights gathered (static shapes; reads k experts per token, for a few tokens such as a decode step).
+        ``scale`` (N, k): each expert's input multiplied by it first (MoE.scale_inputs)."""
+        xs = x[:, None, :] if scale is None else x[:, None, :] * scale[..., None].to(x.dtype)
+        h = torch.einsum("nkd,nkod->nko", xs.expand(-1, chosen.shape[1], -1), self.up[chosen])
         if self.up_bias is not None:
             h = h + self.up_bias[chosen]
         y = torch.einsum("nkh,nkoh->nko", self._activate(h), self.down[chosen])
         return y + self.down_bias[chosen] if self.down_bias is not None else y
 
-    def dense(self, x: torch.Tensor) -> torch.Tensor:
-        """x (N, width) -> (n, N, width): every expert on every token (static shapes, for many tokens)."""
-        h = torch.einsum("nd,eod->eno", x, self.up)
+    def dense(self, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """x (N, width) -> (n, N, width): every expert on every token (static shapes, for many tokens).
+        ``scale`` (n, N): each expert's input multiplied by it first (MoE.scale_inputs)."""
+        if scale is None:
+            h = torch.einsum("nd,eod->eno", x, self.up)
+        else:
+            h = torch.einsum("end,eod->eno", x[None] * scale[..., None].to(x.dtype), self.up)
         if self.up_bias is not None:
             h = h + self.up_bias[:, None]
         y = torch.einsum("enh,eoh->eno", self._activate(h), self.down)
@@ -236,8 +242,9 @@ class MoE(nn.Module):
                  shared_hidden: int | None = None, shared_gate: bool = False, scoring: str = "softmax",
                  score_bias: bool = False, groups: int = 1, top_groups: int | None = None, routed_scale: float = 1.0,
                  group_score: str = "top2_sum", router_fp32: bool = False, sparsemixer_eps: float = 0.01,
-                 clamp: tuple[float, float] = (1.702, 7.0)):
+                 clamp: tuple[float, float] = (1.702, 7.0), scale_inputs: bool = False):
         super().__init__()
+        self.scale_inputs = scale_inputs  # the routing weight multiplies the expert's input (Llama 4), not its output
         self.num_experts, self.top_k, self.normalize, self.jitter = experts, top_k, normalize, jitter
         self.aux_loss_coef = aux_loss_coef
         self.scoring, self.groups, self.top_groups, self.routed_scale = scoring, groups, top_groups, routed_scale
@@ -340,12 +347,18 @@ class MoE(nn.Module):
             # static shapes for torch.compile(fullgraph=True): a few tokens gather their experts' weights
             # (a decode step), many run every expert densely, weighted by the routing matrix (0 elsewhere)
             if N * k < self.num_experts:
-                y = self.experts.gathered(flat, chosen) * weights[..., None]
+                if self.scale_inputs:
+                    y = self.experts.gathered(flat, chosen, weights)
+                else:
+                    y = self.experts.gathered(flat, chosen) * weights[..., None]
                 out = y.sum(dim=1).to(flat.dtype)
             else:
                 dense = torch.zeros(N, self.num_experts, dtype=weights.dtype, device=flat.device)
                 dense = dense.scatter(1, chosen, weights)
-                out = (self.experts.dense(flat) * dense.t()[..., None]).sum(dim=0).to(flat.dtype)
+                if self.scale_inputs:  # an expert a token does not choose sees 0 and its 0 is masked out
+                    out = (self.experts.dense(flat, dense.t()) * (dense.t() != 0)[..., None]).sum(dim=0).to(flat.dtype)
+                else:
+                    out = (self.experts.dense(flat) * dense.t()[..., None]).sum(dim=0).to(flat.dtype)
             return self.add_shared(out, flat, ctx).view(shape)
         # tokens grouped per expert: the N * k (token, expert) pairs sorted by expert (stable: tokens
         # ascending within an expert), each expert runs once on its block, and the weighted rows are
@@ -355,7 +368,11 @@ class MoE(nn.Module):
         token = order // k
         counts = torch.zeros(self.num_experts, dtype=torch.long, device=flat.device)
         counts = counts.scatter_add_(0, expert, torch.ones_like(expert))
-        y = self.experts.grouped(flat[token], expert[order], counts) * weights.reshape(-1)[order, None]
+        w = weights.reshape(-1)[order, None]
+        if self.scale_inputs:  # Llama 4: expert(w · x)
+            y = self.experts.grouped((flat[token] * w).to(flat.dtype), expert[order], counts)
+        else:
+            y = self.experts.grouped(flat[token], expert[order], counts) * w
         out = torch.zeros_like(flat).index_add_(0, token, y.to(flat.dtype))
         return self.add_shared(out, flat, ctx).view(shape)
 
@@ -405,7 +422,7 @@ def build_moe(node: BuildContext) -> nn.Module:
     return MoE(node.in_width, s.experts, s.top_k, s.hidden, s.activation, s.bias, s.router_bias, s.normalize,
                s.jitter, s.gated, s.aux_loss_coef, s.shared_hidden, s.shared_gate, s.scoring, s.score_bias, s.groups,
                s.top_groups, s.routed_scale, s.group_score, s.router_fp32, s.sparsemixer_eps,
-               (s.swiglu_alpha, s.swiglu_limit))
+               (s.swiglu_alpha, s.swiglu_limit), s.scale_inputs)
 
 
 def build_linear(node: BuildContext) -> nn.Module:

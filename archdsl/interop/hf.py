@@ -166,6 +166,11 @@ _PROBED_BEHAVIOUR: dict[str, dict[str, Any]] = {
     # being cat(x2, -x1), is read from behaviour: hf_probe.rotary_traits)
     "nanochat": dict(norm_scale=False, embed_norm=True, qk_norm="head", qk_norm_after_rotary=True,
                      qk_norm_scale=False),
+    # Llama 4: rotation of adjacent pairs (as complex numbers), each head's queries and keys divided by their RMS
+    # after it in the rotary layers only (its Llama4TextL2Norm has no parameters: the tree shows none), experts
+    # whose routing weight scales their input
+    "llama4_text": dict(rotary_interleaved=True, qk_norm="head", qk_norm_after_rotary=True, qk_norm_scale=False,
+                        qk_norm_rope_only=True, moe_scale_inputs=True),
 }
 
 # config keys that switch on something archdsl cannot express: error when truthy
@@ -417,6 +422,10 @@ class Features:
     sinks: bool = False  # a learned logit per head in the softmax's denominator (GPT-OSS, Granite-SWA)
     causal: bool = True  # False: a masked LM's layers attend to every token (EuroBERT's Llama-style layers)
     output_gate: bool = False  # attention outputs times sigmoid(gate_proj(x)) per head (AFMoE)
+    chunks: list[int | None] | None = None  # per layer: chunked attention's chunk (Llama 4's chunked_attention)
+    temperature: tuple[int, float] | None = None  # (floor, scale) of the NoPE layers' query temperature (Llama 4)
+    qk_norm_rope_only: bool = False  # qk-norm in the rotary layers only (Llama 4)
+    moe_scale_inputs: bool = False  # the routing weight scales each expert's input (Llama 4)
     # a masked LM's transform before the output projection (hf_probe.head_traits): its module, steps and decoder
     head_transform: dict[str, Any] | None = None
     final_norm: bool = True  # a norm after the layers (GPT-1 has none)
@@ -658,13 +667,19 @@ def features_from_config(config: Any) -> Features:
     if getattr(cfg, "use_sliding_window", True) is False:
         window = None
     layer_types = getattr(cfg, "layer_types", None)
+    chunks = None
     if layer_types:
-        unknown = sorted(set(layer_types) - {"full_attention", "sliding_attention"})
+        unknown = sorted(set(layer_types) - {"full_attention", "sliding_attention", "chunked_attention"})
         if unknown:
             raise _unsupported(cfg, "layer_types", f"layer type(s) {', '.join(unknown)}")
         if "sliding_attention" in layer_types and not window:
             raise _unsupported(cfg, "sliding_window", "sliding-attention layers without a window size")
         windows = [window if t == "sliding_attention" else None for t in layer_types]
+        if "chunked_attention" in layer_types:  # Llama 4: causal attention within aligned chunks
+            size = getattr(cfg, "attention_chunk_size", None)
+            if not isinstance(size, int) or size < 1:
+                raise _unsupported(cfg, "attention_chunk_size", "chunked-attention layers without a chunk size")
+            chunks = [size if t == "chunked_attention" else None for t in layer_types]
     else:
         windows = [window] * layers
     if len(windows) != layers:
@@ -781,6 +796,11 @@ def features_from_config(config: Any) -> Features:
     if not f.causal:  # transformers' bidirectional window is inclusive (|i - j| <= w); archdsl's exclusive
         f.windows = [w + 1 if w else w for w in f.windows]
     f.output_gate = bool(traits.get("output_gate", False))
+    f.chunks = chunks if chunks and any(chunks) else None
+    if getattr(cfg, "attn_temperature_tuning", False) and f.nope:  # Llama 4: the NoPE layers' query temperature
+        f.temperature = (int(cfg.floor_scale), float(cfg.attn_scale))
+    f.qk_norm_rope_only = bool(traits.get("qk_norm_rope_only", False)) and bool(f.qk_norm) and bool(f.nope)
+    f.moe_scale_inputs = bool(traits.get("moe_scale_inputs", False))
     if traits.get("head_transform") == "unknown":
         raise _unsupported(cfg, "model_type", "a head transforming the stream before the output projection with "
                            "modules other than linear projections (with an activation) and norms")
@@ -1214,16 +1234,19 @@ def _spec_yaml(config: Any) -> str:
         attn.append(("scale", _scalar(f.attn_scale)))
     if f.attn_dropout:
         attn.append(("dropout", "$attn_dropout"))
+    qk: list[tuple[str, Any]] = []
     if f.qk_norm:
-        attn += [("qk_norm", "true"), ("qk_norm_eps", "$eps")] + ([("qk_norm_over", "width")] if f.qk_norm == "width" else [])
+        qk += [("qk_norm", "true"), ("qk_norm_eps", "$eps")] + ([("qk_norm_over", "width")] if f.qk_norm == "width" else [])
         if f.unit_offset:
-            attn.append(("qk_norm_unit_offset", "true"))
+            qk.append(("qk_norm_unit_offset", "true"))
         if f.qk_norm_after_rotary:
-            attn.append(("qk_norm_after_rotary", "true"))
+            qk.append(("qk_norm_after_rotary", "true"))
         if not f.qk_norm_scale:
-            attn.append(("qk_norm_scale", "false"))
+            qk.append(("qk_norm_scale", "false"))
         if f.qk_norm_centered:
-            attn.append(("qk_norm_centered", "true"))
+            qk.append(("qk_norm_centered", "true"))
+    qk_at = len(attn)
+    attn += qk
     if f.attn_softcap:
         attn.append(("softcap", _scalar(f.attn_softcap)))
     if f.sinks:
@@ -1231,6 +1254,33 @@ def _spec_yaml(config: Any) -> str:
     if f.output_gate:
         attn.append(("output_gate", "true"))
     attention = f"attention: {_args(attn)}"
+    # Llama 4's layers differ in more than block parameters carry (qk-norm in the rotary layers only, chunks, the
+    # NoPE layers' temperature): each kind of layer gets a body of its own, its attention written out
+    chunks = f.chunks or [None] * f.layers
+    distinct = per_layer and (f.qk_norm_rope_only or f.temperature is not None or len(set(chunks)) > 1)
+    if f.chunks and not distinct:  # one chunk size for every layer
+        attention = f"attention: {_args(attn + [('chunk', '$chunk')])}"
+        v["chunk"] = chunks[0]
+    if distinct:
+        if len({c for c in chunks if c}) > 1:
+            raise _unsupported(None, "attention_chunk_size", "several chunk sizes")
+        if any(chunks):
+            v["chunk"] = next(c for c in chunks if c)
+        if f.temperature is not None:
+            v.update(temperature_floor=f.temperature[0], temperature_scale=f.temperature[1])
+        kinds = [k + ("_chunked" if c and len(set(chunks)) > 1 else "") for k, c in zip(kinds, chunks)]
+        base = [a for a in attn[:qk_at] if a[0] not in ("window", "nope")]
+        rest = attn[qk_at + len(qk):]
+
+        def attention_for(kind: str) -> str:
+            is_nope = kind.endswith("_nope") or "_nope_" in kind
+            args = list(base) + ([("window", "$local_window")] if kind.startswith("local") else []) + (
+                [("nope", "true")] if is_nope else []) + ([("chunk", "$chunk")] if "chunked" in kind or (
+                    any(chunks) and len(set(chunks)) == 1) else [])
+            args += [] if (is_nope and f.qk_norm_rope_only) else qk
+            if is_nope and f.temperature is not None:
+                args += [("temperature_floor", "$temperature_floor"), ("temperature_scale", "$temperature_scale")]
+            return f"attention: {_args(args + rest)}"
     if f.latent is not None:
         latent = [("heads", "$heads"), ("kv_rank", "$kv_rank")] + ([("q_rank", "$q_rank")] if f.latent[0] else []) + [
             ("head_dim", "$head_dim"), ("rope_dim", "$rope_dim"), ("v_dim", "$v_dim"), ("causal", "true")]
@@ -1269,6 +1319,8 @@ def _spec_yaml(config: Any) -> str:
             moe.append(("routed_scale", _scalar(f.routed_scale)))
         if f.router_fp32:
             moe.append(("router_fp32", "true"))
+        if f.moe_scale_inputs:
+            moe.append(("scale_inputs", "true"))
         if f.shared_hidden:
             moe += [("shared_hidden", "$shared_ffn")] + ([("shared_gate", "true")] if f.shared_gate else [])
         ffn_node = f"moe: {_args(moe)}"
@@ -1322,7 +1374,21 @@ def _spec_yaml(config: Any) -> str:
     lines.append("vars:")
     lines += [f"  {k}: {_scalar(val)}" for k, val in v.items()]
     lines += ["", "blocks:"]
-    if per_layer:  # a decoder_layer with the parameters that differ, and a block for each kind of layer
+    if per_layer and distinct:  # a body for each kind of layer (Llama 4's)
+        if per_layer_window and f.local_rope is not None:
+            raise _unsupported(None, "rope_parameters", "rotary settings per layer type in layers that differ in "
+                               "qk-norm, chunks or temperature")
+        dense = f"mlp: {_args([('hidden', '$dense_ffn'), ('activation', f.activation)] + ([] if f.mlp_bias else [('bias', 'false')]))}"
+        mlp_kinds = f.mlp_kinds or ["moe"] * f.layers
+        names = [("dense_" if m == "dense" else "") + k for k, m in zip(kinds, mlp_kinds)]
+        for name in dict.fromkeys(names):
+            kind = name.removeprefix("dense_")
+            lines_of = [line.replace(attention, attention_for(kind)) for line in body]
+            if name.startswith("dense_"):
+                lines_of = [line.replace(ffn_node, dense) for line in lines_of]
+            lines += [f"  {name}:"] + ["    " + line for line in lines_of]
+        kinds = names
+    elif per_layer:  # a decoder_layer with the parameters that differ, and a block for each kind of layer
         rope_each = per_layer_window and f.local_rope is not None  # each layer has its own rotary settings (Gemma 3)
 
         def rope_args(theta: str, scaling: tuple) -> list[str]:
@@ -1579,6 +1645,8 @@ class _Source:
             m = _LAYER.match(key)
             if m:
                 suffix = m.group(2).replace("block_sparse_moe.", "mlp.")
+                if suffix.startswith("feed_forward."):  # Llama 4's feed-forward, dense or experts
+                    suffix = "mlp." + suffix[len("feed_forward."):]
                 self.layer[(int(m.group(1)), suffix)] = key
             else:
                 self.top[".".join(key.split(".")[-2:])] = key

@@ -105,6 +105,16 @@ def _gate_candidates(cfg: Any, experts: Any) -> dict[str, Any]:
             "swiglu_clamped": ClampedSwiGLU(float(alpha), float(limit))}
 
 
+def is_transposed_experts(experts: Any, width: int | None) -> bool:
+    """Whether stacked experts store (experts, in, out): their is_transposed flag (GPT-OSS), or, without one, a
+    down projection of (experts, hidden, width) (Llama 4's) rather than transformers' usual (experts, width,
+    hidden)."""
+    if getattr(experts, "is_transposed", False):
+        return True
+    down = getattr(experts, "down_proj", None)
+    return bool(getattr(down, "dim", lambda: 0)() == 3 and width and down.shape[2] == width and down.shape[1] != width)
+
+
 def experts_traits(cfg: Any, experts: Any) -> dict[str, Any]:
     """How a transformers 5 experts module (``@use_experts_implementation``) stores and gates its MLPs: from its
     flags (is_transposed: (experts, in, out) weights; has_bias), and from behaviour: its ``_apply_gate`` run on
@@ -113,7 +123,7 @@ def experts_traits(cfg: Any, experts: Any) -> dict[str, Any]:
     import torch
 
     traits: dict[str, Any] = {}
-    if getattr(experts, "is_transposed", False):
+    if is_transposed_experts(experts, getattr(cfg, "hidden_size", None)):
         traits["experts_transposed"] = True
     if getattr(experts, "has_bias", False):
         traits["experts_bias"] = True
@@ -209,6 +219,13 @@ def router_traits(cfg: Any, moe: Any) -> dict[str, Any]:
                 out = probe(x[None], *args)
     except Exception:  # noqa: BLE001 - a router that needs more than its input
         return {}
+    k = int(router.top_k)
+    if isinstance(out, tuple) and len(out) == 2 and all(isinstance(t, torch.Tensor) for t in out) and \
+            out[0].shape == out[1].shape and bool(((out[0] != 0).sum(-1) == k).all()):
+        # (scores over every expert, zero where not chosen; logits): Llama 4's router
+        scores, logits = out
+        weights, chosen = torch.topk(scores.float(), k, dim=-1)
+        out = (logits, weights, chosen)
     if not (isinstance(out, tuple) and len(out) == 3 and all(isinstance(t, torch.Tensor) for t in out)):
         return {}
     logits, weights, chosen = (t.reshape(x.shape[0], -1) for t in out)

@@ -193,7 +193,10 @@ def _our_roles(model: Any) -> dict[Role, Tensors]:
 
 def _their_roles(model: Any) -> dict[Role, Tensors]:
     conv1d = {n for n, m in model.named_modules() if type(m).__name__ == "Conv1D"}  # GPT-2 stores (in, out)
-    transposed = {n for n, m in model.named_modules() if getattr(m, "is_transposed", False)}  # GPT-OSS's experts
+    from .hf_probe import is_transposed_experts
+
+    width = getattr(model.config, "hidden_size", None)  # GPT-OSS's experts, Llama 4's: (experts, in, out)
+    transposed = {n for n, m in model.named_modules() if is_transposed_experts(m, width)}
     roles: dict[Role, Tensors] = defaultdict(list)
     for name, p in model.named_parameters():
         shape = tuple(p.shape)

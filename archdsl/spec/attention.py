@@ -56,6 +56,15 @@ class Attention(NodeSpec):
     output_gate: bool = Field(False, description="Gated attention (Qiu et al. 2025; Qwen3-Next): multiply each head's "
                               "output by sigmoid(W_g·x), a gate projected from the stream (heads × head_dim more "
                               "outputs of the QKV projection), before the output projection.")
+    chunk: PosInt | None = Field(None, description="Chunked attention (Llama 4): the tokens form aligned chunks of "
+                                 "this many, counted from each row's first real token (0..chunk-1, chunk..2·chunk-1, "
+                                 "...), and a query attends only to the earlier keys of its own chunk. Causal "
+                                 "self-attention only.")
+    temperature_floor: PosInt | None = Field(
+        None, description="Query temperature (Llama 4's attn_temperature_tuning, for its NoPE layers): queries are "
+        "multiplied by 1 + temperature_scale · log(1 + floor((t + 1) / temperature_floor)), t the token's index in "
+        "the sequence (padding included), so attention sharpens past every temperature_floor positions.")
+    temperature_scale: PosFloat = Field(0.1, description="temperature_floor: the logarithm's multiplier (Llama 4: 0.1).")
 
     def dims(self, width: int) -> tuple[int, int, int]:
         """(heads, kv_heads, head_dim) with defaults filled in."""
@@ -95,11 +104,17 @@ class Attention(NodeSpec):
         for field in ("qk_norm_centered", "qk_norm_eps", "qk_norm_over", "qk_norm_unit_offset", "qk_norm_after_rotary", "qk_norm_scale"):
             if field in self.model_fields_set and not self.qk_norm:
                 scope.report(field, f"{field} without qk_norm: true", f"add qk_norm: true, or drop {field}")
+        if self.temperature_scale != 0.1 and self.temperature_floor is None:
+            scope.report("temperature_scale", "temperature_scale without temperature_floor",
+                         "add temperature_floor (Llama 4: 8192), or drop temperature_scale")
+        if self.chunk is not None and not self.causal:
+            scope.report("chunk", "chunked attention is causal: each query sees the earlier keys of its chunk",
+                         "add causal: true, or drop chunk")
         if self.qk_norm_after_rotary and self.qk_norm_over != "head":
             scope.report("qk_norm_after_rotary", "qk_norm_after_rotary normalises each head; qk_norm_over is 'width'",
                          "use qk_norm_over: head, or drop qk_norm_after_rotary")
         if self.cross is not None:
-            for field in ("qk_norm", "softcap", "output_gate", "nope", "in_scale", "sinks"):
+            for field in ("qk_norm", "softcap", "output_gate", "nope", "in_scale", "sinks", "chunk", "temperature_floor"):
                 if (getattr(self, field) != 1.0) if field == "in_scale" else getattr(self, field):
                     scope.report(field, f"{field} is implemented for self-attention only", f"drop {field} here")
             if self.cross not in scope.memory_widths:
@@ -147,6 +162,10 @@ class Attention(NodeSpec):
         parts.append(f"cross → {self.cross}" if self.cross else "causal" if self.causal else "bidir")
         if self.window:
             parts.append(f"window {self.window}")
+        if self.chunk:
+            parts.append(f"chunks of {self.chunk}")
+        if self.temperature_floor:
+            parts.append("query temperature")
         if self.qk_norm:
             parts.append("qk-norm" + (" (width)" if self.qk_norm_over == "width" else ""))
         if self.softcap:

@@ -163,6 +163,9 @@ class MoE(NodeSpec):
     router_fp32: bool = Field(False, description="Keep the router's weights and logits in float32 when the model is "
                               "cast to bf16/fp16 (DeepSeek-V2/V3, as transformers keeps gate.weight).")
     routed_scale: PosFloat = Field(1.0, description="Multiply the routed experts' weights by this (DeepSeek-V3: 2.5).")
+    scale_inputs: bool = Field(False, description="Multiply each expert's input by its routing weight instead of its "
+                               "output (Llama 4): expert(w · x), not w · expert(x); the two differ for any activation "
+                               "but a linear one.")
 
     @property
     def gated(self) -> bool:
