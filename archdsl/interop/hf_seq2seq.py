@@ -97,6 +97,7 @@ class Seq2SeqFeatures:
     positional: str  # relative | learned
     buckets: int = 32
     max_distance: int = 128
+    relative_per_layer: bool = False  # each layer's own relative position bias (UMT5), not one per stack (T5)
     max_len: int | None = None
     offset: int = 0
     spacing: str = "vaswani"  # sinusoidal: Marian's frequencies, or fairseq's (tensor2tensor's: M2M-100)
@@ -152,6 +153,7 @@ def seq2seq_features(cfg: Any, probed: dict[str, Any] | None = None) -> Seq2SeqF
             norm="rmsnorm", eps=float(cfg.layer_norm_epsilon), arrangement="pre", positional="relative",
             buckets=int(cfg.relative_attention_num_buckets), max_distance=int(cfg.relative_attention_max_distance),
             final_norm=True, bias=False, attn_scale=1.0, tie=tied, head_scale=tied,
+            relative_per_layer=bool(probed.get("relative_per_layer", False)),
             dropout=float(cfg.dropout_rate), attn_dropout=float(cfg.dropout_rate))
     # bart
     if cfg.encoder_attention_heads != cfg.decoder_attention_heads or cfg.encoder_ffn_dim != cfg.decoder_ffn_dim:
@@ -201,9 +203,9 @@ def _probe_batch(vocab: int) -> tuple[Any, Any, Any]:
 
 
 # every tensor each layout's spec has a role for; another is named in the refusal (Switch Transformers' routers
-# and experts, UMT5's relative bias in every layer, MVP's prompts, FSMT's separate tables)
+# and experts, MVP's prompts, FSMT's separate tables; UMT5's relative bias in every layer is a role per layer)
 _KNOWN = {
-    "t5": re.compile(r"^(?:shared|lm_head|(?:encoder|decoder)\.(?:embed_tokens|final_layer_norm|block\.0\.layer\.0\."
+    "t5": re.compile(r"^(?:shared|lm_head|(?:encoder|decoder)\.(?:embed_tokens|final_layer_norm|block\.\d+\.layer\.0\."
                      r"SelfAttention\.relative_attention_bias|block\.\d+\.layer\.\d+\.(?:layer_norm|"
                      r"(?:SelfAttention|EncDecAttention)\.[qkvo]|DenseReluDense\.(?:wi|wi_0|wi_1|wo))))\.weight$"),
     "bart": re.compile(r"^model\.(?:shared|(?:encoder|decoder)\.(?:embed_tokens|embed_positions|layernorm_embedding|"
@@ -224,7 +226,11 @@ def _probe(cfg: Any) -> dict[str, Any]:
     if unknown:
         raise _unsupported(cfg, "model_type", f"'{cfg.model_type}' has modules a {kind.upper()}-layout spec has no "
                            "role for: " + ", ".join(unknown[:6]))
-    facts = _bart_facts(small, model) if layout(cfg) == "bart" else {"head_scale": _t5_head_scale(small, model)}
+    facts = _bart_facts(small, model) if layout(cfg) == "bart" else {
+        "head_scale": _t5_head_scale(small, model),
+        # a relative position bias in every layer (UMT5), not only the first's shared by the stack (T5)
+        "relative_per_layer": any(n.startswith("encoder.block.1.") and "relative_attention_bias" in n
+                                  for n, _ in model.named_parameters())}
     # the decoder's embedding norm after the positions are added (BART), or before (Blenderbot-small): the
     # first that gives the small model's logits
     diffs = {}
@@ -397,7 +403,8 @@ def _describe(f: Seq2SeqFeatures) -> str:
     parts = [f"encoder-decoder ({f.encoder_layers} + {f.decoder_layers} layers), "
              f"{'pre' if f.arrangement == 'pre' else 'post'}-norm {norm} (eps {f.eps:g})"]
     if f.positional == "relative":
-        parts.append(f"relative position bias ({f.buckets} buckets up to distance {f.max_distance}) per stack")
+        parts.append(f"relative position bias ({f.buckets} buckets up to distance {f.max_distance}) "
+                     + ("in every layer" if f.relative_per_layer else "per stack"))
     elif f.positional == "sinusoidal":
         parts.append("fixed sinusoidal positions (sines, then cosines" + (", fairseq's frequencies" if
                      f.spacing == "tensor2tensor" else "") + (f", from row {f.offset})" if f.offset else ")"))
@@ -469,6 +476,11 @@ def seq2seq_yaml(f: Seq2SeqFeatures) -> str:
     encoder_layer = sublayer(enc_self, "self_attn_layer_norm") + sublayer(f"mlp: {_args(mlp)}", "final_layer_norm")
     decoder_layer = (sublayer(dec_self, "self_attn_layer_norm") + sublayer(dec_cross, "encoder_attn_layer_norm")
                      + sublayer(f"mlp: {_args(mlp)}", "final_layer_norm"))
+    relative = _args([("kind", "relative"), ("heads", "$heads"), ("buckets", "$buckets"),
+                      ("max_distance", "$max_distance"), ("name", "relative_bias")])
+    if f.positional == "relative" and f.relative_per_layer:  # UMT5: each layer's own bias, before its attention
+        encoder_layer, decoder_layer = ([f"- positional: {relative}"] + encoder_layer,
+                                        [f"- positional: {relative}"] + decoder_layer)
 
     def stack(name: str, decoder: bool) -> list[str]:
         embed = [("name", "shared" if not decoder else "embed_tokens"), ("vocab", "$vocab")]
@@ -495,10 +507,8 @@ def seq2seq_yaml(f: Seq2SeqFeatures) -> str:
         if f.embed_norm and not norm_first:
             body.append(f"- {f.norm}: {_args([('eps', '$eps'), ('name', 'layernorm_embedding')])}")
         body += drop
-        if f.positional == "relative":
-            pos = [("kind", "relative"), ("heads", "$heads"), ("buckets", "$buckets"), ("max_distance", "$max_distance"),
-                   ("name", "relative_bias")]
-            body.append(f"- positional: {_args(pos)}")
+        if f.positional == "relative" and not f.relative_per_layer:
+            body.append(f"- positional: {relative}")
         layers = "$decoder_layers" if decoder and "decoder_layers" in v else "$layers"
         body += [f"- repeat: {layers}", f"  name: {'block' if f.layout == 't5' else 'layers'}",
                  f"  body: {'decoder_layer' if decoder else 'encoder_layer'}"]
@@ -629,8 +639,9 @@ class _Names:
     def positions(self, side: str) -> str:
         return f"{self.prefix(side)}.embed_positions.weight"
 
-    def relative(self, side: str) -> str:
-        return f"{self.prefix(side)}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
+    def relative(self, side: str, i: int | None = None) -> str:
+        """The stack's bias (T5: in block 0), or layer i's own (UMT5)."""
+        return f"{self.prefix(side)}.block.{i or 0}.layer.0.SelfAttention.relative_attention_bias.weight"
 
 
 # tensors a checkpoint may carry that hold no parameter of the model
@@ -702,7 +713,7 @@ def map_seq2seq(f: Seq2SeqFeatures, tensors: dict[str, Callable[[], Any]], model
                 if sinusoid_spacing(tensors[key]()) != module.spacing:
                     errors.append(f"{key} is not the sinusoidal table the spec computes")
         elif isinstance(module, RelativePositionBias):
-            out[f"{name}.weight"] = get(names.relative(side))
+            out[f"{name}.weight"] = get(names.relative(side, i))
         elif isinstance(module, CrossAttention):
             (q, k, v), o = names.attention(side, i, "cross")  # type: ignore[arg-type]
             linear(f"{name}.q", [q], module.q.bias is not None)
