@@ -164,14 +164,18 @@ def test_what_archdsl_cannot_express_is_refused_by_name(config_class, extra, mat
 @pytest.mark.parametrize("model_type,status", [
     ("bert", "exact"), ("roberta", "exact"), ("electra", "exact"), ("albert", "exact"), ("distilbert", "exact"),
     ("xlm-roberta-xl", "exact"), ("megatron-bert", "exact"), ("ibert", "exact"), ("mra", "refused"),
-    ("big_bird", "refused"), ("eurobert", "exact"), ("roformer", "exact"), ("ultrabert", "exact")])
+    ("big_bird", "refused"), ("eurobert", "exact"), ("roformer", "exact"), ("ultrabert", "exact"),
+    ("nomic_bert", "exact"), ("jina_embeddings_v3", "exact"), ("gte", "refused")])
 def test_coverage_sweep_masked_lm_subset(model_type, status):
     """The coverage harness's masked-LM sweep on a fixed subset (the full sweep: docs/coverage.md). EuroBERT's
     layers are Llama's, attending to every token (its attention's is_causal is False): the decoder importer reads
     it, with attention: {causal: false}. RoFormer's are BERT's with its fixed sinusoid table (encoder.embed_positions)
     rotating adjacent pairs of the queries and keys: positional: {kind: rotary, interleaved: true}. UltraBERT's are
     Llama's with sliding-window and full layers (transformers' bidirectional window is inclusive: archdsl's is one
-    wider) and a head that transforms the stream (linear1, GELU, linear2, GELU) before its decoder."""
+    wider) and a head that transforms the stream (linear1, GELU, linear2, GELU) before its decoder. Nomic BERT's and
+    Jina Embeddings v3's are BERT's post-norm layers under Llama's names, rotating queries and keys with their
+    model's rotary_emb (run with it to probe them), Nomic's feed-forward gated; GTE's gated exact GELU has no archdsl
+    form yet and is refused by name."""
     result = hf_coverage.run_one(model_type, "masked-lm")
     assert result.status == status, result
     if status == "exact":

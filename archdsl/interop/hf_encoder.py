@@ -56,9 +56,22 @@ LAYER_LAYOUTS: dict[str, dict[str, str]] = {
     "albert": dict(arrangement="post", q="attention.query", k="attention.key", v="attention.value",
                    o="attention.dense", attn_norm="attention.LayerNorm", up="ffn", down="ffn_output",
                    mlp_norm="full_layer_layer_norm"),
+    # BERT's post-norm layers under Llama's names, rotating queries and keys (their model's rotary_emb): Nomic
+    # BERT's with a gated feed-forward, Jina Embeddings v3's with fc1/fc2
+    "rotary-gated": dict(arrangement="post", rotary="rotary_emb", q="self_attn.q_proj", k="self_attn.k_proj",
+                         v="self_attn.v_proj", o="self_attn.o_proj", attn_norm="post_attention_layernorm",
+                         gate="mlp.gate_proj", up="mlp.up_proj", down="mlp.down_proj", mlp_norm="post_mlp_layernorm"),
+    "rotary": dict(arrangement="post", rotary="rotary_emb", q="self_attn.q_proj", k="self_attn.k_proj",
+                   v="self_attn.v_proj", o="self_attn.o_proj", attn_norm="post_attention_layernorm", up="mlp.fc1",
+                   down="mlp.fc2", mlp_norm="post_mlp_layernorm"),
 }
 _LINEAR_ROLES = ("q", "k", "v", "o", "up", "down")
 _NORM_ROLES = ("attn_norm", "mlp_norm")
+
+
+def _roles_of(layout: dict[str, str]) -> tuple[str, ...]:
+    """The roles with parameters of a layout: the projections (a gate, where the feed-forward is gated) and norms."""
+    return _LINEAR_ROLES + (("gate",) if "gate" in layout else ()) + _NORM_ROLES
 
 # role -> a pattern of the module outside the layers (a full name within the transformers model), with the
 # parameters each role's module holds; the first role whose pattern matches a module takes it
@@ -72,7 +85,7 @@ TOP_ROLES: list[tuple[str, str]] = [
     ("pooler", _P + r"pooler(?:\.dense)?$"),
     ("head_dense", r"^(?:cls\.predictions\.transform\.dense|cls\.predictions\.dense|lm_head\.dense|"
                    r"generator_predictions\.dense|predictions\.dense|vocab_transform)$"),
-    ("head_norm", r"^(?:cls\.predictions\.transform\.LayerNorm|cls\.predictions\.LayerNorm|lm_head\.layer_norm|"
+    ("head_norm", r"^(?:cls\.predictions\.transform\.(?:LayerNorm|layer_norm)|cls\.predictions\.LayerNorm|lm_head\.layer_norm|"
                   r"generator_predictions\.LayerNorm|predictions\.LayerNorm|vocab_layer_norm)$"),
     ("head", r"^(?:cls\.predictions\.decoder|lm_head\.decoder|generator_lm_head|predictions\.decoder|"
              r"vocab_projector)$"),
@@ -120,7 +133,9 @@ class EncoderDescription:
     embed_proj: bool
     final_norm_eps: float | None
     pooler: bool
-    rotary: bool = False  # queries and keys rotated by a fixed sinusoid table, adjacent pairs (RoFormer)
+    rotary: bool = False  # queries and keys rotated: by a fixed sinusoid table, adjacent pairs (RoFormer), or halves
+    rotary_base: float = 10000.0
+    rotary_interleaved: bool = False
     head: dict[str, Any] | None = None  # {"dense": out width, "activation", "norm_eps", "tied", "bias"}
     roles: dict[str, str] = field(default_factory=dict)  # top role -> transformers module name
     layer_modules: list[str] = field(default_factory=list)  # transformers name of each layer (ALBERT: one)
@@ -136,8 +151,8 @@ def _layer_list(model: Any) -> tuple[str, str, list[Any]] | None:
             continue
         names = {n for n, _ in module[0].named_parameters()}
         for layout_name, layout in LAYER_LAYOUTS.items():
-            wanted = {layout[r] + ".weight" for r in _LINEAR_ROLES + _NORM_ROLES}
-            optional = {layout[r] + ".bias" for r in _LINEAR_ROLES + _NORM_ROLES}
+            wanted = {layout[r] + ".weight" for r in _roles_of(layout)}
+            optional = {layout[r] + ".bias" for r in _roles_of(layout)}
             if wanted <= names and names <= wanted | optional and (best is None or len(module) > len(best[2])):
                 best = (name, layout_name, list(module))
     return best
@@ -185,12 +200,19 @@ def _norm(x: Any, module: Any) -> Any:
     return F.layer_norm(x, (x.shape[-1],), module.weight, module.bias, module.eps)
 
 
-def _reference_layer(layer: Any, layout: dict[str, str], heads: int, activation: str, x: Any, causal: bool) -> Any:
+def _reference_layer(layer: Any, layout: dict[str, str], heads: int, activation: str, x: Any, causal: bool,
+                     rotary: tuple[Any, Any] | None = None) -> Any:
     """The described layer computed from the transformers layer's own weights (softmax attention over every
-    token, or every earlier one)."""
+    token, or every earlier one; queries and keys rotated by (cos, sin) as halves, where given)."""
+    import torch
     import torch.nn.functional as F
 
     B, S, _ = x.shape
+
+    def rotate(t: Any) -> Any:
+        cos, sin = (r[:, None] for r in rotary)  # type: ignore[union-attr]
+        a, b = t.chunk(2, dim=-1)
+        return t * cos + torch.cat((-b, a), dim=-1) * sin
 
     def proj(role: str, h: Any) -> Any:  # the module's weights, not its forward (I-BERT's returns a scale too)
         module = layer.get_submodule(layout[role])
@@ -201,9 +223,13 @@ def _reference_layer(layer: Any, layout: dict[str, str], heads: int, activation:
 
     def attention(h: Any) -> Any:
         q, k, v = (split(proj(r, h)) for r in ("q", "k", "v"))
+        if rotary is not None:
+            q, k = rotate(q), rotate(k)
         return proj("o", F.scaled_dot_product_attention(q, k, v, is_causal=causal).transpose(1, 2).reshape(B, S, -1))
 
     def mlp(h: Any) -> Any:
+        if "gate" in layout:
+            return proj("down", _act(activation)(proj("gate", h)) * proj("up", h))
         return proj("down", _act(activation)(proj("up", h)))
 
     get = layer.get_submodule
@@ -216,14 +242,17 @@ def _reference_layer(layer: Any, layout: dict[str, str], heads: int, activation:
     return h + mlp(_norm(h, mlp_norm))
 
 
-def _run_layer(layer: Any, x: Any) -> Any:
+def _run_layer(layer: Any, x: Any, rotary: tuple[Any, Any] | None = None) -> Any:
     """The layer's output on hidden states x with no padding, however its forward takes the mask: none, an
-    explicit None second argument (I-BERT's scaling factor), an additive (B, 1, 1, S) mask or a (B, S) one."""
+    explicit None second argument (I-BERT's scaling factor), an additive (B, 1, 1, S) mask or a (B, S) one;
+    given the rotary (cos, sin) where its model computes them."""
     import torch
 
     B, S, _ = x.shape
     attempts = [((x,), {}), ((x, None), {}), ((x,), {"attention_mask": torch.zeros(B, 1, 1, S)}),
                 ((x,), {"attention_mask": torch.ones(B, S)})]
+    if rotary is not None:
+        attempts = [((x,), {"position_embeddings": rotary}), ((x, None), {"position_embeddings": rotary})]
     error: Exception | None = None
     for args, kwargs in attempts:
         try:
@@ -237,6 +266,19 @@ def _run_layer(layer: Any, x: Any) -> Any:
     raise error or TypeError("no tensor output")
 
 
+def _rotary_tables(model: Any, layout: dict[str, str], x: Any) -> tuple[Any, Any] | None:
+    """(cos, sin) of positions 0.. from the model's own rotary module, for a layout that rotates; else None."""
+    import torch
+
+    if "rotary" not in layout:
+        return None
+    module = next((m for n, m in model.named_modules() if n.rsplit(".", 1)[-1] == layout["rotary"]), None)
+    if module is None:
+        raise _unsupported(model, "layers", f"layers laid out to rotate queries and keys, but no {layout['rotary']} "
+                           "module computing the rotation")
+    return module(x, torch.arange(x.shape[1])[None])
+
+
 def _probe_layer(model: Any, layer: Any, layout: dict[str, str], heads: int, causal: bool) -> str:
     """The feed-forward activation with which the described layer reproduces the transformers layer; a
     SpecError when none does (attention other than softmax over every token, or a different arrangement)."""
@@ -246,14 +288,15 @@ def _probe_layer(model: Any, layer: Any, layout: dict[str, str], heads: int, cau
     width = layer.get_submodule(layout["q"]).weight.shape[1]
     x = torch.randn(2, 7, width, generator=g) * 2 + 0.5
     with torch.no_grad():
+        rotary = _rotary_tables(model, layout, x)
         try:
-            theirs = _run_layer(layer, x)
+            theirs = _run_layer(layer, x, rotary)
         except Exception as exc:  # noqa: BLE001 - a layer that needs more than hidden states
             raise _unsupported(model, "layers", f"{type(layer).__name__} cannot be run on hidden states alone "
                                f"({type(exc).__name__}: {' '.join(str(exc).split())[:160]})") from None
         diffs = {}
         for act in _ACT_CANDIDATES:
-            diffs[act] = (_reference_layer(layer, layout, heads, act, x, causal) - theirs).abs().max().item()
+            diffs[act] = (_reference_layer(layer, layout, heads, act, x, causal, rotary) - theirs).abs().max().item()
     best = min(diffs, key=diffs.get)  # type: ignore[arg-type]
     if diffs[best] <= 1e-4 * max(1.0, theirs.abs().max().item()):
         return best
@@ -462,6 +505,12 @@ def _identify(hf_model: Any, cfg: Any, probe: Any) -> EncoderDescription:
     probe_heads = _heads(probe.config)
     causal = bool(getattr(cfg, "is_decoder", False))
     activation = _probe_layer(probe, layers[0], layout, probe_heads, causal)
+    if "gate" in layout:  # the activation of the gate: archdsl's gated form of it
+        gated = {"silu": "swiglu", "gelu_tanh": "geglu"}
+        if activation not in gated:
+            raise _unsupported(cfg, "hidden_act", f"a gated feed-forward with activation '{activation}'",
+                               "archdsl's gated feed-forwards are swiglu (SiLU) and geglu (tanh GELU)")
+        activation = gated[activation]
 
     # sizes from the real config, structure from the probe
     width = _int(cfg, "hidden_size", "dim")
@@ -475,7 +524,8 @@ def _identify(hf_model: Any, cfg: Any, probe: Any) -> EncoderDescription:
                            "archdsl shares one layer across the stack (repeat: {shared: true})")
     layer0 = layers[0]
     bias = layer0.get_submodule(layout["q"]).bias is not None
-    if any((layer0.get_submodule(layout[r]).bias is not None) != bias for r in _LINEAR_ROLES):
+    if any((layer0.get_submodule(layout[r]).bias is not None) != bias
+           for r in _LINEAR_ROLES + (("gate",) if "gate" in layout else ())):
         raise _unsupported(cfg, "bias", "biases on some of the layer's projections only")
     eps = float(layer0.get_submodule(layout["attn_norm"]).eps)
 
@@ -491,10 +541,18 @@ def _identify(hf_model: Any, cfg: Any, probe: Any) -> EncoderDescription:
     max_len = None
     if "positions" in roles:
         max_len = _int(cfg, "max_position_embeddings") - offset
-    rotary = "rotary_table" in roles
-    if rotary:
+    rotary = "rotary_table" in roles or "rotary" in layout
+    rotary_base = 10000.0
+    if "rotary_table" in roles:
         _check_rotary_table(cfg, probe.get_submodule(roles["rotary_table"]), _int(probe.config, "hidden_size", "dim")
                             // probe_heads)
+    elif rotary:  # the model's rotary module (its settings: the config's, checked against the layer just run)
+        from .hf import _rope
+
+        rope = _rope(cfg) or {}
+        if float(rope.get("partial_rotary_factor", 1.0)) != 1.0 or rope.get("rope_type", "default") != "default":
+            raise _unsupported(cfg, "rope_parameters", "rotary settings other than plain rotation of whole heads")
+        rotary_base = float(rope.get("rope_theta", 10000.0))
     head = None
     if "head" in roles and "head_dense" not in roles and "head_norm" not in roles:  # a decoder alone
         decoder = probe.get_submodule(roles["head"])
@@ -524,7 +582,8 @@ def _identify(hf_model: Any, cfg: Any, probe: Any) -> EncoderDescription:
         token_types=_int(cfg, "type_vocab_size") if "token_types" in roles else None,
         padding_idx=padding_idx if isinstance(padding_idx, int) and 0 <= padding_idx < _int(cfg, "vocab_size") else None,
         embed_norm_eps=eps_of("embed_norm"), embed_proj="embed_proj" in roles, final_norm_eps=eps_of("final_norm"),
-        pooler="pooler" in roles, rotary=rotary, head=head, roles=roles, layer_modules=[f"{layers_name}.{i}" for i in range(len(layers))])
+        pooler="pooler" in roles, rotary=rotary, rotary_base=rotary_base,
+        rotary_interleaved="rotary_table" in roles, head=head, roles=roles, layer_modules=[f"{layers_name}.{i}" for i in range(len(layers))])
 
 
 def _check_rotary_table(cfg: Any, module: Any, head_dim: int) -> None:
@@ -568,7 +627,7 @@ def _refuse_config(cfg: Any) -> None:
         raise _unsupported(cfg, "add_cross_attention", "cross-attention in an encoder used as a decoder",
                            "an encoder-decoder graph spec expresses it; the importer reads the encoder alone")
     kind = getattr(cfg, "position_embedding_type", "absolute")
-    if kind not in (None, "absolute"):
+    if kind not in (None, "absolute", "rotary", "rope"):  # rotary: its layers say so (LAYER_LAYOUTS' rotary ones)
         raise _unsupported(cfg, "position_embedding_type", f"position_embedding_type '{kind}' (relative position "
                            "embeddings inside the attention scores)")
     attention = getattr(cfg, "attention_type", None)
@@ -589,7 +648,8 @@ def _describe(d: EncoderDescription) -> str:
     if d.max_len:
         parts.append(f"learned positions ({d.max_len}" + (f", from row {d.offset})" if d.offset else ")"))
     if d.rotary:
-        parts.append("rotary positions (adjacent pairs of each head's queries and keys)")
+        parts.append("rotary positions (" + ("adjacent pairs" if d.rotary_interleaved else "halves")
+                     + f" of each head's queries and keys, theta {d.rotary_base:g})")
     if d.token_types:
         parts.append(f"{d.token_types} token types")
     if d.embed_dim:
@@ -646,7 +706,12 @@ def spec_data(d: EncoderDescription) -> dict[str, Any]:
     if d.embed_proj:
         top.append({"linear": {"out": "$d_model", "name": "embeddings_project"}})
     if d.rotary:
-        top.append({"positional": {"kind": "rotary", "interleaved": True, "name": "embed_positions"}})
+        rot: dict[str, Any] = {"kind": "rotary"}
+        if d.rotary_base != 10000.0:
+            rot["base"] = d.rotary_base
+        if d.rotary_interleaved:
+            rot["interleaved"] = True
+        top.append({"positional": {**rot, "name": "embed_positions"}})
     repeat: dict[str, Any] = {"repeat": "$layers", "name": "encoder", "body": "layer"}
     if d.shared:
         repeat = {"repeat": {"times": "$layers", "body": "layer", "shared": True, "name": "encoder"}}
@@ -764,7 +829,7 @@ def map_weights(d: EncoderDescription, tensors: Any, model: Any, canonical: dict
                 linear(prefix + ".qkv", [L("q"), L("k"), L("v")])
                 linear(prefix + ".out", [L("o")])
             elif block == "mlp":
-                linear(prefix + ".up", [L("up")])
+                linear(prefix + ".up", [L("gate"), L("up")] if "gate" in layout else [L("up")])  # [gate; up]
                 linear(prefix + ".down", [L("down")])
             else:
                 norm(prefix, L(block))
@@ -778,7 +843,7 @@ def map_weights(d: EncoderDescription, tensors: Any, model: Any, canonical: dict
     for ours, role in (("embeddings_norm", "embed_norm"), ("final_norm", "final_norm"), ("head_norm", "head_norm")):
         if ours + ".weight" in params:
             norm(ours, d.roles[role])
-    if d.rotary:  # computed by archdsl; the stored table must be the one it computes
+    if d.rotary and "rotary_table" in d.roles:  # computed by archdsl; the stored table must be the one it computes
         from .hf_seq2seq import sinusoid_spacing
 
         key = d.roles["rotary_table"] + ".weight"
