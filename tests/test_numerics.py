@@ -336,3 +336,14 @@ def test_sparsemixer_rounds_pick_the_best_remaining_expert_and_weigh_it_among_it
                 expected = torch.softmax(scores[row, near], dim=0)[near.index(best)]
                 assert chosen[row, r].item() == best and torch.isclose(weights[row, r], expected)
                 left.remove(best)
+
+
+def test_geglu_exact_is_the_erf_gelu_gate():
+    """geglu_exact: gelu(gate) · up with the erf GELU (GTE, ModernBERT), where geglu is the tanh one (T5 v1.1)."""
+    import torch.nn.functional as F
+
+    from archdsl.blocks.feedforward import gated_combine
+
+    gate, up = torch.randn(5, 8, generator=torch.Generator().manual_seed(0)) * 3, torch.randn(5, 8)
+    assert torch.equal(gated_combine("geglu_exact", (1.702, 7.0))(gate, up), F.gelu(gate) * up)
+    assert not torch.allclose(gated_combine("geglu", (1.702, 7.0))(gate, up), F.gelu(gate) * up, atol=1e-5)

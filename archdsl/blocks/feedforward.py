@@ -17,6 +17,7 @@ ACTIVATIONS = {
     "silu": F.silu,
     "swiglu": F.silu,  # gated: silu(gate) * up
     "geglu": lambda x: F.gelu(x, approximate="tanh"),  # gated: gelu(gate) * up (T5 v1.1, Gemma)
+    "geglu_exact": F.gelu,  # gated, with the erf GELU (GTE, ModernBERT)
 }
 
 
@@ -61,13 +62,13 @@ class MLP(nn.Module):
 
     def __init__(self, width: int, hidden: int, activation: str, bias: bool, dropout: float, gated: bool,
                  gate_scale: float = 1.0, xielu: tuple[float, float] = (0.5, -1e-6),
-                 clamp: tuple[float, float] = (1.702, 7.0)):
+                 clamp: tuple[float, float] = (1.702, 7.0), down_bias: bool | None = None):
         super().__init__()
         self.gated, self.gate_scale = gated, gate_scale
         self.act = XIELU(*xielu) if activation == "xielu" else gated_combine(activation, clamp) if gated else \
             ACTIVATIONS[activation]
         self.up = nn.Linear(width, hidden * (2 if gated else 1), bias=bias)
-        self.down = nn.Linear(hidden, width, bias=bias)
+        self.down = nn.Linear(hidden, width, bias=bias if down_bias is None else down_bias)
         self.down.writes_residual = True  # initialised with the residual std (archdsl.compiler.initialise)
         self.drop = nn.Dropout(dropout) if dropout else None
 
@@ -414,7 +415,7 @@ def router_aux_loss(model: nn.Module, attention_mask: torch.Tensor | None = None
 def build_mlp(node: BuildContext) -> nn.Module:
     s = node.spec
     return MLP(node.in_width, s.hidden, s.activation, s.bias, s.dropout, s.gated, s.gate_scale,
-               (s.xielu_beta, s.xielu_eps), (s.swiglu_alpha, s.swiglu_limit))
+               (s.xielu_beta, s.xielu_eps), (s.swiglu_alpha, s.swiglu_limit), s.down_bias)
 
 
 def build_moe(node: BuildContext) -> nn.Module:

@@ -194,9 +194,9 @@ _ACTIVATIONS = {
     "gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": "gelu_tanh",
     "relu": "relu", "silu": "silu", "swish": "silu", "relu2": "relu2", "xielu": "xielu",
 }
-_GATED = {"silu": "swiglu", "gelu_tanh": "geglu"}
+_GATED = {"silu": "swiglu", "gelu_tanh": "geglu", "gelu": "geglu_exact"}
 _ACT_NAMES = {"gelu": "GELU", "gelu_tanh": "GELU (tanh)", "relu": "ReLU", "relu2": "squared ReLU", "silu": "SiLU", "swiglu": "SwiGLU",
-              "geglu": "GeGLU", "xielu": "xIELU", "swiglu_clamped": "clamped SwiGLU"}
+              "geglu": "GeGLU", "geglu_exact": "GeGLU (erf GELU)", "xielu": "xIELU", "swiglu_clamped": "clamped SwiGLU"}
 
 
 # ---------------------------------------------------------------------------------------- config
@@ -472,7 +472,7 @@ class Features:
 
     @property
     def gated(self) -> bool:
-        return self.activation in ("swiglu", "geglu", "swiglu_clamped")
+        return self.activation in ("swiglu", "geglu", "geglu_exact", "swiglu_clamped")
 
 
 def _bias(cfg: Any, traits: dict, key: str, *config_keys: str) -> bool:

@@ -133,6 +133,8 @@ class EncoderDescription:
     embed_proj: bool
     final_norm_eps: float | None
     pooler: bool
+    mlp_bias: bool | None = None  # the feed-forward's projections, when they differ from the attention's
+    down_bias: bool | None = None  # the feed-forward's down-projection, when it differs from its up (GTE)
     rotary: bool = False  # queries and keys rotated: by a fixed sinusoid table, adjacent pairs (RoFormer), or halves
     rotary_base: float = 10000.0
     rotary_interleaved: bool = False
@@ -506,10 +508,10 @@ def _identify(hf_model: Any, cfg: Any, probe: Any) -> EncoderDescription:
     causal = bool(getattr(cfg, "is_decoder", False))
     activation = _probe_layer(probe, layers[0], layout, probe_heads, causal)
     if "gate" in layout:  # the activation of the gate: archdsl's gated form of it
-        gated = {"silu": "swiglu", "gelu_tanh": "geglu"}
+        gated = {"silu": "swiglu", "gelu_tanh": "geglu", "gelu": "geglu_exact"}
         if activation not in gated:
             raise _unsupported(cfg, "hidden_act", f"a gated feed-forward with activation '{activation}'",
-                               "archdsl's gated feed-forwards are swiglu (SiLU) and geglu (tanh GELU)")
+                               "archdsl's gated feed-forwards are swiglu (SiLU), geglu (tanh GELU) and geglu_exact")
         activation = gated[activation]
 
     # sizes from the real config, structure from the probe
@@ -524,9 +526,11 @@ def _identify(hf_model: Any, cfg: Any, probe: Any) -> EncoderDescription:
                            "archdsl shares one layer across the stack (repeat: {shared: true})")
     layer0 = layers[0]
     bias = layer0.get_submodule(layout["q"]).bias is not None
-    if any((layer0.get_submodule(layout[r]).bias is not None) != bias
-           for r in _LINEAR_ROLES + (("gate",) if "gate" in layout else ())):
-        raise _unsupported(cfg, "bias", "biases on some of the layer's projections only")
+    mlp_bias = layer0.get_submodule(layout["up"]).bias is not None
+    down_bias = layer0.get_submodule(layout["down"]).bias is not None  # GTE: the down-projection's alone
+    if any((layer0.get_submodule(layout[r]).bias is not None) != bias for r in ("q", "k", "v", "o")) or \
+            ("gate" in layout and (layer0.get_submodule(layout["gate"]).bias is not None) != mlp_bias):
+        raise _unsupported(cfg, "bias", "biases on some of the attention's projections only")
     eps = float(layer0.get_submodule(layout["attn_norm"]).eps)
 
     def eps_of(role: str) -> float | None:
@@ -582,7 +586,9 @@ def _identify(hf_model: Any, cfg: Any, probe: Any) -> EncoderDescription:
         token_types=_int(cfg, "type_vocab_size") if "token_types" in roles else None,
         padding_idx=padding_idx if isinstance(padding_idx, int) and 0 <= padding_idx < _int(cfg, "vocab_size") else None,
         embed_norm_eps=eps_of("embed_norm"), embed_proj="embed_proj" in roles, final_norm_eps=eps_of("final_norm"),
-        pooler="pooler" in roles, rotary=rotary, rotary_base=rotary_base,
+        pooler="pooler" in roles, mlp_bias=mlp_bias if mlp_bias != bias else None,
+        down_bias=down_bias if down_bias != mlp_bias else None, rotary=rotary,
+        rotary_base=rotary_base,
         rotary_interleaved="rotary_table" in roles, head=head, roles=roles, layer_modules=[f"{layers_name}.{i}" for i in range(len(layers))])
 
 
@@ -676,8 +682,10 @@ def spec_data(d: EncoderDescription) -> dict[str, Any]:
     if not d.bias:
         attention["bias"] = False
     mlp: dict[str, Any] = {"hidden": "$ffn", "activation": d.activation, "name": "mlp"}
-    if not d.bias:
+    if not (d.bias if d.mlp_bias is None else d.mlp_bias):
         mlp["bias"] = False
+    if d.down_bias is not None:
+        mlp["down_bias"] = d.down_bias
 
     def norm(name: str, eps: str | float = "$eps") -> dict:
         return {"layernorm": {"eps": "$eps" if eps == d.eps else eps, "name": name}}

@@ -102,6 +102,7 @@ def _gate_candidates(cfg: Any, experts: Any) -> dict[str, Any]:
     alpha = getattr(experts, "alpha", None) or getattr(cfg, "swiglu_alpha", None) or 1.702
     limit = getattr(experts, "limit", None) or getattr(cfg, "swiglu_limit", None) or 7.0
     return {"swiglu": gated_combine("swiglu", (alpha, limit)), "geglu": gated_combine("geglu", (alpha, limit)),
+            "geglu_exact": gated_combine("geglu_exact", (alpha, limit)),
             "swiglu_clamped": ClampedSwiGLU(float(alpha), float(limit))}
 
 

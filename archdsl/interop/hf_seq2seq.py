@@ -116,7 +116,7 @@ class Seq2SeqFeatures:
 
     @property
     def gated(self) -> bool:
-        return self.activation in ("swiglu", "geglu")
+        return self.activation in ("swiglu", "geglu", "geglu_exact")
 
 
 def seq2seq_features(cfg: Any, probed: dict[str, Any] | None = None) -> Seq2SeqFeatures:

@@ -7,9 +7,10 @@ from pydantic import Field
 
 from .base import NodeSpec, PosFloat, PosInt, Probability, Scope, linear_params
 
-Activation = Literal["gelu", "gelu_tanh", "relu", "relu2", "silu", "swiglu", "geglu", "swiglu_clamped", "xielu"]
+Activation = Literal["gelu", "gelu_tanh", "relu", "relu2", "silu", "swiglu", "geglu", "geglu_exact", "swiglu_clamped",
+                     "xielu"]
 LEARNED_ACTIVATIONS = {"xielu": 2}  # activations with parameters of their own: how many per MLP
-GATED = {"swiglu", "geglu", "swiglu_clamped"}
+GATED = {"swiglu", "geglu", "geglu_exact", "swiglu_clamped"}
 CLAMPED_DOC = ("swiglu_clamped (GPT-OSS): the gate clamped above at swiglu_limit, the up half to ±swiglu_limit, "
                "then (up + 1) · gate · sigmoid(swiglu_alpha · gate)")
 
@@ -32,7 +33,8 @@ class MLP(NodeSpec):
 
     hidden: PosInt = Field(description="Inner width (e.g. 4 × width; for gated activations, the width of each half).")
     activation: Activation = Field("gelu", description="gelu, gelu_tanh, relu, relu2 (squared ReLU, relu(x)², "
-                                   "Primer; Nemotron-H), silu, gated swiglu / geglu, or xielu (Huang et al. 2024; "
+                                   "Primer; Nemotron-H), silu, gated swiglu / geglu (tanh GELU) / geglu_exact (erf "
+                                   "GELU: GTE, ModernBERT), or xielu (Huang et al. 2024; "
                                    "Apertus: two learned scalars per MLP, α_p = softplus(a_p), α_n = β + "
                                    "softplus(a_n): α_p·x² + β·x for x > 0, α_n·(expm1(min(x, ε)) − x) + β·x else), or "
                                    + CLAMPED_DOC + ".")
@@ -41,6 +43,8 @@ class MLP(NodeSpec):
     xielu_beta: float = Field(0.5, description="xielu: β.")
     xielu_eps: float = Field(-1e-6, description="xielu: ε, the clamp of expm1's input (negative).")
     bias: bool = Field(True, description="Biases on both projections.")
+    down_bias: bool | None = Field(None, description="Bias on the down-projection alone; default: same as bias "
+                                   "(GTE: none on the up-projection, one on the down-projection).")
     gate_scale: PosFloat = Field(1.0, description="Gated activations: multiply the gate by this inside the "
                                  "activation, act(s · gate) · up (Falcon-H1's mlp_multipliers[0]).")
     dropout: Probability = Field(0.0, description="Dropout after the down-projection.")
@@ -51,7 +55,8 @@ class MLP(NodeSpec):
 
     def param_count(self, scope: Scope) -> int:
         up = self.hidden * (2 if self.gated else 1)
-        return (linear_params(scope.width, up, self.bias) + linear_params(self.hidden, scope.width, self.bias)
+        down_bias = self.bias if self.down_bias is None else self.down_bias
+        return (linear_params(scope.width, up, self.bias) + linear_params(self.hidden, scope.width, down_bias)
                 + LEARNED_ACTIVATIONS.get(self.activation, 0))
 
     def flops_per_token(self, scope: Scope) -> int:
