@@ -165,7 +165,7 @@ def test_what_archdsl_cannot_express_is_refused_by_name(config_class, extra, mat
     ("bert", "exact"), ("roberta", "exact"), ("electra", "exact"), ("albert", "exact"), ("distilbert", "exact"),
     ("xlm-roberta-xl", "exact"), ("megatron-bert", "exact"), ("ibert", "exact"), ("mra", "refused"),
     ("big_bird", "refused"), ("eurobert", "exact"), ("roformer", "exact"), ("ultrabert", "exact"),
-    ("nomic_bert", "exact"), ("jina_embeddings_v3", "exact"), ("gte", "exact")])
+    ("nomic_bert", "exact"), ("jina_embeddings_v3", "exact"), ("gte", "exact"), ("modernbert", "exact")])
 def test_coverage_sweep_masked_lm_subset(model_type, status):
     """The coverage harness's masked-LM sweep on a fixed subset (the full sweep: docs/coverage.md). EuroBERT's
     layers are Llama's, attending to every token (its attention's is_causal is False): the decoder importer reads
@@ -175,7 +175,10 @@ def test_coverage_sweep_masked_lm_subset(model_type, status):
     wider) and a head that transforms the stream (linear1, GELU, linear2, GELU) before its decoder. Nomic BERT's and
     Jina Embeddings v3's are BERT's post-norm layers under Llama's names, rotating queries and keys with their
     model's rotary_emb (run with it to probe them), Nomic's feed-forward gated; GTE's too, with the erf GELU
-    (geglu_exact) and a bias on its down-projection alone (mlp: {bias: false, down_bias: true})."""
+    (geglu_exact) and a bias on its down-projection alone (mlp: {bias: false, down_bias: true}). ModernBERT's are
+    pre-norm with a fused Wqkv, a GeGLU Wi, bidirectional sliding-window and full layers with their own rotary
+    settings, a first layer without the norm before its attention (an Identity), a norm on the embeddings and a
+    head transform beside its own decoder."""
     result = hf_coverage.run_one(model_type, "masked-lm")
     assert result.status == status, result
     if status == "exact":

@@ -107,7 +107,7 @@ def test_families_with_layers_without_positions_import_exactly(model_type):
 
 @pytest.mark.parametrize("model_type", ["gpt_oss", "minimax_m3_vl_text", "minimax_m2", "hy_v3", "hunyuan_v1_moe",
                                         "phimoe", "persimmon", "ernie4_5_moe", "aria_text", "cohere2_moe",
-                                        "hyperclovax", "afmoe"])
+                                        "hyperclovax", "afmoe", "modernbert-decoder"])
 def test_families_read_from_behaviour_import_exactly(model_type):
     """Each was refused until the probe ran parts of the model rather than reading config keys: GPT-OSS's experts
     gate (their _apply_gate on probe values: clamped SwiGLU, gate and up rows interleaved; stored (experts, in,
@@ -124,7 +124,9 @@ def test_families_read_from_behaviour_import_exactly(model_type):
     only; HyperCLOVA X's norms after attention and MLP (post_norm1/2: its use_post_norm) with Granite's
     multipliers; AFMoE's gated attention (a gate_proj as wide as q_proj: attention: {output_gate: true}), its
     sandwich norms under their own names, and its router, which takes (batch, seq, width) and the block's frozen
-    expert_bias (sigmoid scores chosen with the bias, renormalised)."""
+    expert_bias (sigmoid scores chosen with the bias, renormalised); ModernBERT-decoder's first layer without an
+    attention norm (layer 0's tree lacks the norm layer 1 has), attn_norm/mlp_norm and Wo/Wi names, its erf-GELU
+    gate, the norm on its embeddings and its head transform (lm_head) beside a decoder of the model's own."""
     result = hf_coverage.run_one(model_type)
     full = "unverified: " if model_type == "hunyuan_v1_moe" else "verified"  # its class default has head_dim None
     assert result.status == "exact" and result.full_size.startswith(full), result

@@ -422,6 +422,7 @@ class Features:
     sinks: bool = False  # a learned logit per head in the softmax's denominator (GPT-OSS, Granite-SWA)
     causal: bool = True  # False: a masked LM's layers attend to every token (EuroBERT's Llama-style layers)
     output_gate: bool = False  # attention outputs times sigmoid(gate_proj(x)) per head (AFMoE)
+    first_attn_norm: bool = True  # False: the first layer has no norm before its attention (ModernBERT)
     chunks: list[int | None] | None = None  # per layer: chunked attention's chunk (Llama 4's chunked_attention)
     temperature: tuple[int, float] | None = None  # (floor, scale) of the NoPE layers' query temperature (Llama 4)
     qk_norm_rope_only: bool = False  # qk-norm in the rotary layers only (Llama 4)
@@ -796,6 +797,7 @@ def features_from_config(config: Any) -> Features:
     if not f.causal:  # transformers' bidirectional window is inclusive (|i - j| <= w); archdsl's exclusive
         f.windows = [w + 1 if w else w for w in f.windows]
     f.output_gate = bool(traits.get("output_gate", False))
+    f.first_attn_norm = bool(traits.get("first_attn_norm", True))
     f.chunks = chunks if chunks and any(chunks) else None
     if getattr(cfg, "attn_temperature_tuning", False) and f.nope:  # Llama 4: the NoPE layers' query temperature
         f.temperature = (int(cfg.floor_scale), float(cfg.attn_scale))
@@ -1401,6 +1403,11 @@ def _spec_yaml(config: Any) -> str:
         dense = f"mlp: {_args([('hidden', '$dense_ffn'), ('activation', f.activation)] + ([] if f.mlp_bias else [('bias', 'false')]))}"
         layer_blocks = [("decoder_layer", body)] + ([("dense_layer", [line.replace(ffn_node, dense) for line in body])]
                                                     if f.mlp_kinds else [])
+        if not f.first_attn_norm:  # ModernBERT: the first layer without the norm before its attention
+            if f.mlp_kinds:
+                raise _unsupported(None, "model_type", "a first layer without an attention norm among dense and "
+                                   "sparse layers")
+            layer_blocks.append(("first_layer", [line for line in body if "name: attn_norm}" not in line]))
         for block, lines_of in layer_blocks:
             lines += [f"  {block}:", f"    params: {{{', '.join(params)}}}", "    layers:"]
             if rope_each:
@@ -1409,13 +1416,16 @@ def _spec_yaml(config: Any) -> str:
             lines += ["      " + line for line in lines_of]
         mlp_kinds = f.mlp_kinds or ["moe"] * f.layers
         names = [("dense_" if m == "dense" else "") + k for k, m in zip(kinds, mlp_kinds)]
+        if not f.first_attn_norm:
+            names[0] = "first_" + names[0]
         for name in dict.fromkeys(names):
-            kind = name.removeprefix("dense_")
+            kind = name.removeprefix("first_").removeprefix("dense_")
             local = kind.startswith("local")
             args = (["window: $local_window"] if local else []) + (["nope: true"] if kind.endswith("_nope") else [])
             if rope_each:
                 args += rope_args("$local_rope_theta", f.local_rope[1]) if local else rope_args("$rope_theta", f.rope_scaling)
-            block = "dense_layer" if name.startswith("dense_") else "decoder_layer"
+            block = ("first_layer" if name.startswith("first_") else "dense_layer" if name.startswith("dense_")
+                     else "decoder_layer")
             lines += [f"  {name}:", f"    - {block}" + (f": {{{', '.join(args)}}}" if args else "")]
         kinds = names
     elif f.mlp_kinds:  # some layers have a dense MLP in place of the experts (DeepSeek's first ones, Qwen-MoE's)
@@ -1426,6 +1436,10 @@ def _spec_yaml(config: Any) -> str:
         lines += ["  decoder_layer:", "    - attention_block"] + ["    " + line for line in body[split:]]
     else:
         lines += ["  decoder_layer:"] + ["    " + line for line in body]
+        if not f.first_attn_norm:  # ModernBERT: the first layer without the norm before its attention
+            lines += ["  first_layer:"] + ["    " + line for line in body if "name: attn_norm}" not in line]
+    if not f.first_attn_norm and (distinct or (f.mlp_kinds and not per_layer)):
+        raise _unsupported(None, "model_type", "a first layer without an attention norm in layers that differ otherwise")
 
     embed = [("name", "embed_tokens"), ("vocab", "$vocab")]
     if f.embed_scale:
@@ -1459,7 +1473,9 @@ def _spec_yaml(config: Any) -> str:
     elif f.mlp_kinds:
         model += _mixed_repeats(f.mlp_kinds)
     else:
-        model += ["    - repeat: $layers", "      name: layers", "      body: decoder_layer"]
+        model += (["    - repeat: $layers", "      name: layers", "      body: decoder_layer"] if f.first_attn_norm else
+                  ["    - repeat: 1", "      name: first_layer", "      body: first_layer",
+                   '    - repeat: "${layers - 1}"', "      name: layers", "      body: decoder_layer"])
     if f.final_norm:
         model.append(f"    - {norm('norm')}")
     for j, step in enumerate((f.head_transform or {}).get("steps", [])):  # a masked LM's head transform
@@ -1594,22 +1610,23 @@ _IGNORED = re.compile(r"(rotary_emb|inv_freq|\.attn\.bias$|\.attn\.masked_bias$|
 _LAYER = re.compile(r"^(?:.*\.)?(?:layers|h|blocks)\.(\d+)\.(.+)$")
 
 _TOP = {
-    "embed": ["embed_tokens.weight", "wte.weight", "embed_in.weight", "word_embeddings.weight", "tokens_embed.weight"],
+    "embed": ["embed_tokens.weight", "wte.weight", "embed_in.weight", "word_embeddings.weight", "tokens_embed.weight",
+              "tok_embeddings.weight"],  # ModernBERT's last
     "positions": ["wpe.weight", "embed_positions.weight", "positions_embed.weight"],
     "head": ["lm_head.weight", "embed_out.weight"],
     "head_bias": ["lm_head.bias", "embed_out.bias"],
 }
 _TOP_NORMS = {
-    "final": ["norm", "ln_f", "final_layer_norm", "final_layernorm", "norm_f"],
-    "embed_norm": ["word_embeddings_layernorm"],
+    "final": ["final_norm", "norm", "ln_f", "final_layer_norm", "final_layernorm", "norm_f"],  # ModernBERT's first
+    "embed_norm": ["word_embeddings_layernorm", "embeddings.norm"],
 }
 _LAYER_NORMS = {
     "attn_norm": ["input_layernorm", "ln_1", "ln_attn", "attention_norm", "norm_1", "self_attn_layer_norm",
-                  "attention_layernorm"],  # Apertus' last
+                  "attention_layernorm", "attn_norm"],  # Apertus', ModernBERT's
     # a checkpoint with pre_feedforward_layernorm (Gemma 2) uses post_attention_layernorm after the attention
     "mlp_norm": ["pre_feedforward_layernorm", "pre_mlp_layernorm", "post_attention_layernorm", "ln_2", "ln_mlp",
                  "ffn_norm", "norm_2",
-                 "feedforward_layernorm",
+                 "feedforward_layernorm", "mlp_norm",  # ModernBERT's
                  "final_layer_norm"],  # OPT's layer i: self_attn_layer_norm, then final_layer_norm before fc1
     # GLM-4's first, HyperCLOVA X's (whose post_attention_layernorm comes before the MLP), then Gemma 2's
     "post_attn_norm": ["post_self_attn_layernorm", "post_norm1", "post_attention_layernorm"],
@@ -1620,13 +1637,13 @@ _LAYER_NORMS = {
 _ATTN = ["attn.attention", "self_attn", "attn", "attention", "self_attention"]  # GPT-Neo's first
 _QKV_SPLIT = [("q_proj", "k_proj", "v_proj")]
 _QKV_FUSED = ["qkv_proj", "c_attn", "query_key_value", "Wqkv"]
-_OUT = ["o_proj", "c_proj", "dense", "out_proj"]
+_OUT = ["o_proj", "c_proj", "dense", "out_proj", "Wo"]
 _MLP = ["mlp", "feed_forward", "ffn"]
 _MLP_OR_LAYER = [m + "." for m in _MLP] + [""]  # prefixes of an ungated MLP's projections; OPT's sit in the layer
 _GATE_UP = [("gate_proj", "up_proj"), ("w1", "w3")]
-_GATE_UP_FUSED = ["gate_up_proj"]
+_GATE_UP_FUSED = ["gate_up_proj", "Wi"]  # ModernBERT's [input; gate]: archdsl's [gate; up]
 _UP = ["c_fc", "dense_h_to_4h", "fc1", "fc_in", "up_proj"]
-_DOWN = ["down_proj", "c_proj", "dense_4h_to_h", "fc2", "fc_out", "w2"]
+_DOWN = ["down_proj", "c_proj", "dense_4h_to_h", "fc2", "fc_out", "w2", "Wo"]
 _CONV1D = {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"}  # GPT-2's Conv1D modules
 
 
@@ -1640,6 +1657,7 @@ class _Source:
         self.used: set[str] = set()
         self.conv1d = conv1d  # exact module names when known (from_hf); else inferred from shapes
         self.top: dict[str, str] = {}
+        self.top_keys: list[str] = []  # every key outside the layers (two may end alike: embeddings.norm, lm_head.norm)
         self.layer: dict[tuple[int, str], str] = {}
         for key in self.loaders:
             m = _LAYER.match(key)
@@ -1650,13 +1668,23 @@ class _Source:
                 self.layer[(int(m.group(1)), suffix)] = key
             else:
                 self.top[".".join(key.split(".")[-2:])] = key
+                self.top_keys.append(key)
 
     def get(self, key: str) -> Any:
         self.used.add(key)
         return self.loaders[key]()
 
     def find_top(self, names: list[str]) -> str | None:
-        return next((self.top[n] for n in names if n in self.top), None)
+        """The first name found: as the last two parts of a key, or (a longer name, embeddings.norm.weight) as the
+        end of exactly one key outside the layers."""
+        for n in names:
+            if n in self.top:
+                return self.top[n]
+            if n.count(".") > 1:
+                ends = [k for k in self.top_keys if k == n or k.endswith("." + n)]
+                if len(ends) == 1:
+                    return ends[0]
+        return None
 
     def find(self, i: int, names: Iterable[str]) -> str | None:
         return next((self.layer[(i, n)] for n in names if (i, n) in self.layer), None)
@@ -1732,13 +1760,12 @@ class _Mapper:
             return  # a norm without parameters (OLMo 1): nothing in the checkpoint either
         if i is None:  # the final norm, or a norm right after the embedding (BLOOM)
             what = "the final norm" if role == "final" else "the norm after the embedding"
-            prefix = next((n for n in _TOP_NORMS[role] if f"{n}.weight" in self.src.top), None)
-            key = self.src.top.get(f"{prefix}.weight") if prefix else None
+            key = self.src.find_top([f"{n}.weight" for n in _TOP_NORMS[role]])  # embeddings.norm: by its end
             if self.need(what, key) is None:
                 return
             self.put(f"{name}.weight", self.src.get(key))
             if getattr(module, "bias", None) is not None:
-                bkey = self.src.top.get(f"{prefix}.bias")
+                bkey = key[: -len("weight")] + "bias" if key[: -len("weight")] + "bias" in self.src.loaders else None
                 if self.need(f"{what}'s bias", bkey):
                     self.put(f"{name}.bias", self.src.get(bkey))
             return
@@ -2038,6 +2065,13 @@ class _Mapper:
 
         for name, (i, role) in self.layout().items():
             module = self.model.get_submodule(name)
+            if re.fullmatch(r"head_\d+", name) and self.f.head_transform:  # a masked LM's head transform
+                theirs = f"{self.f.head_transform['module']}.{self.f.head_transform['steps'][int(name[5:])]['name']}"
+                for part in ("weight", "bias"):
+                    if getattr(module, part, None) is not None and self.need(f"{theirs}.{part}", theirs + f".{part}"
+                                                                             if theirs + f".{part}" in self.src.loaders else None):
+                        self.put(f"{name}.{part}", self.src.get(f"{theirs}.{part}"))
+                continue
             if role in ("attention", "latent_attention", "mlp", "moe", "attn_norm", "mlp_norm", "unknown_norm") and i is None:
                 self.errors.append(f"{name}: a {role} outside the repeated layers has no Hugging Face counterpart")
                 continue
@@ -2062,12 +2096,6 @@ class _Mapper:
                 self.moe(name, i, module)  # type: ignore[arg-type]
             elif role == "mlp":
                 self.mlp(name, i, module)  # type: ignore[arg-type]
-            elif re.fullmatch(r"head_\d+", name) and self.f.head_transform:  # a masked LM's head transform
-                theirs = f"{self.f.head_transform['module']}.{self.f.head_transform['steps'][int(name[5:])]['name']}"
-                for part in ("weight", "bias"):
-                    if getattr(module, part, None) is not None and self.need(f"{theirs}.{part}", theirs + f".{part}"
-                                                                             if theirs + f".{part}" in self.src.loaders else None):
-                        self.put(f"{name}.{part}", self.src.get(f"{theirs}.{part}"))
             elif isinstance(module, LMHead):
                 key = self.src.find_top(_TOP["head"])
                 if self.f.head_transform:  # the transform's decoder is the output projection

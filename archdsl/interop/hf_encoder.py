@@ -455,7 +455,7 @@ def _decoder_layout(cfg: Any) -> bool:
     separate q/k/v/o projections beside a norm before each sub-layer), which the decoder importer reads."""
     import torch
 
-    from .hf_probe import _first_layer
+    from .hf_probe import _ATTN, _MLP, _O, _Q, _QKV, _child, _layers
 
     try:
         with warnings.catch_warnings():
@@ -466,10 +466,13 @@ def _decoder_layout(cfg: Any) -> bool:
         return False
     if _layer_list(meta) is not None:
         return False
-    layer = _first_layer(meta)
-    names = {n for n, _ in layer.named_parameters()} if layer is not None else set()
-    return {"self_attn.q_proj.weight", "self_attn.o_proj.weight", "input_layernorm.weight",
-            "post_attention_layernorm.weight"} <= names
+    layers = _layers(meta)
+    layer = layers[min(1, len(layers) - 1)] if layers else None  # ModernBERT's first lacks its attention norm
+    attn = _child(layer, _ATTN) if layer is not None else None
+    mlp = _child(layer, _MLP) if layer is not None else None
+    norms = [n for n, c in layer.named_children() if "norm" in n and any(True for _ in c.parameters())] if layer else []
+    return attn is not None and mlp is not None and len(norms) == 2 and \
+        (_child(attn, _Q) is not None or _child(attn, _QKV) is not None) and _child(attn, _O) is not None
 
 
 def identify(hf_model: Any, cfg: Any | None = None) -> EncoderDescription:

@@ -28,7 +28,7 @@ _Q = ("q_proj", "query", "wq")
 _K = ("k_proj", "key", "wk")
 _V = ("v_proj", "value", "wv")
 _QKV = ("query_key_value", "qkv_proj", "Wqkv", "c_attn")
-_O = ("o_proj", "out_proj", "dense", "wo")
+_O = ("o_proj", "out_proj", "dense", "wo", "Wo")
 _Q_NORM = ("q_norm", "query_layernorm", "q_layernorm")
 _K_NORM = ("k_norm", "key_layernorm", "k_layernorm")
 # where a decoder layer's norms sit, by their names: pre-norm (Llama), norms after attention and
@@ -43,6 +43,7 @@ _NORM_LAYOUTS = {
                "post_mlp_layernorm"}): "sandwich",
     frozenset({"input_layernorm", "post_norm1", "post_attention_layernorm", "post_norm2"}): "sandwich",  # HyperCLOVA X
     frozenset({"input_layernorm", "post_attention_layernorm", "pre_mlp_layernorm", "post_mlp_layernorm"}): "sandwich",
+    frozenset({"attn_norm", "mlp_norm"}): "pre",  # ModernBERT's
 }
 
 
@@ -382,14 +383,25 @@ def head_traits(model: Any) -> dict[str, Any]:
     from torch import nn
 
     vocab = getattr(model.config, "vocab_size", None)
-    base = getattr(model, getattr(model, "base_model_prefix", "") or "", None)
+    base = getattr(model, "base_model", None)
+    if base is None or base is model:
+        base = getattr(model, getattr(model, "base_model_prefix", "") or "", None)
     found = [(name, child) for name, child in model.named_children() if child is not base
              and not isinstance(child, nn.Linear) and any(isinstance(m, nn.Linear) and m.out_features == vocab
                                                           for m in child.modules())]
+    beside = None  # a transform module beside a decoder of the model's own (ModernBERT's head, then decoder)
+    if not found:
+        decoders = [(n, c) for n, c in model.named_children() if isinstance(c, nn.Linear) and c.out_features == vocab]
+        others = [(n, c) for n, c in model.named_children() if c is not base and not isinstance(c, nn.Linear)
+                  and any(True for _ in c.parameters()) and not any(isinstance(m, nn.ModuleList) for m in c.modules())]
+        if len(decoders) == 1 and len(others) == 1:
+            found, beside = others, decoders[0]
     if len(found) != 1:
         return {}
     prefix, head = found[0]
     parts = [(n, m) for n, m in head.named_children() if any(True for _ in m.parameters())]
+    if beside is not None:
+        parts.append(beside)
     if not parts or not isinstance(parts[-1][1], nn.Linear) or parts[-1][1].out_features != vocab:
         return {"head_transform": "unknown"}
     steps = []
@@ -410,12 +422,15 @@ def head_traits(model: Any) -> dict[str, Any]:
     g = torch.Generator().manual_seed(0)
     try:
         probe = copy.deepcopy(head).to_empty(device="cpu").float()
+        outer = copy.deepcopy(beside[1]).to_empty(device="cpu").float() if beside is not None else None
         with torch.no_grad():
-            for t in probe.parameters():
+            for t in [*probe.parameters(), *(outer.parameters() if outer is not None else [])]:
                 t.copy_(torch.randn(t.shape, generator=g) * 0.5)
             x = torch.randn(2, 3, parts[0][1].weight.shape[-1] if hasattr(parts[0][1], "weight") else 8, generator=g)
             theirs = probe(x)
             theirs = theirs[0] if isinstance(theirs, tuple) else theirs
+            if outer is not None:
+                theirs = outer(theirs)
     except Exception:  # noqa: BLE001 - a head whose forward needs more than the stream
         return {"head_transform": "unknown"}
     from ..blocks.feedforward import ACTIVATIONS
@@ -430,12 +445,13 @@ def head_traits(model: Any) -> dict[str, Any]:
                     h = acts[choice[linears.index(steps.index(step))]](F.linear(h, m.weight, m.bias))
                 else:
                     h = m(h)
-            last = probe.get_submodule(parts[-1][0])
+            last = outer if outer is not None else probe.get_submodule(parts[-1][0])
             h = F.linear(h, last.weight, last.bias)
         if h.shape == theirs.shape and torch.allclose(h, theirs, atol=1e-5, rtol=1e-4):
             for i, act in zip(linears, choice):
                 steps[i]["activation"] = act
-            return {"head_transform": {"module": prefix, "steps": steps, "decoder": f"{prefix}.{parts[-1][0]}",
+            decoder = beside[0] if beside is not None else f"{prefix}.{parts[-1][0]}"
+            return {"head_transform": {"module": prefix, "steps": steps, "decoder": decoder,
                                        "decoder_bias": parts[-1][1].bias is not None}}
     return {"head_transform": "unknown"}
 
@@ -519,10 +535,12 @@ def traits_from_model(model: Any, head_dim: int) -> dict[str, Any]:
         if getattr(q_norm, "bias", None) is not None:  # a LayerNorm's shift (Persimmon)
             traits["qk_norm_centered"] = True
     mlp = _child(layer, _MLP)
-    down = _child(mlp, ("down_proj", "fc2", "c_proj", "w2", "dense_4h_to_h")) if mlp is not None else None
+    down = _child(mlp, ("down_proj", "fc2", "c_proj", "w2", "dense_4h_to_h", "Wo")) if mlp is not None else None
     if down is not None and _has_bias(down) is not None:  # a dense MLP (experts keep their weights elsewhere)
         traits["mlp_bias"] = _has_bias(down)
-        traits["gated"] = any(getattr(mlp, n, None) is not None for n in ("gate_proj", "gate_up_proj", "w1", "w3"))
+        wi = getattr(mlp, "Wi", None)  # ModernBERT's fused [input; gate]: twice as wide as the down-projection reads
+        traits["gated"] = any(getattr(mlp, n, None) is not None for n in ("gate_proj", "gate_up_proj", "w1", "w3")) or (
+            wi is not None and getattr(wi, "weight", None) is not None and wi.weight.shape[0] == 2 * down.weight.shape[1])
     moe = next((m for m in (_child(lay, _MLP) for lay in _layers(model)) if m is not None and hasattr(m, "experts")), None)
     if moe is not None and getattr(moe, "experts", None) is not None and not isinstance(moe.experts, nn.ModuleList):
         traits.update(experts_traits(model.config, moe.experts))
@@ -556,8 +574,19 @@ def traits_from_model(model: Any, head_dim: int) -> dict[str, Any]:
     if head is not None and getattr(head, "bias", None) is not None:  # lm_head_bias (PhiMoE)
         traits["head_bias"] = True
     traits.update(head_traits(model))
+    embeddings = getattr(base, "embeddings", None)  # ModernBERT's embeddings.norm after the token table
+    embed_norm = _child(embeddings, ("norm", "LayerNorm")) if embeddings is not None else None
+    if embed_norm is not None and getattr(embed_norm, "weight", None) is not None:
+        traits["embed_norm"] = True
     norms = frozenset(name for name, child in layer.named_children() if "norm" in name
                       and sum(p.numel() for p in child.parameters()) > 0)
+    later = _layers(model)[1:2]
+    if later and attn is not None:  # ModernBERT's first layer has no norm before its attention (an Identity)
+        norms_1 = frozenset(name for name, child in later[0].named_children() if "norm" in name
+                            and sum(p.numel() for p in child.parameters()) > 0)
+        if norms < norms_1 and len(norms_1 - norms) == 1 and norms_1 in _NORM_LAYOUTS and \
+                _NORM_LAYOUTS[norms_1] == "pre" and next(iter(norms_1 - norms)) in ("attn_norm", "input_layernorm"):
+            traits["first_attn_norm"], norms = False, norms_1
     if norms in _NORM_LAYOUTS:
         traits["norms"] = _NORM_LAYOUTS[norms]
     elif norms == frozenset({"input_layernorm"}) and mlp is not None:  # one norm feeding attention and MLP side
