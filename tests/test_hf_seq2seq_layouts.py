@@ -34,7 +34,7 @@ import hf_coverage  # noqa: E402
 
 
 @pytest.mark.parametrize("model_type", ["mt5", "mbart", "plbart", "blenderbot", "blenderbot-small", "marian",
-                                        "pegasus", "m2m_100", "umt5"])
+                                        "pegasus", "m2m_100", "umt5", "mvp"])
 def test_seq2seq_layouts_import_exactly(model_type):
     """Logits of a random-weight tiny model on a padded source and target equal transformers' (the coverage
     harness's seq2seq sweep), and the class-default config verifies at full size."""
@@ -43,12 +43,16 @@ def test_seq2seq_layouts_import_exactly(model_type):
     assert result.full_size == "verified", result
 
 
-@pytest.mark.parametrize("model_type, match", [
-    ("switch_transformers", "no role for: .*mlp.experts.expert_0"),
+@pytest.mark.parametrize("model_type, extra, match", [
+    ("switch_transformers", {}, "no role for: .*mlp.experts.expert_0"),
+    ("mvp", {"use_prompt": True}, "no role for: .*self_attn_prompt"),  # MVP's layers take prompts
 ])
-def test_what_a_layout_cannot_express_is_refused_by_name(model_type, match):
+def test_what_a_layout_cannot_express_is_refused_by_name(model_type, extra, match):
+    config = hf_coverage.shrink(T.CONFIG_MAPPING[model_type])
+    for key, value in extra.items():
+        setattr(config, key, value)
     with pytest.raises(SpecError, match=match):
-        hf.spec_from_config(hf_coverage.shrink(T.CONFIG_MAPPING[model_type]))
+        hf.spec_from_config(config)
 
 
 def test_sinusoidal_halves_is_marians_table():

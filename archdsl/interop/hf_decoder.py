@@ -193,7 +193,7 @@ def _probe_facts(cfg: Any, small: Any, model: Any) -> dict[str, Any]:
 
     from .hf import _ACTIVATIONS
     from .hf_encoder import _ACT_CANDIDATES, _reference_layer
-    from .hf_seq2seq import fixed_positions
+    from .hf_seq2seq import fixed_positions, run_on_hidden
 
     prefix = _decoder_path(model, cross=False)
     decoder = model.get_submodule(prefix)
@@ -204,11 +204,10 @@ def _probe_facts(cfg: Any, small: Any, model: Any) -> dict[str, Any]:
     configured = _ACTIVATIONS.get(str(getattr(small, "activation_function", "")), None)
     with torch.no_grad():
         try:
-            out = layer(x, attention_mask=None)
-        except Exception as exc:  # noqa: BLE001 - a layer that takes more than hidden states
+            theirs = run_on_hidden(layer, x)
+        except Exception as exc:  # noqa: BLE001 - a layer that needs more than hidden states
             raise _unsupported(cfg, "model_type", f"{type(layer).__name__} cannot be run on hidden states alone "
                                f"({type(exc).__name__}: {' '.join(str(exc).split())[:140]})") from None
-        theirs = out[0] if isinstance(out, tuple) else out
         diffs = {}
         for act in ([configured] if configured else []) + [a for a in _ACT_CANDIDATES if a != configured]:
             for arrangement in ("post", "pre"):

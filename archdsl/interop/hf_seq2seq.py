@@ -375,11 +375,10 @@ def _bart_facts(small: Any, model: Any) -> dict[str, Any]:
     n1 = layer.self_attn_layer_norm
     with torch.no_grad():
         try:
-            out = layer(x, attention_mask=None)
-        except Exception as exc:  # noqa: BLE001 - a layer that takes more than hidden states (MVP's prompts)
+            theirs = run_on_hidden(layer, x)
+        except Exception as exc:  # noqa: BLE001 - a layer that needs more than hidden states
             raise _unsupported(cfg, "model_type", f"{type(layer).__name__} cannot be run on hidden states alone "
                                f"({type(exc).__name__}: {' '.join(str(exc).split())[:140]})") from None
-        theirs = out[0] if isinstance(out, tuple) else out
         post, pre = (_reference_layer(layer, {**_BART_LAYER, "arrangement": a}, small.encoder_attention_heads,
                                       activation, x, causal=False) for a in ("post", "pre"))
     diffs = {"post": (post - theirs).abs().max().item(), "pre": (pre - theirs).abs().max().item()}
@@ -393,6 +392,20 @@ def _bart_facts(small: Any, model: Any) -> dict[str, Any]:
             "eps": float(n1.eps),
             "embed_norm": getattr(encoder, "layernorm_embedding", None) is not None,
             "final_norm": final is not None}
+
+
+
+def run_on_hidden(layer: Any, x: Any) -> Any:
+    """A transformers layer run on hidden states alone (no mask): its other required arguments, such
+    as MVP's prompts where the config has none, are given as None. Returns the output hidden states."""
+    import inspect
+
+    params = list(inspect.signature(layer.forward).parameters.values())[1:]  # after hidden_states
+    extra = {p.name: None for p in params if p.default is inspect.Parameter.empty
+             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    extra["attention_mask"] = None
+    out = layer(x, **extra)
+    return out[0] if isinstance(out, tuple) else out
 
 
 # ---------------------------------------------------------------------------------------- YAML
