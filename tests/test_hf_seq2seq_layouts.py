@@ -34,7 +34,7 @@ import hf_coverage  # noqa: E402
 
 
 @pytest.mark.parametrize("model_type", ["mt5", "mbart", "plbart", "blenderbot", "blenderbot-small", "marian",
-                                        "pegasus", "m2m_100", "umt5", "mvp"])
+                                        "pegasus", "m2m_100", "umt5", "mvp", "fsmt"])
 def test_seq2seq_layouts_import_exactly(model_type):
     """Logits of a random-weight tiny model on a padded source and target equal transformers' (the coverage
     harness's seq2seq sweep), and the class-default config verifies at full size."""
@@ -102,3 +102,18 @@ def test_marian_from_pretrained_reads_a_saved_checkpoint(tmp_path):
     expected = hf.from_hf(reference, verify=True)
     for name, tensor in expected.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], tensor), name
+
+
+@pytest.mark.parametrize("sizes", [{"src_vocab_size": 120, "tgt_vocab_size": 150},
+                                   {"tie_word_embeddings": True}])
+def test_fsmt_tables_import_exactly(sizes):
+    """FSMT keeps a source and a target table (of different sizes here) and its head apart
+    (model.decoder.output_projection, which its get_output_embeddings does not name): the spec has two
+    embeddings, vocab and target_vocab; tied, the encoder's table is the one table."""
+    config = hf_coverage.shrink(T.CONFIG_MAPPING["fsmt"])
+    for key, value in sizes.items():
+        setattr(config, key, value)
+    model = hf_coverage.random_model(config, task="seq2seq")
+    ours = hf.from_hf(model)
+    assert hf_coverage.max_diff(model, hf_coverage.hf_logits(model), ours) < 1e-5
+    assert ours.num_parameters() == sum(p.numel() for p in model.parameters() if p.requires_grad)

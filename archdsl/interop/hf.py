@@ -2151,6 +2151,8 @@ class _Sink(dict):
 
         if name not in self.params:
             raise ValueError(f"{name}: no such archdsl parameter to load a checkpoint tensor into")
+        if tensor is None:  # a tensor the checkpoint lacks: the mapper has recorded the error it raises
+            return
         p = self.params[name]
         if tuple(p.shape) != tuple(tensor.shape):
             raise ValueError(f"{name}: the checkpoint gives shape {tuple(tensor.shape)}, the spec {tuple(p.shape)}")

@@ -83,7 +83,7 @@ class Seq2SeqFeatures:
     layout: str  # t5 | bart (_LAYOUT_MARKS)
     name: str
     architectures: list[str]
-    vocab: int
+    vocab: int  # the source's (and, with one table, the target's)
     width: int
     encoder_layers: int
     decoder_layers: int
@@ -109,6 +109,9 @@ class Seq2SeqFeatures:
     attn_scale: float | None = None
     tie: bool = True
     head_scale: bool = False
+    target_vocab: int | None = None  # a separate target table of this many rows (FSMT), not one shared table
+    head_key: str = "lm_head.weight"  # the head's tensor (FSMT: model.decoder.output_projection.weight)
+    shared_key: str | None = None  # the one table's tensor where the model has no `shared` module (a tied FSMT)
     padding_idx: int | None = None
     dropout: float = 0.0
     attn_dropout: float = 0.0
@@ -165,8 +168,12 @@ def seq2seq_features(cfg: Any, probed: dict[str, Any] | None = None) -> Seq2SeqF
     if getattr(cfg, "add_bias_logits", False):
         raise _unsupported(cfg, "add_bias_logits", "add_bias_logits (a trained logits bias)")
     probe = probed
+    if probe.get("target_vocab") is not None:  # two tables (FSMT): the source's and the target's
+        common["vocab"] = probe["source_vocab"]
     return Seq2SeqFeatures(
-        **common, encoder_layers=int(cfg.encoder_layers), decoder_layers=int(cfg.decoder_layers),
+        **common, target_vocab=probe.get("target_vocab"), head_key=probe.get("head_key", "lm_head.weight"),
+        shared_key=probe.get("shared_key"),
+        encoder_layers=int(cfg.encoder_layers), decoder_layers=int(cfg.decoder_layers),
         heads=int(cfg.encoder_attention_heads), head_dim=int(cfg.d_model) // int(cfg.encoder_attention_heads),
         ffn=int(cfg.encoder_ffn_dim), activation=_ACTIVATIONS[act_name], norm="layernorm", eps=probe["eps"],
         arrangement=probe["arrangement"], positional=probe["positional"], max_len=int(cfg.max_position_embeddings),
@@ -174,7 +181,7 @@ def seq2seq_features(cfg: Any, probed: dict[str, Any] | None = None) -> Seq2SeqF
         final_norm=probe["final_norm"],
         decoder_norm_first=probe.get("decoder_norm_first", False),
         embed_scale=probe["embed_scale"], bias=True,
-        tie=bool(getattr(cfg, "tie_word_embeddings", True)), padding_idx=getattr(cfg, "pad_token_id", None),
+        tie=probe.get("head_tied", bool(getattr(cfg, "tie_word_embeddings", True))), padding_idx=getattr(cfg, "pad_token_id", None),
         dropout=float(cfg.dropout or 0.0), attn_dropout=float(cfg.attention_dropout or 0.0))
 
 
@@ -190,6 +197,11 @@ def _small_model(cfg: Any) -> tuple[Any, Any]:
     from .hf_probe import small_random_model
 
     return small_random_model(cfg, _SMALL, transformers.AutoModelForSeq2SeqLM.from_config)
+
+
+def _token_range(model: Any) -> int:
+    """Token ids valid for both the source and the target of a transformers model (FSMT's tables differ)."""
+    return min(int(model.get_input_embeddings().weight.shape[0]), int(model.get_output_embeddings().weight.shape[0]))
 
 
 def _probe_batch(vocab: int) -> tuple[Any, Any, Any]:
@@ -211,7 +223,7 @@ _KNOWN = {
     "bart": re.compile(r"^model\.(?:shared|(?:encoder|decoder)\.(?:embed_tokens|embed_positions|layernorm_embedding|"
                        r"layer_norm|layers\.\d+\.(?:self_attn|encoder_attn)\.(?:[qkv]_proj|out_proj)|layers\.\d+\."
                        r"(?:self_attn_layer_norm|encoder_attn_layer_norm|final_layer_norm|fc1|fc2)))\.(?:weight|bias)$"
-                       r"|^lm_head\.weight$"),
+                       r"|^(?:lm_head|model\.decoder\.output_projection)\.weight$"),
 }
 
 
@@ -249,9 +261,10 @@ def _t5_head_scale(small: Any, model: Any) -> bool:
     """Whether a T5-layout model multiplies the decoder's output by d_model^-0.5 before its head (T5 v1.0)."""
     import torch
 
-    src, mask, tgt = _probe_batch(small.vocab_size)
+    src, mask, tgt = _probe_batch(_token_range(model))
     with torch.no_grad():
-        out = model(input_ids=src, attention_mask=mask, decoder_input_ids=tgt, output_hidden_states=True)
+        out = model(input_ids=src, attention_mask=mask, decoder_input_ids=tgt, output_hidden_states=True,
+                    use_cache=False)
         h = out.decoder_hidden_states[-1]
         scaled = model.lm_head(h * small.d_model ** -0.5)
     return bool(torch.allclose(scaled, out.logits, atol=1e-5, rtol=1e-4))
@@ -272,9 +285,10 @@ def _check_small(cfg: Any, small: Any, model: Any, facts: dict[str, Any]) -> flo
         _assign(ours, map_seq2seq(f, {k: (lambda t=t: t) for k, t in state.items()}, ours))
     except ValueError as exc:
         raise _unsupported(cfg, "model_type", f"'{cfg.model_type}': {' '.join(str(exc).split())[:300]}") from None
-    src, mask, tgt = _probe_batch(small.vocab_size)
+    src, mask, tgt = _probe_batch(_token_range(model))
     with torch.no_grad():
-        theirs = model(input_ids=src, attention_mask=mask, decoder_input_ids=tgt).logits
+        # use_cache=False: a whole target at once, as training sees it (FSMT drops its causal mask when caching)
+        theirs = model(input_ids=src, attention_mask=mask, decoder_input_ids=tgt, use_cache=False).logits
         got = ours.eval()(src, mask, decoder_tokens=tgt)
     return (got - theirs).abs().max().item() / max(1.0, theirs.abs().max().item())
 
@@ -361,11 +375,14 @@ def _bart_facts(small: Any, model: Any) -> dict[str, Any]:
             raise _unsupported(cfg, "max_position_embeddings", f"a position table of {rows} rows for "
                                f"{cfg.max_position_embeddings} positions")
         offsets = [offset]
-    ids = torch.arange(3, 9).unsqueeze(0) % small.vocab_size
+    ids = torch.arange(3, 9).unsqueeze(0) % _token_range(model)
     with torch.no_grad():
         scaled = encoder.embed_tokens(ids)
         plain = F.embedding(ids, encoder.embed_tokens.weight)
     ratio = (scaled / plain).median().item()
+    outside = getattr(encoder, "embed_scale", None)  # applied by the stack's forward (FSMT), not the table's
+    if abs(ratio - 1.0) < 1e-6 and isinstance(outside, (int, float)) and not isinstance(outside, bool):
+        ratio = float(outside)
     embed_scale = abs(ratio - small.d_model ** 0.5) < 1e-3
     if not (embed_scale or abs(ratio - 1.0) < 1e-6):
         raise _unsupported(cfg, "scale_embedding", f"embeddings scaled by {ratio:.4g}")
@@ -375,24 +392,50 @@ def _bart_facts(small: Any, model: Any) -> dict[str, Any]:
     n1 = layer.self_attn_layer_norm
     with torch.no_grad():
         try:
-            theirs = run_on_hidden(layer, x)
+            # batch-first, or time-first as fairseq's layers (FSMT) take it
+            runs = [run_on_hidden(layer, x), run_on_hidden(layer, x.transpose(0, 1)).transpose(0, 1)]
         except Exception as exc:  # noqa: BLE001 - a layer that needs more than hidden states
             raise _unsupported(cfg, "model_type", f"{type(layer).__name__} cannot be run on hidden states alone "
                                f"({type(exc).__name__}: {' '.join(str(exc).split())[:140]})") from None
         post, pre = (_reference_layer(layer, {**_BART_LAYER, "arrangement": a}, small.encoder_attention_heads,
                                       activation, x, causal=False) for a in ("post", "pre"))
-    diffs = {"post": (post - theirs).abs().max().item(), "pre": (pre - theirs).abs().max().item()}
+    diffs = {"post": min((post - t).abs().max().item() for t in runs),
+             "pre": min((pre - t).abs().max().item() for t in runs)}
     arrangement = min(diffs, key=diffs.get)  # type: ignore[arg-type]
+    theirs = runs[0]
     if diffs[arrangement] > 1e-4 * max(1.0, theirs.abs().max().item()):
         raise _unsupported(cfg, "model_type", f"{type(layer).__name__} is neither a pre- nor a post-norm layer of "
                            f"softmax attention and a feed-forward (differs by {min(diffs.values()):.3g} at best)")
     final = getattr(encoder, "layer_norm", None)
-    return {"arrangement": arrangement, "positional": kind, "offset": offset, "spacing": spacing,
+    return {**_tables(model), "arrangement": arrangement, "positional": kind, "offset": offset, "spacing": spacing,
             "offsets": offsets, "embed_scale": embed_scale,
             "eps": float(n1.eps),
             "embed_norm": getattr(encoder, "layernorm_embedding", None) is not None,
             "final_norm": final is not None}
 
+
+
+def _tables(model: Any) -> dict[str, Any]:
+    """How a BART-layout model's embeddings and head are laid out, read from its modules: one table shared
+    by both stacks (BART, Marian) or a source and a target table (FSMT); which tensor the head is, and
+    whether it is the (target) embedding's."""
+    base = model.get_submodule("model")
+    source, target = base.encoder.embed_tokens, base.decoder.embed_tokens
+    import torch
+
+    # the projection onto the target's vocabulary (FSMT's get_output_embeddings names its embedding instead)
+    rows, width = target.weight.shape
+    heads = [(name, module) for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)
+             and tuple(module.weight.shape) == (rows, width)]
+    head = heads[0][1] if len(heads) == 1 else model.get_output_embeddings()
+    head_key = next(name for name, module in model.named_modules() if module is head) + ".weight"
+    facts: dict[str, Any] = {"head_key": head_key, "head_tied": head.weight is target.weight}
+    if getattr(base, "shared", None) is None:  # no model.shared: the encoder's table, or one per stack (FSMT)
+        if source.weight is target.weight:
+            facts["shared_key"] = "model.encoder.embed_tokens.weight"
+        else:
+            facts.update(source_vocab=int(source.num_embeddings), target_vocab=int(target.num_embeddings))
+    return facts
 
 
 def run_on_hidden(layer: Any, x: Any) -> Any:
@@ -403,7 +446,8 @@ def run_on_hidden(layer: Any, x: Any) -> Any:
     params = list(inspect.signature(layer.forward).parameters.values())[1:]  # after hidden_states
     extra = {p.name: None for p in params if p.default is inspect.Parameter.empty
              and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    extra["attention_mask"] = None
+    if any(p.name == "attention_mask" or p.kind is p.VAR_KEYWORD for p in params):
+        extra["attention_mask"] = None
     out = layer(x, **extra)
     return out[0] if isinstance(out, tuple) else out
 
@@ -433,7 +477,8 @@ def _describe(f: Seq2SeqFeatures) -> str:
                                                       if f.decoder_norm_first else ""))
     if f.embed_scale:
         parts.append("embeddings scaled by sqrt(d_model)")
-    parts.append("one embedding table for both stacks" + (", tied head" if f.tie else ", untied head"))
+    parts.append(("a source and a target embedding table" if f.target_vocab is not None else
+                  "one embedding table for both stacks") + (", tied head" if f.tie else ", untied head"))
     if f.head_scale:
         parts.append("head input scaled by d_model^-0.5")
     arch = f" ({', '.join(f.architectures)})" if f.architectures else ""
@@ -444,6 +489,9 @@ def seq2seq_yaml(f: Seq2SeqFeatures) -> str:
     from .hf import _args, _scalar
 
     v: dict[str, Any] = {"vocab": f.vocab}
+    separate = f.target_vocab is not None  # a source and a target table (FSMT)
+    if separate:
+        v["target_vocab"] = f.target_vocab
     if f.positional in ("learned", "sinusoidal"):
         v["context"] = f.max_len
     v.update(d_model=f.width, heads=f.heads)
@@ -496,10 +544,14 @@ def seq2seq_yaml(f: Seq2SeqFeatures) -> str:
                                         [f"- positional: {relative}"] + decoder_layer)
 
     def stack(name: str, decoder: bool) -> list[str]:
-        embed = [("name", "shared" if not decoder else "embed_tokens"), ("vocab", "$vocab")]
+        if separate:
+            embed = [("name", "decoder_embed" if decoder else "encoder_embed"),
+                     ("vocab", "$target_vocab" if decoder else "$vocab")]
+        else:
+            embed = [("name", "shared" if not decoder else "embed_tokens"), ("vocab", "$vocab")]
         if f.padding_idx is not None:
             embed.append(("padding_idx", _scalar(f.padding_idx)))
-        if decoder:
+        if decoder and not separate:
             embed.append(("tie", "shared"))
         if f.embed_scale:
             embed.append(("scale", '"${d_model ** 0.5}"'))
@@ -529,7 +581,8 @@ def seq2seq_yaml(f: Seq2SeqFeatures) -> str:
             body.append(f"- {f.norm}: {_args([('eps', '$eps'), ('name', 'final_layer_norm')])}")
             body += drop
         if decoder:
-            head = [("vocab", "$vocab")] + ([("tie", "shared")] if f.tie else [])
+            head = [("vocab", "$target_vocab" if separate else "$vocab")]
+            head += [("tie", "decoder_embed" if separate else "shared")] if f.tie else []
             if f.head_scale:
                 head.append(("scale", '"${d_model ** -0.5}"'))
             body.append(f"- lm_head: {_args(head)}")
@@ -610,11 +663,16 @@ class _Names:
     def prefix(self, side: str) -> str:
         return side if self.t5 else f"model.{side}"
 
-    def embed(self) -> str:
-        return "shared.weight" if self.t5 else "model.shared.weight"
+    def embed(self, side: str = "encoder") -> str:
+        if self.f.target_vocab is not None:  # each stack's own table (FSMT)
+            return f"{self.prefix(side)}.embed_tokens.weight"
+        return self.f.shared_key or ("shared.weight" if self.t5 else "model.shared.weight")
 
     def aliases(self) -> list[str]:  # tied copies a checkpoint may store
-        return [f"{self.prefix(s)}.embed_tokens.weight" for s in ("encoder", "decoder")]
+        if self.f.target_vocab is not None:
+            return []
+        return [key for key in (f"{self.prefix(s)}.embed_tokens.weight" for s in ("encoder", "decoder"))
+                if key != self.embed()]
 
     def sublayer(self, side: str, i: int, role: str) -> str:
         p = self.prefix(side)
@@ -716,7 +774,7 @@ def map_seq2seq(f: Seq2SeqFeatures, tensors: dict[str, Callable[[], Any]], model
             continue
         if isinstance(module, Embedding):
             if not module.tied:
-                out[f"{name}.weight"] = get(names.embed())
+                out[f"{name}.weight"] = get(names.embed(side))
         elif isinstance(module, LearnedPositional):
             out[f"{name}.weight"] = get(names.positions(side))
         elif isinstance(module, SinusoidalPositional):  # computed; a stored table must be the one computed
@@ -747,16 +805,16 @@ def map_seq2seq(f: Seq2SeqFeatures, tensors: dict[str, Callable[[], Any]], model
         elif role.endswith("_norm") and role != "unknown_norm":
             norm(name, module, names.norm(side, i, role))
         elif isinstance(module, LMHead):
-            key = "lm_head.weight"
+            key, table = f.head_key, names.embed("decoder")
             if module.tied:
                 if key in tensors:  # a stored tied copy must equal the embedding
                     used.add(key)
-                    if not torch.equal(tensors[key](), tensors[names.embed()]()):
-                        errors.append("the spec ties the head to the embedding but lm_head.weight differs from it")
+                    if not torch.equal(tensors[key](), tensors[table]()):
+                        errors.append(f"the spec ties the head to the embedding but {key} differs from it")
             elif key in tensors:
                 out[f"{name}.weight"] = get(key)
             else:  # a checkpoint of a tied model stores the shared table only
-                out[f"{name}.weight"] = get(names.embed()).clone()
+                out[f"{name}.weight"] = get(table).clone()
             if module.bias is not None:
                 errors.append(f"{name}: a head bias has no Hugging Face counterpart here")
         elif any(True for _ in module.parameters(recurse=False)):
@@ -785,13 +843,14 @@ def verify_seq2seq(hf_model: Any, model: Any, length: int = 8) -> None:
 
     first = next(model.parameters())
     g = torch.Generator().manual_seed(0)
-    src = torch.randint(0, model.vocab, (1, length), generator=g).to(first.device)
-    tgt = torch.randint(0, model.vocab, (1, length), generator=g).to(first.device)
+    vocab = _token_range(hf_model)
+    src = torch.randint(0, vocab, (1, length), generator=g).to(first.device)
+    tgt = torch.randint(0, vocab, (1, length), generator=g).to(first.device)
     was_training = hf_model.training
     hf_model.eval()
     with torch.no_grad():
         ours = model(src, decoder_tokens=tgt).float()
-        theirs = hf_model(input_ids=src, decoder_input_ids=tgt).logits.float()
+        theirs = hf_model(input_ids=src, decoder_input_ids=tgt, use_cache=False).logits.float()
     hf_model.train(was_training)
     diff = (ours - theirs).abs().max().item()
     tol = (1e-4 if first.dtype in (torch.float32, torch.float64) else 5e-2) * max(1.0, theirs.abs().max().item())
