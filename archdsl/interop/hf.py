@@ -446,6 +446,7 @@ class Features:
     norm_bias: bool = True  # of LayerNorms
     norm_scale: bool = True  # False: norms without parameters (OLMo 1's LayerNorms, nanochat's RMSNorms)
     embed_norm: bool = False  # a norm right after the token embedding (BLOOM)
+    embed_rows: int | None = None  # the token table's rows where they are not the vocabulary's (Moshi: one more)
     logit_scale: float | None = None  # logits multiplied by this (Cohere; 1 / logits_scaling for Granite)
     embed_multiplier: float | None = None  # the embedding multiplied by this constant (Granite)
     latent: tuple[int | None, int, int, int, int] | None = None  # MLA (q_rank, kv_rank, head_dim, rope_dim, v_dim)
@@ -474,6 +475,12 @@ class Features:
     @property
     def gated(self) -> bool:
         return self.activation in ("swiglu", "geglu", "geglu_exact", "swiglu_clamped")
+
+
+def _window_traits(cfg: Any) -> dict[str, Any]:
+    from .hf_probe import window_traits
+
+    return window_traits(cfg)
 
 
 def _bias(cfg: Any, traits: dict, key: str, *config_keys: str) -> bool:
@@ -587,6 +594,7 @@ def features_from_config(config: Any) -> Features:
     else:
         kv_heads = _get(cfg, "num_key_value_heads", "num_kv_heads") or (1 if getattr(cfg, "multi_query", False) else heads)
     ffn = _get(cfg, "intermediate_size", "n_inner", "ffn_hidden_size", "ffn_dim") or 4 * width
+    ffn = traits.get("mlp_hidden") or ffn  # what the down-projection reads (Moshi's ffn_dim is its fused gate + up)
 
     # norm
     if getattr(cfg, "rms_norm_eps", None) is not None:
@@ -667,6 +675,8 @@ def features_from_config(config: Any) -> Features:
     window = getattr(cfg, "sliding_window", None)
     if getattr(cfg, "use_sliding_window", True) is False:
         window = None
+    if window and not known and _window_traits(cfg).get("window_applied") is False:
+        window = None  # a window its config states and its code does not apply (Moshi's)
     layer_types = getattr(cfg, "layer_types", None)
     chunks = None
     if layer_types:
@@ -756,6 +766,10 @@ def features_from_config(config: Any) -> Features:
         known_family=known,
     )
     f.embed_norm = bool(traits.get("embed_norm", False))
+    f.embed_rows = traits.get("embed_rows")
+    if f.embed_rows is not None and f.tie:
+        raise _unsupported(cfg, "tie_word_embeddings", f"a head tied to a token table of {f.embed_rows} rows for "
+                           f"{f.vocab} logits")
     f.mlp_kinds, f.dense_ffn = mlp_kinds, dense_ffn
     if model_type == "bloom" and getattr(cfg, "apply_residual_connection_post_layernorm", False):
         raise _unsupported(cfg, "apply_residual_connection_post_layernorm",
@@ -1441,7 +1455,7 @@ def _spec_yaml(config: Any) -> str:
     if not f.first_attn_norm and (distinct or (f.mlp_kinds and not per_layer)):
         raise _unsupported(None, "model_type", "a first layer without an attention norm in layers that differ otherwise")
 
-    embed = [("name", "embed_tokens"), ("vocab", "$vocab")]
+    embed = [("name", "embed_tokens"), ("vocab", "$vocab" if f.embed_rows is None else str(f.embed_rows))]
     if f.embed_scale:
         embed.append(("scale", '"${d_model ** 0.5}"'))
     elif f.embed_multiplier is not None:
@@ -1641,7 +1655,7 @@ _OUT = ["o_proj", "c_proj", "dense", "out_proj", "Wo"]
 _MLP = ["mlp", "feed_forward", "ffn"]
 _MLP_OR_LAYER = [m + "." for m in _MLP] + [""]  # prefixes of an ungated MLP's projections; OPT's sit in the layer
 _GATE_UP = [("gate_proj", "up_proj"), ("w1", "w3")]
-_GATE_UP_FUSED = ["gate_up_proj", "Wi"]  # ModernBERT's [input; gate]: archdsl's [gate; up]
+_GATE_UP_FUSED = ["gate_up_proj", "Wi", "fc1"]  # ModernBERT's [input; gate]: archdsl's [gate; up]; Moshi's fc1
 _UP = ["c_fc", "dense_h_to_4h", "fc1", "fc_in", "up_proj"]
 _DOWN = ["down_proj", "c_proj", "dense_4h_to_h", "fc2", "fc_out", "w2", "Wo"]
 _CONV1D = {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"}  # GPT-2's Conv1D modules
@@ -1662,7 +1676,7 @@ class _Source:
         for key in self.loaders:
             m = _LAYER.match(key)
             if m:
-                suffix = m.group(2).replace("block_sparse_moe.", "mlp.")
+                suffix = m.group(2).replace("block_sparse_moe.", "mlp.").replace("_proj.linear.", "_proj.")  # Moshi's
                 if suffix.startswith("feed_forward."):  # Llama 4's feed-forward, dense or experts
                     suffix = "mlp." + suffix[len("feed_forward."):]
                 self.layer[(int(m.group(1)), suffix)] = key

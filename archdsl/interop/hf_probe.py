@@ -366,6 +366,38 @@ def rotation_traits(model: Any) -> dict[str, Any]:
     return {"rotates": rotates}
 
 
+def window_traits(cfg: Any) -> dict[str, Any]:
+    """Whether the modelling code applies the config's sliding_window, from behaviour: a small random model of
+    the class with a window of 2 and the same with a window wider than the probe, run on 8 tokens (Moshi's
+    code builds a plain causal mask whatever its sliding_window says). Only for configs without layer_types
+    (whose windows the mask functions of transformers apply by type); empty when it cannot be run."""
+    import copy
+
+    import torch
+
+    window = getattr(cfg, "sliding_window", None)
+    if not isinstance(window, int) or isinstance(window, bool) or getattr(cfg, "layer_types", None):
+        return {}
+    try:
+        import transformers
+
+        outs = []
+        for size in (2, 64):
+            small = copy.deepcopy(cfg)
+            small.sliding_window = size
+            sizes = {"hidden_size": 64, "num_attention_heads": 4, "head_dim": 16, "num_hidden_layers": 1,
+                     "intermediate_size": 64, "ffn_dim": 64,
+                     "num_key_value_heads": 4 if getattr(cfg, "num_key_value_heads", None) in (
+                         None, getattr(cfg, "num_attention_heads", None)) else 1}
+            _, model = small_random_model(small, sizes, transformers.AutoModelForCausalLM.from_config)
+            tokens = torch.arange(3, 11)[None] % int(model.config.vocab_size)
+            with torch.no_grad():
+                outs.append(model(tokens, use_cache=False).logits)
+    except Exception:  # noqa: BLE001 - a class that cannot be built or run small: no evidence
+        return {}
+    return {} if not torch.allclose(outs[0], outs[1], atol=1e-6) else {"window_applied": False}
+
+
 _HEAD_ACTIVATIONS = ("none", "gelu", "gelu_tanh", "relu", "silu", "tanh")
 
 
@@ -538,9 +570,12 @@ def traits_from_model(model: Any, head_dim: int) -> dict[str, Any]:
     down = _child(mlp, ("down_proj", "fc2", "c_proj", "w2", "dense_4h_to_h", "Wo")) if mlp is not None else None
     if down is not None and _has_bias(down) is not None:  # a dense MLP (experts keep their weights elsewhere)
         traits["mlp_bias"] = _has_bias(down)
-        wi = getattr(mlp, "Wi", None)  # ModernBERT's fused [input; gate]: twice as wide as the down-projection reads
-        traits["gated"] = any(getattr(mlp, n, None) is not None for n in ("gate_proj", "gate_up_proj", "w1", "w3")) or (
-            wi is not None and getattr(wi, "weight", None) is not None and wi.weight.shape[0] == 2 * down.weight.shape[1])
+        # a fused [gate; up] projection twice as wide as the down-projection reads (ModernBERT's Wi, Moshi's fc1)
+        fused = [getattr(mlp, n, None) for n in ("Wi", "fc1")]
+        traits["gated"] = any(getattr(mlp, n, None) is not None for n in ("gate_proj", "gate_up_proj", "w1", "w3")) or any(
+            getattr(wi, "weight", None) is not None and wi.weight.shape[0] == 2 * down.weight.shape[1] for wi in fused)
+        if fused[1] is not None and traits["gated"]:  # fc1 fused: the config's width may be its output's
+            traits["mlp_hidden"] = int(down.weight.shape[1])
     moe = next((m for m in (_child(lay, _MLP) for lay in _layers(model)) if m is not None and hasattr(m, "experts")), None)
     if moe is not None and getattr(moe, "experts", None) is not None and not isinstance(moe.experts, nn.ModuleList):
         traits.update(experts_traits(model.config, moe.experts))
@@ -574,6 +609,10 @@ def traits_from_model(model: Any, head_dim: int) -> dict[str, Any]:
     if head is not None and getattr(head, "bias", None) is not None:  # lm_head_bias (PhiMoE)
         traits["head_bias"] = True
     traits.update(head_traits(model))
+    table = getattr(model.get_input_embeddings(), "weight", None) if hasattr(model, "get_input_embeddings") else None
+    vocab = getattr(model.config, "vocab_size", None)
+    if table is not None and table.dim() == 2 and isinstance(vocab, int) and table.shape[0] != vocab:
+        traits["embed_rows"] = int(table.shape[0])  # Moshi's table has a row more than the head's logits
     embeddings = getattr(base, "embeddings", None)  # ModernBERT's embeddings.norm after the token table
     embed_norm = _child(embeddings, ("norm", "LayerNorm")) if embeddings is not None else None
     if embed_norm is not None and getattr(embed_norm, "weight", None) is not None:
