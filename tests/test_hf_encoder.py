@@ -165,7 +165,8 @@ def test_what_archdsl_cannot_express_is_refused_by_name(config_class, extra, mat
     ("bert", "exact"), ("roberta", "exact"), ("electra", "exact"), ("albert", "exact"), ("distilbert", "exact"),
     ("xlm-roberta-xl", "exact"), ("megatron-bert", "exact"), ("ibert", "exact"), ("mra", "refused"),
     ("big_bird", "refused"), ("eurobert", "exact"), ("roformer", "exact"), ("ultrabert", "exact"),
-    ("nomic_bert", "exact"), ("jina_embeddings_v3", "exact"), ("gte", "exact"), ("modernbert", "exact")])
+    ("nomic_bert", "exact"), ("jina_embeddings_v3", "exact"), ("gte", "exact"), ("modernbert", "exact"),
+    ("mpnet", "exact")])
 def test_coverage_sweep_masked_lm_subset(model_type, status):
     """The coverage harness's masked-LM sweep on a fixed subset (the full sweep: docs/coverage.md). EuroBERT's
     layers are Llama's, attending to every token (its attention's is_causal is False): the decoder importer reads

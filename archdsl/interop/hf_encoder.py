@@ -61,6 +61,10 @@ LAYER_LAYOUTS: dict[str, dict[str, str]] = {
     "rotary-gated": dict(arrangement="post", rotary="rotary_emb", q="self_attn.q_proj", k="self_attn.k_proj",
                          v="self_attn.v_proj", o="self_attn.o_proj", attn_norm="post_attention_layernorm",
                          gate="mlp.gate_proj", up="mlp.up_proj", down="mlp.down_proj", mlp_norm="post_mlp_layernorm"),
+    # MPNet's: BERT's post-norm layers, attention.attn.{q,k,v,o}, under one relative position bias of the stack
+    "mpnet": dict(arrangement="post", q="attention.attn.q", k="attention.attn.k", v="attention.attn.v",
+                  o="attention.attn.o", attn_norm="attention.LayerNorm", up="intermediate.dense", down="output.dense",
+                  mlp_norm="output.LayerNorm"),
     "rotary": dict(arrangement="post", rotary="rotary_emb", q="self_attn.q_proj", k="self_attn.k_proj",
                    v="self_attn.v_proj", o="self_attn.o_proj", attn_norm="post_attention_layernorm", up="mlp.fc1",
                    down="mlp.fc2", mlp_norm="post_mlp_layernorm"),
@@ -92,6 +96,7 @@ TOP_ROLES: list[tuple[str, str]] = [
     ("head_bias", r"^(?:cls\.predictions|lm_head|predictions)$"),  # the head's own bias parameter
     ("final_norm", r"^[a-z_0-9]+\.(?:LayerNorm|encoder\.ln|encoder\.LayerNorm)$"),
     ("rotary_table", _P + r"encoder\.embed_positions$"),  # RoFormer's fixed sinusoids, rotating queries and keys
+    ("relative", _P + r"encoder\.relative_attention_bias$"),  # MPNet's T5-style bias, shared by the layers
 ]
 _ACT_CANDIDATES = ("gelu", "gelu_tanh", "relu", "silu", "relu2")
 
@@ -139,6 +144,8 @@ class EncoderDescription:
     rotary_base: float = 10000.0
     rotary_interleaved: bool = False
     head: dict[str, Any] | None = None  # {"dense": out width, "activation", "norm_eps", "tied", "bias"}
+    relative_buckets: int | None = None  # a relative position bias over the stack (MPNet): its buckets
+    relative_max_distance: int = 128
     roles: dict[str, str] = field(default_factory=dict)  # top role -> transformers module name
     layer_modules: list[str] = field(default_factory=list)  # transformers name of each layer (ALBERT: one)
 
@@ -560,6 +567,13 @@ def _identify(hf_model: Any, cfg: Any, probe: Any) -> EncoderDescription:
         if float(rope.get("partial_rotary_factor", 1.0)) != 1.0 or rope.get("rope_type", "default") != "default":
             raise _unsupported(cfg, "rope_parameters", "rotary settings other than plain rotation of whole heads")
         rotary_base = float(rope.get("rope_theta", 10000.0))
+    buckets = None
+    if "relative" in roles:  # a table of (buckets, heads); T5's bucketing, from the config where it names it
+        table = probe.get_submodule(roles["relative"]).weight
+        if table.shape[1] != probe_heads:
+            raise _unsupported(cfg, "relative_attention_num_buckets", "a relative position bias not of one value "
+                               f"per head ({tuple(table.shape)} for {probe_heads} heads)")
+        buckets = _int(cfg, "relative_attention_num_buckets")
     head = None
     if "head" in roles and "head_dense" not in roles and "head_norm" not in roles:  # a decoder alone
         decoder = probe.get_submodule(roles["head"])
@@ -591,7 +605,7 @@ def _identify(hf_model: Any, cfg: Any, probe: Any) -> EncoderDescription:
         embed_norm_eps=eps_of("embed_norm"), embed_proj="embed_proj" in roles, final_norm_eps=eps_of("final_norm"),
         pooler="pooler" in roles, mlp_bias=mlp_bias if mlp_bias != bias else None,
         down_bias=down_bias if down_bias != mlp_bias else None, rotary=rotary,
-        rotary_base=rotary_base,
+        rotary_base=rotary_base, relative_buckets=buckets,
         rotary_interleaved="rotary_table" in roles, head=head, roles=roles, layer_modules=[f"{layers_name}.{i}" for i in range(len(layers))])
 
 
@@ -659,6 +673,9 @@ def _describe(d: EncoderDescription) -> str:
     if d.rotary:
         parts.append("rotary positions (" + ("adjacent pairs" if d.rotary_interleaved else "halves")
                      + f" of each head's queries and keys, theta {d.rotary_base:g})")
+    if d.relative_buckets:
+        parts.append(f"a relative position bias over the stack ({d.relative_buckets} buckets up to distance "
+                     f"{d.relative_max_distance})")
     if d.token_types:
         parts.append(f"{d.token_types} token types")
     if d.embed_dim:
@@ -723,6 +740,9 @@ def spec_data(d: EncoderDescription) -> dict[str, Any]:
         if d.rotary_interleaved:
             rot["interleaved"] = True
         top.append({"positional": {**rot, "name": "embed_positions"}})
+    if d.relative_buckets:
+        top.append({"positional": {"kind": "relative", "heads": "$heads", "buckets": d.relative_buckets,
+                                   "max_distance": d.relative_max_distance, "name": "relative_attention_bias"}})
     repeat: dict[str, Any] = {"repeat": "$layers", "name": "encoder", "body": "layer"}
     if d.shared:
         repeat = {"repeat": {"times": "$layers", "body": "layer", "shared": True, "name": "encoder"}}
@@ -845,7 +865,7 @@ def map_weights(d: EncoderDescription, tensors: Any, model: Any, canonical: dict
             else:
                 norm(prefix, L(block))
     for ours, role in (("word_embeddings", "embed"), ("position_embeddings", "positions"),
-                       ("token_type_embeddings", "token_types")):
+                       ("token_type_embeddings", "token_types"), ("relative_attention_bias", "relative")):
         if ours + ".weight" in params:
             out[ours + ".weight"] = get(d.roles[role] + ".weight")
     for ours, role in (("embeddings_project", "embed_proj"), ("pooler.dense", "pooler"), ("head_transform", "head_dense")):
