@@ -304,6 +304,7 @@ def test_attention_sinks_are_one_more_logit_in_the_softmax():
     ({"mlp": {"hidden": 8, "activation": "gelu", "xielu_beta": 0.3}}, "xielu_beta with activation 'gelu'"),
     ({"attention": {"heads": 2, "qk_norm_scale": False}}, "qk_norm_scale without qk_norm: true"),
     ({"attention": {"heads": 2, "qk_norm_centered": True}}, "qk_norm_centered without qk_norm: true"),
+    ({"attention": {"heads": 2, "qk_norm": True, "qk_norm_bias": False}}, "qk_norm_bias without qk_norm_centered"),
     ({"mlp": {"hidden": 8, "activation": "swiglu", "swiglu_limit": 3.0}}, "swiglu_limit with activation 'swiglu'"),
     ({"moe": {"experts": 4, "hidden": 8, "sparsemixer_eps": 0.1}}, "sparsemixer_eps without scoring: sparsemixer"),
     ({"moe": {"experts": 4, "hidden": 8, "scoring": "sparsemixer", "score_bias": True}},
@@ -347,3 +348,20 @@ def test_geglu_exact_is_the_erf_gelu_gate():
     gate, up = torch.randn(5, 8, generator=torch.Generator().manual_seed(0)) * 3, torch.randn(5, 8)
     assert torch.equal(gated_combine("geglu_exact", (1.702, 7.0))(gate, up), F.gelu(gate) * up)
     assert not torch.allclose(gated_combine("geglu", (1.702, 7.0))(gate, up), F.gelu(gate) * up, atol=1e-5)
+
+
+def test_a_centered_qk_norm_without_bias_is_a_layernorm_without_shift():
+    """qk_norm_centered with qk_norm_bias: false (ESM-C): queries and keys over the width, mean removed, divided by
+    their deviation and scaled, no shift; one weight per value and no bias in the parameter count."""
+    spec = {"name": "t", "model": {"width": 16, "layers": [{"embedding": 11}, {"attention": {
+        "heads": 2, "bias": False, "qk_norm": True, "qk_norm_over": "width", "qk_norm_centered": True,
+        "qk_norm_bias": False, "qk_norm_eps": 0.001}}, {"lm_head": 11}]}}
+    model = archdsl.compile(spec, seed=0).eval()
+    attn = next(m for m in model.modules() if hasattr(m, "q_norm") and m.q_norm is not None)
+    assert archdsl.summary(archdsl.load_spec(json.dumps(spec))).total_params == model.num_parameters()
+    assert [n for n, _ in attn.q_norm.named_parameters()] == ["weight"]
+    with torch.no_grad():
+        attn.q_norm.weight.uniform_(0.5, 1.5)
+        x = torch.randn(2, 5, 16)
+        expected = F.layer_norm(x, (16,), attn.q_norm.weight, None, 0.001)
+        assert torch.allclose(attn.q_norm(x, None), expected, atol=1e-6)

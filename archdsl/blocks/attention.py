@@ -82,7 +82,7 @@ class Attention(nn.Module):
                  qk_norm_eps: float | None = None, qk_norm_over: str = "head", qk_norm_unit_offset: bool = False,
                  softcap: float | None = None, output_gate: bool = False, in_scale: float = 1.0,
                  qk_norm_after_rotary: bool = False, qk_norm_scale: bool = True, sinks: bool = False,
-                 qk_norm_centered: bool = False, chunk: int | None = None,
+                 qk_norm_centered: bool = False, qk_norm_bias: bool = True, chunk: int | None = None,
                  temperature: tuple[int, float] | None = None):
         super().__init__()
         self.chunk = chunk  # aligned chunks of keys a query may see (Llama 4), or None
@@ -106,9 +106,10 @@ class Attention(nn.Module):
         if qk_norm_eps is not None:  # a norm of queries and keys, named as transformers names them
             q_size, k_size = (head_dim, head_dim) if qk_norm_over == "head" else (heads * head_dim, kv_heads * head_dim)
             if qk_norm_centered:  # a LayerNorm, with a shift (Persimmon)
-                self.q_norm = LayerNorm(q_size, qk_norm_eps, bias=qk_norm_scale, scale=qk_norm_scale,
+                shift = qk_norm_scale and qk_norm_bias  # ESM-C's has none
+                self.q_norm = LayerNorm(q_size, qk_norm_eps, bias=shift, scale=qk_norm_scale,
                                         unit_offset=qk_norm_unit_offset)
-                self.k_norm = LayerNorm(k_size, qk_norm_eps, bias=qk_norm_scale, scale=qk_norm_scale,
+                self.k_norm = LayerNorm(k_size, qk_norm_eps, bias=shift, scale=qk_norm_scale,
                                         unit_offset=qk_norm_unit_offset)
             else:
                 self.q_norm = RMSNorm(q_size, qk_norm_eps, unit_offset=qk_norm_unit_offset, scale=qk_norm_scale)
@@ -354,7 +355,8 @@ def build_attention(node: BuildContext) -> nn.Module:
                      qk_norm_eps=s.qk_norm_eps if s.qk_norm else None, qk_norm_over=s.qk_norm_over,
                      qk_norm_unit_offset=s.qk_norm_unit_offset, softcap=s.softcap, output_gate=s.output_gate,
                      in_scale=s.in_scale, qk_norm_after_rotary=s.qk_norm_after_rotary, qk_norm_scale=s.qk_norm_scale,
-                     sinks=s.sinks, qk_norm_centered=s.qk_norm_centered, chunk=s.chunk,
+                     sinks=s.sinks, qk_norm_centered=s.qk_norm_centered,
+                     qk_norm_bias=s.qk_norm_bias, chunk=s.chunk,
                      temperature=(s.temperature_floor, s.temperature_scale) if s.temperature_floor else None)
 
 

@@ -418,6 +418,8 @@ class Features:
     qk_norm_after_rotary: bool = False  # qk-norm per head after the rotation (HunYuan)
     qk_norm_scale: bool = True  # a learned qk-norm scale (nanochat's has none)
     qk_norm_centered: bool = False  # a LayerNorm qk-norm, with a shift (Persimmon)
+    qk_norm_bias: bool = True  # qk_norm_centered's shift (ESM-C's LayerNorm has none)
+    final_norm_bias: bool | None = None  # the final LayerNorm's shift, where it differs from the layers' (ESM-C)
     rotary_reverse: bool = False  # rotate by -angle (nanochat's rotate_half flips the signs)
     sinks: bool = False  # a learned logit per head in the softmax's denominator (GPT-OSS, Granite-SWA)
     causal: bool = True  # False: a masked LM's layers attend to every token (EuroBERT's Llama-style layers)
@@ -797,6 +799,10 @@ def features_from_config(config: Any) -> Features:
     f.qk_norm_after_rotary = bool(traits.get("qk_norm_after_rotary", False)) and f.qk_norm == "head"
     f.qk_norm_scale = bool(traits.get("qk_norm_scale", True))
     f.qk_norm_centered = bool(traits.get("qk_norm_centered", False))
+    f.qk_norm_bias = bool(traits.get("qk_norm_bias", True))
+    f.final_norm_bias = traits.get("final_norm_bias")
+    if traits.get("residual_scale") and f.residual_scale is None:  # the layer's own factor (ESM-C)
+        f.residual_scale = float(traits["residual_scale"])
     if experts:  # what the module tree and the experts' own gate showed (hf_probe.experts_traits)
         _experts_from_traits(cfg, f, traits)
     if traits.get("norm") and traits["norm"] != f.norm:  # the layer's norm class, whatever the eps key's name
@@ -1261,6 +1267,8 @@ def _spec_yaml(config: Any) -> str:
             qk.append(("qk_norm_scale", "false"))
         if f.qk_norm_centered:
             qk.append(("qk_norm_centered", "true"))
+            if not f.qk_norm_bias:
+                qk.append(("qk_norm_bias", "false"))
     qk_at = len(attn)
     attn += qk
     if f.attn_softcap:
@@ -1346,11 +1354,11 @@ def _spec_yaml(config: Any) -> str:
             mlp.append(("bias", "false"))
         ffn_node = f"mlp: {_args(mlp)}"
 
-    def norm(name: str) -> str:
+    def norm(name: str, bias: bool | None = None) -> str:
         args = [("eps", "$eps")]
         if f.unit_offset:
             args.append(("unit_offset", "true"))
-        if f.norm == "layernorm" and not f.norm_bias:
+        if f.norm == "layernorm" and not (f.norm_bias if bias is None else bias):
             args.append(("bias", "false"))
         if not f.norm_scale:
             args.append(("scale", "false"))
@@ -1491,7 +1499,7 @@ def _spec_yaml(config: Any) -> str:
                   ["    - repeat: 1", "      name: first_layer", "      body: first_layer",
                    '    - repeat: "${layers - 1}"', "      name: layers", "      body: decoder_layer"])
     if f.final_norm:
-        model.append(f"    - {norm('norm')}")
+        model.append(f"    - {norm('norm', f.final_norm_bias)}")
     for j, step in enumerate((f.head_transform or {}).get("steps", [])):  # a masked LM's head transform
         if step["kind"] == "linear":
             args = [("out", "$d_model" if step["out"] == f.width else str(step["out"]))]

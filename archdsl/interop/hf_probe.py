@@ -62,8 +62,20 @@ def _has_bias(module: Any) -> bool | None:
     return getattr(module, "bias", None) is not None
 
 
+def _base(model: Any) -> Any:
+    """The decoder stack of a transformers model: model.model, model.transformer, or the module its class names
+    as its base (base_model_prefix: ESM-C's esmc)."""
+    from torch import nn
+
+    found = getattr(model, "model", None) or getattr(model, "transformer", None)
+    if found is None:
+        prefix = getattr(type(model), "base_model_prefix", "")
+        found = getattr(model, prefix, None) if isinstance(prefix, str) and prefix else None
+    return found if isinstance(found, nn.Module) else model
+
+
 def _layers(model: Any) -> list[Any]:
-    base = getattr(model, "model", None) or getattr(model, "transformer", None) or model
+    base = _base(model)
     layers = getattr(base, "layers", None) or getattr(base, "h", None)
     return list(layers) if layers is not None else []
 
@@ -272,7 +284,7 @@ def rotary_traits(model: Any, attn: Any) -> dict[str, Any]:
 
     from ..blocks.embedding import apply_rotary
 
-    base = getattr(model, "model", None) or getattr(model, "transformer", None) or model
+    base = _base(model)
     rotary, apply = getattr(base, "rotary_emb", None), getattr(sys.modules.get(type(attn).__module__), "apply_rotary_pos_emb", None)
     if rotary is None or apply is None:
         return {}
@@ -331,7 +343,7 @@ def rotation_traits(model: Any) -> dict[str, Any]:
 
     import torch
 
-    base = getattr(model, "model", None) or getattr(model, "transformer", None) or model
+    base = _base(model)
     rotary, layers = getattr(base, "rotary_emb", None), _layers(model)
     if rotary is None or not layers:
         return {}
@@ -566,6 +578,8 @@ def traits_from_model(model: Any, head_dim: int) -> dict[str, Any]:
         traits["qk_norm"] = "head" if width == head_dim else "width"
         if getattr(q_norm, "bias", None) is not None:  # a LayerNorm's shift (Persimmon)
             traits["qk_norm_centered"] = True
+        elif isinstance(q_norm, nn.LayerNorm):  # a LayerNorm without one (ESM-C's)
+            traits["qk_norm_centered"], traits["qk_norm_bias"] = True, False
     mlp = _child(layer, _MLP)
     down = _child(mlp, ("down_proj", "fc2", "c_proj", "w2", "dense_4h_to_h", "Wo")) if mlp is not None else None
     if down is not None and _has_bias(down) is not None:  # a dense MLP (experts keep their weights elsewhere)
@@ -601,7 +615,7 @@ def traits_from_model(model: Any, head_dim: int) -> dict[str, Any]:
     if not traits.get("latent"):  # latent attention rotates with functions of its own (DeepSeek's interleave)
         traits.update(rotary_traits(model, attn))
         traits.update(rotation_traits(model))
-    base = getattr(model, "model", None) or getattr(model, "transformer", None) or model
+    base = _base(model)
     inv_freq = dict(getattr(base, "rotary_emb", nn.Module()).named_buffers()).get("inv_freq")
     if inv_freq is not None and inv_freq.dim() == 1:  # the dims its rotary rotates, whatever rotary_dim says
         traits["rotary_dims"] = 2 * int(inv_freq.shape[0])
@@ -617,6 +631,13 @@ def traits_from_model(model: Any, head_dim: int) -> dict[str, Any]:
     embed_norm = _child(embeddings, ("norm", "LayerNorm")) if embeddings is not None else None
     if embed_norm is not None and getattr(embed_norm, "weight", None) is not None:
         traits["embed_norm"] = True
+    final = _child(base, ("norm", "final_layernorm", "final_layer_norm", "ln_f", "norm_f"))
+    if isinstance(final, nn.LayerNorm) and norm is not None and isinstance(norm, nn.LayerNorm) and \
+            (final.bias is None) != (getattr(norm, "bias", None) is None):  # ESM-C's final norm has no shift
+        traits["final_norm_bias"] = final.bias is not None
+    factor = getattr(layer, "scaling_factor", None)  # ESM-C's residual branches divided by sqrt(layers / 36)
+    if isinstance(factor, float) and factor > 0 and factor != 1.0:
+        traits["residual_scale"] = 1.0 / factor
     norms = frozenset(name for name, child in layer.named_children() if "norm" in name
                       and sum(p.numel() for p in child.parameters()) > 0)
     later = _layers(model)[1:2]

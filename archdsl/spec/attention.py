@@ -35,6 +35,8 @@ class Attention(NodeSpec):
         "(head: Qwen3, Gemma 3), or all heads' values together with one weight per value (width: OLMo 2).")
     qk_norm_centered: bool = Field(False, description="qk_norm: subtract each vector's mean and add a learned shift "
                                    "after the scale, as a LayerNorm does (Persimmon), instead of an RMSNorm.")
+    qk_norm_bias: bool = Field(True, description="qk_norm_centered: the learned shift; false: a LayerNorm of the "
+                               "queries and keys without one (ESM-C).")
     qk_norm_eps: PosFloat = Field(1e-6, description="qk_norm: the norm's epsilon.")
     qk_norm_unit_offset: bool = Field(False, description="qk_norm: scale by (1 + w) with w starting at 0, as "
                                       "rmsnorm's unit_offset (Gemma 3).")
@@ -79,7 +81,7 @@ class Attention(NodeSpec):
             memory = scope.memory_widths.get(self.cross, scope.width)
             return linear_params(scope.width, h * hd, self.bias) + linear_params(memory, 2 * kv * hd, self.bias) + out
         qk_norm = (2 * hd if self.qk_norm_over == "head" else (h + kv) * hd) if self.qk_norm and self.qk_norm_scale else 0
-        qk_norm *= 2 if self.qk_norm_centered else 1  # a shift as well as a scale
+        qk_norm *= 2 if self.qk_norm_centered and self.qk_norm_bias else 1  # a shift as well as a scale
         gate = h * hd if self.output_gate else 0
         sinks = h if self.sinks else 0
         return linear_params(scope.width, (h + 2 * kv) * hd + gate, self.bias) + out + qk_norm + sinks
@@ -101,6 +103,9 @@ class Attention(NodeSpec):
         elif h % kv:
             scope.report("kv_heads", f"kv_heads {kv} does not divide heads {h}",
                          "each key/value head serves a whole group of query heads")
+        if "qk_norm_bias" in self.model_fields_set and not self.qk_norm_centered:
+            scope.report("qk_norm_bias", "qk_norm_bias without qk_norm_centered: an RMSNorm has no shift",
+                         "add qk_norm_centered: true, or drop qk_norm_bias")
         for field in ("qk_norm_centered", "qk_norm_eps", "qk_norm_over", "qk_norm_unit_offset", "qk_norm_after_rotary", "qk_norm_scale"):
             if field in self.model_fields_set and not self.qk_norm:
                 scope.report(field, f"{field} without qk_norm: true", f"add qk_norm: true, or drop {field}")
