@@ -34,7 +34,8 @@ import hf_coverage  # noqa: E402
 
 
 @pytest.mark.parametrize("model_type", ["mt5", "mbart", "plbart", "blenderbot", "blenderbot-small", "marian",
-                                        "pegasus", "m2m_100", "umt5", "mvp", "fsmt"])
+                                        "pegasus", "m2m_100", "umt5", "mvp", "fsmt",
+                                        "switch_transformers"])
 def test_seq2seq_layouts_import_exactly(model_type):
     """Logits of a random-weight tiny model on a padded source and target equal transformers' (the coverage
     harness's seq2seq sweep), and the class-default config verifies at full size."""
@@ -44,7 +45,7 @@ def test_seq2seq_layouts_import_exactly(model_type):
 
 
 @pytest.mark.parametrize("model_type, extra, match", [
-    ("switch_transformers", {}, "no role for: .*mlp.experts.expert_0"),
+    ("switch_transformers", {"router_ignore_padding_tokens": True}, "leaves padding out of capacity"),
     ("mvp", {"use_prompt": True}, "no role for: .*self_attn_prompt"),  # MVP's layers take prompts
 ])
 def test_what_a_layout_cannot_express_is_refused_by_name(model_type, extra, match):
@@ -117,3 +118,20 @@ def test_fsmt_tables_import_exactly(sizes):
     ours = hf.from_hf(model)
     assert hf_coverage.max_diff(model, hf_coverage.hf_logits(model), ours) < 1e-5
     assert ours.num_parameters() == sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("sizes", [{"expert_capacity": 1}, {"expert_capacity": 2, "num_layers": 5,
+                                                           "encoder_sparse_step": 3, "decoder_sparse_step": 1}])
+def test_switch_transformers_capacity_and_sparse_layers_import_exactly(sizes):
+    """Switch Transformers' experts (top-1, a float32 router, no renormalisation) in the layers its sparse steps
+    pick (read from its module tree: a repeat with a pattern of dense and sparse blocks), with a capacity small
+    enough that tokens of the 8-token sequences overflow it (moe: {capacity}): the same logits."""
+    config = hf_coverage.shrink(T.CONFIG_MAPPING["switch_transformers"])
+    for key, value in sizes.items():
+        setattr(config, key, value)
+    model = hf_coverage.random_model(config, task="seq2seq")
+    ours = hf.from_hf(model)
+    assert hf_coverage.max_diff(model, hf_coverage.hf_logits(model), ours) < 1e-5
+    assert ours.num_parameters() == sum(p.numel() for p in model.parameters())
+    text = hf.spec_yaml_from_config(config)
+    assert f"capacity: {sizes['expert_capacity']}" in text and "pattern: [" in text

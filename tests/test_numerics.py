@@ -365,3 +365,26 @@ def test_a_centered_qk_norm_without_bias_is_a_layernorm_without_shift():
         x = torch.randn(2, 5, 16)
         expected = F.layer_norm(x, (16,), attn.q_norm.weight, None, 0.001)
         assert torch.allclose(attn.q_norm(x, None), expected, atol=1e-6)
+
+
+def test_moe_capacity_drops_the_tokens_over_it_in_each_sequence():
+    """moe capacity (Switch Transformers): per sequence, an expert takes the first `capacity` tokens that choose it;
+    a later one gets nothing from it. With every token routed to expert 0, rows 0..C-1 of each sequence get its
+    output and the rest 0; without a capacity every row does."""
+    from archdsl.blocks.feedforward import MoE
+
+    def moe(capacity):
+        m = MoE(8, 3, 1, 16, "relu", False, False, False, 0.0, False, capacity=capacity).eval()
+        torch.manual_seed(0)
+        with torch.no_grad():
+            m.experts.up.normal_()
+            m.experts.down.normal_()
+            m.router.weight.zero_()
+            m.router.weight[0].fill_(1.0)  # expert 0 scores highest for these positive inputs
+        return m
+
+    x = torch.rand(2, 5, 8) + 0.1
+    with torch.no_grad():
+        full, capped = moe(None)(x, None), moe(2)(x, None)
+    assert torch.equal(capped[:, :2], full[:, :2]) and full[:, 2:].abs().min() > 0
+    assert torch.equal(capped[:, 2:], torch.zeros_like(capped[:, 2:]))

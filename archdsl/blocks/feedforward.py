@@ -243,8 +243,9 @@ class MoE(nn.Module):
                  shared_hidden: int | None = None, shared_gate: bool = False, scoring: str = "softmax",
                  score_bias: bool = False, groups: int = 1, top_groups: int | None = None, routed_scale: float = 1.0,
                  group_score: str = "top2_sum", router_fp32: bool = False, sparsemixer_eps: float = 0.01,
-                 clamp: tuple[float, float] = (1.702, 7.0), scale_inputs: bool = False):
+                 clamp: tuple[float, float] = (1.702, 7.0), scale_inputs: bool = False, capacity: int | None = None):
         super().__init__()
+        self.capacity = capacity  # tokens per expert per sequence (Switch Transformers), or None
         self.scale_inputs = scale_inputs  # the routing weight multiplies the expert's input (Llama 4), not its output
         self.num_experts, self.top_k, self.normalize, self.jitter = experts, top_k, normalize, jitter
         self.aux_loss_coef = aux_loss_coef
@@ -336,6 +337,16 @@ class MoE(nn.Module):
             remaining = remaining.scatter(-1, index, float("-inf"))
         return torch.cat(weights, dim=-1), torch.cat(chosen, dim=-1)
 
+    def within_capacity(self, weights: torch.Tensor, chosen: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        """The routing weights with 0 for each (token, expert) choice beyond the expert's capacity in its sequence:
+        a token's place in an expert's queue is the number of tokens up to and including it, in its sequence, that
+        chose that expert (Switch Transformers' cumsum of the one-hot choices along the sequence)."""
+        n, e = chosen.shape[0], self.num_experts
+        batch = shape[0] if len(shape) == 3 else 1
+        counts = F.one_hot(chosen, e).sum(dim=1)  # (N, E): 1 where the token chose the expert
+        place = counts.view(batch, n // batch, e).cumsum(dim=1).view(n, e)
+        return weights * (place.gather(1, chosen) <= self.capacity)
+
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         shape = x.shape
         if self.training and self.jitter > 0:
@@ -343,6 +354,8 @@ class MoE(nn.Module):
         flat = x.reshape(-1, shape[-1])
         logits, weights, chosen = self.route(flat)
         self.router_logits = logits
+        if self.capacity is not None:
+            weights = self.within_capacity(weights, chosen, shape)
         N, k = chosen.shape
         if torch.compiler.is_compiling() and not _grouped_mm_ok(flat, self.experts.up):
             # static shapes for torch.compile(fullgraph=True): a few tokens gather their experts' weights
@@ -423,7 +436,7 @@ def build_moe(node: BuildContext) -> nn.Module:
     return MoE(node.in_width, s.experts, s.top_k, s.hidden, s.activation, s.bias, s.router_bias, s.normalize,
                s.jitter, s.gated, s.aux_loss_coef, s.shared_hidden, s.shared_gate, s.scoring, s.score_bias, s.groups,
                s.top_groups, s.routed_scale, s.group_score, s.router_fp32, s.sparsemixer_eps,
-               (s.swiglu_alpha, s.swiglu_limit), s.scale_inputs)
+               (s.swiglu_alpha, s.swiglu_limit), s.scale_inputs, s.capacity)
 
 
 def build_linear(node: BuildContext) -> nn.Module:

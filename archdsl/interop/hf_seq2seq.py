@@ -111,6 +111,13 @@ class Seq2SeqFeatures:
     head_scale: bool = False
     target_vocab: int | None = None  # a separate target table of this many rows (FSMT), not one shared table
     head_key: str = "lm_head.weight"  # the head's tensor (FSMT: model.decoder.output_projection.weight)
+    experts: int = 0  # Switch Transformers: the experts of its sparse layers (top-1, capacity per sequence)
+    capacity: int | None = None
+    router_bias: bool = False
+    jitter: float = 0.0
+    aux_loss_coef: float = 0.0
+    sparse: dict[str, list[bool]] = field(default_factory=dict)  # side -> which layers hold experts
+    mlp_module: str = "DenseReluDense"  # the T5 layout's feed-forward (Switch Transformers': mlp)
     shared_key: str | None = None  # the one table's tensor where the model has no `shared` module (a tied FSMT)
     padding_idx: int | None = None
     dropout: float = 0.0
@@ -135,7 +142,7 @@ def seq2seq_features(cfg: Any, probed: dict[str, Any] | None = None) -> Seq2SeqF
                   architectures=list(getattr(cfg, "architectures", None) or []),
                   vocab=int(cfg.vocab_size), width=int(cfg.d_model))
     if kind == "t5":
-        proj = str(cfg.feed_forward_proj)
+        proj = str(getattr(cfg, "feed_forward_proj", None) or getattr(cfg, "dense_act_fn", None) or "relu")
         gated = proj.startswith("gated-")
         act_name = getattr(cfg, "dense_act_fn", None) or proj.split("-")[-1]
         if act_name not in _ACTIVATIONS:
@@ -150,7 +157,8 @@ def seq2seq_features(cfg: Any, probed: dict[str, Any] | None = None) -> Seq2SeqF
         # scales: whether the head's input is scaled is read by running a small model of the class. A scaled
         # head is T5 v1.0's tied one; an unscaled one is v1.1's and mT5's, stored untied in their checkpoints
         tied = probed["head_scale"]
-        return Seq2SeqFeatures(
+        moe = _switch_features(cfg)
+        return Seq2SeqFeatures(**moe,
             **common, encoder_layers=int(cfg.num_layers), decoder_layers=int(cfg.num_decoder_layers or cfg.num_layers),
             heads=int(cfg.num_heads), head_dim=int(cfg.d_kv), ffn=int(cfg.d_ff), activation=activation,
             norm="rmsnorm", eps=float(cfg.layer_norm_epsilon), arrangement="pre", positional="relative",
@@ -190,6 +198,28 @@ _SMALL = {"d_model": 32, "encoder_ffn_dim": 48, "decoder_ffn_dim": 48, "encoder_
           "num_layers": 2, "num_decoder_layers": 2}
 
 
+def _switch_features(cfg: Any) -> dict[str, Any]:
+    """A T5-layout model whose feed-forwards are experts in some layers (Switch Transformers): which layers, read
+    from its module tree on meta (a feed-forward with a router), and its routing from the config: the top-1
+    softmax router in float32, each expert's capacity per sequence. Empty for a T5 without experts."""
+    from .hf import _unsupported
+
+    experts = getattr(cfg, "num_experts", None)
+    if not isinstance(experts, int) or experts < 1:
+        return {}
+    meta = _meta_model(cfg)
+    sparse = {side: [hasattr(block.layer[-1].mlp, "router") for block in getattr(meta, side).block]
+              for side in ("encoder", "decoder")}
+    if str(getattr(cfg, "router_dtype", "float32")) != "float32":
+        raise _unsupported(cfg, "router_dtype", f"a router in {cfg.router_dtype}", "archdsl's router_fp32 is float32")
+    if getattr(cfg, "router_ignore_padding_tokens", False):
+        raise _unsupported(cfg, "router_ignore_padding_tokens", "a router that leaves padding out of capacity")
+    return {"experts": experts, "capacity": int(cfg.expert_capacity), "router_bias": bool(cfg.router_bias),
+            "jitter": float(getattr(cfg, "router_jitter_noise", 0.0) or 0.0),
+            "aux_loss_coef": float(getattr(cfg, "router_aux_loss_coef", 0.0) or 0.0), "sparse": sparse,
+            "mlp_module": "mlp"}
+
+
 def _small_model(cfg: Any) -> tuple[Any, Any]:
     """(a copy of the config at a small size, a random model of its class with every parameter perturbed)."""
     import transformers
@@ -219,7 +249,8 @@ def _probe_batch(vocab: int) -> tuple[Any, Any, Any]:
 _KNOWN = {
     "t5": re.compile(r"^(?:shared|lm_head|(?:encoder|decoder)\.(?:embed_tokens|final_layer_norm|block\.\d+\.layer\.0\."
                      r"SelfAttention\.relative_attention_bias|block\.\d+\.layer\.\d+\.(?:layer_norm|"
-                     r"(?:SelfAttention|EncDecAttention)\.[qkvo]|DenseReluDense\.(?:wi|wi_0|wi_1|wo))))\.weight$"),
+                     r"(?:SelfAttention|EncDecAttention)\.[qkvo]|DenseReluDense\.(?:wi|wi_0|wi_1|wo)|"
+                     r"mlp\.(?:wi|wo|router\.classifier|experts\.expert_\d+\.(?:wi|wo)))))\.(?:weight|bias)$"),
     "bart": re.compile(r"^model\.(?:shared|(?:encoder|decoder)\.(?:embed_tokens|embed_positions|layernorm_embedding|"
                        r"layer_norm|layers\.\d+\.(?:self_attn|encoder_attn)\.(?:[qkv]_proj|out_proj)|layers\.\d+\."
                        r"(?:self_attn_layer_norm|encoder_attn_layer_norm|final_layer_norm|fc1|fc2)))\.(?:weight|bias)$"
@@ -486,7 +517,7 @@ def _describe(f: Seq2SeqFeatures) -> str:
 
 
 def seq2seq_yaml(f: Seq2SeqFeatures) -> str:
-    from .hf import _args, _scalar
+    from .hf import _args, _period, _scalar, _unsupported
 
     v: dict[str, Any] = {"vocab": f.vocab}
     separate = f.target_vocab is not None  # a source and a target table (FSMT)
@@ -503,6 +534,8 @@ def seq2seq_yaml(f: Seq2SeqFeatures) -> str:
     v["ffn"] = f.ffn
     if f.positional == "relative":
         v.update(buckets=f.buckets, max_distance=f.max_distance)
+    if f.experts:
+        v.update(experts=f.experts, capacity=f.capacity)
     if f.dropout:
         v["dropout"] = f.dropout
     if f.attn_dropout:
@@ -537,6 +570,21 @@ def seq2seq_yaml(f: Seq2SeqFeatures) -> str:
     encoder_layer = sublayer(enc_self, "self_attn_layer_norm") + sublayer(f"mlp: {_args(mlp)}", "final_layer_norm")
     decoder_layer = (sublayer(dec_self, "self_attn_layer_norm") + sublayer(dec_cross, "encoder_attn_layer_norm")
                      + sublayer(f"mlp: {_args(mlp)}", "final_layer_norm"))
+    # Switch Transformers: top-1 experts in some layers, each taking at most $capacity tokens of a sequence
+    moe = [("experts", "$experts"), ("top_k", "1"), ("hidden", "$ffn"), ("activation", f.activation),
+           ("normalize", "false"), ("capacity", "$capacity"), ("router_fp32", "true")]
+    moe += ([("router_bias", "true")] if f.router_bias else []) + ([("jitter", _scalar(f.jitter))] if f.jitter else [])
+    moe += [("aux_loss_coef", _scalar(f.aux_loss_coef))] if f.aux_loss_coef else []
+    attention_parts = {"encoder": sublayer(enc_self, "self_attn_layer_norm"),
+                       "decoder": sublayer(dec_self, "self_attn_layer_norm") + sublayer(dec_cross, "encoder_attn_layer_norm")}
+    sparse_layers: dict[str, list[str]] = {}
+    for side in ("encoder", "decoder"):  # the attention shared by a side's dense and sparse blocks, written once
+        if any(f.sparse.get(side, [])):
+            sparse_layers[f"{side}_attention"] = attention_parts[side]
+            sparse_layers[f"{side}_sparse_layer"] = [f"- {side}_attention"] + sublayer(f"moe: {_args(moe)}",
+                                                                                     "final_layer_norm")
+            dense = [f"- {side}_attention"] + sublayer(f"mlp: {_args(mlp)}", "final_layer_norm")
+            encoder_layer, decoder_layer = (dense, decoder_layer) if side == "encoder" else (encoder_layer, dense)
     relative = _args([("kind", "relative"), ("heads", "$heads"), ("buckets", "$buckets"),
                       ("max_distance", "$max_distance"), ("name", "relative_bias")])
     if f.positional == "relative" and f.relative_per_layer:  # UMT5: each layer's own bias, before its attention
@@ -575,8 +623,16 @@ def seq2seq_yaml(f: Seq2SeqFeatures) -> str:
         if f.positional == "relative" and not f.relative_per_layer:
             body.append(f"- positional: {relative}")
         layers = "$decoder_layers" if decoder and "decoder_layers" in v else "$layers"
-        body += [f"- repeat: {layers}", f"  name: {'block' if f.layout == 't5' else 'layers'}",
-                 f"  body: {'decoder_layer' if decoder else 'encoder_layer'}"]
+        side = "decoder" if decoder else "encoder"
+        kinds = [f"{side}_sparse_layer" if s else f"{side}_layer" for s in f.sparse.get(side, [])] or [f"{side}_layer"]
+        body += [f"- repeat: {layers}", f"  name: {'block' if f.layout == 't5' else 'layers'}"]
+        if len(set(kinds)) == 1:
+            body.append(f"  body: {kinds[0]}")
+        else:
+            period = _period(kinds)
+            if period > 8:
+                raise _unsupported(None, f"{side}_sparse_step", f"{side} layers with experts in no short pattern")
+            body.append(f"  pattern: [{', '.join(kinds[:period])}]")
         if f.final_norm:
             body.append(f"- {f.norm}: {_args([('eps', '$eps'), ('name', 'final_layer_norm')])}")
             body += drop
@@ -595,6 +651,8 @@ def seq2seq_yaml(f: Seq2SeqFeatures) -> str:
     lines += [f"  {k}: {_scalar(val)}" for k, val in v.items()]
     lines += ["", "blocks:", "  encoder_layer:"] + ["    " + line for line in encoder_layer]
     lines += ["  decoder_layer:"] + ["    " + line for line in decoder_layer]
+    for name, block in sparse_layers.items():
+        lines += [f"  {name}:"] + ["    " + line for line in block]
     lines += ["", "model:", "  graph:"] + stack("encoder", False) + stack("decoder", True) + ["  output: decoder"]
     return "\n".join(lines) + "\n"
 
@@ -626,7 +684,7 @@ def _roles(model: Any) -> list[tuple[str, str, int | None, str]]:
             data, i = g.nodes[node], layer_of(node)
             k = data["kind"]
             seen_layer = seen_layer or i is not None
-            if k in ("attention", "mlp"):
+            if k in ("attention", "mlp", "moe"):
                 role = block_role(node)
                 if i is not None:
                     previous[i] = role
@@ -636,7 +694,7 @@ def _roles(model: Any) -> list[tuple[str, str, int | None, str]]:
                 else:
                     parent = data["parent"]
                     sibling = next((n for n in order if g.nodes[n]["parent"] == parent
-                                    and g.nodes[n]["kind"] in ("attention", "mlp")), None)
+                                    and g.nodes[n]["kind"] in ("attention", "mlp", "moe")), None)
                     if g.nodes[parent]["kind"] == "residual" and sibling is not None:
                         role = block_role(sibling) + "_norm"
                     else:
@@ -692,7 +750,7 @@ class _Names:
 
     def mlp(self, side: str, i: int) -> tuple[list[str], str]:
         if self.t5:
-            base = f"{self.sublayer(side, i, 'mlp')}.DenseReluDense"
+            base = f"{self.sublayer(side, i, 'mlp')}.{self.f.mlp_module}"
             return ([f"{base}.wi_0", f"{base}.wi_1"] if self.f.gated else [f"{base}.wi"]), f"{base}.wo"
         base = self.sublayer(side, i, "mlp")
         return [f"{base}.fc1"], f"{base}.fc2"
@@ -726,7 +784,7 @@ def map_seq2seq(f: Seq2SeqFeatures, tensors: dict[str, Callable[[], Any]], model
 
     from ..blocks.attention import Attention, CrossAttention
     from ..blocks.embedding import Embedding, LearnedPositional, RelativePositionBias, SinusoidalPositional
-    from ..blocks.feedforward import MLP
+    from ..blocks.feedforward import MLP, MoE
     from ..blocks.heads import LMHead
 
     from .hf import _Sink
@@ -794,6 +852,13 @@ def map_seq2seq(f: Seq2SeqFeatures, tensors: dict[str, Callable[[], Any]], model
             qkv, o = names.attention(side, i, "self")  # type: ignore[arg-type]
             linear(f"{name}.qkv", qkv, module.qkv.bias is not None)
             linear(f"{name}.out", [o], module.out.bias is not None)
+        elif isinstance(module, MoE):  # Switch Transformers' router and experts, each expert stacked
+            base = f"{names.sublayer(side, i, 'mlp')}.mlp"  # type: ignore[arg-type]
+            linear(f"{name}.router", [f"{base}.router.classifier"], module.router.bias is not None)
+            for ours, theirs in (("up", "wi"), ("down", "wo")):
+                parts = [get(f"{base}.experts.expert_{e}.{theirs}.weight") for e in range(module.num_experts)]
+                if all(p is not None for p in parts):
+                    out[f"{name}.experts.{ours}"] = torch.stack(parts)
         elif isinstance(module, MLP):
             up, down = names.mlp(side, i)  # type: ignore[arg-type]
             if module.gated != (len(up) == 2):

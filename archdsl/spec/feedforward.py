@@ -168,6 +168,11 @@ class MoE(NodeSpec):
     router_fp32: bool = Field(False, description="Keep the router's weights and logits in float32 when the model is "
                               "cast to bf16/fp16 (DeepSeek-V2/V3, as transformers keeps gate.weight).")
     routed_scale: PosFloat = Field(1.0, description="Multiply the routed experts' weights by this (DeepSeek-V3: 2.5).")
+    capacity: PosInt | None = Field(None, description="Expert capacity (Switch Transformers' expert_capacity): each "
+                                    "sequence sends at most this many tokens to each expert, the earliest first; a "
+                                    "token over it gets nothing from that expert (its residual carries it on). Counted "
+                                    "over the tokens of each call, as transformers' Switch code counts them: with a "
+                                    "cache, each decoding step counts its own tokens only.")
     scale_inputs: bool = Field(False, description="Multiply each expert's input by its routing weight instead of its "
                                "output (Llama 4): expert(w · x), not w · expert(x); the two differ for any activation "
                                "but a linear one.")
@@ -230,6 +235,9 @@ class MoE(NodeSpec):
                                          ("normalize", not self.normalize), ("routed_scale", True)) if on)
             scope.report(field, f"{field} with scoring: sparsemixer, whose rounds weigh each expert themselves",
                          f"drop {field}, or use scoring: softmax or sigmoid")
+        if self.capacity is not None and self.scale_inputs:
+            scope.report("capacity", "capacity with scale_inputs: a token over capacity would still get expert(0)",
+                         "drop capacity or scale_inputs")
         if "group_score" in self.model_fields_set and self.groups == 1:
             scope.report("group_score", "group_score without groups", "set groups, or drop group_score")
 
