@@ -422,6 +422,7 @@ class Features:
     final_norm_bias: bool | None = None  # the final LayerNorm's shift, where it differs from the layers' (ESM-C)
     rotary_reverse: bool = False  # rotate by -angle (nanochat's rotate_half flips the signs)
     sinks: bool = False  # a learned logit per head in the softmax's denominator (GPT-OSS, Granite-SWA)
+    moe_post_norm: bool = False  # a norm of the experts' summed output, inside its residual (AX K1)
     causal: bool = True  # False: a masked LM's layers attend to every token (EuroBERT's Llama-style layers)
     output_gate: bool = False  # attention outputs times sigmoid(gate_proj(x)) per head (AFMoE)
     first_attn_norm: bool = True  # False: the first layer has no norm before its attention (ModernBERT)
@@ -813,6 +814,7 @@ def features_from_config(config: Any) -> Features:
         f.shared_hidden, f.shared_gate = int(traits["shared_hidden"]), bool(traits["shared_gate"])
     f.rotary_reverse = bool(traits.get("rotary_reverse", False))
     f.sinks = bool(traits.get("sinks", False))
+    f.moe_post_norm = bool(traits.get("moe_post_norm", False)) and bool(experts)
     f.causal = not traits.get("bidirectional", False)
     if not f.causal:  # transformers' bidirectional window is inclusive (|i - j| <= w); archdsl's exclusive
         f.windows = [w + 1 if w else w for w in f.windows]
@@ -1387,6 +1389,10 @@ def _spec_yaml(config: Any) -> str:
                 f"        - - {attention}"] + ["          " + d for d in drop] + [
                 f"        - - {ffn_node}"] + ["          " + d for d in drop]
 
+    if f.moe_post_norm:  # the experts' output normed inside the residual (AX K1); dense layers have no such norm
+        body = [part for line in body for part in (
+            [line, line[:len(line) - len(line.lstrip())] + f"- {norm('post_moe_norm')}"]
+            if line.strip() == f"- {ffn_node}" else [line])]
     if f.residual_scale is not None:  # x + s * f(x): each residual takes its mapping form, {scale, body}
         v["residual_scale"] = f.residual_scale
         body = [part for line in body for part in (
@@ -1409,7 +1415,7 @@ def _spec_yaml(config: Any) -> str:
             kind = name.removeprefix("dense_")
             lines_of = [line.replace(attention, attention_for(kind)) for line in body]
             if name.startswith("dense_"):
-                lines_of = [line.replace(ffn_node, dense) for line in lines_of]
+                lines_of = [line.replace(ffn_node, dense) for line in _without_moe_norm(lines_of)]
             lines += [f"  {name}:"] + ["    " + line for line in lines_of]
         kinds = names
     elif per_layer:  # a decoder_layer with the parameters that differ, and a block for each kind of layer
@@ -1423,7 +1429,7 @@ def _spec_yaml(config: Any) -> str:
             ["rope_theta: null", "rope_scaling: none", "rope_factor: null"] if rope_each else [])
         # with dense layers among the experts' (EXAONE-MoE, AFMoE), a dense_layer block of the same parameters too
         dense = f"mlp: {_args([('hidden', '$dense_ffn'), ('activation', f.activation)] + ([] if f.mlp_bias else [('bias', 'false')]))}"
-        layer_blocks = [("decoder_layer", body)] + ([("dense_layer", [line.replace(ffn_node, dense) for line in body])]
+        layer_blocks = [("decoder_layer", body)] + ([("dense_layer", [line.replace(ffn_node, dense) for line in _without_moe_norm(body)])]
                                                     if f.mlp_kinds else [])
         if not f.first_attn_norm:  # ModernBERT: the first layer without the norm before its attention
             if f.mlp_kinds:
@@ -1454,7 +1460,7 @@ def _spec_yaml(config: Any) -> str:
         dense = f"mlp: {_args([('hidden', '$dense_ffn'), ('activation', f.activation)] + ([] if f.mlp_bias else [('bias', 'false')]))}"
         split = max(i for i, line in enumerate(body) if line.startswith("- residual:"))  # the feed-forward residual
         lines += ["  attention_block:"] + ["    " + line for line in body[:split]]
-        lines += ["  dense_layer:", "    - attention_block"] + ["    " + line.replace(ffn_node, dense) for line in body[split:]]
+        lines += ["  dense_layer:", "    - attention_block"] + ["    " + line.replace(ffn_node, dense) for line in _without_moe_norm(body[split:])]
         lines += ["  decoder_layer:", "    - attention_block"] + ["    " + line for line in body[split:]]
     else:
         lines += ["  decoder_layer:"] + ["    " + line for line in body]
@@ -1521,6 +1527,11 @@ def _spec_yaml(config: Any) -> str:
 
 def _leading_dense(kinds: list[str]) -> int:
     return next((i for i, kind in enumerate(kinds) if kind != "dense"), len(kinds))
+
+
+def _without_moe_norm(lines: list[str]) -> list[str]:
+    """A layer's lines without the norm of the experts' output (moe_post_norm), for its dense form."""
+    return [line for line in lines if "name: post_moe_norm}" not in line]
 
 
 def _mixed_repeats(kinds: list[str]) -> list[str]:
@@ -1652,7 +1663,8 @@ _LAYER_NORMS = {
                  "final_layer_norm"],  # OPT's layer i: self_attn_layer_norm, then final_layer_norm before fc1
     # GLM-4's first, HyperCLOVA X's (whose post_attention_layernorm comes before the MLP), then Gemma 2's
     "post_attn_norm": ["post_self_attn_layernorm", "post_norm1", "post_attention_layernorm"],
-    "post_mlp_norm": ["post_feedforward_layernorm", "post_mlp_layernorm", "post_norm2"],
+    "post_mlp_norm": ["post_feedforward_layernorm", "post_mlp_layernorm", "post_norm2",
+                      "mlp.post_mlp_layernorm"],  # AX K1's, of its experts' output
     "post_res_attn_norm": ["ln_1"],  # GPT-1's norm(x + attention(x))
     "post_res_mlp_norm": ["ln_2"],
 }

@@ -596,6 +596,9 @@ def traits_from_model(model: Any, head_dim: int) -> dict[str, Any]:
     if moe is not None:
         traits.update(_experts_layout(model, moe, bool(traits.get("experts_transposed"))))
         traits.update(router_traits(model.config, moe))
+    if moe is not None and any("norm" in name and any(True for _ in child.parameters())
+                               for name, child in moe.named_children()):
+        traits["moe_post_norm"] = True  # a norm of the experts' summed output (AX K1's post_mlp_layernorm)
     shared = _child(moe, _SHARED) if moe is not None else None
     shared_down = _child(shared, ("down_proj", "w2", "fc2")) if shared is not None else None
     if shared_down is not None:  # an always-on expert beside the routed ones (HunYuan's shared_mlp)

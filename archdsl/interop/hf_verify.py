@@ -208,7 +208,9 @@ def _their_roles(model: Any) -> dict[Role, Tensors]:
             shape = (shape[0], shape[2], shape[1])
         m = _LAYER.match(name)
         if m:
-            child = m.group(2).split(".")[0]
+            child, owner = m.group(2).split(".")[0], m.group(2).split(".")[-2] if "." in m.group(2) else ""
+            if child in _FF and "norm" in owner:  # a norm of the experts' output (AX K1's): archdsl's is a node
+                child = owner
             role = "attention" if child in _ATTN else "feed-forward" if child in _FF else \
                 "norms" if "norm" in child or child.startswith("ln") else f"other ({child})"
             roles[(int(m.group(1)), role)].append((m.group(2), shape))
