@@ -208,7 +208,7 @@ EXACT = sorted({r["model_type"] for r in RECORDED["results"] + RECORDED.get("mas
                                                ("gpt_bigcode", "exact"), ("codegen", "exact"), ("opt", "exact"),
                                                ("bert", "exact"), ("roberta", "exact"), ("bart", "exact"),
                                                ("xglm", "exact"), ("whisper", "refused"), ("moshi", "exact"),
-                                               ("axk1", "exact")])
+                                               ("axk1", "exact"), ("kolibri1", "exact")])
 def test_coverage_sweep_fast_subset(model_type, status):
     """Decoders, CodeGen's qkv rows for 4-way model parallelism, BERT-shaped encoders run as decoders, BART's
     decoder alone (its cross-attention in with_memory), XGLM (BART's layers without cross-attention, fairseq's

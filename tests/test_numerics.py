@@ -305,6 +305,8 @@ def test_attention_sinks_are_one_more_logit_in_the_softmax():
     ({"attention": {"heads": 2, "qk_norm_scale": False}}, "qk_norm_scale without qk_norm: true"),
     ({"attention": {"heads": 2, "qk_norm_centered": True}}, "qk_norm_centered without qk_norm: true"),
     ({"attention": {"heads": 2, "qk_norm": True, "qk_norm_bias": False}}, "qk_norm_bias without qk_norm_centered"),
+    ({"moe": {"experts": 4, "hidden": 8, "scoring": "sigmoid", "bias_on_logits": True}}, "bias_on_logits without score_bias"),
+    ({"moe": {"experts": 4, "hidden": 8, "capacity": 2, "scale_inputs": True}}, "capacity with scale_inputs"),
     ({"mlp": {"hidden": 8, "activation": "swiglu", "swiglu_limit": 3.0}}, "swiglu_limit with activation 'swiglu'"),
     ({"moe": {"experts": 4, "hidden": 8, "sparsemixer_eps": 0.1}}, "sparsemixer_eps without scoring: sparsemixer"),
     ({"moe": {"experts": 4, "hidden": 8, "scoring": "sparsemixer", "score_bias": True}},
@@ -388,3 +390,23 @@ def test_moe_capacity_drops_the_tokens_over_it_in_each_sequence():
         full, capped = moe(None)(x, None), moe(2)(x, None)
     assert torch.equal(capped[:, :2], full[:, :2]) and full[:, 2:].abs().min() > 0
     assert torch.equal(capped[:, 2:], torch.zeros_like(capped[:, 2:]))
+
+
+def test_a_choice_bias_on_the_logits_ranks_logits_plus_bias():
+    """moe bias_on_logits (Kolibri 1): the experts are the top-k of logits + score_bias, weighted by the sigmoid of
+    their logits (renormalised); a bias on the scores would rank sigmoid(logits) + bias, which differs here."""
+    from archdsl.blocks.feedforward import MoE
+
+    logits = torch.tensor([[3.0, 2.0, -1.0, 0.5]])
+    bias = torch.tensor([0.0, 0.0, 2.6, 0.0])
+    picked = {}
+    for on_logits in (True, False):
+        moe = MoE(4, 4, 2, 8, "swiglu", False, False, True, 0.0, True, scoring="sigmoid", score_bias=True,
+                  bias_on_logits=on_logits)
+        moe.score_bias.copy_(bias)
+        weights, chosen = moe.choose(logits)
+        picked[on_logits] = sorted(chosen[0].tolist())
+        if on_logits:
+            expected = torch.sigmoid(logits[0, chosen[0]])
+            assert torch.allclose(weights[0], expected / expected.sum())
+    assert picked[True] == [0, 1] and picked[False] == [0, 2]  # 1.6 < 2.0; sigmoid(-1) + 2.6 > sigmoid(2)

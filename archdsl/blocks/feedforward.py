@@ -243,8 +243,10 @@ class MoE(nn.Module):
                  shared_hidden: int | None = None, shared_gate: bool = False, scoring: str = "softmax",
                  score_bias: bool = False, groups: int = 1, top_groups: int | None = None, routed_scale: float = 1.0,
                  group_score: str = "top2_sum", router_fp32: bool = False, sparsemixer_eps: float = 0.01,
-                 clamp: tuple[float, float] = (1.702, 7.0), scale_inputs: bool = False, capacity: int | None = None):
+                 clamp: tuple[float, float] = (1.702, 7.0), scale_inputs: bool = False, capacity: int | None = None,
+                 bias_on_logits: bool = False):
         super().__init__()
+        self.bias_on_logits = bias_on_logits  # score_bias added to the logits when choosing (Kolibri 1)
         self.capacity = capacity  # tokens per expert per sequence (Switch Transformers), or None
         self.scale_inputs = scale_inputs  # the routing weight multiplies the expert's input (Llama 4), not its output
         self.num_experts, self.top_k, self.normalize, self.jitter = experts, top_k, normalize, jitter
@@ -312,7 +314,8 @@ class MoE(nn.Module):
             return weights * self.routed_scale if self.routed_scale != 1.0 else weights, chosen
         # DeepSeek-V2/V3: choose by the (biased) scores within the best groups, weight by the unbiased scores
         scores = torch.sigmoid(logits.float()) if self.scoring == "sigmoid" else torch.softmax(logits.float(), dim=-1)
-        choice = scores if self.score_bias is None else scores + self.score_bias.float()
+        choice = scores if self.score_bias is None else (
+            logits.float() if self.bias_on_logits else scores) + self.score_bias.float()
         if self.groups > 1:
             grouped = choice.view(-1, self.groups, self.num_experts // self.groups)
             group = grouped.topk(2, dim=-1).values.sum(dim=-1) if self.group_score == "top2_sum" else grouped.amax(dim=-1)
@@ -436,7 +439,7 @@ def build_moe(node: BuildContext) -> nn.Module:
     return MoE(node.in_width, s.experts, s.top_k, s.hidden, s.activation, s.bias, s.router_bias, s.normalize,
                s.jitter, s.gated, s.aux_loss_coef, s.shared_hidden, s.shared_gate, s.scoring, s.score_bias, s.groups,
                s.top_groups, s.routed_scale, s.group_score, s.router_fp32, s.sparsemixer_eps,
-               (s.swiglu_alpha, s.swiglu_limit), s.scale_inputs, s.capacity)
+               (s.swiglu_alpha, s.swiglu_limit), s.scale_inputs, s.capacity, s.bias_on_logits)
 
 
 def build_linear(node: BuildContext) -> nn.Module:

@@ -462,6 +462,7 @@ class Features:
     experts_interleaved: bool = False  # ... with gate and up rows interleaved, gate0, up0, gate1, ... (GPT-OSS)
     swiglu_clamp: tuple[float, float] = (1.702, 7.0)  # swiglu_clamped's (alpha, limit)
     score_bias: bool = False
+    bias_on_logits: bool = False  # the choice bias added to the logits, not the scores (Kolibri 1)
     groups: int = 1
     top_groups: int | None = None
     group_score: str = "top2_sum"
@@ -865,6 +866,7 @@ def _experts_from_traits(cfg: Any, f: Features, traits: Mapping[str, Any]) -> No
     routing = traits.get("routing")
     if isinstance(routing, dict):  # the router's own behaviour (hf_probe.router_traits)
         f.scoring, f.score_bias, f.normalize = routing["scoring"], routing["score_bias"], routing["normalize"]
+        f.bias_on_logits = bool(routing.get("bias_on_logits", False))
         f.groups = int(routing["groups"])
         f.top_groups = int(cfg.topk_group) if f.groups > 1 else None
         f.group_score = "top2_sum"
@@ -1337,6 +1339,8 @@ def _spec_yaml(config: Any) -> str:
             moe += [("swiglu_alpha", _scalar(f.swiglu_clamp[0])), ("swiglu_limit", _scalar(f.swiglu_clamp[1]))]
         if f.score_bias:
             moe.append(("score_bias", "true"))
+            if f.bias_on_logits:
+                moe.append(("bias_on_logits", "true"))
         if f.groups > 1:
             moe += [("groups", "$groups"), ("top_groups", "$top_groups")]
             if f.group_score != "top2_sum":

@@ -152,7 +152,8 @@ def experts_traits(cfg: Any, experts: Any) -> dict[str, Any]:
     halves = {"concat": values.chunk(2, dim=-1), "interleaved": (values[..., ::2], values[..., 1::2])}
     for name, act in _gate_candidates(cfg, experts).items():
         for layout, (gate, up) in halves.items():
-            if out.shape == gate.shape and torch.allclose(out, act(gate, up), rtol=1e-9, atol=1e-9):
+            # to float32's precision: Beam's gate computes in float32 whatever its input's dtype
+            if out.shape == gate.shape and torch.allclose(out.double(), act(gate, up), rtol=1e-6, atol=1e-6):
                 traits["experts_activation"] = name
                 if layout == "interleaved":
                     traits["experts_interleaved"] = True
@@ -249,15 +250,17 @@ def router_traits(cfg: Any, moe: Any) -> dict[str, Any]:
     groups = int(getattr(cfg, "n_group", 1) or 1)
     top_groups = getattr(cfg, "topk_group", None)
     eps = float(getattr(cfg, "router_jitter_noise", 0.0) or 0.01)
+    # b: no choice bias, one added to the scores (DeepSeek-V3), or to the logits (Kolibri 1)
     candidates = [(s, b, norm, grp) for s in ("softmax", "sigmoid", "sparsemixer")
-                  for b in ((True, False) if bias is not None else (False,)) for norm in (True, False)
+                  for b in ((True, "logits", False) if bias is not None else (False,)) for norm in (True, False)
                   for grp in sorted({1, groups} if groups > 1 and top_groups else {1})
                   if not (s == "sparsemixer" and (b or not norm))]
     for scoring, score_bias, normalize, grp in candidates:
         if grp > 1 and (n % grp or top_groups > grp):
             continue
-        ours = MoE(1, n, k, 1, "swiglu", False, False, normalize, 0.0, True, scoring=scoring, score_bias=score_bias,
-                   groups=grp, top_groups=int(top_groups) if grp > 1 else None, sparsemixer_eps=eps)
+        ours = MoE(1, n, k, 1, "swiglu", False, False, normalize, 0.0, True, scoring=scoring,
+                   score_bias=bool(score_bias), groups=grp, top_groups=int(top_groups) if grp > 1 else None,
+                   sparsemixer_eps=eps, bias_on_logits=score_bias == "logits")
         if score_bias:
             ours.score_bias.copy_(bias)
         w, ids = ours.choose(logits.float())
@@ -268,8 +271,8 @@ def router_traits(cfg: Any, moe: Any) -> dict[str, Any]:
         ratio = theirs_w / w
         scale = float(ratio.mean())
         if torch.allclose(ratio, torch.full_like(ratio, scale), rtol=1e-4, atol=0):
-            return {"routing": dict(scoring=scoring, score_bias=score_bias, normalize=normalize, groups=grp,
-                                    routed_scale=round(scale, 6), eps=eps)}
+            return {"routing": dict(scoring=scoring, score_bias=bool(score_bias), normalize=normalize, groups=grp,
+                                    routed_scale=round(scale, 6), eps=eps, bias_on_logits=score_bias == "logits")}
     return {"routing": "unknown"}
 
 

@@ -158,6 +158,9 @@ class MoE(NodeSpec):
     score_bias: bool = Field(False, description="A per-expert bias added to the scores when choosing the experts but "
                              "not when weighting them (DeepSeek-V3's e_score_correction_bias; a buffer, adjusted "
                              "outside gradient descent).")
+    bias_on_logits: bool = Field(False, description="score_bias: added to the router's logits, not to its scores, "
+                                 "when choosing the experts (Kolibri 1: top-k of logits + bias, weighted by the "
+                                 "sigmoid of the chosen logits).")
     groups: PosInt = Field(1, description="Group-limited routing (DeepSeek-V3): the experts form this many groups, "
                            "each token keeps the top_groups groups whose two best scores sum highest, then picks "
                            "its top_k experts among them.")
@@ -238,6 +241,8 @@ class MoE(NodeSpec):
         if self.capacity is not None and self.scale_inputs:
             scope.report("capacity", "capacity with scale_inputs: a token over capacity would still get expert(0)",
                          "drop capacity or scale_inputs")
+        if self.bias_on_logits and not self.score_bias:
+            scope.report("bias_on_logits", "bias_on_logits without score_bias", "add score_bias: true, or drop it")
         if "group_score" in self.model_fields_set and self.groups == 1:
             scope.report("group_score", "group_score without groups", "set groups, or drop group_score")
 
