@@ -155,8 +155,6 @@ _PROBED_BEHAVIOUR: dict[str, dict[str, Any]] = {
     "minicpm3": dict(rotary_interleaved=False),
     # Nemotron's LayerNorm1P applies (1 + w); OLMo 1's LayerNorms have no parameters (its tree shows no norms)
     "nemotron": dict(unit_offset=True),
-    # Persimmon views its fused query_key_value as (heads, 3, head_dim), as GPT-NeoX does
-    "persimmon": dict(qkv_layout="per_head"),
     "olmo": dict(norm_scale=False, norm_bias=False),
     # HunYuan normalises each head's queries and keys after the rotary rotation
     "hunyuan_v1_dense": dict(qk_norm_after_rotary=True),
@@ -423,6 +421,7 @@ class Features:
     rotary_reverse: bool = False  # rotate by -angle (nanochat's rotate_half flips the signs)
     sinks: bool = False  # a learned logit per head in the softmax's denominator (GPT-OSS, Granite-SWA)
     moe_post_norm: bool = False  # a norm of the experts' summed output, inside its residual (AX K1)
+    last_out_bias: bool = False  # the last layer's attention alone has an output bias (GPT-NeoX-Japanese)
     causal: bool = True  # False: a masked LM's layers attend to every token (EuroBERT's Llama-style layers)
     output_gate: bool = False  # attention outputs times sigmoid(gate_proj(x)) per head (AFMoE)
     first_attn_norm: bool = True  # False: the first layer has no norm before its attention (ModernBERT)
@@ -815,6 +814,7 @@ def features_from_config(config: Any) -> Features:
         f.shared_hidden, f.shared_gate = int(traits["shared_hidden"]), bool(traits["shared_gate"])
     f.rotary_reverse = bool(traits.get("rotary_reverse", False))
     f.sinks = bool(traits.get("sinks", False))
+    f.last_out_bias = bool(traits.get("last_out_bias", False)) and not f.out_bias
     f.moe_post_norm = bool(traits.get("moe_post_norm", False)) and bool(experts)
     f.causal = not traits.get("bidirectional", False)
     if not f.causal:  # transformers' bidirectional window is inclusive (|i - j| <= w); archdsl's exclusive
@@ -1275,6 +1275,11 @@ def _spec_yaml(config: Any) -> str:
                 qk.append(("qk_norm_bias", "false"))
     qk_at = len(attn)
     attn += qk
+    if f.last_out_bias:  # a block parameter: false in every layer but the last
+        if per_layer or f.mlp_kinds or not f.first_attn_norm or f.latent is not None:
+            raise _unsupported(None, "model_type", "an output bias in the last layer alone, among layers that differ "
+                               "otherwise")
+        attn.append(("out_bias", "$out_bias"))
     if f.attn_softcap:
         attn.append(("softcap", _scalar(f.attn_softcap)))
     if f.sinks:
@@ -1466,6 +1471,9 @@ def _spec_yaml(config: Any) -> str:
         lines += ["  attention_block:"] + ["    " + line for line in body[:split]]
         lines += ["  dense_layer:", "    - attention_block"] + ["    " + line.replace(ffn_node, dense) for line in _without_moe_norm(body[split:])]
         lines += ["  decoder_layer:", "    - attention_block"] + ["    " + line for line in body[split:]]
+    elif f.last_out_bias:
+        lines += ["  decoder_layer:", "    params: {out_bias: false}", "    layers:"] + ["      " + line for line in body]
+        lines += ["  last_layer:", "    - decoder_layer: {out_bias: true}"]
     else:
         lines += ["  decoder_layer:"] + ["    " + line for line in body]
         if not f.first_attn_norm:  # ModernBERT: the first layer without the norm before its attention
@@ -1504,6 +1512,9 @@ def _spec_yaml(config: Any) -> str:
         model += _pattern_repeats(kinds)
     elif f.mlp_kinds:
         model += _mixed_repeats(f.mlp_kinds)
+    elif f.last_out_bias:
+        model += ['    - repeat: "${layers - 1}"', "      name: layers", "      body: decoder_layer",
+                  "    - repeat: 1", "      name: last_layer", "      body: last_layer"]
     else:
         model += (["    - repeat: $layers", "      name: layers", "      body: decoder_layer"] if f.first_attn_norm else
                   ["    - repeat: 1", "      name: first_layer", "      body: first_layer",
@@ -1701,6 +1712,7 @@ class _Source:
             m = _LAYER.match(key)
             if m:
                 suffix = m.group(2).replace("block_sparse_moe.", "mlp.").replace("_proj.linear.", "_proj.")  # Moshi's
+                suffix = suffix.replace("attention.dense_bias", "attention.dense.bias")  # GPT-NeoX-Japanese's
                 if suffix.startswith("feed_forward."):  # Llama 4's feed-forward, dense or experts
                     suffix = "mlp." + suffix[len("feed_forward."):]
                 self.layer[(int(m.group(1)), suffix)] = key
@@ -1856,13 +1868,14 @@ class _Mapper:
         if self.need(f"layer {i}'s attention output projection", okey) is None:
             return
         self.put(f"{name}.out.weight", self.linear(okey))
-        obkey = okey[: -len(".weight")] + ".bias"
+        o_name = next(o for o in _OUT if self.src.find(i, [f"{a}.{o}.weight"]) == okey)
+        obkey = self.src.find(i, [f"{a}.{o_name}.bias"])  # by its suffix: GPT-NeoX-Japanese's dense_bias
         if module.out.bias is not None:
-            if obkey not in self.src.loaders:
+            if obkey is None:
                 self.errors.append(f"layer {i}: the attention output bias is missing from the checkpoint")
             else:
                 self.put(f"{name}.out.bias", self.src.get(obkey))
-        elif obkey in self.src.loaders:
+        elif obkey is not None:
             self.errors.append(f"layer {i}: the checkpoint has a bias {obkey} that the spec lacks")
         if module.sinks is not None:  # one logit per head (GPT-OSS, Granite-SWA)
             skey = self.src.find(i, [f"{a}.sinks"])

@@ -413,6 +413,69 @@ def window_traits(cfg: Any) -> dict[str, Any]:
     return {} if not torch.allclose(outs[0], outs[1], atol=1e-6) else {"window_applied": False}
 
 
+def qkv_layout_traits(model: Any) -> dict[str, Any]:
+    """How a fused q/k/v projection orders its rows, from behaviour: layer 0's attention built small on the CPU
+    from its own class, all weights zero but an identity output projection and, for each candidate layout
+    (concat [q; k; v], per head (heads, 3, hd) as GPT-NeoX's, grouped (kv, h/kv + 2, hd) as Falcon's), rows that
+    under that layout give zero queries and keys and values equal to the input; the layout whose output is the
+    (causal or full) mean of the values is the model's. Empty when none can be built, run or matched."""
+    import inspect
+    import types
+    import warnings
+
+    import torch
+
+    from .hf import _Mapper
+
+    layers = _layers(model)
+    attn = _child(layers[0], _ATTN) if layers else None
+    if attn is None or _child(attn, _QKV) is None or _child(attn, _O) is None:
+        return {}
+    small = _small_attention_config(model.config)
+    h, hd = 4, 16
+    kv = int(getattr(small, "num_key_value_heads", None) or h)
+    rows = (h + 2 * kv) * hd
+    x = torch.randn(2, 5, 64, generator=torch.Generator().manual_seed(0))
+    mean = torch.arange(1, 6, dtype=torch.float32)[None, :, None]
+    group = h // kv
+    v = torch.cat([x[..., (j // group) * hd:(j // group + 1) * hd] for j in range(h)], dim=-1)  # each head's values
+    expected = (v.cumsum(dim=1) / mean, v.mean(dim=1, keepdim=True).expand_as(v))  # causal, or every position
+    rotary = getattr(_base(model), "rotary_emb", None)
+    try:
+        with warnings.catch_warnings(), torch.no_grad(), torch.device("cpu"):
+            warnings.simplefilter("ignore")
+            module = type(attn)(small, 0).eval()
+            qkv, out = _child(module, _QKV), _child(module, _O)
+            if tuple(qkv.weight.shape) != (rows, 64) or tuple(out.weight.shape) != (64, h * hd):
+                return {}
+            for p in module.parameters():
+                p.zero_()
+            out.weight.copy_(torch.eye(64))
+            kwargs: dict[str, Any] = {"attention_mask": None}
+            params = inspect.signature(module.forward).parameters
+            kwargs.update({n: None for n, p in params.items() if p.default is inspect.Parameter.empty
+                           and n != "hidden_states" and p.kind is not p.VAR_KEYWORD and p.kind is not p.VAR_POSITIONAL})
+            if rotary is not None:
+                kwargs["position_embeddings"] = type(rotary)(config=small)(x, torch.arange(5)[None])
+            for layout in ("concat", "per_head", "grouped"):
+                if (layout == "per_head" and kv != h) or (layout == "grouped" and kv == h):
+                    continue
+                mapper = types.SimpleNamespace(f=types.SimpleNamespace(qkv_layout=layout))
+                order, _ = _Mapper.reorder_qkv(mapper, torch.arange(rows, dtype=torch.float64)[:, None], None, h, kv, hd)
+                concat = torch.zeros(rows, 64)
+                concat[(h + kv) * hd:, :kv * hd] = torch.eye(kv * hd)  # values = the input's first kv * hd dims
+                weight = torch.zeros(rows, 64)
+                weight[order[:, 0].long()] = concat  # the rows that this layout reorders into `concat`
+                qkv.weight.copy_(weight)
+                got = module(hidden_states=x, **kwargs)
+                got = got[0] if isinstance(got, tuple) else got
+                if any(got.shape == e.shape and torch.allclose(got, e, atol=1e-5) for e in expected):
+                    return {"qkv_layout": layout}
+    except Exception:  # noqa: BLE001 - an attention built or called another way: no evidence
+        return {}
+    return {}
+
+
 _HEAD_ACTIVATIONS = ("none", "gelu", "gelu_tanh", "relu", "silu", "tanh")
 
 
@@ -565,6 +628,10 @@ def traits_from_model(model: Any, head_dim: int) -> dict[str, Any]:
         traits["qkv_bias"] = biases[0]
     if _has_bias(o) is not None:
         traits["out_bias"] = _has_bias(o)
+    last = _child(_layers(model)[-1], _ATTN)  # GPT-NeoX-Japanese: an output bias in the last layer alone
+    if last is not attn and last is not None and not _has_bias(o) and any(
+            n.endswith("bias") for n, _ in last.named_parameters(recurse=False)):
+        traits["last_out_bias"] = True
     if "sinks" in dict(attn.named_parameters(recurse=False)):  # a logit per head in the softmax (GPT-OSS)
         traits["sinks"] = True
     gate = _child(attn, ("gate_proj",))
@@ -621,6 +688,7 @@ def traits_from_model(model: Any, head_dim: int) -> dict[str, Any]:
     if not traits.get("latent"):  # latent attention rotates with functions of its own (DeepSeek's interleave)
         traits.update(rotary_traits(model, attn))
         traits.update(rotation_traits(model))
+    traits.update(qkv_layout_traits(model))
     base = _base(model)
     inv_freq = dict(getattr(base, "rotary_emb", nn.Module()).named_buffers()).get("inv_freq")
     if inv_freq is not None and inv_freq.dim() == 1:  # the dims its rotary rotates, whatever rotary_dim says
