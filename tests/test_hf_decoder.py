@@ -8,6 +8,8 @@ as a causal LM (no states) and with an encoder's states and their padding.
 """
 from __future__ import annotations
 
+import json
+
 import sys
 import warnings
 
@@ -210,10 +212,35 @@ def test_from_pretrained_reads_a_saved_checkpoint(tmp_path):
         assert (ours(tokens) - theirs(tokens, use_cache=False).logits).abs().max() <= 1e-5
 
 
-def test_whispers_unbiased_keys_are_refused_by_name():
-    cfg = hf_coverage.random_model(hf_coverage.shrink(T.CONFIG_MAPPING["whisper"])).config
-    with pytest.raises(SpecError, match="self_attn.k_proj has no bias while"):
-        hf.spec_from_config(cfg)
+def test_whispers_keys_without_bias_import_exactly_with_and_without_the_encoder():
+    """Whisper's decoder: q and v projections with a bias, k without (attention key_bias: false, self and cross),
+    the encoder's states given as encoder_outputs; the same logits with and without them, and the same count."""
+    theirs = hf_coverage.random_model(hf_coverage.shrink(T.CONFIG_MAPPING["whisper"])).eval()
+    text = hf.spec_yaml_from_config(theirs.config)
+    assert text.count("key_bias: false") == 2
+    ours = hf.from_hf(theirs)  # its own check runs both ways (hf_decoder._largest_difference)
+    assert ours.num_parameters() == sum(p.numel() for p in theirs.parameters())
+    tokens = torch.randint(3, 61, (2, 6), generator=torch.Generator().manual_seed(0))
+    states = torch.randn(2, 5, theirs.config.d_model, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = theirs(input_ids=tokens, encoder_outputs=(states,), use_cache=False).logits
+        assert (ours(tokens, memory={"encoder": states}) - expected).abs().max() <= 1e-5
+
+
+def test_attention_without_a_key_bias_is_the_model_with_a_zero_key_bias():
+    """key_bias: false: the fused projection's bias covers q and v only; its output is that of a full bias with zeros
+    for the keys, and the parameter count is the spec summary's."""
+    spec = {"name": "t", "model": {"width": 16, "layers": [{"embedding": 11}, {"attention": {
+        "heads": 2, "kv_heads": 1, "key_bias": False}}, {"lm_head": 11}]}}
+    model = compile_spec(archdsl.load_spec(json.dumps(spec)))
+    attn = next(m for m in model.modules() if hasattr(m, "qkv"))
+    assert tuple(attn.qkv.bias.shape) == (16 + 8,) and archdsl.summary(archdsl.load_spec(json.dumps(spec))).total_params == \
+        model.num_parameters()
+    with torch.no_grad():
+        attn.qkv.bias.normal_()
+        x = torch.randn(3, 16)
+        full = torch.cat([attn.qkv.bias[:16], torch.zeros(8), attn.qkv.bias[16:]])
+        assert torch.allclose(attn.qkv(x), x @ attn.qkv.weight.T + full)
 
 
 def test_a_tensor_with_no_role_is_named():

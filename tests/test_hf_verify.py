@@ -207,13 +207,13 @@ EXACT = sorted({r["model_type"] for r in RECORDED["results"] + RECORDED.get("mas
 @pytest.mark.parametrize("model_type,status", [("llama", "exact"), ("glm4", "exact"), ("gpt_neo", "exact"),
                                                ("gpt_bigcode", "exact"), ("codegen", "exact"), ("opt", "exact"),
                                                ("bert", "exact"), ("roberta", "exact"), ("bart", "exact"),
-                                               ("xglm", "exact"), ("whisper", "refused"), ("moshi", "exact"),
+                                               ("xglm", "exact"), ("whisper", "exact"), ("moshi", "exact"),
                                                ("axk1", "exact"), ("kolibri1", "exact"),
                                                ("gpt_neox_japanese", "exact"), ("persimmon", "exact")])
 def test_coverage_sweep_fast_subset(model_type, status):
     """Decoders, CodeGen's qkv rows for 4-way model parallelism, BERT-shaped encoders run as decoders, BART's
     decoder alone (its cross-attention in with_memory), XGLM (BART's layers without cross-attention, fairseq's
-    sinusoids); Whisper's decoder refused for its keys without a bias. Moshi: a table a row longer than the logits,
+    sinusoids); Whisper's decoder, its keys without a bias (key_bias: false). Moshi: a table a row longer than the logits,
     a fused [gate; up] fc1, a sliding_window its code does not apply (probed). AX K1: a norm of the experts' output.
     Kolibri 1: a choice bias on the router's logits. GPT-NeoX-Japanese: an output bias in the last layer alone, and
     (as Persimmon) a fused query_key_value per head, read by running the attention (qkv_layout_traits)."""

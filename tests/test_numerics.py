@@ -307,6 +307,7 @@ def test_attention_sinks_are_one_more_logit_in_the_softmax():
     ({"attention": {"heads": 2, "qk_norm": True, "qk_norm_bias": False}}, "qk_norm_bias without qk_norm_centered"),
     ({"moe": {"experts": 4, "hidden": 8, "scoring": "sigmoid", "bias_on_logits": True}}, "bias_on_logits without score_bias"),
     ({"moe": {"experts": 4, "hidden": 8, "capacity": 2, "scale_inputs": True}}, "capacity with scale_inputs"),
+    ({"attention": {"heads": 2, "bias": False, "key_bias": False}}, "key_bias: false without bias"),
     ({"mlp": {"hidden": 8, "activation": "swiglu", "swiglu_limit": 3.0}}, "swiglu_limit with activation 'swiglu'"),
     ({"moe": {"experts": 4, "hidden": 8, "sparsemixer_eps": 0.1}}, "sparsemixer_eps without scoring: sparsemixer"),
     ({"moe": {"experts": 4, "hidden": 8, "scoring": "sparsemixer", "score_bias": True}},

@@ -75,6 +75,21 @@ def softcapped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask
     return (probs @ v) * keep.unsqueeze(-1).to(q.dtype)
 
 
+
+class PartialBiasLinear(nn.Linear):
+    """A fused projection whose bias leaves out one run of rows, ``without`` = (start, end): Whisper's keys have
+    none. ``bias`` holds the other rows' values, in order; the left-out rows add 0."""
+
+    def __init__(self, in_features: int, out_features: int, without: tuple[int, int]):
+        super().__init__(in_features, out_features, bias=False)
+        self.without = without
+        self.bias = nn.Parameter(torch.zeros(out_features - (without[1] - without[0])))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        start, end = self.without
+        bias = torch.cat([self.bias[:start], self.bias.new_zeros(end - start), self.bias[start:]])
+        return F.linear(x, self.weight, bias)
+
 class Attention(nn.Module):
     def __init__(self, width: int, heads: int, kv_heads: int, head_dim: int, *, causal: bool,
                  window: int | None, dropout: float, bias: bool, out_bias: bool, scale: float | None,
@@ -83,6 +98,7 @@ class Attention(nn.Module):
                  softcap: float | None = None, output_gate: bool = False, in_scale: float = 1.0,
                  qk_norm_after_rotary: bool = False, qk_norm_scale: bool = True, sinks: bool = False,
                  qk_norm_centered: bool = False, qk_norm_bias: bool = True, chunk: int | None = None,
+                 key_bias: bool = True,
                  temperature: tuple[int, float] | None = None):
         super().__init__()
         self.chunk = chunk  # aligned chunks of keys a query may see (Llama 4), or None
@@ -98,7 +114,9 @@ class Attention(nn.Module):
         self.rotary = rotary  # (positional node id, interleaved) or None
         self.relative = relative  # id of the relative position bias node that governs this layer, or None
         self.cache_slot: int | None = None  # index of this layer's state in a KVCache (set by ArchModel)
-        self.qkv = nn.Linear(width, (heads * (2 if output_gate else 1) + 2 * kv_heads) * head_dim, bias=bias)
+        rows = (heads * (2 if output_gate else 1) + 2 * kv_heads) * head_dim
+        self.qkv = (PartialBiasLinear(width, rows, (heads * head_dim, (heads + kv_heads) * head_dim))
+                    if bias and not key_bias else nn.Linear(width, rows, bias=bias))
         self.out = nn.Linear(heads * head_dim, width, bias=out_bias)
         self.out.writes_residual = True  # initialised with the residual std (archdsl.compiler.initialise)
         self.sinks = nn.Parameter(torch.zeros(heads)) if sinks else None  # a logit per head, 0 as transformers starts
@@ -144,6 +162,9 @@ class Attention(nn.Module):
         from ..parallel import FusedColwise, HeadSharded
 
         h, kv, hd = self.heads, self.kv_heads, self.head_dim
+        if isinstance(self.qkv, PartialBiasLinear):
+            raise ValueError("tensor parallelism of an attention without a key bias (key_bias: false) is not "
+                             "supported; set key_bias: true (a zero key bias is the same model)")
         if kv % tp:
             raise ValueError(f"{kv} kv heads do not split over {tp} tensor-parallel ranks (each rank keeps whole "
                              f"kv heads with the query heads that share them); use a --tp that divides {kv}")
@@ -219,14 +240,15 @@ class CrossAttention(nn.Module):
     causal = False
 
     def __init__(self, width: int, memory_width: int, heads: int, kv_heads: int, head_dim: int, *, memory: str,
-                 dropout: float, bias: bool, out_bias: bool, scale: float | None):
+                 dropout: float, bias: bool, out_bias: bool, scale: float | None, key_bias: bool = True):
         super().__init__()
         assert heads % kv_heads == 0, "the spec validator guarantees kv_heads divides heads"
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
         self.memory, self.dropout, self.scale = memory, dropout, scale
         self.cache_slot: int | None = None  # index of this layer's state in a cache (set by ArchModel)
         self.q = nn.Linear(width, heads * head_dim, bias=bias)
-        self.kv = nn.Linear(memory_width, 2 * kv_heads * head_dim, bias=bias)
+        self.kv = (PartialBiasLinear(memory_width, 2 * kv_heads * head_dim, (0, kv_heads * head_dim))
+                   if bias and not key_bias else nn.Linear(memory_width, 2 * kv_heads * head_dim, bias=bias))
         self.out = nn.Linear(heads * head_dim, width, bias=out_bias)
         self.out.writes_residual = True  # initialised with the residual std (archdsl.compiler.initialise)
 
@@ -345,7 +367,7 @@ def build_attention(node: BuildContext) -> nn.Module:
     out_bias = s.bias if s.out_bias is None else s.out_bias
     if s.cross:
         return CrossAttention(node.in_width, node.memory_width(), heads, kv_heads, head_dim, memory=s.cross,
-                              dropout=s.dropout, bias=s.bias, out_bias=out_bias, scale=s.scale)
+                              dropout=s.dropout, bias=s.bias, out_bias=out_bias, scale=s.scale, key_bias=s.key_bias)
     pos = node.positional
     rotary = (node.positional_id, pos.interleaved) if pos is not None and pos.type == "rotary" else None
     return Attention(node.in_width, heads, kv_heads, head_dim, causal=s.causal, window=s.window, dropout=s.dropout,
@@ -356,7 +378,7 @@ def build_attention(node: BuildContext) -> nn.Module:
                      qk_norm_unit_offset=s.qk_norm_unit_offset, softcap=s.softcap, output_gate=s.output_gate,
                      in_scale=s.in_scale, qk_norm_after_rotary=s.qk_norm_after_rotary, qk_norm_scale=s.qk_norm_scale,
                      sinks=s.sinks, qk_norm_centered=s.qk_norm_centered,
-                     qk_norm_bias=s.qk_norm_bias, chunk=s.chunk,
+                     qk_norm_bias=s.qk_norm_bias, chunk=s.chunk, key_bias=s.key_bias,
                      temperature=(s.temperature_floor, s.temperature_scale) if s.temperature_floor else None)
 
 

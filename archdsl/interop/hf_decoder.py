@@ -71,6 +71,7 @@ class DecoderDescription:
     padding_idx: int | None
     bias: bool = True  # on q, k, v (self- and cross-attention)
     out_bias: bool = True  # on the attention outputs
+    key_bias: bool = True  # with bias: the keys' too (Whisper's have none)
     mlp_bias: bool = True
     dropout: float = 0.0
     attn_dropout: float = 0.0
@@ -168,13 +169,16 @@ def _tree(cfg: Any, model: Any) -> dict[str, Any]:
     attn = layer.get_submodule("self_attn")
     roles = [r for r in LAYER if "norm" not in r and (cross or not r.startswith("c"))]
     biased = {role: layer.get_submodule(LAYER[role]).bias is not None for role in roles}
-    for group in (("q", "k", "v", "cq", "ck", "cv"), ("o", "co"), ("up", "down")):
+    # the keys apart: Whisper's have no bias where its queries and values have one (key_bias: false)
+    for group in (("q", "v", "cq", "cv"), ("k", "ck"), ("o", "co"), ("up", "down")):
         group = tuple(r for r in group if r in biased)
         if len({biased[r] for r in group}) > 1:
             missing = next(r for r in group if not biased[r])
             raise _unsupported(cfg, "model_type", f"a decoder layer whose {LAYER[missing]} has no bias while "
-                               f"{', '.join(LAYER[r] for r in group if biased[r])} have one (Whisper's keys)",
-                               "archdsl's attention has one bias setting for its q, k and v projections")
+                               f"{', '.join(LAYER[r] for r in group if biased[r])} have one",
+                               "archdsl's attention has one bias setting for its q and v projections, and key_bias")
+    if biased["k"] and not biased["q"]:
+        raise _unsupported(cfg, "model_type", "a decoder layer whose keys have a bias and queries and values none")
     table = decoder.embed_tokens
     return {"prefix": prefix, "head": head_name, "layers": len(decoder.layers), "width": int(table.embedding_dim),
             "vocab": int(table.num_embeddings), "heads": int(getattr(attn, "num_heads", 0) or cfg.decoder_attention_heads),
@@ -182,7 +186,8 @@ def _tree(cfg: Any, model: Any) -> dict[str, Any]:
             "memory_width": int(layer.encoder_attn.k_proj.in_features) if cross else None,
             "tied": head.weight is table.weight, "embed_norm": getattr(decoder, "layernorm_embedding", None) is not None,
             "final_norm": getattr(decoder, "layer_norm", None) is not None, "eps": float(layer.self_attn_layer_norm.eps),
-            "padding_idx": table.padding_idx, "bias": biased["q"], "out_bias": biased["o"], "mlp_bias": biased["up"]}
+            "padding_idx": table.padding_idx, "bias": biased["q"], "out_bias": biased["o"], "mlp_bias": biased["up"],
+            "key_bias": biased["k"]}
 
 
 def _probe_facts(cfg: Any, small: Any, model: Any) -> dict[str, Any]:
@@ -308,6 +313,7 @@ def _description(cfg: Any, model: Any, tree: dict, facts: dict, name: str) -> De
         embed_scale=scale, embed_norm=tree["embed_norm"], final_norm=tree["final_norm"],
         embed_norm_at=facts["embed_norm_at"], tied=tree["tied"],
         padding_idx=tree["padding_idx"], bias=tree["bias"], out_bias=tree["out_bias"], mlp_bias=tree["mlp_bias"],
+        key_bias=tree["key_bias"],
         dropout=float(getattr(cfg, "dropout", 0.0) or 0.0),
         attn_dropout=float(getattr(cfg, "attention_dropout", 0.0) or 0.0))
 
@@ -344,6 +350,8 @@ def _batch(d: DecoderDescription, vocab: int) -> tuple[Any, Any, Any, Any]:
 
 def _largest_difference(hf_model: Any, model: Any, d: DecoderDescription) -> float:
     """Max |archdsl - transformers| relative to the largest logit (when above 1), without and with encoder states."""
+    import inspect
+
     import torch
 
     first = next(model.parameters())
@@ -352,10 +360,15 @@ def _largest_difference(hf_model: Any, model: Any, d: DecoderDescription) -> flo
     was_training = hf_model.training
     hf_model.eval()
     worst = 0.0
+    # the encoder's states as the class takes them: with a padding mask, or (Whisper's) as encoder_outputs alone
+    takes_states = "encoder_hidden_states" in inspect.signature(type(hf_model).forward).parameters
+    if not takes_states:
+        mask = torch.ones_like(mask)
     with torch.no_grad():
         for memory in (None, (states, mask)) if d.memory_width else (None,):
-            theirs = hf_model(input_ids=tokens, use_cache=False, **({} if memory is None else {
-                "encoder_hidden_states": states, "encoder_attention_mask": mask})).logits.float()
+            given = {} if memory is None else {"encoder_hidden_states": states, "encoder_attention_mask": mask} \
+                if takes_states else {"encoder_outputs": (states,)}
+            theirs = hf_model(input_ids=tokens, use_cache=False, **given).logits.float()
             ours = model(tokens, memory=None if memory is None else {"encoder": memory}).float()
             worst = max(worst, (ours - theirs).abs().max().item() / max(1.0, theirs.abs().max().item()))
     hf_model.train(was_training)
@@ -404,6 +417,8 @@ def spec_data(d: DecoderDescription) -> dict[str, Any]:
             args["bias"] = False
         if d.out_bias != d.bias:
             args["out_bias"] = d.out_bias
+        if d.bias and not d.key_bias:
+            args["key_bias"] = False
         if d.attn_dropout:
             args["dropout"] = "$attn_dropout"
         return {"attention": args}
@@ -508,6 +523,8 @@ def map_weights(d: DecoderDescription, tensors: dict[str, Callable[[], Any]], mo
             if proj is None or kind is None:
                 errors.append(f"{name} has no counterpart in the {what}")
                 continue
+            if kind == "bias" and not d.key_bias:  # the keys have none (Whisper)
+                proj = [r for r in proj if r not in ("k", "ck")]
             out[name] = cat([f"{L}.{LAYER[r]}.{kind}" for r in proj])
             continue
         top = {"embed_tokens.weight": f"{p}.embed_tokens.weight", "embed_positions.weight": f"{p}.embed_positions.weight",

@@ -25,6 +25,8 @@ class Attention(NodeSpec):
     dropout: Probability = Field(0.0, description="Dropout on attention probabilities (training only).")
     bias: bool = Field(True, description="Bias on the QKV projection.")
     out_bias: bool | None = Field(None, description="Bias on the output projection; default: same as bias.")
+    key_bias: bool = Field(True, description="With bias: false leaves the keys without one (Whisper). A key bias "
+                           "adds the same q·b to every score of a query, so it never changes the output.")
     scale: PosFloat | None = Field(None, description="Score scale; default 1/sqrt(head_dim).")
     cross: Name | None = Field(None, description="Cross-attention: queries from the stream, keys and values from "
                                "the output of this stack of the graph (e.g. encoder).")
@@ -76,7 +78,7 @@ class Attention(NodeSpec):
     def param_count(self, scope: Scope) -> int:
         h, kv, hd = self.dims(scope.width)
         out_bias = self.bias if self.out_bias is None else self.out_bias
-        out = linear_params(h * hd, scope.width, out_bias)
+        out = linear_params(h * hd, scope.width, out_bias) - (kv * hd if self.bias and not self.key_bias else 0)
         if self.cross:  # separate q (from the stream) and kv (from the memory) projections
             memory = scope.memory_widths.get(self.cross, scope.width)
             return linear_params(scope.width, h * hd, self.bias) + linear_params(memory, 2 * kv * hd, self.bias) + out
@@ -109,6 +111,9 @@ class Attention(NodeSpec):
         for field in ("qk_norm_centered", "qk_norm_eps", "qk_norm_over", "qk_norm_unit_offset", "qk_norm_after_rotary", "qk_norm_scale"):
             if field in self.model_fields_set and not self.qk_norm:
                 scope.report(field, f"{field} without qk_norm: true", f"add qk_norm: true, or drop {field}")
+        if not self.key_bias and not self.bias:
+            scope.report("key_bias", "key_bias: false without bias: there is no bias to leave the keys out of",
+                         "drop key_bias, or set bias: true")
         if self.temperature_scale != 0.1 and self.temperature_floor is None:
             scope.report("temperature_scale", "temperature_scale without temperature_floor",
                          "add temperature_floor (Llama 4: 8192), or drop temperature_scale")
