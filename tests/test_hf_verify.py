@@ -209,14 +209,16 @@ EXACT = sorted({r["model_type"] for r in RECORDED["results"] + RECORDED.get("mas
                                                ("bert", "exact"), ("roberta", "exact"), ("bart", "exact"),
                                                ("xglm", "exact"), ("whisper", "exact"), ("moshi", "exact"),
                                                ("axk1", "exact"), ("kolibri1", "exact"),
-                                               ("gpt_neox_japanese", "exact"), ("persimmon", "exact")])
+                                               ("gpt_neox_japanese", "exact"), ("persimmon", "exact"),
+                                               ("bitnet", "exact")])
 def test_coverage_sweep_fast_subset(model_type, status):
     """Decoders, CodeGen's qkv rows for 4-way model parallelism, BERT-shaped encoders run as decoders, BART's
     decoder alone (its cross-attention in with_memory), XGLM (BART's layers without cross-attention, fairseq's
     sinusoids); Whisper's decoder, its keys without a bias (key_bias: false). Moshi: a table a row longer than the logits,
     a fused [gate; up] fc1, a sliding_window its code does not apply (probed). AX K1: a norm of the experts' output.
     Kolibri 1: a choice bias on the router's logits. GPT-NeoX-Japanese: an output bias in the last layer alone, and
-    (as Persimmon) a fused query_key_value per head, read by running the attention (qkv_layout_traits)."""
+    (as Persimmon) a fused query_key_value per head, read by running the attention (qkv_layout_traits). BitNet:
+    norms before the attention's output projection and the MLP's down-projection, a gated squared ReLU."""
     result = hf_coverage.run_one(model_type)
     assert result.status == status, result
     if status == "exact":

@@ -308,6 +308,8 @@ def test_attention_sinks_are_one_more_logit_in_the_softmax():
     ({"moe": {"experts": 4, "hidden": 8, "scoring": "sigmoid", "bias_on_logits": True}}, "bias_on_logits without score_bias"),
     ({"moe": {"experts": 4, "hidden": 8, "capacity": 2, "scale_inputs": True}}, "capacity with scale_inputs"),
     ({"attention": {"heads": 2, "bias": False, "key_bias": False}}, "key_bias: false without bias"),
+    ({"attention": {"heads": 2, "out_norm_eps": 0.001}}, "out_norm_eps without out_norm: true"),
+    ({"mlp": {"hidden": 8, "inner_norm_eps": 0.001}}, "inner_norm_eps without inner_norm: true"),
     ({"mlp": {"hidden": 8, "activation": "swiglu", "swiglu_limit": 3.0}}, "swiglu_limit with activation 'swiglu'"),
     ({"moe": {"experts": 4, "hidden": 8, "sparsemixer_eps": 0.1}}, "sparsemixer_eps without scoring: sparsemixer"),
     ({"moe": {"experts": 4, "hidden": 8, "scoring": "sparsemixer", "score_bias": True}},
@@ -411,3 +413,32 @@ def test_a_choice_bias_on_the_logits_ranks_logits_plus_bias():
             expected = torch.sigmoid(logits[0, chosen[0]])
             assert torch.allclose(weights[0], expected / expected.sum())
     assert picked[True] == [0, 1] and picked[False] == [0, 2]  # 1.6 < 2.0; sigmoid(-1) + 2.6 > sigmoid(2)
+
+
+def test_bitnets_sub_norms_and_gated_squared_relu_against_a_direct_reading():
+    """mlp relu2_glu with inner_norm (BitNet's ffn_sub_norm) and attention out_norm (its attn_sub_norm): down(rms(relu(
+    gate)² · up) · w) and out(rms(heads' output) · w), each norm a learned scale of its width, in the count."""
+    from archdsl.blocks.context import ForwardContext
+
+    spec = {"name": "t", "model": {"width": 16, "layers": [{"embedding": 11}, {"attention": {
+        "heads": 2, "bias": False, "out_norm": True, "out_norm_eps": 0.001}}, {"mlp": {
+            "hidden": 24, "activation": "relu2_glu", "bias": False, "inner_norm": True, "inner_norm_eps": 0.001}},
+        {"lm_head": 11}]}}
+    model = archdsl.compile(spec, seed=0).eval()
+    assert archdsl.summary(archdsl.load_spec(json.dumps(spec))).total_params == model.num_parameters()
+    attn = next(m for m in model.modules() if hasattr(m, "qkv"))
+    mlp = next(m for m in model.modules() if hasattr(m, "inner_norm"))
+    rms = lambda t, w: t * torch.rsqrt(t.pow(2).mean(-1, keepdim=True) + 0.001) * w  # noqa: E731
+    with torch.no_grad():
+        attn.out_norm.weight.uniform_(0.5, 1.5)
+        mlp.inner_norm.weight.uniform_(0.5, 1.5)
+        x = torch.randn(2, 5, 16)
+        gate, up = (x @ mlp.up.weight.T).chunk(2, dim=-1)
+        expected = rms(F.relu(gate).square() * up, mlp.inner_norm.weight) @ mlp.down.weight.T
+        assert torch.allclose(mlp(x, None), expected, atol=1e-5)
+        q, k, v = (x @ attn.qkv.weight.T).split(16, dim=-1)
+        q, k, v = (t.view(2, 5, 2, 8).transpose(1, 2) for t in (q, k, v))
+        heads = torch.softmax(q @ k.transpose(-1, -2) / 8 ** 0.5, -1) @ v
+        y = rms(heads.transpose(1, 2).reshape(2, 5, 16), attn.out_norm.weight) @ attn.out.weight.T
+        ctx = ForwardContext(positions=torch.arange(5)[None].expand(2, 5), key_padding=None)
+        assert torch.allclose(attn(x, ctx), y, atol=1e-5)

@@ -98,7 +98,7 @@ class Attention(nn.Module):
                  softcap: float | None = None, output_gate: bool = False, in_scale: float = 1.0,
                  qk_norm_after_rotary: bool = False, qk_norm_scale: bool = True, sinks: bool = False,
                  qk_norm_centered: bool = False, qk_norm_bias: bool = True, chunk: int | None = None,
-                 key_bias: bool = True,
+                 key_bias: bool = True, out_norm_eps: float | None = None,
                  temperature: tuple[int, float] | None = None):
         super().__init__()
         self.chunk = chunk  # aligned chunks of keys a query may see (Llama 4), or None
@@ -119,6 +119,8 @@ class Attention(nn.Module):
                     if bias and not key_bias else nn.Linear(width, rows, bias=bias))
         self.out = nn.Linear(heads * head_dim, width, bias=out_bias)
         self.out.writes_residual = True  # initialised with the residual std (archdsl.compiler.initialise)
+        # an RMSNorm of the heads' output before the output projection (BitNet's attn_sub_norm)
+        self.out_norm = RMSNorm(heads * head_dim, out_norm_eps) if out_norm_eps is not None else None
         self.sinks = nn.Parameter(torch.zeros(heads)) if sinks else None  # a logit per head, 0 as transformers starts
         self.qk_norm_over = qk_norm_over
         if qk_norm_eps is not None:  # a norm of queries and keys, named as transformers names them
@@ -162,6 +164,9 @@ class Attention(nn.Module):
         from ..parallel import FusedColwise, HeadSharded
 
         h, kv, hd = self.heads, self.kv_heads, self.head_dim
+        if self.out_norm is not None:
+            raise ValueError("tensor parallelism of an attention with out_norm is not supported: the norm reads every "
+                             "head's output, which the ranks split")
         if isinstance(self.qkv, PartialBiasLinear):
             raise ValueError("tensor parallelism of an attention without a key bias (key_bias: false) is not "
                              "supported; set key_bias: true (a zero key bias is the same model)")
@@ -229,7 +234,8 @@ class Attention(nn.Module):
         else:
             y = sdpa(q, k, v, mask, is_causal, self.scale, dropout)
         y = y.transpose(1, 2).reshape(B, S, h * hd)
-        return self.out(y * torch.sigmoid(gate) if self.output_gate else y)
+        y = y * torch.sigmoid(gate) if self.output_gate else y
+        return self.out(self.out_norm(y, None) if self.out_norm is not None else y)
 
 
 class CrossAttention(nn.Module):
@@ -379,6 +385,7 @@ def build_attention(node: BuildContext) -> nn.Module:
                      in_scale=s.in_scale, qk_norm_after_rotary=s.qk_norm_after_rotary, qk_norm_scale=s.qk_norm_scale,
                      sinks=s.sinks, qk_norm_centered=s.qk_norm_centered,
                      qk_norm_bias=s.qk_norm_bias, chunk=s.chunk, key_bias=s.key_bias,
+                     out_norm_eps=s.out_norm_eps if s.out_norm else None,
                      temperature=(s.temperature_floor, s.temperature_scale) if s.temperature_floor else None)
 
 

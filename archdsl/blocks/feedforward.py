@@ -8,6 +8,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .context import BuildContext, ForwardContext, InitScheme
+from .norm import RMSNorm
 
 ACTIVATIONS = {
     "gelu": F.gelu,
@@ -18,6 +19,7 @@ ACTIVATIONS = {
     "swiglu": F.silu,  # gated: silu(gate) * up
     "geglu": lambda x: F.gelu(x, approximate="tanh"),  # gated: gelu(gate) * up (T5 v1.1, Gemma)
     "geglu_exact": F.gelu,  # gated, with the erf GELU (GTE, ModernBERT)
+    "relu2_glu": lambda x: F.relu(x).square(),  # gated: relu(gate)² * up (BitNet)
 }
 
 
@@ -62,9 +64,12 @@ class MLP(nn.Module):
 
     def __init__(self, width: int, hidden: int, activation: str, bias: bool, dropout: float, gated: bool,
                  gate_scale: float = 1.0, xielu: tuple[float, float] = (0.5, -1e-6),
-                 clamp: tuple[float, float] = (1.702, 7.0), down_bias: bool | None = None):
+                 clamp: tuple[float, float] = (1.702, 7.0), down_bias: bool | None = None,
+                 inner_norm_eps: float | None = None):
         super().__init__()
         self.gated, self.gate_scale = gated, gate_scale
+        # an RMSNorm of the hidden units before the down-projection (BitNet's ffn_sub_norm)
+        self.inner_norm = RMSNorm(hidden, inner_norm_eps) if inner_norm_eps is not None else None
         self.act = XIELU(*xielu) if activation == "xielu" else gated_combine(activation, clamp) if gated else \
             ACTIVATIONS[activation]
         self.up = nn.Linear(width, hidden * (2 if gated else 1), bias=bias)
@@ -80,6 +85,9 @@ class MLP(nn.Module):
         from ..parallel import FusedColwise
 
         hidden = self.down.in_features
+        if self.inner_norm is not None:
+            raise ValueError("tensor parallelism of an mlp with inner_norm is not supported: the norm reads every "
+                             "hidden unit, which the ranks split")
         if hidden % tp:
             raise ValueError(f"{hidden} hidden units do not split over {tp} tensor-parallel ranks; use a --tp that "
                              f"divides {hidden}")
@@ -93,6 +101,8 @@ class MLP(nn.Module):
             h = self.act(gate * self.gate_scale if self.gate_scale != 1.0 else gate, up)
         else:
             h = self.act(h)
+        if self.inner_norm is not None:
+            h = self.inner_norm(h, ctx)
         out = self.down(h)
         return self.drop(out) if self.drop is not None and self.training else out
 
@@ -431,7 +441,8 @@ def router_aux_loss(model: nn.Module, attention_mask: torch.Tensor | None = None
 def build_mlp(node: BuildContext) -> nn.Module:
     s = node.spec
     return MLP(node.in_width, s.hidden, s.activation, s.bias, s.dropout, s.gated, s.gate_scale,
-               (s.xielu_beta, s.xielu_eps), (s.swiglu_alpha, s.swiglu_limit), s.down_bias)
+               (s.xielu_beta, s.xielu_eps), (s.swiglu_alpha, s.swiglu_limit), s.down_bias,
+               s.inner_norm_eps if s.inner_norm else None)
 
 
 def build_moe(node: BuildContext) -> nn.Module:

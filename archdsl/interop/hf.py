@@ -192,9 +192,9 @@ _ACTIVATIONS = {
     "gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": "gelu_tanh",
     "relu": "relu", "silu": "silu", "swish": "silu", "relu2": "relu2", "xielu": "xielu",
 }
-_GATED = {"silu": "swiglu", "gelu_tanh": "geglu", "gelu": "geglu_exact"}
+_GATED = {"silu": "swiglu", "gelu_tanh": "geglu", "gelu": "geglu_exact", "relu2": "relu2_glu"}
 _ACT_NAMES = {"gelu": "GELU", "gelu_tanh": "GELU (tanh)", "relu": "ReLU", "relu2": "squared ReLU", "silu": "SiLU", "swiglu": "SwiGLU",
-              "geglu": "GeGLU", "geglu_exact": "GeGLU (erf GELU)", "xielu": "xIELU", "swiglu_clamped": "clamped SwiGLU"}
+              "geglu": "GeGLU", "geglu_exact": "GeGLU (erf GELU)", "relu2_glu": "ReLU²-GLU", "xielu": "xIELU", "swiglu_clamped": "clamped SwiGLU"}
 
 
 # ---------------------------------------------------------------------------------------- config
@@ -422,6 +422,8 @@ class Features:
     sinks: bool = False  # a learned logit per head in the softmax's denominator (GPT-OSS, Granite-SWA)
     moe_post_norm: bool = False  # a norm of the experts' summed output, inside its residual (AX K1)
     last_out_bias: bool = False  # the last layer's attention alone has an output bias (GPT-NeoX-Japanese)
+    attn_out_norm: str | None = None  # the attention's norm before its output projection, by name (BitNet's)
+    mlp_inner_norm: str | None = None  # the MLP's norm before its down-projection, by name (BitNet's)
     causal: bool = True  # False: a masked LM's layers attend to every token (EuroBERT's Llama-style layers)
     output_gate: bool = False  # attention outputs times sigmoid(gate_proj(x)) per head (AFMoE)
     first_attn_norm: bool = True  # False: the first layer has no norm before its attention (ModernBERT)
@@ -815,6 +817,9 @@ def features_from_config(config: Any) -> Features:
     f.rotary_reverse = bool(traits.get("rotary_reverse", False))
     f.sinks = bool(traits.get("sinks", False))
     f.last_out_bias = bool(traits.get("last_out_bias", False)) and not f.out_bias
+    f.attn_out_norm, f.mlp_inner_norm = traits.get("attn_out_norm"), traits.get("mlp_inner_norm")
+    if f.mlp_inner_norm and experts:
+        raise _unsupported(cfg, "model_type", f"experts with a norm before their down-projection ({f.mlp_inner_norm})")
     f.moe_post_norm = bool(traits.get("moe_post_norm", False)) and bool(experts)
     f.causal = not traits.get("bidirectional", False)
     if not f.causal:  # transformers' bidirectional window is inclusive (|i - j| <= w); archdsl's exclusive
@@ -1280,6 +1285,8 @@ def _spec_yaml(config: Any) -> str:
             raise _unsupported(None, "model_type", "an output bias in the last layer alone, among layers that differ "
                                "otherwise")
         attn.append(("out_bias", "$out_bias"))
+    if f.attn_out_norm:
+        attn += [("out_norm", "true"), ("out_norm_eps", "$eps")]
     if f.attn_softcap:
         attn.append(("softcap", _scalar(f.attn_softcap)))
     if f.sinks:
@@ -1363,6 +1370,8 @@ def _spec_yaml(config: Any) -> str:
         mlp = [("hidden", "$ffn"), ("activation", f.activation)]
         if not f.mlp_bias:
             mlp.append(("bias", "false"))
+        if f.mlp_inner_norm:
+            mlp += [("inner_norm", "true"), ("inner_norm_eps", "$eps")]
         ffn_node = f"mlp: {_args(mlp)}"
 
     def norm(name: str, bias: bool | None = None) -> str:
@@ -1888,6 +1897,10 @@ class _Mapper:
                     nkey = self.src.find(i, [f"{a}.{n}.{param}" for n in (norm, *aliases)])
                     if self.need(f"layer {i}'s attention {norm} {param}", nkey):
                         self.put(f"{name}.{norm}.{param}", self.src.get(nkey))  # type: ignore[arg-type]
+        if getattr(module, "out_norm", None) is not None:  # BitNet's attn_sub_norm, before the output projection
+            nkey = self.src.find(i, [f"{a}.{self.f.attn_out_norm}.weight"])
+            if self.need(f"layer {i}'s attention norm before its output projection", nkey):
+                self.put(f"{name}.out_norm.weight", self.src.get(nkey))  # type: ignore[arg-type]
 
     def latent_attention(self, name: str, i: int, module: Any) -> None:
         """DeepSeek's module names: q_proj or q_a_proj/q_a_layernorm/q_b_proj, kv_a_proj_with_mqa,
@@ -1974,6 +1987,10 @@ class _Mapper:
         b = self.bias(i, [f"{m}{p}"], bias, "the down projection")
         if b is not None:
             self.put(f"{name}.down.bias", b)
+        if getattr(module, "inner_norm", None) is not None:  # BitNet's ffn_sub_norm, before the down-projection
+            nkey = self.src.find(i, [f"{mm}.{self.f.mlp_inner_norm}.weight" for mm in _MLP])
+            if self.need(f"layer {i}'s feed-forward norm before its down-projection", nkey):
+                self.put(f"{name}.inner_norm.weight", self.src.get(nkey))  # type: ignore[arg-type]
         if hasattr(module.act, "alpha_p"):  # a learned activation (xIELU): its scalars, its constants
             for param in ("alpha_p", "alpha_n"):
                 key = self.src.find(i, [f"{mm}act_fn.{param}" for mm in _MLP_OR_LAYER])

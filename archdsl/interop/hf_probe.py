@@ -650,8 +650,20 @@ def traits_from_model(model: Any, head_dim: int) -> dict[str, Any]:
             traits["qk_norm_centered"] = True
         elif isinstance(q_norm, nn.LayerNorm):  # a LayerNorm without one (ESM-C's)
             traits["qk_norm_centered"], traits["qk_norm_bias"] = True, False
+    reads = getattr(o, "in_features", None)  # a norm of the heads' output before the output projection (BitNet)
+    out_norm = next((name for name, child in attn.named_children() if "norm" in name and child is not q_norm and
+                     child is not k_norm and getattr(child, "weight", None) is not None and reads is not None
+                     and tuple(child.weight.shape) == (reads,)), None)
+    if out_norm is not None:
+        traits["attn_out_norm"] = out_norm
     mlp = _child(layer, _MLP)
     down = _child(mlp, ("down_proj", "fc2", "c_proj", "w2", "dense_4h_to_h", "Wo")) if mlp is not None else None
+    hidden = getattr(down, "in_features", None) if isinstance(down, nn.Linear) else None
+    inner_norm = next((name for name, child in mlp.named_children() if "norm" in name and hidden is not None
+                       and getattr(child, "weight", None) is not None and tuple(child.weight.shape) == (hidden,)),
+                      None) if mlp is not None else None
+    if inner_norm is not None:  # a norm of the hidden units before the down-projection (BitNet's ffn_sub_norm)
+        traits["mlp_inner_norm"] = inner_norm
     if down is not None and _has_bias(down) is not None:  # a dense MLP (experts keep their weights elsewhere)
         traits["mlp_bias"] = _has_bias(down)
         # a fused [gate; up] projection twice as wide as the down-projection reads (ModernBERT's Wi, Moshi's fc1)

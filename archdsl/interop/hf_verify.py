@@ -198,6 +198,8 @@ def _their_roles(model: Any) -> dict[Role, Tensors]:
     width = getattr(model.config, "hidden_size", None)  # GPT-OSS's experts, Llama 4's: (experts, in, out)
     transposed = {n for n, m in model.named_modules() if is_transposed_experts(m, width)}
     roles: dict[Role, Tensors] = defaultdict(list)
+    experts_in = {int(m.group(1)) for m in (_LAYER.match(n) for n, _ in model.named_parameters())
+                  if m and ".experts." in "." + m.group(2)}  # layers whose feed-forward routes to experts
     for name, p in model.named_parameters():
         shape = tuple(p.shape)
         if name.endswith(("e_score_correction_bias", "expert_bias")) and not p.requires_grad:
@@ -209,7 +211,7 @@ def _their_roles(model: Any) -> dict[Role, Tensors]:
         m = _LAYER.match(name)
         if m:
             child, owner = m.group(2).split(".")[0], m.group(2).split(".")[-2] if "." in m.group(2) else ""
-            if child in _FF and "norm" in owner:  # a norm of the experts' output (AX K1's): archdsl's is a node
+            if child in _FF and "norm" in owner and int(m.group(1)) in experts_in:  # of the experts' output (AX K1)
                 child = owner
             role = "attention" if child in _ATTN else "feed-forward" if child in _FF else \
                 "norms" if "norm" in child or child.startswith("ln") else f"other ({child})"

@@ -25,6 +25,9 @@ class Attention(NodeSpec):
     dropout: Probability = Field(0.0, description="Dropout on attention probabilities (training only).")
     bias: bool = Field(True, description="Bias on the QKV projection.")
     out_bias: bool | None = Field(None, description="Bias on the output projection; default: same as bias.")
+    out_norm: bool = Field(False, description="An RMSNorm (a learned scale per value) of the heads' concatenated "
+                           "output before the output projection (BitNet's attn_sub_norm).")
+    out_norm_eps: PosFloat = Field(1e-6, description="out_norm: its epsilon.")
     key_bias: bool = Field(True, description="With bias: false leaves the keys without one (Whisper). A key bias "
                            "adds the same q·b to every score of a query, so it never changes the output.")
     scale: PosFloat | None = Field(None, description="Score scale; default 1/sqrt(head_dim).")
@@ -79,6 +82,7 @@ class Attention(NodeSpec):
         h, kv, hd = self.dims(scope.width)
         out_bias = self.bias if self.out_bias is None else self.out_bias
         out = linear_params(h * hd, scope.width, out_bias) - (kv * hd if self.bias and not self.key_bias else 0)
+        out += h * hd if self.out_norm else 0
         if self.cross:  # separate q (from the stream) and kv (from the memory) projections
             memory = scope.memory_widths.get(self.cross, scope.width)
             return linear_params(scope.width, h * hd, self.bias) + linear_params(memory, 2 * kv * hd, self.bias) + out
@@ -111,6 +115,10 @@ class Attention(NodeSpec):
         for field in ("qk_norm_centered", "qk_norm_eps", "qk_norm_over", "qk_norm_unit_offset", "qk_norm_after_rotary", "qk_norm_scale"):
             if field in self.model_fields_set and not self.qk_norm:
                 scope.report(field, f"{field} without qk_norm: true", f"add qk_norm: true, or drop {field}")
+        if "out_norm_eps" in self.model_fields_set and not self.out_norm:
+            scope.report("out_norm_eps", "out_norm_eps without out_norm: true", "add out_norm: true, or drop it")
+        if self.out_norm and self.cross:
+            scope.report("out_norm", "out_norm in a cross-attention", "drop out_norm")
         if not self.key_bias and not self.bias:
             scope.report("key_bias", "key_bias: false without bias: there is no bias to leave the keys out of",
                          "drop key_bias, or set bias: true")

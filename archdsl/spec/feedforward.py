@@ -8,9 +8,9 @@ from pydantic import Field
 from .base import NodeSpec, PosFloat, PosInt, Probability, Scope, linear_params
 
 Activation = Literal["gelu", "gelu_tanh", "relu", "relu2", "silu", "swiglu", "geglu", "geglu_exact", "swiglu_clamped",
-                     "xielu"]
+                     "relu2_glu", "xielu"]
 LEARNED_ACTIVATIONS = {"xielu": 2}  # activations with parameters of their own: how many per MLP
-GATED = {"swiglu", "geglu", "geglu_exact", "swiglu_clamped"}
+GATED = {"swiglu", "geglu", "geglu_exact", "swiglu_clamped", "relu2_glu"}
 CLAMPED_DOC = ("swiglu_clamped (GPT-OSS): the gate clamped above at swiglu_limit, the up half to ±swiglu_limit, "
                "then (up + 1) · gate · sigmoid(swiglu_alpha · gate)")
 
@@ -34,7 +34,8 @@ class MLP(NodeSpec):
     hidden: PosInt = Field(description="Inner width (e.g. 4 × width; for gated activations, the width of each half).")
     activation: Activation = Field("gelu", description="gelu, gelu_tanh, relu, relu2 (squared ReLU, relu(x)², "
                                    "Primer; Nemotron-H), silu, gated swiglu / geglu (tanh GELU) / geglu_exact (erf "
-                                   "GELU: GTE, ModernBERT), or xielu (Huang et al. 2024; "
+                                   "GELU: GTE, ModernBERT) / relu2_glu (relu(gate)² · up: BitNet), or xielu (Huang "
+                                   "et al. 2024; "
                                    "Apertus: two learned scalars per MLP, α_p = softplus(a_p), α_n = β + "
                                    "softplus(a_n): α_p·x² + β·x for x > 0, α_n·(expm1(min(x, ε)) − x) + β·x else), or "
                                    + CLAMPED_DOC + ".")
@@ -48,6 +49,9 @@ class MLP(NodeSpec):
     gate_scale: PosFloat = Field(1.0, description="Gated activations: multiply the gate by this inside the "
                                  "activation, act(s · gate) · up (Falcon-H1's mlp_multipliers[0]).")
     dropout: Probability = Field(0.0, description="Dropout after the down-projection.")
+    inner_norm: bool = Field(False, description="An RMSNorm (a learned scale per hidden unit) of the activation's "
+                             "output before the down-projection (BitNet's ffn_sub_norm).")
+    inner_norm_eps: PosFloat = Field(1e-6, description="inner_norm: its epsilon.")
 
     @property
     def gated(self) -> bool:
@@ -57,13 +61,15 @@ class MLP(NodeSpec):
         up = self.hidden * (2 if self.gated else 1)
         down_bias = self.bias if self.down_bias is None else self.down_bias
         return (linear_params(scope.width, up, self.bias) + linear_params(self.hidden, scope.width, down_bias)
-                + LEARNED_ACTIVATIONS.get(self.activation, 0))
+                + LEARNED_ACTIVATIONS.get(self.activation, 0) + (self.hidden if self.inner_norm else 0))
 
     def flops_per_token(self, scope: Scope) -> int:
         return 2 * scope.width * self.hidden * (3 if self.gated else 2)
 
     def check(self, scope: Scope) -> None:
         check_clamped_fields(self, scope)
+        if "inner_norm_eps" in self.model_fields_set and not self.inner_norm:
+            scope.report("inner_norm_eps", "inner_norm_eps without inner_norm: true", "add inner_norm: true, or drop it")
         for field in ("xielu_beta", "xielu_eps"):
             if field in self.model_fields_set and self.activation != "xielu":
                 scope.report(field, f"{field} with activation '{self.activation}'", "drop it, or use xielu")
