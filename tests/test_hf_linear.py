@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import archdsl
-from conftest import need
+from conftest import ROOT, need
 from archdsl.errors import SpecError
 
 transformers = need("transformers")
@@ -204,6 +204,22 @@ def test_unsupported_settings_are_refused_by_name():
     with pytest.raises(SpecError, match="mlp_alpha_factor 3.5: a residual whose skip path is scaled"):
         hf.spec_from_config(config)
     assert hf_linear._bfloat16(2560 ** 0.5) == 50.5 and hf_linear._bfloat16(1.0) == 1.0
+
+
+def test_a_qwen35_layout_of_another_family_is_read_from_its_tree():
+    """Lara-mini: Qwen3.5's gated DeltaNet layers with sliding-window and full attention layers, no output gate, RMSNorms
+    scaled by w, an ungated shared expert; its full attention layers run without rotary positions, which its model's
+    forward alone says (found by running a small random model against each candidate spec). The coverage harness's
+    padded-batch check and the class default at full size."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import hf_coverage
+
+    result = hf_coverage.run_one("lara_mini")
+    assert (result.status, result.full_size) == ("exact", "verified"), result
+    text = hf.spec_yaml_from_config(hf_coverage.shrink(T.CONFIG_MAPPING["lara_mini"]))
+    assert "window: $local_window" in text and text.count("nope: true") == 1 and "output_gate" not in text
 
 
 def control_cases():

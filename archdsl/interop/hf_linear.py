@@ -34,7 +34,28 @@ LINEAR_MODEL_TYPES = ("qwen3_next", "qwen3_5_text", "qwen3_5_moe_text", "lfm2", 
 
 
 def is_linear(cfg: Any) -> bool:
-    return getattr(cfg, "model_type", None) in LINEAR_MODEL_TYPES
+    return getattr(cfg, "model_type", None) in LINEAR_MODEL_TYPES or _deltanet_tree(cfg) is not None
+
+
+def _deltanet_tree(cfg: Any) -> Any:
+    """The transformers model (on meta) of a config whose layers mix attention with Qwen3.5's gated DeltaNet (a
+    linear_attn holding in_proj_qkv, in_proj_z, in_proj_b and in_proj_a), whatever its model_type (Lara-mini);
+    else None. Only configs whose layer_types name linear-attention layers are built."""
+    types = getattr(cfg, "layer_types", None)
+    if not isinstance(types, (list, tuple)) or "linear_attention" not in types:
+        return None
+    try:
+        from .hf_probe import _layers
+        from .hf_verify import transformers_model_on_meta
+
+        model = transformers_model_on_meta(cfg)
+    except Exception:  # noqa: BLE001 - no class for it, or one that cannot be built
+        return None
+    mixers = [getattr(layer, "linear_attn", None) for layer in _layers(model)]
+    if not any(m is not None and all(hasattr(m, n) for n in ("in_proj_qkv", "in_proj_z", "in_proj_b", "in_proj_a"))
+               for m in mixers):
+        return None
+    return model
 
 
 # ---------------------------------------------------------------------------------------- config -> YAML
@@ -96,26 +117,75 @@ def _document(cfg: Any, description: str, variables: dict[str, Any], blocks: dic
     return "\n".join(lines) + "\n"
 
 
-def _qwen3_next(cfg: Any) -> str:
+# sizes of the small random model that _nope_types runs (the layer types kept)
+_SMALL_DELTANET = {"hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+                   "intermediate_size": 64, "moe_intermediate_size": 32, "shared_expert_intermediate_size": 32,
+                   "num_experts": 4, "num_experts_per_tok": 2, "linear_num_key_heads": 2, "linear_key_head_dim": 16,
+                   "linear_num_value_heads": 4, "linear_value_head_dim": 16}
+
+
+def _nope_types(cfg: Any) -> frozenset[str]:
+    """The attention layer types that a Qwen3.5-layout model runs without rotary positions (Lara-mini's full
+    attention layers: its model passes them none, which neither its config nor its attention module says), from
+    behaviour: a small random model of the class against the spec written with each choice, on the same weights."""
+    import itertools
+
+    import torch
+    import transformers
+
+    from .hf import _assign, _build, _unsupported
+    from ..loader import load_spec
+    from .hf_probe import small_random_model
+
+    kinds = sorted({t for t in cfg.layer_types if t != "linear_attention"})
+    small, model = small_random_model(cfg, _SMALL_DELTANET, transformers.AutoModelForCausalLM.from_config)
+    tokens = torch.arange(3, 13)[None] % int(small.vocab_size)
+    state = model.state_dict()
+    with torch.no_grad():
+        theirs = model(tokens, use_cache=False).logits
+        diffs = {}
+        for n in range(len(kinds) + 1):
+            for nope in map(frozenset, itertools.combinations(kinds, n)):
+                ours = _build(load_spec(_qwen3_next(small, nope)), torch.float32, "cpu")
+                _assign(ours, map_weights(small, {k: (lambda t=t: t) for k, t in state.items()}, ours))
+                diffs[nope] = (ours.eval()(tokens) - theirs).abs().max().item() / max(1.0, theirs.abs().max().item())
+                if diffs[nope] <= 1e-4:
+                    return nope
+    raise _unsupported(cfg, "model_type", f"a small random '{cfg.model_type}' model differs from its description by "
+                       f"{min(diffs.values()):.3g} with or without rotary positions in each attention layer type")
+
+
+def _qwen3_next(cfg: Any, nope: frozenset[str] | None = None) -> str:
     from .hf import _unsupported
 
     if cfg.hidden_act != "silu":
         raise _unsupported(cfg, "hidden_act", f"hidden_act '{cfg.hidden_act}' (Qwen3-Next's convolution and MLPs use "
                            "SiLU)")
+    from .hf_probe import _layers, norm_traits, router_traits
+    from .hf_verify import transformers_model_on_meta
+
     theta, fraction = _rotary(cfg)
     layers = cfg.num_hidden_layers
-    if cfg.model_type == "qwen3_5_text":  # every layer's MLP dense
-        sparse = [False] * layers
-    elif cfg.model_type == "qwen3_5_moe_text":  # every layer's MLP sparse; the router renormalises its top k
-        sparse = [True] * layers
-    else:
-        sparse = [cfg.num_experts > 0 and i not in (cfg.mlp_only_layers or []) and (i + 1) % cfg.decoder_sparse_step
-                  == 0 for i in range(layers)]
-    normalize = True if cfg.model_type == "qwen3_5_moe_text" else bool(getattr(cfg, "norm_topk_prob", False))
+    # read from the model's tree (on meta): which layers route to experts, the norms' scale (w or 1 + w), whether
+    # the attention gates its output (q_proj twice as wide), a gate on the shared expert, how the router weighs
+    tree = _layers(transformers_model_on_meta(cfg))
+    sparse = [hasattr(layer.mlp, "experts") for layer in tree]
+    unit_offset = bool(norm_traits(tree[0].input_layernorm).get("unit_offset", True))
+    attn = next(layer.self_attn for layer in tree if hasattr(layer, "self_attn"))
+    output_gate = attn.q_proj.out_features == 2 * cfg.num_attention_heads * cfg.head_dim
+    moe_tree = next((layer.mlp for layer in tree if hasattr(layer.mlp, "experts")), None)
+    shared_gate = moe_tree is not None and getattr(moe_tree, "shared_expert_gate", None) is not None
+    routing = router_traits(cfg, moe_tree).get("routing") if moe_tree is not None else None
+    if isinstance(routing, dict) and (routing["scoring"] != "softmax" or routing["score_bias"] or routing["groups"] > 1
+                                      or routing["routed_scale"] != 1.0):
+        raise _unsupported(cfg, "model_type", "a router other than a softmax over the experts")
+    normalize = routing["normalize"] if isinstance(routing, dict) else bool(getattr(cfg, "norm_topk_prob", False))
     aux_coef = getattr(cfg, "router_aux_loss_coef", 0.0) or 0.0
     if any(sparse) and not cfg.shared_expert_intermediate_size:
         raise _unsupported(cfg, "shared_expert_intermediate_size", "a zero-width shared expert")
-    mixers = {"linear_attention": "linear", "full_attention": "attention"}
+    mixers = {"linear_attention": "linear", "full_attention": "attention", "sliding_attention": "local"}
+    if nope is None:  # Qwen's rotate in every attention layer; another family's is probed
+        nope = frozenset() if cfg.model_type in LINEAR_MODEL_TYPES else _nope_types(cfg)
     for i, kind in enumerate(cfg.layer_types):
         if kind not in mixers:
             raise _unsupported(cfg, f"layer_types[{i}]", f"the layer type '{kind}'")
@@ -128,26 +198,33 @@ def _qwen3_next(cfg: Any) -> str:
                          "linear_heads": cfg.linear_num_key_heads, "linear_head_dim": cfg.linear_key_head_dim,
                          "linear_value_heads": cfg.linear_num_value_heads,
                          "linear_value_dim": cfg.linear_value_head_dim, "conv_kernel": cfg.linear_conv_kernel_dim}
+    if "sliding_attention" in cfg.layer_types:
+        v["local_window"] = cfg.sliding_window
     if "dense" in ffn_kinds:
         v["ffn"] = cfg.intermediate_size
     if "moe" in ffn_kinds:
         v.update(experts=cfg.num_experts, top_k=cfg.num_experts_per_tok, moe_ffn=cfg.moe_intermediate_size,
                  shared_ffn=cfg.shared_expert_intermediate_size)
     v["eps"] = cfg.rms_norm_eps
-    norm = "rmsnorm: {eps: $eps, unit_offset: true, name: %s}"
+    norm = "rmsnorm: {eps: $eps" + (", unit_offset: true" if unit_offset else "") + ", name: %s}"
     bias = ", bias: true" if cfg.attention_bias else ", bias: false"
     dropout = f", dropout: {cfg.attention_dropout}" if cfg.attention_dropout else ""
     mixer = {
         "linear": "gated_deltanet: {heads: $linear_heads, head_dim: $linear_head_dim, value_heads: $linear_value_heads, "
                   "value_dim: $linear_value_dim, conv_kernel: $conv_kernel, norm_eps: $eps, name: linear_attn}",
         "attention": "attention: {heads: $heads, kv_heads: $kv_heads, head_dim: $head_dim, causal: true" + bias + dropout
-                     + ", qk_norm: true, qk_norm_eps: $eps, qk_norm_unit_offset: true, output_gate: true, "
-                     "name: self_attn}",
+                     + ", qk_norm: true, qk_norm_eps: $eps" + (", qk_norm_unit_offset: true" if unit_offset else "")
+                     + (", output_gate: true" if output_gate else "") + ", name: self_attn}",
     }
+    mixer["local"] = mixer["attention"].replace(", name: self_attn}", ", window: $local_window, name: self_attn}")
+    for kind, key in (("full_attention", "attention"), ("sliding_attention", "local")):
+        if kind in nope:  # no rotary positions in these layers (Lara-mini's full ones)
+            mixer[key] = mixer[key].replace(", name: self_attn}", ", nope: true, name: self_attn}")
     aux = f", aux_loss_coef: {aux_coef}" if aux_coef else ""
     ffn = {
         "moe": "moe: {experts: $experts, top_k: $top_k, hidden: $moe_ffn, activation: swiglu, shared_hidden: "
-               f"$shared_ffn, shared_gate: true, normalize: {str(normalize).lower()}{aux}, name: mlp}}",
+               f"$shared_ffn{', shared_gate: true' if shared_gate else ''}, normalize: {str(normalize).lower()}{aux}, "
+               "name: mlp}",
         "dense": "mlp: {hidden: $ffn, activation: swiglu, bias: false, name: mlp}",
     }
     blocks: dict[str, list[str]] = {}
@@ -158,17 +235,19 @@ def _qwen3_next(cfg: Any) -> str:
     n_linear = sum(t == "linear_attention" for t in cfg.layer_types)
     description = (f"Imported from a Hugging Face '{cfg.model_type}' config: {n_linear} of {layers} layers gated DeltaNet "
                    f"({cfg.linear_num_key_heads} query/key heads of {cfg.linear_key_head_dim}, "
-                   f"{cfg.linear_num_value_heads} value heads of {cfg.linear_value_head_dim}), the others gated "
-                   f"attention ({cfg.num_attention_heads} heads, {cfg.num_key_value_heads} kv, rotary on "
+                   f"{cfg.linear_num_value_heads} value heads of {cfg.linear_value_head_dim}), the others "
+                   + ("gated " if output_gate else "") + ("" if "sliding_attention" not in cfg.layer_types else
+                                                          f"sliding-window ({cfg.sliding_window}) or full ")
+                   + f"attention ({cfg.num_attention_heads} heads, {cfg.num_key_value_heads} kv, rotary on "
                    f"{fraction:g} of each head); "
-                   + (f"MoE of {cfg.num_experts} experts, top {cfg.num_experts_per_tok}, with a gated shared expert; "
-                      if "moe" in ffn_kinds else "")
-                   + "RMSNorms as (1 + w)."
+                   + (f"MoE of {cfg.num_experts} experts, top {cfg.num_experts_per_tok}, with a "
+                      + ("gated " if shared_gate else "") + "shared expert; " if "moe" in ffn_kinds else "")
+                   + ("RMSNorms as (1 + w)." if unit_offset else "RMSNorms.")
                    + (" The text model: its multimodal rotary sections (mrope_section) all see a text token's one "
                       "position, which makes them plain rotary." if cfg.model_type.startswith("qwen3_5") else ""))
     head = ["- embedding: {name: embed_tokens, vocab: $vocab}",
             "- positional: {kind: rotary, base: $rope_theta, fraction: $rotary_fraction, max_len: $context}"]
-    tail = ["- rmsnorm: {eps: $eps, unit_offset: true, name: norm}",
+    tail = ["- rmsnorm: {eps: $eps" + (", unit_offset: true" if unit_offset else "") + ", name: norm}",
             "- lm_head: {vocab: $vocab" + (", tie: embed_tokens}" if cfg.tie_word_embeddings else "}")]
     return _document(cfg, description, v, blocks, kinds, head, tail)
 
@@ -333,6 +412,8 @@ def spec_yaml_from_config(config: Any) -> str:
     from .hf import _unsupported, load_config
 
     cfg = load_config(config)
+    if cfg.model_type not in _WRITERS and _deltanet_tree(cfg) is not None:  # laid out as Qwen3.5's (Lara-mini)
+        return _qwen3_next(cfg)
     if cfg.model_type not in _WRITERS:
         raise _unsupported(cfg, "model_type", f"model_type '{cfg.model_type}' as a linear/recurrent hybrid",
                            f"supported: {', '.join(LINEAR_MODEL_TYPES)}")
