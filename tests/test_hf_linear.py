@@ -222,6 +222,21 @@ def test_a_qwen35_layout_of_another_family_is_read_from_its_tree():
     assert "window: $local_window" in text and text.count("nope: true") == 1 and "output_gate" not in text
 
 
+def test_olmo_hybrids_separate_projections_and_post_norm_attention_layers():
+    """OLMo-hybrid: gated DeltaNet layers with separate q/k/v/a/b/g projections and an o_norm whose epsilon (1e-5) is
+    its own, beta doubled (allow_neg_eigval), pre-norm; OLMo 2's attention layers (a norm after each sub-layer inside
+    its residual, qk-norm over the width). The harness's padded batch and the class default at full size."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import hf_coverage
+
+    result = hf_coverage.run_one("olmo_hybrid")
+    assert (result.status, result.full_size) == ("exact", "verified"), result
+    text = hf.spec_yaml_from_config(hf_coverage.shrink(T.CONFIG_MAPPING["olmo_hybrid"]))
+    assert "allow_neg_eigval: true" in text and "norm_eps: $linear_norm_eps" in text and "qk_norm_over: width" in text
+
+
 def control_cases():
     """The parity and generation tests above for tests/controls.py: each test body runs with a broken
     copy of the imported model in its place (docs/testing.md)."""

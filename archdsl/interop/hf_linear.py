@@ -52,8 +52,9 @@ def _deltanet_tree(cfg: Any) -> Any:
     except Exception:  # noqa: BLE001 - no class for it, or one that cannot be built
         return None
     mixers = [getattr(layer, "linear_attn", None) for layer in _layers(model)]
-    if not any(m is not None and all(hasattr(m, n) for n in ("in_proj_qkv", "in_proj_z", "in_proj_b", "in_proj_a"))
-               for m in mixers):
+    layouts = (("in_proj_qkv", "in_proj_z", "in_proj_b", "in_proj_a"),  # Qwen3.5's
+               ("q_proj", "k_proj", "v_proj", "a_proj", "b_proj", "g_proj", "o_norm"))  # OLMo-hybrid's
+    if not any(m is not None and any(all(hasattr(m, n) for n in names) for names in layouts) for m in mixers):
         return None
     return model
 
@@ -138,7 +139,10 @@ def _nope_types(cfg: Any) -> frozenset[str]:
     from .hf_probe import small_random_model
 
     kinds = sorted({t for t in cfg.layer_types if t != "linear_attention"})
-    small, model = small_random_model(cfg, _SMALL_DELTANET, transformers.AutoModelForCausalLM.from_config)
+    sizes = dict(_SMALL_DELTANET)  # the value heads per key head and value width per key width kept
+    sizes["linear_num_value_heads"] = 2 * max(1, cfg.linear_num_value_heads // cfg.linear_num_key_heads)
+    sizes["linear_value_head_dim"] = 16 * max(1, cfg.linear_value_head_dim // cfg.linear_key_head_dim)
+    small, model = small_random_model(cfg, sizes, transformers.AutoModelForCausalLM.from_config)
     tokens = torch.arange(3, 13)[None] % int(small.vocab_size)
     state = model.state_dict()
     with torch.no_grad():
@@ -170,9 +174,19 @@ def _qwen3_next(cfg: Any, nope: frozenset[str] | None = None) -> str:
     # the attention gates its output (q_proj twice as wide), a gate on the shared expert, how the router weighs
     tree = _layers(transformers_model_on_meta(cfg))
     sparse = [hasattr(layer.mlp, "experts") for layer in tree]
-    unit_offset = bool(norm_traits(tree[0].input_layernorm).get("unit_offset", True))
-    attn = next(layer.self_attn for layer in tree if hasattr(layer, "self_attn"))
-    output_gate = attn.q_proj.out_features == 2 * cfg.num_attention_heads * cfg.head_dim
+    unit_offset = bool(norm_traits(next(layer.input_layernorm for layer in tree if hasattr(layer, "input_layernorm"))
+                                   ).get("unit_offset", True))
+    attn_layer = next((layer for layer in tree if hasattr(layer, "self_attn")), None)  # none: every layer linear
+    attn = getattr(attn_layer, "self_attn", None)
+    head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
+    output_gate = attn is not None and attn.q_proj.out_features == 2 * cfg.num_attention_heads * head_dim
+    # one weight per value of all heads (OLMo's) or per head dim
+    qk_width = attn is not None and attn.q_norm.weight.shape[0] != head_dim
+    mixer_tree = next(layer.linear_attn for layer in tree if hasattr(layer, "linear_attn"))
+    gated_norm = getattr(mixer_tree, "norm", None) or getattr(mixer_tree, "o_norm", None)
+    norm_eps = float(getattr(gated_norm, "variance_epsilon", None) or getattr(gated_norm, "eps", None) or cfg.rms_norm_eps)
+    # OLMo 2's attention layers: no norm before a sub-layer, one after it inside its residual
+    post_norms = not hasattr(attn_layer, "input_layernorm") and hasattr(attn_layer, "post_feedforward_layernorm")
     moe_tree = next((layer.mlp for layer in tree if hasattr(layer.mlp, "experts")), None)
     shared_gate = moe_tree is not None and getattr(moe_tree, "shared_expert_gate", None) is not None
     routing = router_traits(cfg, moe_tree).get("routing") if moe_tree is not None else None
@@ -194,7 +208,7 @@ def _qwen3_next(cfg: Any, nope: frozenset[str] | None = None) -> str:
              for t, s in zip(cfg.layer_types, sparse)]
     v: dict[str, Any] = {"vocab": cfg.vocab_size, "context": cfg.max_position_embeddings, "d_model": cfg.hidden_size,
                          "layers": layers, "heads": cfg.num_attention_heads, "kv_heads": cfg.num_key_value_heads,
-                         "head_dim": cfg.head_dim, "rotary_fraction": fraction, "rope_theta": theta,
+                         "head_dim": head_dim, "rotary_fraction": fraction, "rope_theta": theta,
                          "linear_heads": cfg.linear_num_key_heads, "linear_head_dim": cfg.linear_key_head_dim,
                          "linear_value_heads": cfg.linear_num_value_heads,
                          "linear_value_dim": cfg.linear_value_head_dim, "conv_kernel": cfg.linear_conv_kernel_dim}
@@ -206,14 +220,20 @@ def _qwen3_next(cfg: Any, nope: frozenset[str] | None = None) -> str:
         v.update(experts=cfg.num_experts, top_k=cfg.num_experts_per_tok, moe_ffn=cfg.moe_intermediate_size,
                  shared_ffn=cfg.shared_expert_intermediate_size)
     v["eps"] = cfg.rms_norm_eps
+    if norm_eps != cfg.rms_norm_eps:  # the DeltaNet's gated norm's own (OLMo-hybrid's 1e-5)
+        v["linear_norm_eps"] = norm_eps
     norm = "rmsnorm: {eps: $eps" + (", unit_offset: true" if unit_offset else "") + ", name: %s}"
     bias = ", bias: true" if cfg.attention_bias else ", bias: false"
     dropout = f", dropout: {cfg.attention_dropout}" if cfg.attention_dropout else ""
     mixer = {
         "linear": "gated_deltanet: {heads: $linear_heads, head_dim: $linear_head_dim, value_heads: $linear_value_heads, "
-                  "value_dim: $linear_value_dim, conv_kernel: $conv_kernel, norm_eps: $eps, name: linear_attn}",
+                  "value_dim: $linear_value_dim, conv_kernel: $conv_kernel, norm_eps: "
+                  + ("$linear_norm_eps" if norm_eps != cfg.rms_norm_eps else "$eps")
+                  + (", allow_neg_eigval: true" if getattr(cfg, "linear_allow_neg_eigval", False) else "")
+                  + ", name: linear_attn}",
         "attention": "attention: {heads: $heads, kv_heads: $kv_heads, head_dim: $head_dim, causal: true" + bias + dropout
                      + ", qk_norm: true, qk_norm_eps: $eps" + (", qk_norm_unit_offset: true" if unit_offset else "")
+                     + (", qk_norm_over: width" if qk_width else "")
                      + (", output_gate: true" if output_gate else "") + ", name: self_attn}",
     }
     mixer["local"] = mixer["attention"].replace(", name: self_attn}", ", window: $local_window, name: self_attn}")
@@ -229,6 +249,11 @@ def _qwen3_next(cfg: Any, nope: frozenset[str] | None = None) -> str:
     }
     blocks: dict[str, list[str]] = {}
     for kind, (t, s) in zip(kinds, zip(cfg.layer_types, sparse)):
+        if post_norms and t != "linear_attention":  # x + norm(attention(x)), h + norm(mlp(h))
+            blocks.setdefault(kind, ["- residual:", "    - " + mixer[mixers[t]], "    - " + norm % "post_attention_layernorm",
+                                     "- residual:", "    - " + ffn["moe" if s else "dense"],
+                                     "    - " + norm % "post_feedforward_layernorm"])
+            continue
         blocks.setdefault(kind, ["- residual:", "    - " + norm % "input_layernorm", "    - " + mixer[mixers[t]],
                                  "- residual:", "    - " + norm % "post_attention_layernorm",
                                  "    - " + ffn["moe" if s else "dense"]])
@@ -483,8 +508,12 @@ def _gated_deltanet(src: _Tensors, prefix: str, module: Any, cfg: Any) -> dict[s
     import torch
 
     common = {"conv.weight": src.get(f"{prefix}.conv1d.weight"), "A_log": src.get(f"{prefix}.A_log"),
-              "dt_bias": src.get(f"{prefix}.dt_bias"), "norm.weight": src.get(f"{prefix}.norm.weight"),
-              "out.weight": src.get(f"{prefix}.out_proj.weight")}
+              "dt_bias": src.get(f"{prefix}.dt_bias"), "norm.weight": src.first(prefix, "norm.weight", "o_norm.weight"),
+              "out.weight": src.first(prefix, "out_proj.weight", "o_proj.weight")}
+    if f"{prefix}.g_proj.weight" in src:  # OLMo-hybrid: separate q, k, v, a, b and the gate g
+        return {"qkv.weight": torch.cat([src.get(f"{prefix}.{n}_proj.weight") for n in "qkv"]),
+                "z.weight": src.get(f"{prefix}.g_proj.weight"), "b.weight": src.get(f"{prefix}.b_proj.weight"),
+                "a.weight": src.get(f"{prefix}.a_proj.weight"), **common}
     if f"{prefix}.in_proj_qkv.weight" in src:  # Qwen3.5: separate projections, already [all q; all k; all v]
         return {"qkv.weight": src.get(f"{prefix}.in_proj_qkv.weight"), "z.weight": src.get(f"{prefix}.in_proj_z.weight"),
                 "b.weight": src.get(f"{prefix}.in_proj_b.weight"), "a.weight": src.get(f"{prefix}.in_proj_a.weight"),
