@@ -629,8 +629,11 @@ def traits_from_model(model: Any, head_dim: int) -> dict[str, Any]:
     if _has_bias(o) is not None:
         traits["out_bias"] = _has_bias(o)
     last = _child(_layers(model)[-1], _ATTN)  # GPT-NeoX-Japanese: an output bias in the last layer alone
-    if last is not attn and last is not None and not _has_bias(o) and any(
-            n.endswith("bias") for n, _ in last.named_parameters(recurse=False)):
+    width = getattr(o, "out_features", None)
+
+    def own_out_bias(module: Any) -> bool:
+        return any(n.endswith("bias") and tuple(p.shape) == (width,) for n, p in module.named_parameters(recurse=False))
+    if last is not attn and last is not None and not _has_bias(o) and own_out_bias(last) and not own_out_bias(attn):
         traits["last_out_bias"] = True
     if "sinks" in dict(attn.named_parameters(recurse=False)):  # a logit per head in the softmax (GPT-OSS)
         traits["sinks"] = True
