@@ -210,7 +210,7 @@ EXACT = sorted({r["model_type"] for r in RECORDED["results"] + RECORDED.get("mas
                                                ("xglm", "exact"), ("whisper", "exact"), ("moshi", "exact"),
                                                ("axk1", "exact"), ("kolibri1", "exact"),
                                                ("gpt_neox_japanese", "exact"), ("persimmon", "exact"),
-                                               ("bitnet", "exact")])
+                                               ("bitnet", "exact"), ("ctrl", "exact"), ("beam", "refused")])
 def test_coverage_sweep_fast_subset(model_type, status):
     """Decoders, CodeGen's qkv rows for 4-way model parallelism, BERT-shaped encoders run as decoders, BART's
     decoder alone (its cross-attention in with_memory), XGLM (BART's layers without cross-attention, fairseq's
@@ -218,7 +218,9 @@ def test_coverage_sweep_fast_subset(model_type, status):
     a fused [gate; up] fc1, a sliding_window its code does not apply (probed). AX K1: a norm of the experts' output.
     Kolibri 1: a choice bias on the router's logits. GPT-NeoX-Japanese: an output bias in the last layer alone, and
     (as Persimmon) a fused query_key_value per head, read by running the attention (qkv_layout_traits). BitNet:
-    norms before the attention's output projection and the MLP's down-projection, a gated squared ReLU."""
+    norms before the attention's output projection and the MLP's down-projection, a gated squared ReLU. CTRL: a fixed
+    [sin | cos] table kept as a buffer and embeddings scaled by √width (both probed by running a small model), Wq/Wk/Wv,
+    an nn.Sequential feed-forward whose ReLU module is its activation. Beam refused for its gated attention."""
     result = hf_coverage.run_one(model_type)
     assert result.status == status, result
     if status == "exact":

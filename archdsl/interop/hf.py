@@ -421,6 +421,7 @@ class Features:
     rotary_reverse: bool = False  # rotate by -angle (nanochat's rotate_half flips the signs)
     sinks: bool = False  # a learned logit per head in the softmax's denominator (GPT-OSS, Granite-SWA)
     moe_post_norm: bool = False  # a norm of the experts' summed output, inside its residual (AX K1)
+    sinusoid_spacing: str = "vaswani"  # positional sinusoidal: the table's frequencies
     last_out_bias: bool = False  # the last layer's attention alone has an output bias (GPT-NeoX-Japanese)
     attn_out_norm: str | None = None  # the attention's norm before its output projection, by name (BitNet's)
     mlp_inner_norm: str | None = None  # the MLP's norm before its down-projection, by name (BitNet's)
@@ -610,7 +611,7 @@ def features_from_config(config: Any) -> Features:
     unit_offset = bool(traits.get("unit_offset", False))
 
     # positions
-    rope = _rope(cfg) if traits.get("positional") not in ("learned", "alibi") else None
+    rope = _rope(cfg) if traits.get("positional") not in ("learned", "alibi", "sinusoidal") else None
     position_type = getattr(cfg, "position_embedding_type", None)
     if position_type not in (None, "absolute", "rope", "rotary"):
         raise _unsupported(cfg, "position_embedding_type", f"position embedding type '{position_type}'")
@@ -633,6 +634,8 @@ def features_from_config(config: Any) -> Features:
         local_fraction = float(local.get("partial_rotary_factor", 1.0)) if local is not None else 1.0
     elif traits.get("positional") == "alibi":
         positional, theta, fraction, rope_scaling = "alibi", 10000.0, 1.0, ()
+    elif traits.get("positional") == "sinusoidal":  # a fixed [sin | cos] table the model keeps (CTRL's)
+        positional, theta, fraction, rope_scaling = "sinusoidal", 10000.0, 1.0, ()
     else:
         if max_len is None:
             raise _unsupported(cfg, "max_position_embeddings", "positions that are neither rotary nor learned")
@@ -663,6 +666,7 @@ def features_from_config(config: Any) -> Features:
 
     # activation
     act_name = _get(cfg, "hidden_act", "activation_function", "activation", "hidden_activation", default="gelu")
+    act_name = traits.get("mlp_activation") or act_name  # the MLP's own activation module (CTRL's ReLU)
     if "activation" in traits:  # fixed by the family's code (BLOOM's tanh GELU, MPT's exact GELU)
         activation = traits["activation"]
     elif not isinstance(act_name, str) or act_name not in _ACTIVATIONS:
@@ -816,6 +820,7 @@ def features_from_config(config: Any) -> Features:
         f.shared_hidden, f.shared_gate = int(traits["shared_hidden"]), bool(traits["shared_gate"])
     f.rotary_reverse = bool(traits.get("rotary_reverse", False))
     f.sinks = bool(traits.get("sinks", False))
+    f.sinusoid_spacing = str(traits.get("sinusoid_spacing", "vaswani"))
     f.last_out_bias = bool(traits.get("last_out_bias", False)) and not f.out_bias
     f.attn_out_norm, f.mlp_inner_norm = traits.get("attn_out_norm"), traits.get("mlp_inner_norm")
     if f.mlp_inner_norm and experts:
@@ -1502,6 +1507,9 @@ def _spec_yaml(config: Any) -> str:
         pass  # a positional node in every layer (above)
     elif f.positional == "alibi":
         model.append("    - positional: " + (_args([("kind", "alibi"), ("max_len", "$context")]) if f.max_len else "alibi"))
+    elif f.positional == "sinusoidal":  # sines of every frequency, then cosines (CTRL's table)
+        spacing = [("spacing", f.sinusoid_spacing)] if f.sinusoid_spacing != "vaswani" else []
+        model.append(f"    - positional: {_args([('kind', 'sinusoidal'), ('max_len', '$context'), ('halves', 'true')] + spacing)}")
     elif f.positional == "rotary":
         pos = [("kind", "rotary"), ("base", "$rope_theta")] + ([("max_len", "$context")] if f.max_len else [])
         if f.rotary_fraction != 1.0:
@@ -1668,20 +1676,22 @@ _LAYER = re.compile(r"^(?:.*\.)?(?:layers|h|blocks)\.(\d+)\.(.+)$")
 
 _TOP = {
     "embed": ["embed_tokens.weight", "wte.weight", "embed_in.weight", "word_embeddings.weight", "tokens_embed.weight",
-              "tok_embeddings.weight"],  # ModernBERT's last
+              "tok_embeddings.weight", "transformer.w.weight"],  # ModernBERT's, CTRL's
     "positions": ["wpe.weight", "embed_positions.weight", "positions_embed.weight"],
     "head": ["lm_head.weight", "embed_out.weight"],
     "head_bias": ["lm_head.bias", "embed_out.bias"],
 }
 _TOP_NORMS = {
-    "final": ["final_norm", "norm", "ln_f", "final_layer_norm", "final_layernorm", "norm_f"],  # ModernBERT's first
+    "final": ["final_norm", "norm", "ln_f", "final_layer_norm", "final_layernorm", "norm_f",
+              "transformer.layernorm"],  # ModernBERT's first, CTRL's last
     "embed_norm": ["word_embeddings_layernorm", "embeddings.norm"],
 }
 _LAYER_NORMS = {
     "attn_norm": ["input_layernorm", "ln_1", "ln_attn", "attention_norm", "norm_1", "self_attn_layer_norm",
-                  "attention_layernorm", "attn_norm"],  # Apertus', ModernBERT's
+                  "attention_layernorm", "attn_norm", "layernorm1"],  # Apertus', ModernBERT's, CTRL's
     # a checkpoint with pre_feedforward_layernorm (Gemma 2) uses post_attention_layernorm after the attention
     "mlp_norm": ["pre_feedforward_layernorm", "pre_mlp_layernorm", "post_attention_layernorm", "ln_2", "ln_mlp",
+                 "layernorm2",  # CTRL's
                  "ffn_norm", "norm_2",
                  "feedforward_layernorm", "mlp_norm",  # ModernBERT's
                  "final_layer_norm"],  # OPT's layer i: self_attn_layer_norm, then final_layer_norm before fc1
@@ -1692,16 +1702,16 @@ _LAYER_NORMS = {
     "post_res_attn_norm": ["ln_1"],  # GPT-1's norm(x + attention(x))
     "post_res_mlp_norm": ["ln_2"],
 }
-_ATTN = ["attn.attention", "self_attn", "attn", "attention", "self_attention"]  # GPT-Neo's first
-_QKV_SPLIT = [("q_proj", "k_proj", "v_proj")]
+_ATTN = ["attn.attention", "self_attn", "attn", "attention", "self_attention", "multi_head_attention"]  # GPT-Neo's first
+_QKV_SPLIT = [("q_proj", "k_proj", "v_proj"), ("Wq", "Wk", "Wv")]  # CTRL's last
 _QKV_FUSED = ["qkv_proj", "c_attn", "query_key_value", "Wqkv"]
 _OUT = ["o_proj", "c_proj", "dense", "out_proj", "Wo"]
 _MLP = ["mlp", "feed_forward", "ffn"]
 _MLP_OR_LAYER = [m + "." for m in _MLP] + [""]  # prefixes of an ungated MLP's projections; OPT's sit in the layer
 _GATE_UP = [("gate_proj", "up_proj"), ("w1", "w3")]
 _GATE_UP_FUSED = ["gate_up_proj", "Wi", "fc1"]  # ModernBERT's [input; gate]: archdsl's [gate; up]; Moshi's fc1
-_UP = ["c_fc", "dense_h_to_4h", "fc1", "fc_in", "up_proj"]
-_DOWN = ["down_proj", "c_proj", "dense_4h_to_h", "fc2", "fc_out", "w2", "Wo"]
+_UP = ["c_fc", "dense_h_to_4h", "fc1", "fc_in", "up_proj", "0"]  # "0", "2": an nn.Sequential's (CTRL's ffn)
+_DOWN = ["down_proj", "c_proj", "dense_4h_to_h", "fc2", "fc_out", "w2", "Wo", "2"]
 _CONV1D = {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"}  # GPT-2's Conv1D modules
 
 

@@ -21,12 +21,12 @@ from typing import Any
 
 __all__ = ["traits_from_model", "probe_config"]
 
-_ATTN = ("self_attn", "attn", "attention", "self_attention")
+_ATTN = ("self_attn", "attn", "attention", "self_attention", "multi_head_attention")  # CTRL's last
 _MLP = ("mlp", "feed_forward", "ffn")
 _OTHER_MIXERS = ("linear_attn", "linear_attention", "conv", "mamba", "mixer", "temporal_block")
-_Q = ("q_proj", "query", "wq")
-_K = ("k_proj", "key", "wk")
-_V = ("v_proj", "value", "wv")
+_Q = ("q_proj", "query", "wq", "Wq")
+_K = ("k_proj", "key", "wk", "Wk")
+_V = ("v_proj", "value", "wv", "Wv")
 _QKV = ("query_key_value", "qkv_proj", "Wqkv", "c_attn")
 _O = ("o_proj", "out_proj", "dense", "wo", "Wo")
 _Q_NORM = ("q_norm", "query_layernorm", "q_layernorm")
@@ -35,6 +35,7 @@ _K_NORM = ("k_norm", "key_layernorm", "k_layernorm")
 # MLP only (OLMo 2), or both (Gemma 2's sandwich)
 _NORM_LAYOUTS = {
     frozenset({"input_layernorm", "post_attention_layernorm"}): "pre",
+    frozenset({"layernorm1", "layernorm2"}): "pre",  # CTRL
     frozenset({"attention_layernorm", "feedforward_layernorm"}): "pre",  # Apertus
     frozenset({"post_attention_layernorm", "post_feedforward_layernorm"}): "post",
     frozenset({"input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
@@ -381,6 +382,51 @@ def rotation_traits(model: Any) -> dict[str, Any]:
     return {"rotates": rotates}
 
 
+# an MLP's activation by its module's class (CTRL's nn.Sequential)
+_ACTIVATION_MODULES = {"ReLU": "relu", "GELU": "gelu", "SiLU": "silu", "Tanh": "tanh"}
+
+
+def position_table_traits(model: Any) -> dict[str, Any]:
+    """Fixed sinusoidal positions the model keeps as a buffer of its base (CTRL's pos_encoding), and whether the
+    token embeddings are scaled by √width before they are added, from behaviour: a small random model of the class,
+    its table matched against archdsl's [sin | cos] tables, its embedding output (hidden_states[0]) against
+    s · embedding + table for s = 1 and √width. Empty when the base has no such buffer or nothing matches."""
+    import math
+    import warnings
+
+    import torch
+
+    width = getattr(model.config, "hidden_size", None)
+    base = _base(model)
+    names = [n for n, b in base.named_buffers(recurse=False) if b.dim() == 2 and width and b.shape[-1] == width]
+    if not names:
+        return {}
+    try:
+        import transformers
+
+        from .hf_seq2seq import _is_sinusoid_halves, sinusoid_spacing
+
+        sizes = {"hidden_size": 32, "num_attention_heads": 2, "num_hidden_layers": 1, "intermediate_size": 48,
+                 "dff": 48}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            small, m = small_random_model(model.config, sizes, transformers.AutoModelForCausalLM.from_config)
+        table = dict(_base(m).named_buffers(recurse=False))[names[0]].float()
+        spacing = sinusoid_spacing(table) if _is_sinusoid_halves(table) else None
+        if spacing is None:
+            return {}
+        ids = torch.arange(3, 9)[None] % int(small.vocab_size)
+        with torch.no_grad():
+            out = m(ids, output_hidden_states=True, use_cache=False).hidden_states[0]
+            emb = m.get_input_embeddings()(ids)
+        for scale in (1.0, math.sqrt(table.shape[-1])):
+            if torch.allclose(out, emb * scale + table[:6], atol=1e-5):
+                return {"positional": "sinusoidal", "sinusoid_spacing": spacing, "embed_scale": scale != 1.0}
+    except Exception:  # noqa: BLE001 - a class that cannot be built or run small: no evidence
+        return {}
+    return {}
+
+
 def window_traits(cfg: Any) -> dict[str, Any]:
     """Whether the modelling code applies the config's sliding_window, from behaviour: a small random model of
     the class with a window of 2 and the same with a window wider than the probe, run on 8 tokens (Moshi's
@@ -661,6 +707,13 @@ def traits_from_model(model: Any, head_dim: int) -> dict[str, Any]:
         traits["attn_out_norm"] = out_norm
     mlp = _child(layer, _MLP)
     down = _child(mlp, ("down_proj", "fc2", "c_proj", "w2", "dense_4h_to_h", "Wo")) if mlp is not None else None
+    if isinstance(mlp, nn.Sequential) and len(mlp) == 3 and isinstance(mlp[0], nn.Linear) and \
+            isinstance(mlp[2], nn.Linear):  # CTRL's ffn: Linear, an activation module, Linear
+        down = mlp[2]
+        traits["mlp_hidden"] = int(down.in_features)
+        act = _ACTIVATION_MODULES.get(type(mlp[1]).__name__)
+        if act is not None:
+            traits["mlp_activation"] = act
     hidden = getattr(down, "in_features", None) if isinstance(down, nn.Linear) else None
     inner_norm = next((name for name, child in mlp.named_children() if "norm" in name and hidden is not None
                        and getattr(child, "weight", None) is not None and tuple(child.weight.shape) == (hidden,)),
@@ -704,6 +757,7 @@ def traits_from_model(model: Any, head_dim: int) -> dict[str, Any]:
         traits.update(rotary_traits(model, attn))
         traits.update(rotation_traits(model))
     traits.update(qkv_layout_traits(model))
+    traits.update(position_table_traits(model))
     base = _base(model)
     inv_freq = dict(getattr(base, "rotary_emb", nn.Module()).named_buffers()).get("inv_freq")
     if inv_freq is not None and inv_freq.dim() == 1:  # the dims its rotary rotates, whatever rotary_dim says

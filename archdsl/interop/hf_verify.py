@@ -50,15 +50,15 @@ class Verdict:
 
 
 # where a transformers parameter sits inside a layer, by the name of the layer's child module
-_ATTN = ("self_attn", "attn", "attention", "self_attention", "SelfAttention")
+_ATTN = ("self_attn", "attn", "attention", "self_attention", "SelfAttention", "multi_head_attention")
 _FF = ("mlp", "feed_forward", "ffn", "block_sparse_moe", "moe", "fc1", "fc2")  # OPT: fc1/fc2 in the layer itself
 _LAYER = re.compile(r"^(?:.*\.)?(?:layers|h|blocks)\.(\d+)\.(.+)$")
 _TOP_ROLES = {
-    "embedding": ("embed_tokens", "wte", "embed_in", "word_embeddings", "tokens_embed"),
+    "embedding": ("embed_tokens", "wte", "embed_in", "word_embeddings", "tokens_embed", "w"),  # CTRL's w
     "positions": ("wpe", "embed_positions", "positions_embed"),
     "embedding norm": ("word_embeddings_layernorm",),
     # LFM2 calls its final norm embedding_norm (it runs after the layers)
-    "final norm": ("norm", "ln_f", "final_layer_norm", "final_layernorm", "norm_f", "embedding_norm"),
+    "final norm": ("norm", "ln_f", "final_layer_norm", "final_layernorm", "norm_f", "embedding_norm", "layernorm"),
     "head": ("lm_head", "embed_out"),
 }
 # archdsl layout roles (_Mapper.layout) -> the role names shared with transformers'
