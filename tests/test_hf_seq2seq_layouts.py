@@ -105,19 +105,26 @@ def test_marian_from_pretrained_reads_a_saved_checkpoint(tmp_path):
         assert torch.equal(loaded.state_dict()[name], tensor), name
 
 
-@pytest.mark.parametrize("sizes", [{"src_vocab_size": 120, "tgt_vocab_size": 150},
-                                   {"tie_word_embeddings": True}])
-def test_fsmt_tables_import_exactly(sizes):
-    """FSMT keeps a source and a target table (of different sizes here) and its head apart
-    (model.decoder.output_projection, which its get_output_embeddings does not name): the spec has two
-    embeddings, vocab and target_vocab; tied, the encoder's table is the one table."""
-    config = hf_coverage.shrink(T.CONFIG_MAPPING["fsmt"])
+def _imports_exactly(model_type: str, sizes: dict):
+    """The shrunk class default with `sizes` set: a random model's logits on the harness's padded source and target
+    equal the import's, and its trainable parameter count. Returns the config."""
+    config = hf_coverage.shrink(T.CONFIG_MAPPING[model_type])
     for key, value in sizes.items():
         setattr(config, key, value)
     model = hf_coverage.random_model(config, task="seq2seq")
     ours = hf.from_hf(model)
     assert hf_coverage.max_diff(model, hf_coverage.hf_logits(model), ours) < 1e-5
     assert ours.num_parameters() == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return config
+
+
+@pytest.mark.parametrize("sizes", [{"src_vocab_size": 120, "tgt_vocab_size": 150},
+                                   {"tie_word_embeddings": True}])
+def test_fsmt_tables_import_exactly(sizes):
+    """FSMT keeps a source and a target table (of different sizes here) and its head apart
+    (model.decoder.output_projection, which its get_output_embeddings does not name): the spec has two
+    embeddings, vocab and target_vocab; tied, the encoder's table is the one table."""
+    _imports_exactly("fsmt", sizes)
 
 
 @pytest.mark.parametrize("sizes", [{"expert_capacity": 1}, {"expert_capacity": 2, "num_layers": 5,
@@ -126,12 +133,6 @@ def test_switch_transformers_capacity_and_sparse_layers_import_exactly(sizes):
     """Switch Transformers' experts (top-1, a float32 router, no renormalisation) in the layers its sparse steps
     pick (read from its module tree: a repeat with a pattern of dense and sparse blocks), with a capacity small
     enough that tokens of the 8-token sequences overflow it (moe: {capacity}): the same logits."""
-    config = hf_coverage.shrink(T.CONFIG_MAPPING["switch_transformers"])
-    for key, value in sizes.items():
-        setattr(config, key, value)
-    model = hf_coverage.random_model(config, task="seq2seq")
-    ours = hf.from_hf(model)
-    assert hf_coverage.max_diff(model, hf_coverage.hf_logits(model), ours) < 1e-5
-    assert ours.num_parameters() == sum(p.numel() for p in model.parameters())
+    config = _imports_exactly("switch_transformers", sizes)
     text = hf.spec_yaml_from_config(config)
     assert f"capacity: {sizes['expert_capacity']}" in text and "pattern: [" in text
