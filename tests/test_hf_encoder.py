@@ -166,7 +166,7 @@ def test_what_archdsl_cannot_express_is_refused_by_name(config_class, extra, mat
     ("xlm-roberta-xl", "exact"), ("megatron-bert", "exact"), ("ibert", "exact"), ("mra", "refused"),
     ("big_bird", "refused"), ("eurobert", "exact"), ("roformer", "exact"), ("ultrabert", "exact"),
     ("nomic_bert", "exact"), ("jina_embeddings_v3", "exact"), ("gte", "exact"), ("modernbert", "exact"),
-    ("mpnet", "exact"), ("esmc", "exact")])
+    ("mpnet", "exact"), ("esmc", "exact"), ("fnet", "exact")])
 def test_coverage_sweep_masked_lm_subset(model_type, status):
     """The coverage harness's masked-LM sweep on a fixed subset (the full sweep: docs/coverage.md). EuroBERT's
     layers are Llama's, attending to every token (its attention's is_causal is False): the decoder importer reads
@@ -182,7 +182,8 @@ def test_coverage_sweep_masked_lm_subset(model_type, status):
     head transform beside its own decoder. MPNet's are BERT's under one T5-style relative position bias of the stack.
     ESM-C's are Llama's under esmc (its base_model_prefix) with LayerNorms, a final one without a shift, a qk
     LayerNorm over the width without one (qk_norm_centered, qk_norm_bias: false) and residual branches divided by
-    the layer's sqrt(layers / 36)."""
+    the layer's sqrt(layers / 36). FNet's are BERT's with a Fourier transform in place of attention (fourier), an
+    embedding projection, and a pooler beside its head (written before it)."""
     result = hf_coverage.run_one(model_type, "masked-lm")
     assert result.status == status, result
     if status == "exact":

@@ -56,7 +56,7 @@ def assert_greedy_equals_transformers(cfg, *, low: int, pads: int, pad_token_id:
     ("gemma2", dict(norms="sandwich")),
     ("glm4_moe", dict(router="sigmoid_groups", router_fp32=True)),  # layer 0 is dense: the first MoE layer is read
     ("glm4_moe_lite", dict(latent=True, router="sigmoid_groups")),  # DeepSeek's latent attention, another name
-    ("gpt_neox", {}),  # not laid out as q/k/v projections in self_attn: nothing is claimed
+    ("gpt_neox", dict(qkv_layout="per_head", norms="pre")),  # under its base_model_prefix; qkv rows per head
 ])
 def test_traits_are_read_from_the_first_layer(model_type, expected):
     cfg, model = _meta(model_type)
@@ -82,7 +82,7 @@ def test_probed_families_import_exactly(model_type):
     result = hf_coverage.run_one(model_type)
     # class defaults that are other models: GLM-4.5's rotates an odd 21 of 42 head dims; Nemotron's has no
     # num_key_value_heads, so transformers cannot build it and no tree is there to read
-    full = {"glm4_moe": "refused: partial_rotary_factor", "nemotron": "refused: ",  # HunYuan's: head_dim None
+    full = {"glm4_moe": "refused: partial_rotary_factor", "nemotron": "refused: hidden_act",  # HunYuan's: head_dim None
             "hunyuan_v1_dense": "unverified: "}.get(model_type, "verified")
     assert result.status == "exact" and result.full_size.startswith(full), result
     if model_type == "mellum":
@@ -202,10 +202,9 @@ def test_opt_positions_sit_two_rows_in_and_follow_the_padding():
         hf.spec_from_config(T.OPTConfig(do_layer_norm_before=False))
 
 
-@pytest.mark.parametrize("model_type, model_class, holding", [
-    ("gpt_neox_japanese", "GPTNeoXJapaneseForCausalLM", "input_layernorm, "), ("hrm_text", "HrmTextForCausalLM", "self_attn, ")])
+@pytest.mark.parametrize("model_type, model_class, holding", [("hrm_text", "HrmTextForCausalLM", "self_attn, ")])
 def test_a_layout_the_importer_does_not_read_is_named_for_what_it_is(model_type, model_class, holding):
-    """Layers the importer does not read (GPT-NeoX-Japanese's, HRM's; BERT-shaped ones are hf_encoder's, a BART
+    """Layers the importer does not read (HRM's; BERT-shaped ones are hf_encoder's, a BART
     config is the seq2seq importer's, BART-layout decoder layers, TrOCR's and BioGPT's, hf_decoder's) are refused
     as what they are, not with a Llama default's complaint (it said "a gated MLP with activation 'gelu'")."""
     with pytest.raises(SpecError, match=rf"model_type: unsupported feature: '{model_type}' is a {model_class}, whose "
@@ -253,10 +252,33 @@ def test_the_router_is_read_from_what_it_returns(model_type, expected):
     assert {k: routing[k] for k in expected} == expected
 
 
-def test_a_router_matching_no_routing_is_refused():
-    """Kolibri chooses by logits + bias and weights by the sigmoid of the chosen logits: no archdsl routing."""
-    with pytest.raises(SpecError, match=r"a router whose experts and weights, run on probe values, match none"):
-        hf.spec_from_config(hf_coverage.shrink(T.CONFIG_MAPPING["kolibri1"]))
+def test_a_router_matching_no_routing_is_unknown_and_kolibris_is_a_choice_bias_on_logits():
+    """A router that weighs its top k by a softmax at temperature 2 matches no archdsl routing ("unknown", which the
+    importer refuses by name); Kolibri 1's chooses by logits + bias and weighs by the sigmoid of the chosen logits:
+    moe {scoring: sigmoid, score_bias: true, bias_on_logits: true}."""
+    from torch import nn
+
+    from archdsl.interop.hf_probe import router_traits
+
+    class Tempered(nn.Module):
+        top_k = 2
+
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.zeros(4, 8))
+
+        def forward(self, x):
+            logits = x @ self.weight.T
+            weights, chosen = torch.topk(torch.softmax(logits / 2, dim=-1), 2, dim=-1)
+            return logits, weights, chosen
+
+    moe = nn.Module()
+    moe.gate = Tempered()
+    assert router_traits(T.LlamaConfig(), moe) == {"routing": "unknown"}
+    _, kolibri = _meta("kolibri1")
+    layer = next(layer for layer in kolibri.model.layers if hasattr(layer.mlp, "experts"))
+    routing = router_traits(kolibri.config, layer.mlp)["routing"]
+    assert (routing["scoring"], routing["score_bias"], routing["bias_on_logits"]) == ("sigmoid", True, True)
 
 
 @pytest.mark.parametrize("model_type, expected", [

@@ -442,3 +442,20 @@ def test_bitnets_sub_norms_and_gated_squared_relu_against_a_direct_reading():
         y = rms(heads.transpose(1, 2).reshape(2, 5, 16), attn.out_norm.weight) @ attn.out.weight.T
         ctx = ForwardContext(positions=torch.arange(5)[None].expand(2, 5), key_padding=None)
         assert torch.allclose(attn(x, ctx), y, atol=1e-5)
+
+
+def test_fourier_is_the_real_part_of_the_2d_fft_and_refuses_to_decode():
+    """fourier (FNet): Re(FFT over positions and width) of the stream, no parameters; a cache is refused by name."""
+    from archdsl.blocks.context import ForwardContext
+    from archdsl.blocks.sequence import Fourier
+
+    x = torch.randn(2, 5, 8, dtype=torch.float64)
+    ctx = ForwardContext(positions=torch.arange(5)[None].expand(2, 5), key_padding=None)
+    expected = torch.stack([torch.tensor(__import__("numpy").fft.fft2(row.numpy()).real) for row in x])
+    assert torch.allclose(Fourier("f")(x, ctx), expected, atol=1e-10)
+    spec = {"name": "t", "model": {"width": 8, "layers": [{"embedding": 11}, {"residual": [{"fourier": {}}]},
+                                                          {"lm_head": 11}]}}
+    model = archdsl.compile(spec, seed=0)
+    assert archdsl.summary(archdsl.load_spec(json.dumps(spec))).total_params == model.num_parameters() == 2 * 11 * 8
+    with pytest.raises(ValueError, match="cannot decode one token at a time"):
+        model.generate(torch.randint(0, 11, (1, 3)), 2)

@@ -265,3 +265,25 @@ def build_recurrent(node: BuildContext) -> nn.Module:
     cls = LSTM if s.gates == 4 else GRU  # the spec's gate count says which cell
     return cls(width, s.size(width), s.layers, bidirectional=s.bidirectional, dropout=s.dropout, bias=s.bias,
                name=node.id)
+
+
+class Fourier(nn.Module):
+    """Re(FFT over positions and width) of the stream (spec/sequence.py's Fourier), computed in float32 or the
+    stream's wider float."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.node_name = name
+
+    decodes = False
+
+    def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        if ctx.cache is not None:
+            raise ValueError(f"{self.node_name} mixes every position with every other (a Fourier transform over the "
+                             "sequence), so it cannot decode one token at a time")
+        wide = x if x.dtype in (torch.float32, torch.float64) else x.float()
+        return torch.fft.fftn(wide, dim=(1, 2)).real.to(x.dtype)
+
+
+def build_fourier(node: BuildContext) -> nn.Module:
+    return Fourier(node.id)

@@ -675,7 +675,9 @@ def features_from_config(config: Any) -> Features:
     else:
         activation = _ACTIVATIONS[act_name]
     if traits.get("gated", True):
-        if activation not in _GATED:
+        # squared ReLU gated only where the tree shows a gate (BitNet's); a config with no tree to read (Nemotron's
+        # class default, which transformers cannot build) gets Llama's gated default, which this would not be
+        if activation not in _GATED or (activation == "relu2" and not traits.get("gate_seen")):
             raise _unsupported(cfg, "hidden_act", f"a gated MLP with activation '{act_name}'",
                                "gated MLPs are swiglu (silu) and geglu (tanh GELU)")
         activation = _GATED[activation]

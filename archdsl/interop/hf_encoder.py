@@ -61,6 +61,9 @@ LAYER_LAYOUTS: dict[str, dict[str, str]] = {
     "rotary-gated": dict(arrangement="post", rotary="rotary_emb", q="self_attn.q_proj", k="self_attn.k_proj",
                          v="self_attn.v_proj", o="self_attn.o_proj", attn_norm="post_attention_layernorm",
                          gate="mlp.gate_proj", up="mlp.up_proj", down="mlp.down_proj", mlp_norm="post_mlp_layernorm"),
+    # FNet's: BERT's post-norm layers with a Fourier transform in place of attention (no projections)
+    "fnet": dict(arrangement="post", mixer="fourier", attn_norm="fourier.output.LayerNorm", up="intermediate.dense",
+                 down="output.dense", mlp_norm="output.LayerNorm"),
     # MPNet's: BERT's post-norm layers, attention.attn.{q,k,v,o}, under one relative position bias of the stack
     "mpnet": dict(arrangement="post", q="attention.attn.q", k="attention.attn.k", v="attention.attn.v",
                   o="attention.attn.o", attn_norm="attention.LayerNorm", up="intermediate.dense", down="output.dense",
@@ -75,7 +78,7 @@ _NORM_ROLES = ("attn_norm", "mlp_norm")
 
 def _roles_of(layout: dict[str, str]) -> tuple[str, ...]:
     """The roles with parameters of a layout: the projections (a gate, where the feed-forward is gated) and norms."""
-    return _LINEAR_ROLES + (("gate",) if "gate" in layout else ()) + _NORM_ROLES
+    return tuple(r for r in _LINEAR_ROLES if r in layout) + (("gate",) if "gate" in layout else ()) + _NORM_ROLES
 
 # role -> a pattern of the module outside the layers (a full name within the transformers model), with the
 # parameters each role's module holds; the first role whose pattern matches a module takes it
@@ -85,7 +88,7 @@ TOP_ROLES: list[tuple[str, str]] = [
     ("positions", _P + r"embeddings\.position_embeddings$"),
     ("token_types", _P + r"embeddings\.token_type_embeddings$"),
     ("embed_norm", _P + r"embeddings\.(?:LayerNorm|layer_norm)$"),
-    ("embed_proj", _P + r"(?:embeddings_project|encoder\.embedding_hidden_mapping_in)$"),
+    ("embed_proj", _P + r"(?:embeddings_project|encoder\.embedding_hidden_mapping_in|embeddings\.projection)$"),
     ("pooler", _P + r"pooler(?:\.dense)?$"),
     ("head_dense", r"^(?:cls\.predictions\.transform\.dense|cls\.predictions\.dense|lm_head\.dense|"
                    r"generator_predictions\.dense|predictions\.dense|vocab_transform)$"),
@@ -144,6 +147,7 @@ class EncoderDescription:
     rotary_base: float = 10000.0
     rotary_interleaved: bool = False
     head: dict[str, Any] | None = None  # {"dense": out width, "activation", "norm_eps", "tied", "bias"}
+    mixer: str = "attention"  # or "fourier" (FNet: Re(FFT) over positions and width in place of attention)
     relative_buckets: int | None = None  # a relative position bias over the stack (MPNet): its buckets
     relative_max_distance: int = 128
     roles: dict[str, str] = field(default_factory=dict)  # top role -> transformers module name
@@ -231,6 +235,8 @@ def _reference_layer(layer: Any, layout: dict[str, str], heads: int, activation:
         return t.view(B, S, heads, -1).transpose(1, 2)
 
     def attention(h: Any) -> Any:
+        if layout.get("mixer") == "fourier":  # FNet: Re(FFT over positions and width)
+            return torch.fft.fftn(h, dim=(1, 2)).real
         q, k, v = (split(proj(r, h)) for r in ("q", "k", "v"))
         if rotary is not None:
             q, k = rotate(q), rotate(k)
@@ -294,7 +300,7 @@ def _probe_layer(model: Any, layer: Any, layout: dict[str, str], heads: int, cau
     import torch
 
     g = torch.Generator().manual_seed(0)
-    width = layer.get_submodule(layout["q"]).weight.shape[1]
+    width = layer.get_submodule(layout["q" if "q" in layout else "up"]).weight.shape[1]
     x = torch.randn(2, 7, width, generator=g) * 2 + 0.5
     with torch.no_grad():
         rotary = _rotary_tables(model, layout, x)
@@ -514,7 +520,8 @@ def _identify(hf_model: Any, cfg: Any, probe: Any) -> EncoderDescription:
     for needed in ("embed",):
         if needed not in roles:
             raise _unsupported(cfg, "model_type", f"'{cfg.model_type}' has no word embedding table")
-    probe_heads = _heads(probe.config)
+    mixer = layout.get("mixer", "attention")  # FNet's: a Fourier transform, no heads
+    probe_heads = _heads(probe.config) if mixer == "attention" else 1
     causal = bool(getattr(cfg, "is_decoder", False))
     activation = _probe_layer(probe, layers[0], layout, probe_heads, causal)
     if "gate" in layout:  # the activation of the gate: archdsl's gated form of it
@@ -526,7 +533,7 @@ def _identify(hf_model: Any, cfg: Any, probe: Any) -> EncoderDescription:
 
     # sizes from the real config, structure from the probe
     width = _int(cfg, "hidden_size", "dim")
-    heads = _heads(cfg)
+    heads = _heads(cfg) if mixer == "attention" else 1
     ffn = _int(cfg, "intermediate_size", "hidden_dim")
     n_layers = _int(cfg, "num_hidden_layers", "n_layers")
     shared = len(layers) == 1 and _int(probe.config, "num_hidden_layers", "n_layers") > 1
@@ -535,10 +542,11 @@ def _identify(hf_model: Any, cfg: Any, probe: Any) -> EncoderDescription:
                            f"(num_hidden_groups={cfg.num_hidden_groups}, inner_group_num={cfg.inner_group_num})",
                            "archdsl shares one layer across the stack (repeat: {shared: true})")
     layer0 = layers[0]
-    bias = layer0.get_submodule(layout["q"]).bias is not None
+    mixing = ("q", "k", "v", "o") if "q" in layout else ()  # FNet's Fourier transform has no projections
     mlp_bias = layer0.get_submodule(layout["up"]).bias is not None
+    bias = layer0.get_submodule(layout["q"]).bias is not None if mixing else mlp_bias
     down_bias = layer0.get_submodule(layout["down"]).bias is not None  # GTE: the down-projection's alone
-    if any((layer0.get_submodule(layout[r]).bias is not None) != bias for r in ("q", "k", "v", "o")) or \
+    if any((layer0.get_submodule(layout[r]).bias is not None) != bias for r in mixing) or \
             ("gate" in layout and (layer0.get_submodule(layout["gate"]).bias is not None) != mlp_bias):
         raise _unsupported(cfg, "bias", "biases on some of the attention's projections only")
     eps = float(layer0.get_submodule(layout["attn_norm"]).eps)
@@ -605,7 +613,7 @@ def _identify(hf_model: Any, cfg: Any, probe: Any) -> EncoderDescription:
         embed_norm_eps=eps_of("embed_norm"), embed_proj="embed_proj" in roles, final_norm_eps=eps_of("final_norm"),
         pooler="pooler" in roles, mlp_bias=mlp_bias if mlp_bias != bias else None,
         down_bias=down_bias if down_bias != mlp_bias else None, rotary=rotary,
-        rotary_base=rotary_base, relative_buckets=buckets,
+        rotary_base=rotary_base, relative_buckets=buckets, mixer=mixer,
         rotary_interleaved="rotary_table" in roles, head=head, roles=roles, layer_modules=[f"{layers_name}.{i}" for i in range(len(layers))])
 
 
@@ -666,7 +674,8 @@ def _describe(d: EncoderDescription) -> str:
     from .hf import _ACT_NAMES
 
     parts = [f"{d.layers} {'shared ' if d.shared else ''}{d.arrangement}-norm layers",
-             f"{'causal' if d.causal else 'bidirectional'} attention, {d.heads} heads",
+             "a Fourier transform over positions and width in place of attention (FNet)" if d.mixer == "fourier"
+             else f"{'causal' if d.causal else 'bidirectional'} attention, {d.heads} heads",
              f"{_ACT_NAMES[d.activation]} feed-forward (hidden {d.ffn})"]
     if d.max_len:
         parts.append(f"learned positions ({d.max_len}" + (f", from row {d.offset})" if d.offset else ")"))
@@ -710,11 +719,14 @@ def spec_data(d: EncoderDescription) -> dict[str, Any]:
     def norm(name: str, eps: str | float = "$eps") -> dict:
         return {"layernorm": {"eps": "$eps" if eps == d.eps else eps, "name": name}}
 
+    mixing: dict[str, Any] = {"attention": attention} if d.mixer == "attention" else {d.mixer: {"name": d.mixer}}
+    if d.mixer != "attention":
+        del v["heads"]
     if d.arrangement == "post":
-        layer = [{"residual": [{"attention": attention}]}, norm("attn_norm"),
+        layer = [{"residual": [mixing]}, norm("attn_norm"),
                  {"residual": [{"mlp": mlp}]}, norm("mlp_norm")]
     else:
-        layer = [{"residual": [norm("attn_norm"), {"attention": attention}]},
+        layer = [{"residual": [norm("attn_norm"), mixing]},
                  {"residual": [norm("mlp_norm"), {"mlp": mlp}]}]
     embed: dict[str, Any] = {"name": "word_embeddings", "vocab": "$vocab"}
     if d.embed_dim:
@@ -749,6 +761,8 @@ def spec_data(d: EncoderDescription) -> dict[str, Any]:
     top.append(repeat)
     if d.final_norm_eps is not None:
         top.append(norm("final_norm", d.final_norm_eps))
+    if d.pooler:  # of the final hidden states, before any head (FNet's masked LM keeps its pooler)
+        top.append({"pooler": {"reduce": "first", "activation": "tanh"}})
     if d.head:
         h = d.head
         dense: dict[str, Any] = {"out": "$d_model" if h["dense"] == d.width else "$embed_dim"
@@ -763,8 +777,6 @@ def spec_data(d: EncoderDescription) -> dict[str, Any]:
         if h["bias"]:
             lm["bias"] = True
         top.append({"lm_head": lm})
-    if d.pooler:
-        top.append({"pooler": {"reduce": "first", "activation": "tanh"}})
     return {"archdsl": 1, "name": d.name, "description": _describe(d), "vars": v, "blocks": {"layer": layer},
             "model": {"width": "$d_model", "layers": top}}
 
@@ -922,8 +934,9 @@ def _outputs(hf_model: Any, model: Any, tokens: Any, mask: Any, types: Any | Non
         ours = model(tokens, mask, **kwargs)
         theirs = hf_model(input_ids=tokens, attention_mask=mask, **kwargs)
     real = mask.bool()
-    if isinstance(ours, torch.Tensor):
-        return [("logits", ours[real], theirs.logits[real])]
+    if getattr(theirs, "logits", None) is not None:  # a masked LM (FNet's keeps a pooler beside its head)
+        logits = ours if isinstance(ours, torch.Tensor) else ours.last_hidden_state
+        return [("logits", logits[real], theirs.logits[real])]
     pairs = [("hidden states", ours.last_hidden_state[real], theirs.last_hidden_state[real])]
     if getattr(ours, "pooler_output", None) is not None and getattr(theirs, "pooler_output", None) is not None:
         pairs.append(("pooled output", ours.pooler_output, theirs.pooler_output))

@@ -726,6 +726,7 @@ def traits_from_model(model: Any, head_dim: int) -> dict[str, Any]:
         fused = [getattr(mlp, n, None) for n in ("Wi", "fc1")]
         traits["gated"] = any(getattr(mlp, n, None) is not None for n in ("gate_proj", "gate_up_proj", "w1", "w3")) or any(
             getattr(wi, "weight", None) is not None and wi.weight.shape[0] == 2 * down.weight.shape[1] for wi in fused)
+        traits["gate_seen"] = traits["gated"]  # read from the tree, not a default
         if fused[1] is not None and traits["gated"]:  # fc1 fused: the config's width may be its output's
             traits["mlp_hidden"] = int(down.weight.shape[1])
     moe = next((m for m in (_child(lay, _MLP) for lay in _layers(model)) if m is not None and hasattr(m, "experts")), None)

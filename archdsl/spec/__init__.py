@@ -17,7 +17,7 @@ from .feedforward import MLP, Dropout, Linear, MoE
 from .heads import LMHead, Pooler
 from .linear_mixers import RGLRU, GatedDeltaNet, LightningAttention, ShortConv
 from .norm import LayerNorm, RMSNorm
-from .sequence import GRU, LSTM, Conv1d
+from .sequence import GRU, LSTM, Conv1d, Fourier
 from .ssm import Mamba, Mamba2
 from .structure import Parallel, Repeat, Residual, WithMemory
 from .vision import Classifier, PatchEmbedding
@@ -211,5 +211,5 @@ class Spec(BaseModel):
 
 __all__ = ["NODE_KINDS", "MODEL_TAGS", "Node", "NodeSpec", "Scope", "DecodeState", "Spec", "Stack", "SingleStack",
            "GraphModel", "Init", "Embedding", "Positional", "Attention", "LatentAttention", "MLP", "MoE", "Linear",
-           "Dropout", "LayerNorm", "RMSNorm", "Residual", "Parallel", "Repeat", "WithMemory", "LMHead", "Pooler", "Conv1d", "LSTM",
+           "Dropout", "LayerNorm", "RMSNorm", "Residual", "Parallel", "Repeat", "WithMemory", "LMHead", "Pooler", "Conv1d", "LSTM", "Fourier",
            "GRU", "PatchEmbedding", "Classifier"]

@@ -190,3 +190,30 @@ class GRU(_Recurrent):
     kind = "gru"
     title = "GRU"
     gates = 3
+
+
+class Fourier(NodeSpec):
+    """FNet's token mixing (Lee-Thorp et al. 2022): the real part of the two-dimensional discrete Fourier
+    transform over the sequence and the width, Re(FFT_seq(FFT_width(x))), in place of attention. No
+    parameters. Every position mixes every other, so it cannot decode one token at a time, and padding
+    positions take part as they do in FNet (which has no attention mask): its output at a real token
+    depends on the padded length."""
+
+    kind = "fourier"
+    family = "conv"
+    title = "Fourier"
+    builder = "archdsl.blocks.sequence:build_fourier"
+
+    def param_count(self, scope: Scope) -> int:
+        return 0
+
+    def flops_per_token(self, scope: Scope) -> int:
+        import math
+
+        # a complex FFT of n points costs about 5 n log2 n real operations; per token, one of the width and a
+        # width's share of the sequence's
+        w, s = scope.width, max(scope.seq_len, 2)
+        return int(5 * w * (math.log2(max(w, 2)) + math.log2(s)))
+
+    def summary_args(self) -> str:
+        return "Re(FFT over sequence and width)"
