@@ -662,9 +662,13 @@ def _refuse_config(cfg: Any) -> None:
         raise _unsupported(cfg, "position_embedding_type", f"position_embedding_type '{kind}' (relative position "
                            "embeddings inside the attention scores)")
     attention = getattr(cfg, "attention_type", None)
+    what = {"block_sparse": "BigBird's block-sparse attention over long sequences",
+            "relative_shift": "Funnel's relative positional attention (relative_shift) over pooled sequences",
+            "factorized": "Funnel's factorized relative positional attention"}
     if attention not in (None, "original_full"):
-        raise _unsupported(cfg, "attention_type", f"attention_type '{attention}' (BigBird's block-sparse attention "
-                           "over long sequences)", "attention_type: original_full is BERT's attention")
+        raise _unsupported(cfg, "attention_type", f"attention_type '{attention}' ("
+                           + what.get(str(attention), "attention other than softmax over every token") + ")",
+                           "attention_type: original_full is BERT's attention" if attention == "block_sparse" else None)
     if getattr(cfg, "quant_mode", False):
         raise _unsupported(cfg, "quant_mode", "I-BERT's integer-only quantised arithmetic (quant_mode=True)")
 
